@@ -1,0 +1,20 @@
+# SPDX-License-Identifier: MIT
+# Helpers for the project's own targets (tests, benchmarks, experiments): warnings, -march=native, sanitizers.
+
+add_library(spo_project_options INTERFACE)
+target_compile_options(spo_project_options INTERFACE -Wall -Wextra -Wno-unused-parameter $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
+if(SPO_NATIVE)
+  target_compile_options(spo_project_options INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-march=native>)
+endif()
+if(SPO_SANITIZE)
+  target_compile_options(spo_project_options INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
+                                                      -fno-sanitize-recover=undefined)
+  target_link_options(spo_project_options INTERFACE -fsanitize=address,undefined)
+endif()
+
+# spo_add_executable(<name> SOURCES <files...> [LIBS <targets...>])
+function(spo_add_executable name)
+  cmake_parse_arguments(arg "" "" "SOURCES;LIBS" ${ARGN})
+  add_executable(${name} ${arg_SOURCES})
+  target_link_libraries(${name} PRIVATE spo::spo spo_project_options ${arg_LIBS})
+endfunction()

@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: MIT
+/// @brief Parameter: a value, its gradient accumulator and a trainable flag; names follow PyTorch state-dict keys.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "spo/core/device.hpp"
+#include "spo/tensor/tensor.hpp"
+
+namespace spo::nn {
+
+/*!
+  WHAT THIS REPRESENTS
+    One learnable tensor. Backward passes accumulate (+=) into grad only when trainable; a frozen parameter
+    holds no gradient memory.
+!*/
+template <Scalar T, Device D = cpu>
+struct Parameter {
+  Tensor<T, D> value;
+  Tensor<T, D> grad;
+  bool trainable = true;
+
+  Parameter() = default;
+  explicit Parameter(Shape shape) : value(shape), grad(shape) {}
+
+  const Shape& shape() const { return value.shape(); }
+  void zero_grad() {
+    if (trainable) {
+      if (grad.shape() == value.shape()) grad.fill_zero();
+      else grad = Tensor<T, D>(value.shape());
+    }
+  }
+  void set_trainable(bool on) {
+    trainable = on;
+    if (on && !(grad.shape() == value.shape())) grad = Tensor<T, D>(value.shape());
+    if (!on) grad = Tensor<T, D>();
+  }
+};
+
+/// "prefix.name", or "name" when the prefix is empty (PyTorch's state-dict key convention).
+inline std::string join_name(std::string_view prefix, std::string_view name) {
+  if (prefix.empty()) return std::string(name);
+  std::string s;
+  s.reserve(prefix.size() + 1 + name.size());
+  s.append(prefix).append(".").append(name);
+  return s;
+}
+
+}  // namespace spo::nn
