@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "spo/core/rng.hpp"
+#include "spo/nn/grad_mode.hpp"
 #include "spo/nn/layer.hpp"
 #include "spo/tensor/ops.hpp"
 

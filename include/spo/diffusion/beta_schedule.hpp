@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: MIT
+/// @brief Beta schedules (linear, scaled_linear, squaredcos_cap_v2) reproducing diffusers' float32 tables.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <concepts>
+#include <numbers>
+#include <string_view>
+#include <vector>
+
+#include "spo/core/error.hpp"
+
+namespace spo::diffusion {
+
+/*!
+  WHAT THIS REPRESENTS
+    A policy producing the T betas of a diffusion process, in float32 exactly as diffusers computes them
+    (Ref: diffusers scheduling_ddim.py, DDIMScheduler.__init__ and betas_for_alpha_bar).
+  REQUIRES
+    - S::name is the diffusers `beta_schedule` string
+    - s.betas(T) returns T values in (0, 1)
+!*/
+template <class S>
+concept BetaSchedule = requires(const S& s, int num_train_timesteps) {
+  { S::name } -> std::convertible_to<std::string_view>;
+  { s.betas(num_train_timesteps) } -> std::same_as<std::vector<float>>;
+};
+
+namespace detail {
+/// float32 a * b rounded once (exact product in double, then one rounding; immune to FMA contraction).
+inline float mul_f32(float a, float b) { return static_cast<float>(static_cast<double>(a) * static_cast<double>(b)); }
+inline float add_f32(float a, float b) { return static_cast<float>(static_cast<double>(a) + static_cast<double>(b)); }
+
+/// torch.linspace(start, end, n, dtype=float32) on the CPU, bitwise, as torch's AVX2 kernel computes it
+/// (ATen RangeFactoriesKernel): step = (end - start) / (n - 1); blocks of 8 lanes, two blocks per iteration, whose
+/// base is fma(step, idx, start) in the first half and fma(-step, n - 1 - idx, end) in the second, lane j adding
+/// j * step; the remaining n % 16 points use the scalar form start + step * idx (or end - step * (n - 1 - idx)).
+/// Other vector widths (AVX-512 builds) differ in the last ulp only.
+inline std::vector<float> torch_linspace_f32(float start, float end, int n) {
+  SPO_CHECK(n >= 1, "linspace needs at least one point, got " << n);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  if (n == 1) {
+    v[0] = start;
+    return v;
+  }
+  constexpr int lanes = 8;
+  const float step = static_cast<float>(static_cast<double>(end - start) / static_cast<double>(n - 1));
+  const int half = n / 2;
+  const int vectorized = n / (2 * lanes) * (2 * lanes);
+  int idx = 0;
+  for (; idx < vectorized; idx += lanes) {
+    const float base = idx < half ? std::fma(step, static_cast<float>(idx), start)
+                                  : std::fma(-step, static_cast<float>(n - 1 - idx), end);
+    for (int j = 0; j < lanes; ++j)
+      v[static_cast<std::size_t>(idx + j)] = add_f32(base, mul_f32(static_cast<float>(j), step));
+  }
+  for (; idx < n; ++idx)
+    v[static_cast<std::size_t>(idx)] = idx < half ? add_f32(start, mul_f32(step, static_cast<float>(idx)))
+                                                  : add_f32(end, -mul_f32(step, static_cast<float>(n - 1 - idx)));
+  return v;
+}
+}  // namespace detail
+
+/// beta_i = linspace(beta_start, beta_end, T)  (DDPM: 1e-4 .. 0.02)
+struct LinearBetas {
+  static constexpr std::string_view name = "linear";
+  double beta_start = 1e-4;
+  double beta_end = 0.02;
+  std::vector<float> betas(int t) const {
+    return detail::torch_linspace_f32(static_cast<float>(beta_start), static_cast<float>(beta_end), t);
+  }
+};
+
+/// beta_i = linspace(sqrt(beta_start), sqrt(beta_end), T)^2  (Stable Diffusion: 0.00085 .. 0.012);
+/// the square roots in double, linspace and square in float32.
+struct ScaledLinearBetas {
+  static constexpr std::string_view name = "scaled_linear";
+  double beta_start = 0.00085;
+  double beta_end = 0.012;
+  std::vector<float> betas(int t) const {
+    auto v = detail::torch_linspace_f32(static_cast<float>(std::sqrt(beta_start)), static_cast<float>(std::sqrt(beta_end)), t);
+    for (auto& b : v) b = detail::mul_f32(b, b);
+    return v;
+  }
+};
+
+/// Cosine schedule (Nichol & Dhariwal 2021): beta_i = min(1 - abar((i+1)/T) / abar(i/T), max_beta),
+/// abar(t) = cos((t + 0.008) / 1.008 * pi / 2)^2, in double then cast to float32.
+struct SquaredCosCapV2Betas {
+  static constexpr std::string_view name = "squaredcos_cap_v2";
+  double max_beta = 0.999;
+  std::vector<float> betas(int t) const {
+    auto alpha_bar = [](double x) {
+      const double c = std::cos((x + 0.008) / 1.008 * std::numbers::pi / 2.0);
+      return c * c;
+    };
+    std::vector<float> v(static_cast<std::size_t>(t));
+    for (int i = 0; i < t; ++i) {
+      const double t1 = static_cast<double>(i) / t, t2 = static_cast<double>(i + 1) / t;
+      v[static_cast<std::size_t>(i)] = static_cast<float>(std::min(1.0 - alpha_bar(t2) / alpha_bar(t1), max_beta));
+    }
+    return v;
+  }
+};
+
+}  // namespace spo::diffusion

@@ -1,0 +1,7 @@
+// SPDX-License-Identifier: MIT
+/// @brief Input/output: JSON parsing, crash-safe files, half-precision conversion and model files.
+#pragma once
+
+#include "spo/io/atomic_file.hpp"
+#include "spo/io/half.hpp"
+#include "spo/io/json.hpp"

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: MIT
+/// @brief State dicts: the parameters of any object with visit_parameters, saved to and loaded from safetensors by name.
+#pragma once
+
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "spo/io/safetensors.hpp"
+#include "spo/nn/parameter.hpp"
+
+namespace spo::io {
+
+/// Objects whose parameters can be enumerated as (name, Parameter&) (every nn::Layer, whole models, LoRA wrappers).
+template <class M>
+concept ParameterVisitable = requires(M& m) { m.visit_parameters([](std::string_view, auto&) {}, std::string_view{}); };
+
+struct StateDictSaveOptions {
+  /// Storage type of floating-point parameters; nullopt keeps the native type (float -> F32, double -> F64).
+  std::optional<Dtype> dtype;
+  /// Only trainable parameters (e.g. a LoRA-only file).
+  bool trainable_only = false;
+  /// Prepended to every key as "prefix.name".
+  std::string prefix;
+};
+
+struct StateDictLoadOptions {
+  /// Strict: every parameter must be present and no unexpected key may exist (torch's load_state_dict(strict=True)).
+  /// Non-strict: missing parameters keep their values and unexpected keys are ignored; both are reported.
+  bool strict = true;
+  /// Only keys starting with "prefix." are considered, with the prefix removed.
+  std::string prefix;
+};
+
+/// What a load matched (torch's `_IncompatibleKeys`).
+struct StateDictLoadResult {
+  std::vector<std::string> loaded, missing, unexpected;
+};
+
+namespace detail {
+inline std::string key_list(const std::vector<std::string>& keys) {
+  std::ostringstream os;
+  for (std::size_t i = 0; i < keys.size(); ++i) os << (i ? ", " : "") << '"' << keys[i] << '"';
+  return os.str();
+}
+}  // namespace detail
+
+/// Adds every parameter's value to `out` under "prefix.name".
+template <ParameterVisitable M>
+void append_state_dict(M& model, NamedTensors& out, const StateDictSaveOptions& options = {}) {
+  model.visit_parameters(
+      [&](std::string_view name, auto& p) {
+        using T = typename std::remove_cvref_t<decltype(p.value)>::value_type;
+        using D = typename std::remove_cvref_t<decltype(p.value)>::device_type;
+        static_assert(D::host_accessible, "state dicts of device tensors need a host copy first (cpu only for now)");
+        if (options.trainable_only && !p.trainable) return;
+        out.set<T>(std::string(name), p.value.view(), options.dtype.value_or(native_dtype<T>));
+      },
+      options.prefix);
+}
+
+template <ParameterVisitable M>
+NamedTensors state_dict(M& model, const StateDictSaveOptions& options = {}) {
+  NamedTensors out;
+  append_state_dict(model, out, options);
+  return out;
+}
+
+/// Writes the state dict atomically, with `metadata` as the file's __metadata__.
+template <ParameterVisitable M>
+void save_state_dict(const std::filesystem::path& path, M& model, const StateDictSaveOptions& options = {},
+                     std::map<std::string, std::string> metadata = {}) {
+  NamedTensors t = state_dict(model, options);
+  t.source = path.string();
+  t.metadata = std::move(metadata);
+  save_safetensors(path, t);
+}
+
+/// Checks `dict` against the model without changing anything: the returned lists say which keys would load.
+/// Throws spo::error naming `dict.source` when a shape differs (always, listing every offending key with both
+/// shapes) or, when strict, when keys are missing or unexpected (listing them).
+template <ParameterVisitable M>
+StateDictLoadResult check_state_dict(M& model, const NamedTensors& dict, const StateDictLoadOptions& options = {}) {
+  StateDictLoadResult r;
+  std::vector<std::string> mismatched;
+  std::set<std::string, std::less<>> seen;
+  const std::string prefix = options.prefix.empty() ? "" : options.prefix + ".";
+  model.visit_parameters(
+      [&](std::string_view name, auto& p) {
+        const std::string key = prefix + std::string(name);
+        seen.insert(key);
+        if (!dict.contains(key)) {
+          r.missing.emplace_back(name);
+          return;
+        }
+        const auto& st = dict.at(key);
+        const Shape& want = p.value.shape();
+        const bool same_shape = static_cast<int>(st.shape.size()) == want.rank() &&
+                                std::equal(st.shape.begin(), st.shape.end(), want.begin());
+        if (!same_shape) {
+          mismatched.push_back("\"" + key + "\": file has " + st.shape_str() + ", model has " + want.str());
+        } else if (!is_floating(st.dtype)) {
+          mismatched.push_back("\"" + key + "\": dtype " + std::string(dtype_name(st.dtype)) + " is not floating point");
+        } else {
+          r.loaded.emplace_back(name);
+        }
+      },
+      {});
+  for (const auto& [key, unused] : dict.tensors()) {
+    if (!key.starts_with(prefix) || seen.contains(key)) continue;
+    r.unexpected.push_back(key.substr(prefix.size()));
+  }
+  if (!mismatched.empty()) {
+    std::string msg = dict.source + ": state dict does not fit the model: ";
+    for (std::size_t i = 0; i < mismatched.size(); ++i) msg += (i ? "; " : "") + mismatched[i];
+    throw error(msg);
+  }
+  if (options.strict && (!r.missing.empty() || !r.unexpected.empty())) {
+    std::string msg = dict.source + ": state dict does not match the model (strict):";
+    if (!r.missing.empty()) msg += " missing keys " + detail::key_list(r.missing) + ";";
+    if (!r.unexpected.empty()) msg += " unexpected keys " + detail::key_list(r.unexpected) + ";";
+    if (!prefix.empty()) msg += " (key prefix \"" + prefix + "\")";
+    throw error(msg);
+  }
+  return r;
+}
+
+/// Loads matching parameters, converting the stored dtype to the parameter's scalar type. All checks run before
+/// any parameter changes, so a failed load leaves the model untouched.
+template <ParameterVisitable M>
+StateDictLoadResult load_state_dict(M& model, const NamedTensors& dict, const StateDictLoadOptions& options = {}) {
+  StateDictLoadResult r = check_state_dict(model, dict, options);
+  const std::string prefix = options.prefix.empty() ? "" : options.prefix + ".";
+  model.visit_parameters(
+      [&](std::string_view name, auto& p) {
+        using T = typename std::remove_cvref_t<decltype(p.value)>::value_type;
+        const std::string key = prefix + std::string(name);
+        if (dict.contains(key)) dict.get_into<T>(key, p.value.view());
+      },
+      {});
+  return r;
+}
+
+template <ParameterVisitable M>
+StateDictLoadResult load_state_dict(M& model, const std::filesystem::path& path,
+                                    const StateDictLoadOptions& options = {}) {
+  return load_state_dict(model, load_safetensors(path), options);
+}
+
+}  // namespace spo::io

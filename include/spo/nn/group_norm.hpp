@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: MIT
+/// @brief GroupNorm over [B, C, *spatial] (torch.nn.GroupNorm; keys `weight`, `bias` [C], biased variance).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "spo/core/parallel.hpp"
+#include "spo/nn/grad_mode.hpp"
+#include "spo/nn/parameter.hpp"
+#include "spo/tensor/eigen.hpp"
+#include "spo/tensor/tensor.hpp"
+
+namespace spo::cpu_kernels {
+
+/*!
+  REQUIRES
+    - x, y hold batch * channels * spatial elements, channels % groups == 0
+    - gamma, beta: [channels] or both null (no affine); xhat: same size as x or null; rstd: [batch * groups]
+  ENSURES
+    - per (b, g): mu = mean(x_bg), var = mean((x_bg - mu)^2) (biased, as torch), rstd = 1 / sqrt(var + eps),
+      xhat = (x - mu) * rstd, y = gamma[c] * xhat + beta[c]; statistics accumulate in double (two passes, the
+      group is re-read from cache).
+!*/
+template <Scalar T>
+void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat, T* rstd, std::int64_t batch,
+                        std::int64_t channels, std::int64_t spatial, std::int64_t groups, double eps) {
+  using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  const std::int64_t cg = channels / groups;
+  const std::int64_t n = cg * spatial;
+  parallel_for(0, batch * groups, [&](std::int64_t bg) {
+    const std::int64_t g = bg % groups;
+    const std::int64_t offset = bg * n;
+    Eigen::Map<const Array> xg(x + offset, n);
+    const double mean = n ? xg.template cast<double>().sum() / static_cast<double>(n) : 0.0;
+    const double var = n ? (xg.template cast<double>() - mean).square().sum() / static_cast<double>(n) : 0.0;
+    const double r = 1.0 / std::sqrt(var + eps);
+    rstd[bg] = static_cast<T>(r);
+    for (std::int64_t ci = 0; ci < cg; ++ci) {
+      const std::int64_t c = g * cg + ci;
+      const double scale = gamma ? r * static_cast<double>(gamma[c]) : r;
+      const double shift = (beta ? static_cast<double>(beta[c]) : 0.0) - mean * scale;
+      Eigen::Map<const Array> xc(x + offset + ci * spatial, spatial);
+      Eigen::Map<Array>(y + offset + ci * spatial, spatial) = xc * static_cast<T>(scale) + static_cast<T>(shift);
+      if (xhat)
+        Eigen::Map<Array>(xhat + offset + ci * spatial, spatial) =
+            xc * static_cast<T>(r) - static_cast<T>(mean * r);
+    }
+  });
+}
+
+/*!
+  REQUIRES
+    - dy, xhat, rstd from group_norm_forward; gamma [channels] or null; dx same size as dy
+    - sum_dy, sum_dy_xhat: [batch * channels] scratch
+  ENSURES
+    - dx = rstd * (gamma dy - mean_g(gamma dy) - xhat * mean_g(gamma dy xhat))   (closed form, biased variance)
+    - sum_dy[b, c] = sum_s dy, sum_dy_xhat[b, c] = sum_s dy * xhat (the per-sample parts of dbeta, dgamma)
+!*/
+template <Scalar T>
+void group_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gamma, T* dx, double* sum_dy,
+                         double* sum_dy_xhat, std::int64_t batch, std::int64_t channels, std::int64_t spatial,
+                         std::int64_t groups) {
+  using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  const std::int64_t cg = channels / groups;
+  const std::int64_t n = cg * spatial;
+  parallel_for(0, batch * groups, [&](std::int64_t bg) {
+    const std::int64_t b = bg / groups, g = bg % groups;
+    const std::int64_t offset = bg * n;
+    double s1 = 0.0, s2 = 0.0;  // sum gamma dy, sum gamma dy xhat over the group
+    for (std::int64_t ci = 0; ci < cg; ++ci) {
+      const std::int64_t c = g * cg + ci;
+      Eigen::Map<const Array> dyc(dy + offset + ci * spatial, spatial);
+      Eigen::Map<const Array> xc(xhat + offset + ci * spatial, spatial);
+      const double a = dyc.template cast<double>().sum();
+      const double bsum = (dyc.template cast<double>() * xc.template cast<double>()).sum();
+      sum_dy[b * channels + c] = a;
+      sum_dy_xhat[b * channels + c] = bsum;
+      const double gc = gamma ? static_cast<double>(gamma[c]) : 1.0;
+      s1 += gc * a;
+      s2 += gc * bsum;
+    }
+    const double r = static_cast<double>(rstd[bg]);
+    const double inv_n = n ? 1.0 / static_cast<double>(n) : 0.0;
+    const T shift = static_cast<T>(-r * s1 * inv_n);
+    const T slope = static_cast<T>(-r * s2 * inv_n);
+    for (std::int64_t ci = 0; ci < cg; ++ci) {
+      const std::int64_t c = g * cg + ci;
+      const T scale = static_cast<T>(r * (gamma ? static_cast<double>(gamma[c]) : 1.0));
+      Eigen::Map<const Array> dyc(dy + offset + ci * spatial, spatial);
+      Eigen::Map<const Array> xc(xhat + offset + ci * spatial, spatial);
+      Eigen::Map<Array>(dx + offset + ci * spatial, spatial) = dyc * scale + xc * slope + shift;
+    }
+  });
+}
+
+}  // namespace spo::cpu_kernels
+
+namespace spo::nn {
+
+/*!
+  WHAT THIS REPRESENTS
+    torch.nn.GroupNorm(num_groups, num_channels, eps, affine): the channels of each sample are split into
+    num_groups contiguous groups, each normalised by its own mean and biased variance over (channels of the
+    group) x spatial, then scaled and shifted per channel. Input [B, C, *spatial] (rank >= 2).
+    eps defaults to torch's 1e-5; diffusers' ResNet blocks pass 1e-6.
+!*/
+template <Scalar T, Device D = cpu>
+class GroupNorm {
+ public:
+  using scalar_type = T;
+  using device_type = D;
+  using tensor = Tensor<T, D>;
+
+  GroupNorm() = default;
+  GroupNorm(std::int64_t num_groups, std::int64_t num_channels, double eps = 1e-5, bool affine = true)
+      : groups_(num_groups), channels_(num_channels), eps_(eps), affine_(affine) {
+    SPO_CHECK(num_groups > 0 && num_channels % num_groups == 0,
+              "GroupNorm: num_channels " << num_channels << " is not divisible by num_groups " << num_groups);
+    if (affine) {
+      weight_ = Parameter<T, D>(Shape{num_channels});                       // [C] = 1
+      bias_ = Parameter<T, D>(Shape{num_channels});                         // [C] = 0
+      as_array(weight_.value.view()).setOnes();
+    }
+  }
+
+  tensor forward(const tensor& x) {
+    SPO_CHECK(x.rank() >= 2 && x.shape()[1] == channels_,
+              "GroupNorm(" << groups_ << ", " << channels_ << "): input shape " << x.shape()
+                           << " is not [B, " << channels_ << ", ...]");
+    const std::int64_t batch = x.shape()[0], spatial = x.shape().numel_from(2);
+    auto y = tensor::uninitialized(x.shape());                              // [B, C, *spatial]
+    const bool keep = grad_enabled();
+    if (keep) xhat_ = tensor::uninitialized(x.shape());                     // [B, C, *spatial]
+    rstd_ = tensor::uninitialized(Shape{batch, groups_});                   // [B, G]
+    cpu_kernels::group_norm_forward(x.data(), affine_ ? weight_.value.data() : nullptr,
+                                    affine_ ? bias_.value.data() : nullptr, y.data(), keep ? xhat_.data() : nullptr,
+                                    rstd_.data(), batch, channels_, spatial, groups_, eps_);
+    if (!keep) xhat_ = tensor();
+    return y;
+  }
+
+  tensor backward(const tensor& dy) {
+    SPO_CHECK(!xhat_.empty(), "GroupNorm::backward without a forward in grad mode");
+    check_same_shape(dy.shape(), xhat_.shape(), "GroupNorm::backward (gradient vs input)");
+    const std::int64_t batch = dy.shape()[0], spatial = dy.shape().numel_from(2);
+    auto dx = tensor::uninitialized(dy.shape());                            // [B, C, *spatial]
+    std::vector<double> sum_dy(static_cast<std::size_t>(batch * channels_));
+    std::vector<double> sum_dy_xhat(sum_dy.size());
+    cpu_kernels::group_norm_backward(dy.data(), xhat_.data(), rstd_.data(), affine_ ? weight_.value.data() : nullptr,
+                                     dx.data(), sum_dy.data(), sum_dy_xhat.data(), batch, channels_, spatial, groups_);
+    if (affine_) accumulate_affine_grads(sum_dy, sum_dy_xhat, batch);
+    xhat_ = tensor();
+    return dx;
+  }
+
+  template <class F>
+  void visit_parameters(F&& f, std::string_view prefix) {
+    if (!affine_) return;
+    f(join_name(prefix, "weight"), weight_);
+    f(join_name(prefix, "bias"), bias_);
+  }
+
+  std::int64_t num_groups() const { return groups_; }
+  std::int64_t num_channels() const { return channels_; }
+  double eps() const { return eps_; }
+  bool affine() const { return affine_; }
+  Parameter<T, D>& weight() { return weight_; }
+  Parameter<T, D>& bias() { return bias_; }
+
+ private:
+  /// dgamma[c] += sum_b sum_s dy xhat, dbeta[c] += sum_b sum_s dy.
+  void accumulate_affine_grads(const std::vector<double>& sum_dy, const std::vector<double>& sum_dy_xhat,
+                               std::int64_t batch) {
+    for (std::int64_t c = 0; c < channels_; ++c) {
+      double gw = 0.0, gb = 0.0;
+      for (std::int64_t b = 0; b < batch; ++b) {
+        gw += sum_dy_xhat[static_cast<std::size_t>(b * channels_ + c)];
+        gb += sum_dy[static_cast<std::size_t>(b * channels_ + c)];
+      }
+      if (weight_.trainable) weight_.grad[c] += static_cast<T>(gw);
+      if (bias_.trainable) bias_.grad[c] += static_cast<T>(gb);
+    }
+  }
+
+  std::int64_t groups_ = 1, channels_ = 0;
+  double eps_ = 1e-5;
+  bool affine_ = true;
+  Parameter<T, D> weight_, bias_;
+  tensor xhat_;  // [B, C, *spatial] normalised input, kept for backward
+  tensor rstd_;  // [B, G] 1 / sqrt(var + eps)
+};
+
+}  // namespace spo::nn

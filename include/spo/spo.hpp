@@ -1,0 +1,10 @@
+// SPDX-License-Identifier: MIT
+/// @brief The whole library: every module umbrella.
+#pragma once
+
+#include "spo/core.hpp"
+#include "spo/tensor.hpp"
+#include "spo/nn.hpp"
+#include "spo/io.hpp"
+#include "spo/optim.hpp"
+#include "spo/testing.hpp"

@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: MIT
+/// @brief Tensors: shapes, the caching allocator, Tensor/TensorView, Eigen maps, host ops and CPU kernels.
+#pragma once
+
+#include "spo/tensor/allocator.hpp"
+#include "spo/tensor/eigen.hpp"
+#include "spo/tensor/ops.hpp"
+#include "spo/tensor/shape.hpp"
+#include "spo/tensor/tensor.hpp"
+#include "spo/tensor/cpu/dnnl_context.hpp"
+#include "spo/tensor/cpu/gemm.hpp"

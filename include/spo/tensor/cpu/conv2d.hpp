@@ -1,0 +1,365 @@
+// SPDX-License-Identifier: MIT
+/// @brief 2-D convolution kernels on NCHW host tensors: oneDNN (float) and im2col + GEMM (any scalar; the double path).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <ostream>
+#include <unordered_map>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "spo/core/error.hpp"
+#include "spo/core/parallel.hpp"
+#include "spo/tensor/cpu/dnnl_context.hpp"
+#include "spo/tensor/cpu/gemm.hpp"
+#include "spo/tensor/tensor.hpp"
+
+namespace spo::cpu_kernels {
+
+/*!
+  WHAT THIS REPRESENTS
+    The geometry of a cross-correlation y = conv(x, w) + b as in torch.nn.functional.conv2d (groups = 1,
+    dilation = 1): x [batch, in_channels, height, width], w [out_channels, in_channels, kernel_h, kernel_w],
+    y [batch, out_channels, out_h, out_w] with out = (in + 2 pad - kernel) / stride + 1, and
+    y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] x[n, c, i stride_h - pad_h + p, j stride_w - pad_w + q]
+    (x is zero outside the image).
+!*/
+struct Conv2dShape {
+  std::int64_t batch = 0, in_channels = 0, height = 0, width = 0, out_channels = 0;
+  std::int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+
+  std::int64_t out_h() const { return (height + 2 * pad_h - kernel_h) / stride_h + 1; }
+  std::int64_t out_w() const { return (width + 2 * pad_w - kernel_w) / stride_w + 1; }
+  /// Multiply-adds x 2 of one pass (forward, backward-data and backward-weights each cost this much).
+  double flops() const {
+    return 2.0 * static_cast<double>(batch * out_channels * out_h() * out_w()) *
+           static_cast<double>(in_channels * kernel_h * kernel_w);
+  }
+  void validate() const {
+    SPO_CHECK(batch >= 1 && in_channels >= 1 && out_channels >= 1 && kernel_h >= 1 && kernel_w >= 1 &&
+                  stride_h >= 1 && stride_w >= 1 && pad_h >= 0 && pad_w >= 0,
+              "invalid convolution " << *this);
+    SPO_CHECK(height + 2 * pad_h >= kernel_h && width + 2 * pad_w >= kernel_w,
+              "convolution " << *this << ": kernel larger than the padded input");
+  }
+  friend std::ostream& operator<<(std::ostream& os, const Conv2dShape& s) {
+    return os << "x [" << s.batch << ", " << s.in_channels << ", " << s.height << ", " << s.width << "] * w ["
+              << s.out_channels << ", " << s.in_channels << ", " << s.kernel_h << ", " << s.kernel_w << "] stride ("
+              << s.stride_h << ", " << s.stride_w << ") padding (" << s.pad_h << ", " << s.pad_w << ")";
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// im2col + GEMM: any scalar. Per image, col[(c, p, q), (i, j)] = x[c, i s - pad + p, j s - pad + q].
+// ---------------------------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// col [C kh kw, Ho Wo] of one image x [C, H, W].
+template <Scalar T>
+void im2col(const Conv2dShape& s, const T* x, T* col) {
+  const std::int64_t ho = s.out_h(), wo = s.out_w();
+  for (std::int64_t c = 0; c < s.in_channels; ++c)
+    for (std::int64_t p = 0; p < s.kernel_h; ++p)
+      for (std::int64_t q = 0; q < s.kernel_w; ++q) {
+        T* row = col + ((c * s.kernel_h + p) * s.kernel_w + q) * ho * wo;
+        for (std::int64_t i = 0; i < ho; ++i) {
+          const std::int64_t h = i * s.stride_h - s.pad_h + p;
+          for (std::int64_t j = 0; j < wo; ++j) {
+            const std::int64_t w = j * s.stride_w - s.pad_w + q;
+            row[i * wo + j] = (h >= 0 && h < s.height && w >= 0 && w < s.width) ? x[(c * s.height + h) * s.width + w]
+                                                                                 : T(0);
+          }
+        }
+      }
+}
+
+/// dx [C, H, W] += the scatter of col [C kh kw, Ho Wo] (the adjoint of im2col).
+template <Scalar T>
+void col2im_add(const Conv2dShape& s, const T* col, T* dx) {
+  const std::int64_t ho = s.out_h(), wo = s.out_w();
+  for (std::int64_t c = 0; c < s.in_channels; ++c)
+    for (std::int64_t p = 0; p < s.kernel_h; ++p)
+      for (std::int64_t q = 0; q < s.kernel_w; ++q) {
+        const T* row = col + ((c * s.kernel_h + p) * s.kernel_w + q) * ho * wo;
+        for (std::int64_t i = 0; i < ho; ++i) {
+          const std::int64_t h = i * s.stride_h - s.pad_h + p;
+          if (h < 0 || h >= s.height) continue;
+          for (std::int64_t j = 0; j < wo; ++j) {
+            const std::int64_t w = j * s.stride_w - s.pad_w + q;
+            if (w >= 0 && w < s.width) dx[(c * s.height + h) * s.width + w] += row[i * wo + j];
+          }
+        }
+      }
+}
+
+}  // namespace detail
+
+/// y [N, O, Ho, Wo] = conv(x, w) + b; b may be null.
+template <Scalar T>
+void conv2d_forward_im2col(const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
+  const std::int64_t kdim = s.in_channels * s.kernel_h * s.kernel_w, hw = s.out_h() * s.out_w();
+  parallel_for(0, s.batch, [&](std::int64_t n) {
+    auto col = Tensor<T, cpu>::uninitialized(Shape{kdim, hw});                     // [C kh kw, Ho Wo]
+    detail::im2col(s, x + n * s.in_channels * s.height * s.width, col.data());
+    T* yn = y + n * s.out_channels * hw;                                           // [O, Ho Wo]
+    for (std::int64_t o = 0; o < s.out_channels; ++o) std::fill_n(yn + o * hw, hw, b ? b[o] : T(0));
+    gemm_eigen<T>(false, false, s.out_channels, hw, kdim, T(1), w, kdim, col.data(), hw, T(1), yn, hw);
+  });
+}
+
+/// dx [N, C, H, W] = conv_transpose(dy, w) (overwritten).
+template <Scalar T>
+void conv2d_backward_data_im2col(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+  const std::int64_t kdim = s.in_channels * s.kernel_h * s.kernel_w, hw = s.out_h() * s.out_w();
+  const std::int64_t image = s.in_channels * s.height * s.width;
+  parallel_for(0, s.batch, [&](std::int64_t n) {
+    auto col = Tensor<T, cpu>::uninitialized(Shape{kdim, hw});                     // dcol = w^T dy_n  [C kh kw, Ho Wo]
+    gemm_eigen<T>(true, false, kdim, hw, s.out_channels, T(1), w, kdim, dy + n * s.out_channels * hw, hw, T(0),
+                  col.data(), hw);
+    std::fill_n(dx + n * image, image, T(0));
+    detail::col2im_add(s, col.data(), dx + n * image);
+  });
+}
+
+/// dw [O, C, kh, kw] += sum_n dy_n col_n^T; db [O] += sum_{n, i, j} dy (either may be null).
+template <Scalar T>
+void conv2d_backward_weights_im2col(const Conv2dShape& s, const T* x, const T* dy, T* dw, T* db) {
+  const std::int64_t kdim = s.in_channels * s.kernel_h * s.kernel_w, hw = s.out_h() * s.out_w();
+  auto col = Tensor<T, cpu>::uninitialized(Shape{kdim, hw});                       // [C kh kw, Ho Wo]
+  for (std::int64_t n = 0; n < s.batch; ++n) {
+    const T* dyn = dy + n * s.out_channels * hw;                                   // [O, Ho Wo]
+    if (dw) {
+      detail::im2col(s, x + n * s.in_channels * s.height * s.width, col.data());
+      gemm_eigen<T>(false, true, s.out_channels, kdim, hw, T(1), dyn, hw, col.data(), hw, T(1), dw, kdim);
+    }
+    if (db)
+      for (std::int64_t o = 0; o < s.out_channels; ++o) {
+        T acc = 0;
+        for (std::int64_t i = 0; i < hw; ++i) acc += dyn[o * hw + i];
+        db[o] += acc;
+      }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// oneDNN (float). Primitives are created with format_tag::any so that oneDNN picks its blocked layouts (nChw16c,
+// OIhw16i16o, ...) and its direct AVX-512 kernels; NCHW tensors are reordered in and out around each call. Creating
+// the primitives directly on NCHW selects gemm-based kernels whose weight gradient is ~8x slower (measured).
+// ---------------------------------------------------------------------------------------------------------------
+
+namespace detail {
+
+using dnnl_tag = dnnl::memory::format_tag;
+using dnnl_dt = dnnl::memory::data_type;
+
+struct Conv2dDnnlPlain {
+  dnnl::memory::desc x, w, b, y;  // NCHW, OIHW, x, NCHW
+};
+
+inline Conv2dDnnlPlain conv2d_plain_descs(const Conv2dShape& s) {
+  return {dnnl::memory::desc({s.batch, s.in_channels, s.height, s.width}, dnnl_dt::f32, dnnl_tag::nchw),
+          dnnl::memory::desc({s.out_channels, s.in_channels, s.kernel_h, s.kernel_w}, dnnl_dt::f32, dnnl_tag::oihw),
+          dnnl::memory::desc({s.out_channels}, dnnl_dt::f32, dnnl_tag::x),
+          dnnl::memory::desc({s.batch, s.out_channels, s.out_h(), s.out_w()}, dnnl_dt::f32, dnnl_tag::nchw)};
+}
+
+inline DnnlKey conv2d_key(int kind, const Conv2dShape& s, bool bias) {
+  return DnnlKey{kind, {s.batch, s.in_channels, s.height, s.width, s.out_channels, s.kernel_h, s.kernel_w, s.stride_h,
+                        s.stride_w, s.pad_h, s.pad_w, bias}};
+}
+
+inline dnnl::convolution_forward::primitive_desc conv2d_forward_pd(const Conv2dShape& s, bool bias) {
+  const auto any = [](dnnl::memory::dims d) { return dnnl::memory::desc(d, dnnl_dt::f32, dnnl_tag::any); };
+  const auto plain = conv2d_plain_descs(s);
+  dnnl::convolution_forward::desc d =
+      bias ? dnnl::convolution_forward::desc(
+                 dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, any(plain.x.dims()),
+                 any(plain.w.dims()), plain.b, any(plain.y.dims()), {s.stride_h, s.stride_w}, {s.pad_h, s.pad_w},
+                 {s.pad_h, s.pad_w})
+           : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                                             any(plain.x.dims()), any(plain.w.dims()), any(plain.y.dims()),
+                                             {s.stride_h, s.stride_w}, {s.pad_h, s.pad_w}, {s.pad_h, s.pad_w});
+  return dnnl::convolution_forward::primitive_desc(d, DnnlContext::instance().engine());
+}
+
+/// A reorder from `from` to `to`, or none when the layouts agree (then the source memory is used as is).
+struct DnnlReorder {
+  dnnl::reorder prim;
+  dnnl::memory::desc to;
+  bool needed = false;
+
+  DnnlReorder() = default;
+  DnnlReorder(const dnnl::memory::desc& from, const dnnl::memory::desc& to_desc, bool accumulate = false)
+      : to(to_desc), needed(accumulate || !(from == to_desc)) {
+    if (!needed) return;
+    dnnl::primitive_attr attr;
+    if (accumulate) {
+      dnnl::post_ops po;
+      po.append_sum(1.f);
+      attr.set_post_ops(po);
+    }
+    const auto& eng = DnnlContext::instance().engine();
+    prim = dnnl::reorder(dnnl::reorder::primitive_desc(eng, from, eng, to_desc, attr));
+  }
+  /// The source in layout `to`: `src` itself, or its reorder into `buf`.
+  dnnl::memory apply(const dnnl::memory& src, DnnlBuffer& buf) const {
+    if (!needed) return src;
+    buf = DnnlBuffer(to);
+    run(src, buf.mem);
+    return buf.mem;
+  }
+  void run(const dnnl::memory& src, const dnnl::memory& dst) const {
+    prim.execute(DnnlContext::instance().stream(), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
+  }
+};
+
+struct Conv2dForwardEntry {
+  Conv2dDnnlPlain plain;
+  dnnl::convolution_forward prim;
+  DnnlReorder x_in, w_in, y_out;
+  dnnl::memory::desc y_md;
+};
+
+struct Conv2dBackwardEntry {
+  Conv2dDnnlPlain plain;
+  dnnl::convolution_backward_data data_prim;
+  dnnl::convolution_backward_weights weights_prim;
+  DnnlReorder dy_data, w_data, dx_out;   // backward-data operands
+  DnnlReorder dy_weights, x_weights;     // backward-weights operands
+  DnnlReorder dw_out_add;                // diff weights into OIHW, accumulating
+  dnnl::memory::desc dx_md, dw_md;
+  bool dy_shared = false;                // both passes want dy in the same layout
+};
+
+inline const Conv2dForwardEntry& conv2d_forward_entry(const Conv2dShape& s, bool bias) {
+  return DnnlCache<Conv2dForwardEntry>::instance().get(conv2d_key(10, s, bias), [&] {
+    Conv2dForwardEntry e;
+    e.plain = conv2d_plain_descs(s);
+    const auto pd = conv2d_forward_pd(s, bias);
+    e.prim = dnnl::convolution_forward(pd);
+    e.x_in = DnnlReorder(e.plain.x, pd.src_desc());
+    e.w_in = DnnlReorder(e.plain.w, pd.weights_desc());
+    e.y_md = pd.dst_desc();
+    e.y_out = DnnlReorder(e.y_md, e.plain.y);
+    return e;
+  });
+}
+
+inline const Conv2dBackwardEntry& conv2d_backward_entry(const Conv2dShape& s, bool bias) {
+  return DnnlCache<Conv2dBackwardEntry>::instance().get(conv2d_key(11, s, bias), [&] {
+    const auto& eng = DnnlContext::instance().engine();
+    const auto any = [](const dnnl::memory::desc& md) { return dnnl::memory::desc(md.dims(), dnnl_dt::f32, dnnl_tag::any); };
+    Conv2dBackwardEntry e;
+    e.plain = conv2d_plain_descs(s);
+    const auto hint = conv2d_forward_pd(s, bias);
+    const dnnl::memory::dims strides{s.stride_h, s.stride_w}, pad{s.pad_h, s.pad_w};
+    dnnl::convolution_backward_data::primitive_desc dpd(
+        dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, any(e.plain.x), any(e.plain.w),
+                                              any(e.plain.y), strides, pad, pad),
+        eng, hint);
+    dnnl::convolution_backward_weights::primitive_desc wpd(
+        bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, any(e.plain.x),
+                                                        any(e.plain.w), e.plain.b, any(e.plain.y), strides, pad, pad)
+             : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, any(e.plain.x),
+                                                        any(e.plain.w), any(e.plain.y), strides, pad, pad),
+        eng, hint);
+    e.data_prim = dnnl::convolution_backward_data(dpd);
+    e.weights_prim = dnnl::convolution_backward_weights(wpd);
+    e.dy_data = DnnlReorder(e.plain.y, dpd.diff_dst_desc());
+    e.w_data = DnnlReorder(e.plain.w, dpd.weights_desc());
+    e.dx_md = dpd.diff_src_desc();
+    e.dx_out = DnnlReorder(e.dx_md, e.plain.x);
+    e.dy_weights = DnnlReorder(e.plain.y, wpd.diff_dst_desc());
+    e.x_weights = DnnlReorder(e.plain.x, wpd.src_desc());
+    e.dw_md = wpd.diff_weights_desc();
+    e.dw_out_add = DnnlReorder(e.dw_md, e.plain.w, /*accumulate=*/true);
+    e.dy_shared = dpd.diff_dst_desc() == wpd.diff_dst_desc();
+    return e;
+  });
+}
+
+}  // namespace detail
+
+/// y [N, O, Ho, Wo] = conv(x, w) + b with oneDNN; b may be null.
+inline void conv2d_forward_dnnl(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y) {
+  const auto& e = detail::conv2d_forward_entry(s, b != nullptr);
+  auto& stream = DnnlContext::instance().stream();
+  DnnlBuffer xb, wb, yb;
+  const auto xm = e.x_in.apply(dnnl_wrap(e.plain.x, x), xb);
+  const auto wm = e.w_in.apply(dnnl_wrap(e.plain.w, w), wb);
+  const auto ym_plain = dnnl_wrap(e.plain.y, y);
+  dnnl::memory ym = ym_plain;
+  if (e.y_out.needed) {
+    yb = DnnlBuffer(e.y_md);
+    ym = yb.mem;
+  }
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
+  if (b) args.emplace(DNNL_ARG_BIAS, dnnl_wrap(e.plain.b, b));
+  e.prim.execute(stream, args);
+  if (e.y_out.needed) e.y_out.run(ym, ym_plain);
+}
+
+/// dx = conv_transpose(dy, w) (overwritten; skipped when null); dw += dconv/dw, db += sum dy (each skipped when null).
+inline void conv2d_backward_dnnl(const Conv2dShape& s, const float* x, const float* w, const float* dy, float* dx,
+                                 float* dw, float* db) {
+  const auto& e = detail::conv2d_backward_entry(s, db != nullptr);
+  auto& stream = DnnlContext::instance().stream();
+  const auto dy_plain = dnnl_wrap(e.plain.y, dy);
+  DnnlBuffer dyb_data, dyb_weights;
+  dnnl::memory dy_data;
+  if (dx) {
+    DnnlBuffer wb, dxb;
+    dy_data = e.dy_data.apply(dy_plain, dyb_data);
+    const auto wm = e.w_data.apply(dnnl_wrap(e.plain.w, w), wb);
+    const auto dx_plain = dnnl_wrap(e.plain.x, dx);
+    dnnl::memory dxm = dx_plain;
+    if (e.dx_out.needed) {
+      dxb = DnnlBuffer(e.dx_md);
+      dxm = dxb.mem;
+    }
+    e.data_prim.execute(stream, {{DNNL_ARG_DIFF_DST, dy_data}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}});
+    if (e.dx_out.needed) e.dx_out.run(dxm, dx_plain);
+  }
+  if (dw || db) {
+    DnnlBuffer xb, dwb;
+    const auto dy_w = (dx && e.dy_shared) ? dy_data : e.dy_weights.apply(dy_plain, dyb_weights);
+    const auto xm = e.x_weights.apply(dnnl_wrap(e.plain.x, x), xb);
+    dwb = DnnlBuffer(e.dw_md);
+    auto db_tmp = Tensor<float, cpu>::uninitialized(Shape{s.out_channels});   // [O]
+    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dy_w},
+                                               {DNNL_ARG_DIFF_WEIGHTS, dwb.mem}};
+    if (db) args.emplace(DNNL_ARG_DIFF_BIAS, dnnl_wrap(e.plain.b, db_tmp.data()));
+    e.weights_prim.execute(stream, args);
+    if (dw) e.dw_out_add.run(dwb.mem, dnnl_wrap(e.plain.w, dw));
+    if (db)
+      for (std::int64_t o = 0; o < s.out_channels; ++o) db[o] += db_tmp[o];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Dispatch: float -> oneDNN, double -> im2col.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// y [N, O, Ho, Wo] = conv(x [N, C, H, W], w [O, C, kh, kw]) + b [O]; b may be null.
+template <Scalar T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
+  s.validate();
+  if constexpr (std::same_as<T, float>) conv2d_forward_dnnl(s, x, w, b, y);
+  else conv2d_forward_im2col(s, x, w, b, y);
+}
+
+/// dx [N, C, H, W] = d(sum y dy)/dx (overwritten); dw [O, C, kh, kw] += d/dw; db [O] += d/db. Null outputs are skipped.
+template <Scalar T>
+void conv2d_backward(const Conv2dShape& s, const T* x, const T* w, const T* dy, T* dx, T* dw, T* db) {
+  s.validate();
+  if constexpr (std::same_as<T, float>) {
+    conv2d_backward_dnnl(s, x, w, dy, dx, dw, db);
+  } else {
+    if (dx) conv2d_backward_data_im2col(s, dy, w, dx);
+    if (dw || db) conv2d_backward_weights_im2col(s, x, dy, dw, db);
+  }
+}
+
+}  // namespace spo::cpu_kernels

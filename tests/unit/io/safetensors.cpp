@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: MIT
+#include <doctest/doctest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include "spo/io/safetensors.hpp"
+
+using namespace spo;
+using namespace spo::io;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path data_dir = fs::path(SPO_TEST_DATA_DIR) / "safetensors";
+
+json expected_values() { return parse_json(read_file_text(data_dir / "from_python.expected.json"), "expected"); }
+
+double parse_value(const json& s) { return std::strtod(s.get<std::string>().c_str(), nullptr); }
+
+/// Same value including the sign of zero; NaN equals NaN.
+bool same(double a, double b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+  return a == b && std::signbit(a) == std::signbit(b);
+}
+
+std::vector<double> values_of(const json& list) {
+  std::vector<double> v;
+  for (const auto& s : list) v.push_back(parse_value(s));
+  return v;
+}
+
+/// Compares every tensor of `t` with the sidecar (dtype, shape, each value); integers through their raw bytes.
+void check_against_expected(const NamedTensors& t, const json& expected) {
+  REQUIRE(t.size() == expected["tensors"].size());
+  for (const auto& [name, e] : expected["tensors"].items()) {
+    INFO("tensor " << name);
+    REQUIRE(t.contains(name));
+    const auto& st = t.at(name);
+    CHECK(dtype_name(st.dtype) == e["dtype"].get<std::string>());
+    CHECK(st.shape == e["shape"].get<std::vector<std::int64_t>>());
+    const auto want = values_of(e["values"]);
+    REQUIRE(st.numel() == static_cast<std::int64_t>(want.size()));
+    if (st.dtype == Dtype::i64) {
+      for (std::size_t i = 0; i < want.size(); ++i)
+        CHECK(io::detail::load_le<std::int64_t>(st.data.data() + 8 * i) == std::stoll(e["values"][i].get<std::string>()));
+      continue;
+    }
+    const auto as_double = t.get<double>(name);
+    const auto as_float = t.get<float>(name);
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      INFO("element " << i);
+      CHECK(same(as_double[i], want[i]));
+      CHECK(same(as_float[i], static_cast<float>(want[i])));
+    }
+  }
+}
+
+NamedTensors sample() {
+  NamedTensors t;
+  t.set("b.weight", Tensor<float>(Shape{2, 3}, {1, -2, 3.5f, 0.25f, -0.0f, 1e-30f}));
+  t.set("a.half", Tensor<float>(Shape{3}, {1, 0.5f, -65504}), Dtype::f16);
+  t.set("c.double", Tensor<double>(Shape{2}, {0.1, -1e300}));
+  t.set("d.scalar", Tensor<float>(Shape{}, {7}));
+  t.set("e.empty", Tensor<float>(Shape{0, 4}));
+  t.metadata["format"] = "pt";
+  return t;
+}
+
+std::uint64_t header_length(const std::vector<std::byte>& f) { return io::detail::load_le<std::uint64_t>(f.data()); }
+
+/// A file image from a hand-written header (padding applied) and `data_bytes` zero bytes of data.
+std::vector<std::byte> raw_file(const std::string& header, std::size_t data_bytes) {
+  std::vector<std::byte> f(8);
+  io::detail::store_le<std::uint64_t>(f.data(), header.size());
+  for (char c : header) f.push_back(static_cast<std::byte>(c));
+  f.resize(f.size() + data_bytes);
+  return f;
+}
+
+fs::path temp_dir() {
+  auto d = fs::temp_directory_path() / ("spo_test_safetensors_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("reads every value of a file written by Python safetensors (F32/F16/BF16/F64/I64/I32/U8, 0-d, empty)") {
+  const auto t = load_safetensors(data_dir / "from_python.safetensors");
+  const json expected = expected_values();
+  check_against_expected(t, expected);
+  CHECK(t.metadata == expected["metadata"].get<std::map<std::string, std::string>>());
+  CHECK(t.shape_of("scalar") == Shape{});
+  CHECK(t.get<float>("scalar")[0] == 42.5f);
+  CHECK(t.get<float>("empty").shape() == Shape{0, 3});
+}
+
+TEST_CASE("float -> F16/BF16 conversion agrees with numpy/torch rounding of the same sources") {
+  const json expected = expected_values();
+  for (const char* name : {"f16", "bf16"}) {
+    const auto& e = expected["tensors"][name];
+    const auto src = values_of(e["source"]), want = values_of(e["values"]);
+    for (std::size_t i = 0; i < src.size(); ++i) {
+      const float f = static_cast<float>(src[i]);
+      const float got = std::string(name) == "f16" ? half_bits_to_float(float_to_half_bits(f))
+                                                   : bf16_bits_to_float(float_to_bf16_bits(f));
+      CHECK_MESSAGE(same(got, want[i]), name << "[" << i << "] source " << src[i]);
+    }
+  }
+}
+
+// The written file can be checked by the Python package:
+//   SPO_SAFETENSORS_INTEROP_DIR=<dir> test_io_safetensors -tc="*written by spo*"
+//   python tools/reference/safetensors_interop.py check <dir>/from_spo.safetensors
+TEST_CASE("a file written by spo with every dtype reads back to the Python-rounded values") {
+  const json expected = expected_values();
+  NamedTensors t;
+  t.metadata = expected["metadata"].get<std::map<std::string, std::string>>();
+  const auto python = load_safetensors(data_dir / "from_python.safetensors");
+  for (const auto& [name, e] : expected["tensors"].items()) {
+    const auto dtype = *dtype_from_name(e["dtype"].get<std::string>());
+    if (!is_floating(dtype)) {
+      t.set_raw(name, python.at(name));  // integer tensors: raw bytes
+      continue;
+    }
+    const auto src = values_of(e.contains("source") ? e["source"] : e["values"]);
+    Shape shape(e["shape"].begin(), e["shape"].end());
+    if (dtype == Dtype::f64) t.set(name, Tensor<double>(shape, src), dtype);
+    else t.set(name, Tensor<float>(shape, std::vector<float>(src.begin(), src.end())), dtype);
+  }
+  const char* env = std::getenv("SPO_SAFETENSORS_INTEROP_DIR");
+  const fs::path dir = env ? fs::path(env) : temp_dir();
+  fs::create_directories(dir);
+  const fs::path file = dir / "from_spo.safetensors";
+  save_safetensors(file, t);
+  write_file_atomic(fs::path(file.string() + ".expected.json"), expected.dump(1));
+  const auto back = load_safetensors(file);
+  check_against_expected(back, expected);
+  CHECK(back.metadata == t.metadata);
+  if (!env) fs::remove_all(dir);
+}
+
+TEST_CASE("writer layout: 8-byte padded header, data sorted by element size then name, exact round trip") {
+  const auto t = sample();
+  const auto f = serialize_safetensors(t);
+  const auto n = header_length(f);
+  CHECK(n % 8 == 0);
+  const std::string header(reinterpret_cast<const char*>(f.data()) + 8, n);
+  CHECK(header.find_last_not_of(' ') == header.find_last_of('}'));
+  const json h = json::parse(header);
+  CHECK(h["c.double"]["data_offsets"] == json::array({0, 16}));   // F64 first
+  CHECK(h["b.weight"]["data_offsets"] == json::array({16, 40}));  // then F32 by name
+  CHECK(h["d.scalar"]["shape"] == json::array());
+  CHECK(h["a.half"]["data_offsets"] == json::array({44, 50}));    // F16 last
+  CHECK(h["__metadata__"]["format"] == "pt");
+  CHECK(f.size() == 8 + n + 50);
+  const auto back = parse_safetensors(f, "mem");
+  CHECK(serialize_safetensors(back) == f);
+  CHECK(back.get<float>("b.weight")[4] == 0.0f);
+  CHECK(std::signbit(back.get<float>("b.weight")[4]));
+  CHECK(back.get<double>("c.double")[1] == -1e300);
+  CHECK(back.get<float>("a.half")[2] == -65504.0f);
+  CHECK_THROWS_WITH_AS(back.get<float>("nope"), doctest::Contains("\"nope\""), error);
+  Tensor<float> wrong(Shape{3, 2});
+  CHECK_THROWS_WITH_AS(back.get_into<float>("b.weight", wrong.view()), doctest::Contains("[2, 3]"), error);
+  NamedTensors bad;
+  CHECK_THROWS_AS(bad.set("__metadata__", Tensor<float>(Shape{1})), error);
+  CHECK_THROWS_AS(bad.set("x", Tensor<float>(Shape{1}), Dtype::i32), error);
+}
+
+TEST_CASE("corrupt files are errors that name the file and the problem") {
+  auto expect_error = [](const std::vector<std::byte>& f, const std::string& what) {
+    INFO("expected: " << what);
+    CHECK_THROWS_WITH_AS(parse_safetensors(f, "bad.safetensors"), doctest::Contains(what.c_str()), error);
+    CHECK_THROWS_WITH_AS(parse_safetensors(f, "bad.safetensors"), doctest::Contains("bad.safetensors"), error);
+  };
+  const std::string ok = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  CHECK_NOTHROW(parse_safetensors(raw_file(ok, 8)));
+  expect_error(std::vector<std::byte>(5), "fewer than the 8-byte header length");
+  {
+    auto f = raw_file(ok, 8);
+    io::detail::store_le<std::uint64_t>(f.data(), 1000);
+    expect_error(f, "past the end");
+    io::detail::store_le<std::uint64_t>(f.data(), ~std::uint64_t{0});
+    expect_error(f, "exceeds the limit");
+  }
+  expect_error(raw_file(R"({"x":{"dtype":"F32",)", 8), "invalid JSON");
+  expect_error(raw_file(R"([1,2])", 0), "not a JSON object");
+  expect_error(raw_file(R"({"x":{"dtype":"F8","shape":[2],"data_offsets":[0,8]}})", 8), "unsupported dtype \"F8\"");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8), "does not match");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "non-negative integer");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8), "non-negative integer");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", 8),
+               "does not match");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", 8), "past the end");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8), "begin > end");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                        R"("y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8),
+               "overlaps");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "gap of 4 bytes");
+  expect_error(raw_file(ok, 12), "cover 8 of 12");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                        R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
+               "duplicate JSON key \"x\"");
+  expect_error(raw_file(R"({"__metadata__":{"a":1},"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
+               "must be a string");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"crc":1}})", 8), "unknown field");
+  expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2]}})", 8), "needs dtype, shape and data_offsets");
+  CHECK_THROWS_WITH_AS(load_safetensors("/nonexistent/dir/file.safetensors"),
+                       doctest::Contains("/nonexistent/dir/file.safetensors"), error);
+}
+
+TEST_CASE("fuzz: truncations and header byte flips throw spo::error or load consistently") {
+  const auto good = serialize_safetensors(sample());
+  for (std::size_t len = 0; len < good.size(); ++len) {
+    const std::vector<std::byte> cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(len));
+    CHECK_THROWS_AS(parse_safetensors(cut, "cut"), error);
+  }
+  const std::uint32_t seed = 12345;
+  INFO("seed " << seed);
+  std::mt19937 gen(seed);
+  const std::size_t header_end = 8 + header_length(good);
+  int loaded = 0;
+  for (int iter = 0; iter < 4000; ++iter) {
+    auto f = good;
+    const int flips = 1 + static_cast<int>(gen() % 3);
+    for (int k = 0; k < flips; ++k) {
+      const std::size_t pos = gen() % header_end;
+      f[pos] = static_cast<std::byte>(iter % 2 ? gen() % 256 : std::to_integer<unsigned>(f[pos]) ^ (1u << (gen() % 8)));
+    }
+    try {
+      const auto t = parse_safetensors(f, "flipped");
+      ++loaded;
+      std::int64_t bytes = 0;
+      for (const auto& [name, st] : t.tensors()) {
+        REQUIRE(st.data.size() == static_cast<std::size_t>(st.numel()) * dtype_size(st.dtype));
+        bytes += static_cast<std::int64_t>(st.data.size());
+        if (is_floating(st.dtype) && st.shape.size() <= static_cast<std::size_t>(Shape::max_rank))
+          CHECK(t.get<double>(name).numel() == st.numel());
+      }
+      CHECK(static_cast<std::size_t>(bytes) + header_end == f.size());
+    } catch (const error&) {
+    }
+  }
+  MESSAGE(loaded << " of 4000 flipped files still loaded");
+}
