@@ -18,3 +18,11 @@ function(spo_add_executable name)
   add_executable(${name} ${arg_SOURCES})
   target_link_libraries(${name} PRIVATE spo::spo spo_project_options ${arg_LIBS})
 endfunction()
+
+# spo_add_experiment(<name> SOURCES <files...> [LIBS <targets...>]): the experiment binary <name>, written to
+# <build>/bin/<name> so that scripts find every experiment in one place.
+function(spo_add_experiment name)
+  cmake_parse_arguments(arg "" "" "SOURCES;LIBS" ${ARGN})
+  spo_add_executable(${name} SOURCES ${arg_SOURCES} LIBS ${arg_LIBS})
+  set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bin)
+endfunction()

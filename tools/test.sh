@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Sets up a fresh machine (Debian packages), builds everything and runs the test suite.
-#   tools/test.sh            Release build in build/
-#   SPO_SANITIZE=ON tools/test.sh   the same under AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/
+# Sets up a fresh machine (Debian packages), builds everything and runs the test suite, via CMakePresets.json.
+#   tools/test.sh                    preset `release`: Release build in build/
+#   SPO_SANITIZE=ON tools/test.sh    preset `asan`: AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/
+# SPO_JOBS sets the parallelism of the build and of ctest (default: the number of cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/setup.sh
-sanitize=${SPO_SANITIZE:-OFF}
-build_dir=build
-[[ $sanitize == ON ]] && build_dir=build-asan
-jobs=$(nproc)
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPO_SANITIZE="$sanitize" \
-      -DSPO_BUILD_TESTS=ON -DSPO_BUILD_BENCH=ON -DSPO_BUILD_EXPERIMENTS=ON
-cmake --build "$build_dir" -j "$jobs"
-ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 600
+preset=release
+[[ ${SPO_SANITIZE:-OFF} == ON ]] && preset=asan
+jobs=${SPO_JOBS:-$(nproc)}
+cmake --preset "$preset"
+cmake --build --preset "$preset" -j "$jobs"
+ctest --preset "$preset" -j "$jobs"

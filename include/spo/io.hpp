@@ -3,5 +3,9 @@
 #pragma once
 
 #include "spo/io/atomic_file.hpp"
+#include "spo/io/config.hpp"
 #include "spo/io/half.hpp"
 #include "spo/io/json.hpp"
+#include "spo/io/png.hpp"
+#include "spo/io/safetensors.hpp"
+#include "spo/io/state_dict.hpp"

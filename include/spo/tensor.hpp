@@ -7,5 +7,7 @@
 #include "spo/tensor/ops.hpp"
 #include "spo/tensor/shape.hpp"
 #include "spo/tensor/tensor.hpp"
+#include "spo/tensor/cpu/attention_kernels.hpp"
+#include "spo/tensor/cpu/conv2d.hpp"
 #include "spo/tensor/cpu/dnnl_context.hpp"
 #include "spo/tensor/cpu/gemm.hpp"

@@ -2,7 +2,11 @@
 /// @brief State dicts: the parameters of any object with visit_parameters, saved to and loaded from safetensors by name.
 #pragma once
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>

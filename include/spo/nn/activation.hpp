@@ -84,9 +84,10 @@ struct GELUTanhFunction {
   template <class X, class G, class Y>
   static void gradient(const X& x, const G& dy, Y&& dx) {
     using T = typename X::Scalar;
-    ActivationBlock<T> t = (T(sqrt_2_over_pi) * (x + T(cubic) * x.cube())).tanh();
-    dx = dy * (T(0.5) * (T(1) + t) +
-               T(0.5) * x * (T(1) - t.square()) * T(sqrt_2_over_pi) * (T(1) + T(3 * cubic) * x.square()));
+    ActivationBlock<T> u = T(sqrt_2_over_pi) * (x + T(cubic) * x.cube());
+    // 1 - tanh^2 u = 4 / (e^u + e^-u)^2, accurate where tanh u rounds to +-1
+    dx = dy * (T(0.5) * (T(1) + u.tanh()) + T(2) * x / (u.exp() + (-u).exp()).square() * T(sqrt_2_over_pi) *
+                                                (T(1) + T(3 * cubic) * x.square()));
   }
 };
 

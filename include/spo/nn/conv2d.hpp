@@ -69,23 +69,24 @@ class Conv2d {
   tensor forward(const tensor& x) {
     const auto s = geometry(x.shape());
     auto y = tensor::uninitialized(Shape{s.batch, out_, s.out_h(), s.out_w()});   // [B, Cout, Ho, Wo]
+    saved_.clear();
     cpu_kernels::conv2d_forward<T>(s, x.data(), weight_.value.data(), opt_.bias ? bias_.value.data() : nullptr,
-                                   y.data());
-    if (grad_enabled()) input_ = x;
+                                   y.data(), grad_enabled() ? &saved_ : nullptr);
+    if (grad_enabled()) input_shape_ = x.shape();
     return y;
   }
 
   tensor backward(const tensor& dy) {
-    SPO_CHECK(!input_.empty(), "Conv2d::backward without a forward in grad mode");
-    const auto s = geometry(input_.shape());
+    SPO_CHECK(!saved_.empty(), "Conv2d::backward without a forward in grad mode");
+    const auto s = geometry(input_shape_);
     const Shape ys{s.batch, out_, s.out_h(), s.out_w()};
     SPO_CHECK(dy.shape() == ys, "Conv2d::backward: gradient shape " << dy.shape() << " does not match output shape "
-                                                                     << ys << " of input " << input_.shape());
-    auto dx = tensor::uninitialized(input_.shape());                              // [B, Cin, H, W]
-    cpu_kernels::conv2d_backward<T>(s, input_.data(), weight_.value.data(), dy.data(), dx.data(),
+                                                                     << ys << " of input " << input_shape_);
+    auto dx = tensor::uninitialized(input_shape_);                                // [B, Cin, H, W]
+    cpu_kernels::conv2d_backward<T>(s, saved_, weight_.value.data(), dy.data(), dx.data(),
                                     weight_.trainable ? weight_.grad.data() : nullptr,
                                     opt_.bias && bias_.trainable ? bias_.grad.data() : nullptr);
-    input_ = tensor();
+    saved_.clear();
     return dx;
   }
 
@@ -105,7 +106,8 @@ class Conv2d {
   std::int64_t in_ = 0, out_ = 0;
   Conv2dOptions opt_;
   Parameter<T, D> weight_, bias_;
-  tensor input_;
+  cpu_kernels::Conv2dSaved<T> saved_;  // the input, in the layout the backward kernels read
+  Shape input_shape_;
 };
 
 }  // namespace spo::nn

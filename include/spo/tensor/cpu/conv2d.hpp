@@ -50,6 +50,21 @@ struct Conv2dShape {
   }
 };
 
+/*!
+  WHAT THIS REPRESENTS
+    What a convolution backward needs from its forward: the input x, for float in the layout of the forward
+    primitive's source (oneDNN's blocked nChw16c, described by `layout`), so that the reorder done for the forward
+    is reused by the weight gradient instead of copying x; for double a plain NCHW copy (`layout` unused).
+!*/
+template <Scalar T>
+struct Conv2dSaved {
+  Tensor<T, cpu> x;
+  dnnl::memory::desc layout;
+
+  bool empty() const { return x.empty(); }
+  void clear() { x = Tensor<T, cpu>(); }
+};
+
 // ---------------------------------------------------------------------------------------------------------------
 // im2col + GEMM: any scalar. Per image, col[(c, p, q), (i, j)] = x[c, i s - pad + p, j s - pad + q].
 // ---------------------------------------------------------------------------------------------------------------
@@ -227,7 +242,9 @@ struct Conv2dBackwardEntry {
   dnnl::convolution_backward_data data_prim;
   dnnl::convolution_backward_weights weights_prim;
   DnnlReorder dy_data, w_data, dx_out;   // backward-data operands
-  DnnlReorder dy_weights, x_weights;     // backward-weights operands
+  DnnlReorder dy_weights, x_weights;     // backward-weights operands (x from NCHW)
+  DnnlReorder saved_x_weights;           // x from the forward primitive's source layout
+  dnnl::memory::desc saved_x_layout;
   DnnlReorder dw_out_add;                // diff weights into OIHW, accumulating
   dnnl::memory::desc dx_md, dw_md;
   bool dy_shared = false;                // both passes want dy in the same layout
@@ -273,6 +290,8 @@ inline const Conv2dBackwardEntry& conv2d_backward_entry(const Conv2dShape& s, bo
     e.dx_out = DnnlReorder(e.dx_md, e.plain.x);
     e.dy_weights = DnnlReorder(e.plain.y, wpd.diff_dst_desc());
     e.x_weights = DnnlReorder(e.plain.x, wpd.src_desc());
+    e.saved_x_layout = hint.src_desc();
+    e.saved_x_weights = DnnlReorder(e.saved_x_layout, wpd.src_desc());
     e.dw_md = wpd.diff_weights_desc();
     e.dw_out_add = DnnlReorder(e.dw_md, e.plain.w, /*accumulate=*/true);
     e.dy_shared = dpd.diff_dst_desc() == wpd.diff_dst_desc();
@@ -282,12 +301,14 @@ inline const Conv2dBackwardEntry& conv2d_backward_entry(const Conv2dShape& s, bo
 
 }  // namespace detail
 
-/// y [N, O, Ho, Wo] = conv(x, w) + b with oneDNN; b may be null.
-inline void conv2d_forward_dnnl(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y) {
+/// y [N, O, Ho, Wo] = conv(x, w) + b with oneDNN; b may be null. When `save` is given it receives x for backward.
+inline void conv2d_forward_dnnl(const Conv2dShape& s, const float* x, const float* w, const float* b, float* y,
+                                Conv2dSaved<float>* save = nullptr) {
   const auto& e = detail::conv2d_forward_entry(s, b != nullptr);
   auto& stream = DnnlContext::instance().stream();
   DnnlBuffer xb, wb, yb;
-  const auto xm = e.x_in.apply(dnnl_wrap(e.plain.x, x), xb);
+  const auto x_plain = dnnl_wrap(e.plain.x, x);
+  const auto xm = e.x_in.apply(x_plain, xb);
   const auto wm = e.w_in.apply(dnnl_wrap(e.plain.w, w), wb);
   const auto ym_plain = dnnl_wrap(e.plain.y, y);
   dnnl::memory ym = ym_plain;
@@ -299,11 +320,21 @@ inline void conv2d_forward_dnnl(const Conv2dShape& s, const float* x, const floa
   if (b) args.emplace(DNNL_ARG_BIAS, dnnl_wrap(e.plain.b, b));
   e.prim.execute(stream, args);
   if (e.y_out.needed) e.y_out.run(ym, ym_plain);
+  if (save) {
+    save->layout = xm.get_desc();
+    if (e.x_in.needed) {
+      save->x = std::move(xb.storage);
+    } else {
+      save->x = Tensor<float, cpu>::uninitialized(Shape{s.batch, s.in_channels, s.height, s.width});
+      memory_ops<cpu>::copy(save->x.data(), x, save->x.bytes());
+    }
+  }
 }
 
 /// dx = conv_transpose(dy, w) (overwritten; skipped when null); dw += dconv/dw, db += sum dy (each skipped when null).
+/// x is either `x` (NCHW) or, when x is null, `saved` from conv2d_forward_dnnl.
 inline void conv2d_backward_dnnl(const Conv2dShape& s, const float* x, const float* w, const float* dy, float* dx,
-                                 float* dw, float* db) {
+                                 float* dw, float* db, const Conv2dSaved<float>* saved = nullptr) {
   const auto& e = detail::conv2d_backward_entry(s, db != nullptr);
   auto& stream = DnnlContext::instance().stream();
   const auto dy_plain = dnnl_wrap(e.plain.y, dy);
@@ -325,7 +356,16 @@ inline void conv2d_backward_dnnl(const Conv2dShape& s, const float* x, const flo
   if (dw || db) {
     DnnlBuffer xb, dwb;
     const auto dy_w = (dx && e.dy_shared) ? dy_data : e.dy_weights.apply(dy_plain, dyb_weights);
-    const auto xm = e.x_weights.apply(dnnl_wrap(e.plain.x, x), xb);
+    SPO_CHECK(x || (saved && !saved->empty()), "conv2d_backward: no input for the weight gradient of " << s);
+    dnnl::memory xm;
+    if (x) {
+      xm = e.x_weights.apply(dnnl_wrap(e.plain.x, x), xb);
+    } else if (saved->layout == e.plain.x) {
+      xm = e.x_weights.apply(dnnl_wrap(e.plain.x, saved->x.data()), xb);
+    } else {
+      SPO_CHECK(saved->layout == e.saved_x_layout, "conv2d_backward: saved input layout differs from the forward's");
+      xm = e.saved_x_weights.apply(dnnl_wrap(saved->layout, saved->x.data()), xb);
+    }
     dwb = DnnlBuffer(e.dw_md);
     auto db_tmp = Tensor<float, cpu>::uninitialized(Shape{s.out_channels});   // [O]
     std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dy_w},
@@ -342,15 +382,37 @@ inline void conv2d_backward_dnnl(const Conv2dShape& s, const float* x, const flo
 // Dispatch: float -> oneDNN, double -> im2col.
 // ---------------------------------------------------------------------------------------------------------------
 
-/// y [N, O, Ho, Wo] = conv(x [N, C, H, W], w [O, C, kh, kw]) + b [O]; b may be null.
+/// y [N, O, Ho, Wo] = conv(x [N, C, H, W], w [O, C, kh, kw]) + b [O]; b may be null. When `save` is given it
+/// receives what conv2d_backward needs (see Conv2dSaved).
 template <Scalar T>
-void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* b, T* y, Conv2dSaved<T>* save = nullptr) {
   s.validate();
-  if constexpr (std::same_as<T, float>) conv2d_forward_dnnl(s, x, w, b, y);
-  else conv2d_forward_im2col(s, x, w, b, y);
+  if constexpr (std::same_as<T, float>) {
+    conv2d_forward_dnnl(s, x, w, b, y, save);
+  } else {
+    conv2d_forward_im2col(s, x, w, b, y);
+    if (save) {
+      save->x = Tensor<T, cpu>::uninitialized(Shape{s.batch, s.in_channels, s.height, s.width});
+      memory_ops<cpu>::copy(save->x.data(), x, save->x.bytes());
+    }
+  }
 }
 
-/// dx [N, C, H, W] = d(sum y dy)/dx (overwritten); dw [O, C, kh, kw] += d/dw; db [O] += d/db. Null outputs are skipped.
+/// dx [N, C, H, W] = d(sum y dy)/dx (overwritten); dw [O, C, kh, kw] += d/dw; db [O] += d/db. Null outputs are
+/// skipped. x comes from `saved` (filled by conv2d_forward).
+template <Scalar T>
+void conv2d_backward(const Conv2dShape& s, const Conv2dSaved<T>& saved, const T* w, const T* dy, T* dx, T* dw, T* db) {
+  s.validate();
+  SPO_CHECK(!saved.empty(), "conv2d_backward: nothing saved by a forward for " << s);
+  if constexpr (std::same_as<T, float>) {
+    conv2d_backward_dnnl(s, nullptr, w, dy, dx, dw, db, &saved);
+  } else {
+    if (dx) conv2d_backward_data_im2col(s, dy, w, dx);
+    if (dw || db) conv2d_backward_weights_im2col(s, saved.x.data(), dy, dw, db);
+  }
+}
+
+/// The same with an NCHW input x instead of saved state.
 template <Scalar T>
 void conv2d_backward(const Conv2dShape& s, const T* x, const T* w, const T* dy, T* dx, T* dw, T* db) {
   s.validate();
