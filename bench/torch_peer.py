@@ -10,8 +10,9 @@ Names follow the C++ benchmarks so that bench/run_all.sh can pair the rows; each
 FLOP formulas (identical to the C++ benchmarks):
   GEMM n x n x n:            2 n^3
   Conv2d, one pass:          2 B Cout Ho Wo Cin k k; forward+backward (dx, dW, db) = 3 passes
-  Attention (diffusers Attention with to_q/to_k/to_v/to_out.0 projections and the plain q k^T softmax v core),
-    one pass: 2 B N C inner + 2 * 2 B M Cc inner + 2 B N inner C + 4 B N M inner; forward+backward = 3 passes
+  Attention (diffusers Attention: to_q/to_k/to_v/to_out.0 projections and the plain q k^T softmax v core),
+    proj = 2 B N C inner + 2 * 2 B M Cc inner + 2 B N inner C, core = 4 B H N M d;
+    forward = proj + core, forward+backward = 3 proj + 2.5 core (bench/bench_attention.cpp's convention)
   GroupNorm and SiLU are memory-bound: time only.
 
 Run it as bench/run_all.sh does: 2 threads, OPENBLAS_NUM_THREADS=1, MALLOC_MMAP_THRESHOLD_ and
@@ -34,33 +35,43 @@ BATCH = 64
 GEMM_SIZES = [256, 512, 1024, 2048]
 CONV_SHAPES = [(32, 32, 32, 32, 3), (64, 64, 16, 16, 3), (128, 128, 8, 8, 3), (64, 128, 16, 16, 1)]
 NORM_SHAPES = [(64, 32, 32, 32, 32), (64, 64, 16, 16, 32)]  # (B, C, H, W, groups)
-# (B, tokens, query_dim, heads, context tokens, context dim); context 0 = self-attention, dim_head = C / heads
-ATTENTION_SHAPES = [(64, 256, 64, 2, 0, 0), (64, 64, 128, 4, 0, 0), (64, 256, 64, 2, 8, 64), (64, 64, 128, 4, 8, 64)]
+# (B, tokens N, query_dim C, heads H, context tokens M, context dim Cc); M = 0: self-attention; d = C / H
+ATTENTION_SHAPES = [(64, 256, 64, 2, 0, 0), (64, 64, 128, 4, 0, 0), (64, 256, 64, 2, 8, 64)]
+
+
+class Timing:
+    """Median wall and process-CPU seconds per call over the repetitions, and the wall samples."""
+
+    def __init__(self, wall, cpu, samples):
+        self.wall, self.cpu, self.samples = wall, cpu, samples
 
 
 def measure(fn, min_time, repetitions):
-    """Median over `repetitions` of the mean per-call time (seconds) of a loop lasting at least min_time."""
+    """Mean per-call time of a loop lasting at least min_time, repeated `repetitions` times."""
     for _ in range(2):
         fn()
     t0 = time.perf_counter()
     fn()
     one = max(time.perf_counter() - t0, 1e-6)
     iters = max(1, int(min_time / one))
-    samples = []
+    walls, cpus = [], []
     for _ in range(repetitions):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(iters):
             fn()
-        samples.append((time.perf_counter() - t0) / iters)
-    return statistics.median(samples), samples
+        walls.append((time.perf_counter() - t0) / iters)
+        cpus.append((time.process_time() - c0) / iters)
+    return Timing(statistics.median(walls), statistics.median(cpus), walls)
 
 
-def entry(name, family, pass_, dims, seconds, samples, flops=None):
+def entry(name, family, pass_, dims, timing, flops=None):
+    seconds, samples = timing.wall, timing.samples
     e = {"name": name, "family": family, "pass": pass_, "dims": list(dims), "real_time": seconds * 1e3,
-         "time_unit": "ms", "repetitions": len(samples),
-         "spread": (max(samples) - min(samples)) / seconds if seconds > 0 else 0.0}
+         "cpu_time": timing.cpu * 1e3, "time_unit": "ms", "repetitions": len(samples),
+         "cv": statistics.pstdev(samples) / statistics.mean(samples) if len(samples) > 1 else 0.0}
     if flops is not None:
         e["GFLOPS"] = flops / seconds * 1e-9
+        e["flops"] = flops
     return e
 
 
@@ -69,8 +80,8 @@ def bench_gemm(args):
     for n in GEMM_SIZES:
         a, b = torch.randn(n, n), torch.randn(n, n)
         c = torch.empty(n, n)
-        t, s = measure(lambda: torch.mm(a, b, out=c), args.min_time, args.repetitions)
-        out.append(entry(f"BM_Tensor_Gemm_Torch/{n}", "Gemm", "forward", (n,), t, s, 2.0 * n ** 3))
+        tm = measure(lambda: torch.mm(a, b, out=c), args.min_time, args.repetitions)
+        out.append(entry(f"BM_Tensor_Gemm_Torch/{n}", "Gemm", "forward", (n,), tm, 2.0 * n ** 3))
     return out
 
 
@@ -87,8 +98,8 @@ def bench_conv(args):
             with torch.no_grad():
                 conv(x)
 
-        t, s = measure(fwd, args.min_time, args.repetitions)
-        out.append(entry(f"BM_Nn_Conv2d_Forward/{suffix}", "Conv2d", "forward", dims, t, s, flops))
+        tm = measure(fwd, args.min_time, args.repetitions)
+        out.append(entry(f"BM_Nn_Conv2d_Forward/{suffix}", "Conv2d", "forward", dims, tm, flops))
 
         xg = x.clone().requires_grad_(True)
         dy = torch.randn(BATCH, cout, h, w)
@@ -99,8 +110,8 @@ def bench_conv(args):
             xg.grad = None
             y.backward(dy)
 
-        t, s = measure(fwd_bwd, args.min_time, args.repetitions)
-        out.append(entry(f"BM_Nn_Conv2d_ForwardBackward/{suffix}", "Conv2d", "forward_backward", dims, t, s,
+        tm = measure(fwd_bwd, args.min_time, args.repetitions)
+        out.append(entry(f"BM_Nn_Conv2d_ForwardBackward/{suffix}", "Conv2d", "forward_backward", dims, tm,
                          3.0 * flops))
     return out
 
@@ -117,10 +128,10 @@ def bench_norm(args):
                 with torch.no_grad():
                     fn(x)
 
-            t, s = measure(fwd, args.min_time, args.repetitions)
+            tm = measure(fwd, args.min_time, args.repetitions)
             fam_dims = dims if family == "GroupNorm" else dims[:4]
             name_suffix = suffix if family == "GroupNorm" else f"b:{b}/c:{c}/h:{h}/w:{w}"
-            out.append(entry(f"BM_Nn_{family}_Forward/{name_suffix}", family, "forward", fam_dims, t, s))
+            out.append(entry(f"BM_Nn_{family}_Forward/{name_suffix}", family, "forward", fam_dims, tm))
             xg = x.clone().requires_grad_(True)
             dy = torch.randn_like(x)
 
@@ -129,9 +140,9 @@ def bench_norm(args):
                 xg.grad = None
                 y.backward(dy)
 
-            t, s = measure(fwd_bwd, args.min_time, args.repetitions)
+            tm = measure(fwd_bwd, args.min_time, args.repetitions)
             out.append(entry(f"BM_Nn_{family}_ForwardBackward/{name_suffix}", family, "forward_backward", fam_dims,
-                             t, s))
+                             tm))
     return out
 
 
@@ -169,17 +180,17 @@ def bench_attention(args):
         attn = Attention(c, heads, c // heads, cc)
         x = torch.randn(b, n, c)
         ctx = torch.randn(b, m, cc) if cross else None
-        flops = 2.0 * b * n * c * inner + 4.0 * b * m * cc * inner + 2.0 * b * n * inner * c + 4.0 * b * n * m * inner
-        kind = "Cross" if cross else "Self"
-        suffix = f"b:{b}/n:{n}/c:{c}/heads:{heads}" + (f"/m:{m}/cc:{cc}" if cross else "")
-        dims = (b, n, c, heads) + ((m, cc) if cross else ())
+        proj = 2.0 * b * n * c * inner + 4.0 * b * m * cc * inner + 2.0 * b * n * inner * c
+        core = 4.0 * b * n * m * inner
+        suffix = f"B:{b}/N:{n}/C:{c}/H:{heads}/M:{m_ctx}/Cc:{c_ctx}"
+        dims = (b, n, c, heads, m_ctx, c_ctx)
 
         def fwd():
             with torch.no_grad():
                 attn(x, ctx)
 
-        t, s = measure(fwd, args.min_time, args.repetitions)
-        out.append(entry(f"BM_Nn_Attention_{kind}_Forward/{suffix}", "Attention", "forward", dims, t, s, flops))
+        tm = measure(fwd, args.min_time, args.repetitions)
+        out.append(entry(f"BM_Nn_AttentionForward/{suffix}", "Attention", "forward", dims, tm, proj + core))
         xg = x.clone().requires_grad_(True)
         cg = ctx.clone().requires_grad_(True) if cross else None
         dy = torch.randn(b, n, c)
@@ -192,9 +203,9 @@ def bench_attention(args):
                 cg.grad = None
             y.backward(dy)
 
-        t, s = measure(fwd_bwd, args.min_time, args.repetitions)
-        out.append(entry(f"BM_Nn_Attention_{kind}_ForwardBackward/{suffix}", "Attention", "forward_backward", dims,
-                         t, s, 3.0 * flops))
+        tm = measure(fwd_bwd, args.min_time, args.repetitions)
+        out.append(entry(f"BM_Nn_AttentionForwardBackward/{suffix}", "Attention", "forward_backward", dims, tm,
+                         3.0 * proj + 2.5 * core))
     return out
 
 

@@ -2,6 +2,7 @@
 /// @brief GroupNorm over [B, C, *spatial] (torch.nn.GroupNorm; keys `weight`, `bias` [C], biased variance).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string_view>
@@ -17,14 +18,27 @@
 
 namespace spo::cpu_kernels {
 
+/// Elements per partial sum: partial(first, len) sums a block in T (vectorised), the blocks are added in double.
+inline constexpr std::int64_t reduction_block = 256;
+/// Elements a thread should own before a norm kernel goes parallel (a parallel region costs microseconds).
+inline constexpr std::int64_t norm_parallel_grain = 1 << 15;
+
+template <class Partial>
+double blocked_sum(std::int64_t n, Partial&& partial) {
+  double acc = 0.0;
+  for (std::int64_t first = 0; first < n; first += reduction_block)
+    acc += static_cast<double>(partial(first, std::min(reduction_block, n - first)));
+  return acc;
+}
+
 /*!
   REQUIRES
     - x, y hold batch * channels * spatial elements, channels % groups == 0
     - gamma, beta: [channels] or both null (no affine); xhat: same size as x or null; rstd: [batch * groups]
   ENSURES
     - per (b, g): mu = mean(x_bg), var = mean((x_bg - mu)^2) (biased, as torch), rstd = 1 / sqrt(var + eps),
-      xhat = (x - mu) * rstd, y = gamma[c] * xhat + beta[c]; statistics accumulate in double (two passes, the
-      group is re-read from cache).
+      xhat = (x - mu) * rstd, y = gamma[c] * xhat + beta[c]. Two passes (the group is re-read from cache), each
+      summing blocks of reduction_block elements in T and the block sums in double.
 !*/
 template <Scalar T>
 void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat, T* rstd, std::int64_t batch,
@@ -35,9 +49,15 @@ void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat
   parallel_for(0, batch * groups, [&](std::int64_t bg) {
     const std::int64_t g = bg % groups;
     const std::int64_t offset = bg * n;
-    Eigen::Map<const Array> xg(x + offset, n);
-    const double mean = n ? xg.template cast<double>().sum() / static_cast<double>(n) : 0.0;
-    const double var = n ? (xg.template cast<double>() - mean).square().sum() / static_cast<double>(n) : 0.0;
+    const T* xg = x + offset;
+    const double inv_n = n ? 1.0 / static_cast<double>(n) : 0.0;
+    const double mean = inv_n * blocked_sum(n, [&](std::int64_t i, std::int64_t len) {
+      return Eigen::Map<const Array>(xg + i, len).sum();
+    });
+    const T mean_t = static_cast<T>(mean);
+    const double var = inv_n * blocked_sum(n, [&](std::int64_t i, std::int64_t len) {
+      return (Eigen::Map<const Array>(xg + i, len) - mean_t).square().sum();
+    });
     const double r = 1.0 / std::sqrt(var + eps);
     rstd[bg] = static_cast<T>(r);
     for (std::int64_t ci = 0; ci < cg; ++ci) {
@@ -50,7 +70,7 @@ void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat
         Eigen::Map<Array>(xhat + offset + ci * spatial, spatial) =
             xc * static_cast<T>(r) - static_cast<T>(mean * r);
     }
-  });
+  }, std::max<std::int64_t>(1, norm_parallel_grain / std::max<std::int64_t>(n, 1)));
 }
 
 /*!
@@ -74,10 +94,14 @@ void group_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gam
     double s1 = 0.0, s2 = 0.0;  // sum gamma dy, sum gamma dy xhat over the group
     for (std::int64_t ci = 0; ci < cg; ++ci) {
       const std::int64_t c = g * cg + ci;
-      Eigen::Map<const Array> dyc(dy + offset + ci * spatial, spatial);
-      Eigen::Map<const Array> xc(xhat + offset + ci * spatial, spatial);
-      const double a = dyc.template cast<double>().sum();
-      const double bsum = (dyc.template cast<double>() * xc.template cast<double>()).sum();
+      const T* dyc = dy + offset + ci * spatial;
+      const T* xc = xhat + offset + ci * spatial;
+      const double a = blocked_sum(spatial, [&](std::int64_t i, std::int64_t len) {
+        return Eigen::Map<const Array>(dyc + i, len).sum();
+      });
+      const double bsum = blocked_sum(spatial, [&](std::int64_t i, std::int64_t len) {
+        return (Eigen::Map<const Array>(dyc + i, len) * Eigen::Map<const Array>(xc + i, len)).sum();
+      });
       sum_dy[b * channels + c] = a;
       sum_dy_xhat[b * channels + c] = bsum;
       const double gc = gamma ? static_cast<double>(gamma[c]) : 1.0;
@@ -95,7 +119,7 @@ void group_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gam
       Eigen::Map<const Array> xc(xhat + offset + ci * spatial, spatial);
       Eigen::Map<Array>(dx + offset + ci * spatial, spatial) = dyc * scale + xc * slope + shift;
     }
-  });
+  }, std::max<std::int64_t>(1, norm_parallel_grain / std::max<std::int64_t>(n, 1)));
 }
 
 }  // namespace spo::cpu_kernels

@@ -2,6 +2,7 @@
 /// @brief LayerNorm over the last axis (torch.nn.LayerNorm(dim); keys `weight`, `bias` [dim], biased variance).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string_view>
@@ -15,6 +16,9 @@
 #include "spo/tensor/tensor.hpp"
 
 namespace spo::cpu_kernels {
+
+/// Elements a thread should own before the layer-norm kernels go parallel (a parallel region costs microseconds).
+inline constexpr std::int64_t layer_norm_parallel_grain = 1 << 15;
 
 /*!
   REQUIRES
@@ -45,7 +49,7 @@ void layer_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat
              Eigen::Map<const Array>(beta, dim);
       else yr = xr * static_cast<T>(inv) - static_cast<T>(mean * inv);
     }
-  }, 8);
+  }, std::max<std::int64_t>(1, layer_norm_parallel_grain / std::max<std::int64_t>(dim, 1)));
 }
 
 /*!
@@ -73,7 +77,7 @@ void layer_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gam
     Eigen::Map<Array> dxr(dx + r * dim, dim);
     if (gamma) dxr = dyr * Eigen::Map<const Array>(gamma, dim) * static_cast<T>(inv) + hr * slope + shift;
     else dxr = dyr * static_cast<T>(inv) + hr * slope + shift;
-  }, 8);
+  }, std::max<std::int64_t>(1, layer_norm_parallel_grain / std::max<std::int64_t>(dim, 1)));
 }
 
 }  // namespace spo::cpu_kernels

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "spo/nn/attention.hpp"
+#include "spo/nn/lora.hpp"
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;
@@ -249,4 +250,52 @@ TEST_CASE("Attention keeps nothing under no_grad and frozen projections get no g
   CHECK(attn.to_q().weight().grad.empty());
   CHECK(attn.to_out().bias().grad.empty());
   CHECK(as_array(attn.to_k().weight().grad).abs().sum() > 0);
+}
+
+using LoRAAttention = nn::Attention<double, cpu, nn::LoRA<nn::Linear<double>>>;
+static_assert(nn::Layer<LoRAAttention>);
+static_assert(nn::ContextLayer<LoRAAttention>);
+
+TEST_CASE("Attention over LoRA projections: keys, frozen base, gradients and equality with merged weights") {
+  Generator g{25, 0};
+  LoRAAttention attn(6, 2, 3, 4);
+  attn.reset_parameters(g);
+  for (auto* proj : {&attn.to_q(), &attn.to_k(), &attn.to_v(), &attn.to_out()}) {
+    proj->attach(2, 4.0, g);
+    fill_normal(proj->lora_B().value.view(), g, 0.0, 0.5);  // B = 0 at attach; make the update visible
+  }
+  std::vector<std::string> names;
+  attn.visit_parameters([&](std::string_view n, auto& p) { if (p.trainable) names.emplace_back(n); }, "attn2");
+  CHECK(names == std::vector<std::string>{"attn2.to_q.lora_A.weight", "attn2.to_q.lora_B.weight",
+                                          "attn2.to_k.lora_A.weight", "attn2.to_k.lora_B.weight",
+                                          "attn2.to_v.lora_A.weight", "attn2.to_v.lora_B.weight",
+                                          "attn2.to_out.0.lora_A.weight", "attn2.to_out.0.lora_B.weight"});
+
+  auto x = randn<double>(Shape{2, 5, 6}, g);
+  auto ctx = randn<double>(Shape{2, 3, 4}, g);
+  LoRAAttention merged = attn;
+  for (auto* proj : {&merged.to_q(), &merged.to_k(), &merged.to_v(), &merged.to_out()}) proj->merge();
+  auto y = attn.forward(x, ctx);
+  CHECK(max_abs_diff<double>(y.view(), merged.forward(x, ctx).view()) < 1e-12);
+
+  nn::zero_grad(attn);
+  attn.forward(x, ctx);
+  attn.backward_context(randn<double>(x.shape(), g));
+  CHECK(attn.to_q().weight().grad.empty());
+  CHECK(attn.to_out().bias().grad.empty());
+  CHECK(as_array(attn.to_v().lora_A().grad).abs().sum() > 0);
+
+  nn::ContextGradients<double, cpu> grads;
+  std::vector<testing::GradcheckTarget> targets{{"input", &x, &grads.dx}, {"context", &ctx, &grads.dcontext}};
+  attn.visit_parameters([&](std::string_view name, nn::Parameter<double>& p) {
+    if (p.trainable) targets.push_back({std::string(name), &p.value, &p.grad});
+  }, {});
+  auto r = testing::gradcheck_function([&] { return attn.forward(x, ctx); },
+                                       [&](const Tensor<double>& dy) {
+                                         nn::zero_grad(attn);
+                                         grads = attn.backward_context(dy);
+                                       },
+                                       targets);
+  INFO(r.report << r.worst);
+  CHECK(r.ok);
 }

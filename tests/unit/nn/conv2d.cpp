@@ -134,7 +134,9 @@ TEST_CASE("Conv2d float (oneDNN) forward, dx, dW and db match the direct convolu
   Generator g{13, 0};
   std::vector<Config> configs = small_configs;
   configs.push_back({3, 16, 32, 9, 9, {{3, 3}, {1, 1}, {1, 1}, true}});    // blocked layouts with a channel tail
-  configs.push_back({2, 20, 24, 10, 6, {{1, 1}, {1, 1}, {0, 0}, true}});   // 1x1, channels not a multiple of 16
+  configs.push_back({2, 20, 24, 10, 6, {{1, 1}, {1, 1}, {0, 0}, true}});   // pointwise GEMM path
+  configs.push_back({1, 20, 24, 10, 6, {{1, 1}, {1, 1}, {0, 0}, true}});   // pointwise, fewer images than threads
+  configs.push_back({5, 20, 24, 10, 6, {{1, 1}, {2, 2}, {0, 0}, true}});   // 1x1 stride 2: the blocked path
   configs.push_back({2, 32, 16, 11, 11, {{3, 3}, {2, 2}, {1, 1}, false}});
   configs.push_back({2, 17, 5, 6, 9, {{4, 4}, {2, 2}, {1, 1}, true}});
   for (const auto& c : configs) {
@@ -171,6 +173,15 @@ TEST_CASE("Conv2d float im2col reference path agrees with the oneDNN path") {
   cpu_kernels::conv2d_forward_im2col(s, x.data(), w.data(), b.data(), y1.data());
   cpu_kernels::conv2d_forward_dnnl(s, x.data(), w.data(), b.data(), y2.data());
   CHECK(max_abs_diff<float>(y1.view(), y2.view()) < 1e-4);
+
+  auto dy = randn<float>(y1.shape(), g);
+  Tensor<float> dx1(x.shape()), dx2(x.shape()), dw1(w.shape()), dw2(w.shape()), db1(b.shape()), db2(b.shape());
+  cpu_kernels::conv2d_backward_data_im2col(s, dy.data(), w.data(), dx1.data());
+  cpu_kernels::conv2d_backward_weights_im2col(s, x.data(), dy.data(), dw1.data(), db1.data());
+  cpu_kernels::conv2d_backward<float>(s, x.data(), w.data(), dy.data(), dx2.data(), dw2.data(), db2.data());
+  CHECK(max_abs_diff<float>(dx1.view(), dx2.view()) < 1e-4);
+  CHECK(max_abs_diff<float>(dw1.view(), dw2.view()) < 1e-3);
+  CHECK(max_abs_diff<float>(db1.view(), db2.view()) < 1e-3);
 }
 
 TEST_CASE("Conv2d frozen parameters get no gradient; keys follow torch") {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -86,13 +87,125 @@ inline void check_attention_shape(const AttentionShape& s, const char* what) {
   SPO_CHECK(s.m >= 1 || s.n == 0, what << ": " << s.n << " queries attend to zero keys");
 }
 
-/// Per-thread scratch that grows to the largest request and is reused across calls.
+/// Per-thread, 64-byte aligned scratch that grows to the largest request and is reused across calls.
 template <class T>
 T* scratch(std::size_t slot, std::size_t count) {
+  constexpr std::size_t pad = 64 / sizeof(T);
   thread_local std::vector<std::vector<T>> buffers;
   if (buffers.size() <= slot) buffers.resize(slot + 1);
-  if (buffers[slot].size() < count) buffers[slot].resize(count);
-  return buffers[slot].data();
+  if (buffers[slot].size() < count + pad) buffers[slot].resize(count + pad);
+  const auto address = reinterpret_cast<std::uintptr_t>(buffers[slot].data());
+  return buffers[slot].data() + (((64 - address % 64) % 64) / sizeof(T));
+}
+
+
+/// Elements per SIMD register for the tile kernels (64-byte vectors; split into smaller ones without AVX-512).
+template <class T>
+inline constexpr std::int64_t simd_width = 64 / sizeof(T);
+template <class T>
+struct simd_register;
+template <>
+struct simd_register<float> {
+  using type = float __attribute__((vector_size(64)));
+};
+template <>
+struct simd_register<double> {
+  using type = double __attribute__((vector_size(64)));
+};
+template <class T>
+using Simd = typename simd_register<T>::type;
+
+/// Columns per register tile of tile_gemm; a B operand whose width is a multiple of it needs no padded copy.
+template <class T>
+inline constexpr std::int64_t tile_panel = 2 * simd_width<T>;
+
+inline std::int64_t round_up(std::int64_t x, std::int64_t to) { return (x + to - 1) / to * to; }
+
+/// dst[kk * ldb + j] = src[kk * src_k + j * src_n] for kk < k, j < n; columns [n, ldb) are zero.
+template <class T>
+void pack_panel(const T* src, std::int64_t src_k, std::int64_t src_n, std::int64_t k, std::int64_t n, T* dst,
+                std::int64_t ldb) {
+  for (std::int64_t kk = 0; kk < k; ++kk) {
+    T* row = dst + kk * ldb;
+    if (src_n == 1) {
+      std::copy(src + kk * src_k, src + kk * src_k + n, row);
+    } else {
+      for (std::int64_t j = 0; j < n; ++j) row[j] = src[kk * src_k + j * src_n];
+    }
+    std::fill(row + n, row + ldb, T(0));
+  }
+}
+
+/// R x (NV * simd_width) tile of C (+)= A B over depth k: A(r, kk) = a[r * a_r + kk * a_k] is broadcast, B is a
+/// packed panel with row stride ldb; only the first `width` columns of the tile are stored.
+template <class T, int R, int NV>
+inline void gemm_tile(std::int64_t k, const T* a, std::int64_t a_r, std::int64_t a_k, const T* b, std::int64_t ldb,
+                      T* c, std::int64_t ldc, std::int64_t width, bool accumulate) {
+  constexpr std::int64_t lanes = simd_width<T>;
+  Simd<T> acc[R][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = Simd<T>{};
+  for (std::int64_t kk = 0; kk < k; ++kk) {
+    Simd<T> bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + kk * ldb + v * lanes, sizeof(Simd<T>));
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const T s = a[r * a_r + kk * a_k];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] += s * bv[v];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    T* crow = c + r * ldc;
+    if (width == NV * lanes) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        Simd<T> out = acc[r][v];
+        if (accumulate) {
+          Simd<T> prev;
+          std::memcpy(&prev, crow + v * lanes, sizeof(Simd<T>));
+          out += prev;
+        }
+        std::memcpy(crow + v * lanes, &out, sizeof(Simd<T>));
+      }
+    } else {
+      alignas(64) T tmp[NV * lanes];
+      std::memcpy(tmp, &acc[r][0], sizeof(tmp));
+      for (std::int64_t j = 0; j < width; ++j) crow[j] = accumulate ? crow[j] + tmp[j] : tmp[j];
+    }
+  }
+}
+
+template <class T, int R, int NV>
+void gemm_rows(std::int64_t rows, std::int64_t k, const T* a, std::int64_t a_r, std::int64_t a_k, const T* b,
+               std::int64_t ldb, T* c, std::int64_t ldc, std::int64_t width, bool accumulate) {
+  if constexpr (R > 0) {
+    if (rows == R) gemm_tile<T, R, NV>(k, a, a_r, a_k, b, ldb, c, ldc, width, accumulate);
+    else gemm_rows<T, R - 1, NV>(rows, k, a, a_r, a_k, b, ldb, c, ldc, width, accumulate);
+  }
+}
+
+/*!
+  C[m, n] = A B (or C += A B) for the small products of one attention tile.
+  A(r, kk) = a[r * a_r + kk * a_k] (any strides: A or A^T of a row-major block); B [k, n] row-major with row stride
+  ldb, readable up to column round_up(n, tile_panel<T>) (a padded panel from pack_panel, or any B with
+  n % tile_panel<T> == 0); C row-major with row stride ldc.
+!*/
+template <class T>
+void tile_gemm(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t a_r, std::int64_t a_k,
+               const T* b, std::int64_t ldb, T* c, std::int64_t ldc, bool accumulate) {
+  constexpr int rows_per_tile = 8, vectors = tile_panel<T> / simd_width<T>;
+  constexpr std::int64_t panel = tile_panel<T>;
+  for (std::int64_t j0 = 0; j0 < n; j0 += panel) {
+    const std::int64_t width = std::min(panel, n - j0);
+    for (std::int64_t r0 = 0; r0 < m; r0 += rows_per_tile)
+      gemm_rows<T, rows_per_tile, vectors>(std::min<std::int64_t>(rows_per_tile, m - r0), k, a + r0 * a_r, a_r, a_k,
+                                           b + j0, ldb, c + r0 * ldc + j0, ldc, width, accumulate);
+  }
 }
 
 }  // namespace detail
@@ -112,47 +225,63 @@ void attention_forward(const AttentionShape& s, std::type_identity_t<HeadMatrice
                        std::type_identity_t<HeadMatrices<const T>> k, std::type_identity_t<HeadMatrices<const T>> v,
                        HeadMatrices<T> o, T* lse, T scale) {
   detail::check_attention_shape(s, "attention_forward");
-  constexpr std::int64_t br = attention_query_block, bc = attention_key_block;
-  const std::int64_t d = s.d, qblocks = (s.n + br - 1) / br;
-  using Mat = Eigen::Map<detail::AttnMatrix<T>>;
-  using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-  parallel_for(0, s.batch_heads() * qblocks, [&](std::int64_t item) {
-    const std::int64_t bh = item / qblocks, b = bh / s.heads, h = bh % s.heads;
-    const std::int64_t i0 = (item % qblocks) * br, rows = std::min(br, s.n - i0);
-    Mat qs(detail::scratch<T>(0, br * d), rows, d);                          // [rows, d]
-    Mat acc(detail::scratch<T>(1, br * d), rows, d);                         // [rows, d]
-    Mat sc(detail::scratch<T>(2, br * bc), rows, std::min(bc, s.m));         // [rows, bc]
-    Vec mx(detail::scratch<T>(3, br), rows), l(detail::scratch<T>(4, br), rows);
-    qs.noalias() = scale * detail::head_block(q, b, h, i0, rows, d);
+  constexpr std::int64_t br = attention_query_block, bc = attention_key_block, lanes = detail::simd_width<T>;
+  const std::int64_t d = s.d, qblocks = (s.n + br - 1) / br, dpad = detail::round_up(d, lanes);
+  const std::int64_t cpad_max = detail::round_up(std::min(bc, s.m), lanes);
+  const bool direct = d % detail::tile_panel<T> == 0;                      // V read in place, no padded copy
+  using Row = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
+  // Work items are (batch * head, group of query blocks): whole heads when there are enough of them, so that each
+  // key block is packed once per item; smaller groups when heads are fewer than 4 per thread.
+  const std::int64_t nbh = s.batch_heads();
+  const std::int64_t groups = std::clamp<std::int64_t>((4 * num_threads() + nbh - 1) / std::max<std::int64_t>(nbh, 1),
+                                                       1, std::max<std::int64_t>(qblocks, 1));
+  const std::int64_t blocks_per_group = (qblocks + groups - 1) / groups;
+  const std::int64_t group_rows = blocks_per_group * br;
+  parallel_for(0, nbh * groups, [&](std::int64_t item) {
+    const std::int64_t bh = item / groups, b = bh / s.heads, h = bh % s.heads;
+    const std::int64_t g0 = (item % groups) * group_rows, g1 = std::min(s.n, g0 + group_rows);
+    if (g0 >= g1) return;
+    T* kt = detail::scratch<T>(0, d * cpad_max);                             // K_j^T [d, cpad]
+    T* vp = detail::scratch<T>(1, std::min(bc, s.m) * dpad);                 // V_j [cols, dpad]
+    T* sc = detail::scratch<T>(2, br * cpad_max);                            // S, then P [rows, cpad]
+    T* acc = detail::scratch<T>(3, group_rows * dpad);                       // [group rows, dpad]
+    T* mx = detail::scratch<T>(4, group_rows);                               // running max of scale * S
+    T* l = detail::scratch<T>(5, group_rows);                                // running sum of exp
     for (std::int64_t j0 = 0; j0 < s.m; j0 += bc) {
-      const std::int64_t cols = std::min(bc, s.m - j0);
-      auto kj = detail::head_block(k, b, h, j0, cols, d);                    // [cols, d]
-      auto vj = detail::head_block(v, b, h, j0, cols, d);                    // [cols, d]
-      Mat st(sc.data(), rows, cols);                                         // [rows, cols]
-      st.noalias() = qs * kj.transpose();
-      for (std::int64_t r = 0; r < rows; ++r) {
-        auto row = st.row(r).array();
-        const T row_max = row.maxCoeff();
-        if (j0 == 0) {
-          row = (row - row_max).exp();
-          mx[r] = row_max;
-          l[r] = row.sum();
-        } else {
-          const T new_max = std::max(mx[r], row_max);
-          row = (row - new_max).exp();
-          const T alpha = std::exp(mx[r] - new_max);
-          mx[r] = new_max;
-          l[r] = alpha * l[r] + row.sum();
-          acc.row(r) *= alpha;
+      const std::int64_t cols = std::min(bc, s.m - j0), cpad = detail::round_up(cols, lanes);
+      detail::pack_panel(k.head(b, h) + j0 * k.row_stride, std::int64_t{1}, k.row_stride, d, cols, kt, cpad);
+      const T* vj = v.head(b, h) + j0 * v.row_stride;                        // [cols, d]
+      if (!direct) detail::pack_panel(vj, v.row_stride, std::int64_t{1}, cols, d, vp, dpad);
+      for (std::int64_t i0 = g0; i0 < g1; i0 += br) {
+        const std::int64_t rows = std::min(br, g1 - i0), off = i0 - g0;
+        T* acc_i = acc + off * dpad;
+        detail::tile_gemm(rows, cols, d, q.head(b, h) + i0 * q.row_stride, q.row_stride, std::int64_t{1}, kt, cpad,
+                          sc, cpad, false);                                                           // q k^T
+        for (std::int64_t r = 0; r < rows; ++r) {
+          Row row(sc + r * cpad, cols), padded(sc + r * cpad, cpad);  // exp over whole vectors; padding unused
+          const T row_max = scale * row.maxCoeff();
+          if (j0 == 0) {
+            padded = (scale * padded - row_max).exp();
+            mx[off + r] = row_max;
+            l[off + r] = row.sum();
+          } else {
+            const T new_max = std::max(mx[off + r], row_max);
+            padded = (scale * padded - new_max).exp();
+            const T alpha = std::exp(mx[off + r] - new_max);
+            mx[off + r] = new_max;
+            l[off + r] = alpha * l[off + r] + row.sum();
+            Row(acc_i + r * dpad, d) *= alpha;
+          }
         }
+        detail::tile_gemm(rows, d, cols, sc, cpad, std::int64_t{1}, direct ? vj : vp, direct ? v.row_stride : dpad,
+                          acc_i, dpad, j0 != 0);                                                      // P V
       }
-      if (j0 == 0) acc.noalias() = st * vj;
-      else acc.noalias() += st * vj;
     }
-    auto ob = detail::head_block(o, b, h, i0, rows, d);                      // [rows, d]
-    T* lse_row = lse + bh * s.n + i0;
-    for (std::int64_t r = 0; r < rows; ++r) {
-      ob.row(r) = acc.row(r) * (T(1) / l[r]);
+    T* oi = o.head(b, h) + g0 * o.row_stride;
+    T* lse_row = lse + bh * s.n + g0;
+    for (std::int64_t r = 0; r < g1 - g0; ++r) {
+      const T inv = T(1) / l[r];
+      for (std::int64_t c = 0; c < d; ++c) oi[r * o.row_stride + c] = acc[r * dpad + c] * inv;
       lse_row[r] = mx[r] + std::log(l[r]);
     }
   });
@@ -176,9 +305,12 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
                         const T* lse, HeadMatrices<T> dq, HeadMatrices<T> dk, HeadMatrices<T> dv, T scale) {
   detail::check_attention_shape(s, "attention_backward");
   constexpr std::int64_t br = attention_backward_query_block, bc = attention_backward_key_block;
-  const std::int64_t d = s.d, n = s.n, m = s.m, nbh = s.batch_heads();
-  using Mat = Eigen::Map<detail::AttnMatrix<T>>;
+  constexpr std::int64_t lanes = detail::simd_width<T>;
+  const std::int64_t d = s.d, n = s.n, m = s.m, nbh = s.batch_heads(), dpad = detail::round_up(d, lanes);
+  const std::int64_t cpad_max = detail::round_up(std::min(bc, m), lanes);
+  const bool direct = d % detail::tile_panel<T> == 0;                      // K, Q, dO read in place
   using ConstMat = Eigen::Map<const detail::AttnMatrix<T>>;
+  using Row = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
   if (n == 0) {
     parallel_for(0, nbh, [&](std::int64_t bh) {
       detail::head_block(dk, bh / s.heads, bh % s.heads, 0, m, d).setZero();
@@ -205,38 +337,65 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
 
   parallel_for(0, nbh * chunks, [&](std::int64_t item) {
     const std::int64_t bh = item / chunks, chunk = item % chunks, b = bh / s.heads, h = bh % s.heads;
-    HeadMatrices<T> dq_target = chunks == 1 ? dq : HeadMatrices<T>(dq_partial.data() + (bh * chunks + chunk) * n * d, 0, 0, d);
+    HeadMatrices<T> dq_target =
+        chunks == 1 ? dq : HeadMatrices<T>(dq_partial.data() + (bh * chunks + chunk) * n * d, 0, 0, d);
     const std::int64_t tb = chunks == 1 ? b : 0, th = chunks == 1 ? h : 0;
     detail::head_block(dq_target, tb, th, 0, n, d).setZero();
+    T* dq_head = dq_target.head(tb, th);
     const T* lse_head = lse + bh * n;
     const T* delta_head = delta.data() + bh * n;
-    Mat dk_acc(detail::scratch<T>(0, bc * d), bc, d), dv_acc(detail::scratch<T>(1, bc * d), bc, d);
-    T* p_buf = detail::scratch<T>(2, br * bc);
-    T* dp_buf = detail::scratch<T>(3, br * bc);
+    T* kt = detail::scratch<T>(0, d * cpad_max);                             // K_j^T [d, cpad]
+    T* vt = detail::scratch<T>(1, d * cpad_max);                             // V_j^T [d, cpad]
+    T* kp = detail::scratch<T>(2, bc * dpad);                                // K_j [cols, dpad]
+    T* qp = detail::scratch<T>(3, br * dpad);                                // Q_i [rows, dpad]
+    T* gp = detail::scratch<T>(4, br * dpad);                                // dO_i [rows, dpad]
+    T* p = detail::scratch<T>(5, br * cpad_max);                             // P [rows, cpad]
+    T* ds = detail::scratch<T>(6, br * cpad_max);                            // dP, then scale * dS [rows, cpad]
+    T* dka = detail::scratch<T>(7, bc * dpad);                               // dK_j [cols, dpad]
+    T* dva = detail::scratch<T>(8, bc * dpad);                               // dV_j [cols, dpad]
     const std::int64_t kb_end = std::min(kblocks, (chunk + 1) * blocks_per_chunk);
     for (std::int64_t kb = chunk * blocks_per_chunk; kb < kb_end; ++kb) {
-      const std::int64_t j0 = kb * bc, cols = std::min(bc, m - j0);
-      auto kj = detail::head_block(k, b, h, j0, cols, d);                    // [cols, d]
-      auto vj = detail::head_block(v, b, h, j0, cols, d);                    // [cols, d]
-      Mat dka(dk_acc.data(), cols, d), dva(dv_acc.data(), cols, d);          // [cols, d]
-      dka.setZero();
-      dva.setZero();
+      const std::int64_t j0 = kb * bc, cols = std::min(bc, m - j0), cpad = detail::round_up(cols, lanes);
+      const T* kj = k.head(b, h) + j0 * k.row_stride;
+      const T* vj = v.head(b, h) + j0 * v.row_stride;
+      detail::pack_panel(kj, std::int64_t{1}, k.row_stride, d, cols, kt, cpad);
+      detail::pack_panel(vj, std::int64_t{1}, v.row_stride, d, cols, vt, cpad);
+      if (!direct) detail::pack_panel(kj, k.row_stride, std::int64_t{1}, cols, d, kp, dpad);
+      const T* kb_op = direct ? kj : kp;
+      const std::int64_t kb_ld = direct ? k.row_stride : dpad;
       for (std::int64_t i0 = 0; i0 < n; i0 += br) {
         const std::int64_t rows = std::min(br, n - i0);
-        auto qi = detail::head_block(q, b, h, i0, rows, d);                  // [rows, d]
-        auto gi = detail::head_block(dout, b, h, i0, rows, d);               // [rows, d]
-        Mat p(p_buf, rows, cols), dp(dp_buf, rows, cols);                    // [rows, cols]
-        p.noalias() = qi * kj.transpose();
-        for (std::int64_t r = 0; r < rows; ++r) p.row(r).array() = (scale * p.row(r).array() - lse_head[i0 + r]).exp();
-        dva.noalias() += p.transpose() * gi;
-        dp.noalias() = gi * vj.transpose();
-        for (std::int64_t r = 0; r < rows; ++r)
-          dp.row(r).array() = p.row(r).array() * (dp.row(r).array() - delta_head[i0 + r]);
-        detail::head_block(dq_target, tb, th, i0, rows, d).noalias() += scale * dp * kj;
-        dka.noalias() += dp.transpose() * qi;
+        const bool first = i0 == 0;
+        const T* qi = q.head(b, h) + i0 * q.row_stride;                      // [rows, d]
+        const T* gi = dout.head(b, h) + i0 * dout.row_stride;                // [rows, d]
+        if (!direct) {
+          detail::pack_panel(qi, q.row_stride, std::int64_t{1}, rows, d, qp, dpad);
+          detail::pack_panel(gi, dout.row_stride, std::int64_t{1}, rows, d, gp, dpad);
+          qi = qp;
+          gi = gp;
+        }
+        const std::int64_t q_ld = direct ? q.row_stride : dpad, g_ld = direct ? dout.row_stride : dpad;
+        detail::tile_gemm(rows, cols, d, qi, q_ld, std::int64_t{1}, kt, cpad, p, cpad, false);     // q k^T
+        for (std::int64_t r = 0; r < rows; ++r) {
+          Row pr(p + r * cpad, cpad);  // exp over whole vectors; padding columns are never read
+          pr = (scale * pr - lse_head[i0 + r]).exp();
+        }
+        detail::tile_gemm(cols, d, rows, p, std::int64_t{1}, cpad, gi, g_ld, dva, dpad, !first);  // dV += P^T dO
+        detail::tile_gemm(rows, cols, d, gi, g_ld, std::int64_t{1}, vt, cpad, ds, cpad, false);   // dP = dO V^T
+        for (std::int64_t r = 0; r < rows; ++r) {
+          Row dr(ds + r * cpad, cols);
+          dr = scale * Row(p + r * cpad, cols) * (dr - delta_head[i0 + r]);
+        }
+        detail::tile_gemm(rows, d, cols, ds, cpad, std::int64_t{1}, kb_op, kb_ld, dq_head + i0 * dq_target.row_stride,
+                          dq_target.row_stride, true);                                            // dQ += dS K
+        detail::tile_gemm(cols, d, rows, ds, std::int64_t{1}, cpad, qi, q_ld, dka, dpad, !first); // dK += dS^T Q
       }
-      detail::head_block(dk, b, h, j0, cols, d) = scale * dka;
-      detail::head_block(dv, b, h, j0, cols, d) = dva;
+      T* dkj = dk.head(b, h) + j0 * dk.row_stride;
+      T* dvj = dv.head(b, h) + j0 * dv.row_stride;
+      for (std::int64_t j = 0; j < cols; ++j) {
+        std::copy(dka + j * dpad, dka + j * dpad + d, dkj + j * dk.row_stride);
+        std::copy(dva + j * dpad, dva + j * dpad + d, dvj + j * dv.row_stride);
+      }
     }
   });
 

@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: MIT
+/// @brief ResnetBlock2D with time-embedding injection, and the Downsample2D / Upsample2D stages of an SD UNet.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+#include "spo/nn/activation.hpp"
+#include "spo/nn/conv2d.hpp"
+#include "spo/nn/group_norm.hpp"
+#include "spo/nn/linear.hpp"
+#include "spo/nn/upsample.hpp"
+#include "spo/tensor/layout.hpp"
+
+namespace spo::model {
+
+/// Gradients of a block with a second input (time embedding or text context).
+template <Scalar T, Device D = cpu>
+struct BlockGradients {
+  Tensor<T, D> dx;
+  Tensor<T, D> dcond;
+};
+
+/*!
+  WHAT THIS REPRESENTS
+    diffusers' ResnetBlock2D (time_embedding_norm="default", output_scale_factor=1, no up/down sampling):
+      h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb))[:, :, None, None]
+      y = shortcut(x) + conv2(silu(norm2(h)))          shortcut = conv_shortcut (1x1) iff in != out
+    x [B, Cin, H, W], temb [B, Ct] -> y [B, Cout, H, W].
+!*/
+template <Scalar T, Device D = cpu>
+class ResnetBlock2D {
+ public:
+  using scalar_type = T;
+  using device_type = D;
+  using tensor = Tensor<T, D>;
+
+  ResnetBlock2D() = default;
+  ResnetBlock2D(std::int64_t in, std::int64_t out, std::int64_t temb_channels, std::int64_t groups, double eps)
+      : norm1_(groups, in, eps), conv1_(in, out, 3, 1, 1), time_emb_proj_(temb_channels, out),
+        norm2_(groups, out, eps), conv2_(out, out, 3, 1, 1) {
+    if (in != out) conv_shortcut_.emplace(in, out, 1, 1, 0);
+  }
+
+  void reset_parameters(Generator& gen) {
+    conv1_.reset_parameters(gen);
+    time_emb_proj_.reset_parameters(gen);
+    conv2_.reset_parameters(gen);
+    if (conv_shortcut_) conv_shortcut_->reset_parameters(gen);
+  }
+
+  tensor forward(const tensor& x, const tensor& temb) {
+    auto h = conv1_.forward(act1_.forward(norm1_.forward(x)));             // [B, Cout, H, W]
+    add_channel_bias(h, time_emb_proj_.forward(act_t_.forward(temb)));     // + [B, Cout]
+    auto y = conv2_.forward(act2_.forward(norm2_.forward(h)));             // [B, Cout, H, W]
+    add_inplace(y, conv_shortcut_ ? conv_shortcut_->forward(x) : x);
+    return y;
+  }
+
+  BlockGradients<T, D> backward(const tensor& dy) {
+    auto dh = norm2_.backward(act2_.backward(conv2_.backward(dy)));        // [B, Cout, H, W]
+    auto dtemb = act_t_.backward(time_emb_proj_.backward(sum_spatial(dh)));  // [B, Ct]
+    auto dx = norm1_.backward(act1_.backward(conv1_.backward(dh)));        // [B, Cin, H, W]
+    add_inplace(dx, conv_shortcut_ ? conv_shortcut_->backward(dy) : dy);
+    return {std::move(dx), std::move(dtemb)};
+  }
+
+  template <class F>
+  void visit_parameters(F&& f, std::string_view prefix) {
+    norm1_.visit_parameters(f, nn::join_name(prefix, "norm1"));
+    conv1_.visit_parameters(f, nn::join_name(prefix, "conv1"));
+    time_emb_proj_.visit_parameters(f, nn::join_name(prefix, "time_emb_proj"));
+    norm2_.visit_parameters(f, nn::join_name(prefix, "norm2"));
+    conv2_.visit_parameters(f, nn::join_name(prefix, "conv2"));
+    if (conv_shortcut_) conv_shortcut_->visit_parameters(f, nn::join_name(prefix, "conv_shortcut"));
+  }
+
+ private:
+  nn::GroupNorm<T, D> norm1_;
+  nn::SiLU<T, D> act1_;
+  nn::Conv2d<T, D> conv1_;
+  nn::SiLU<T, D> act_t_;
+  nn::Linear<T, D> time_emb_proj_;
+  nn::GroupNorm<T, D> norm2_;
+  nn::SiLU<T, D> act2_;
+  nn::Conv2d<T, D> conv2_;
+  std::optional<nn::Conv2d<T, D>> conv_shortcut_;
+};
+
+/// diffusers' Downsample2D(use_conv=True, padding=1): conv 3x3 stride 2. Key `conv`.
+template <Scalar T, Device D = cpu>
+class Downsample2D {
+ public:
+  using scalar_type = T;
+  using device_type = D;
+  using tensor = Tensor<T, D>;
+
+  Downsample2D() = default;
+  explicit Downsample2D(std::int64_t channels) : conv_(channels, channels, 3, 2, 1) {}
+  void reset_parameters(Generator& gen) { conv_.reset_parameters(gen); }
+  tensor forward(const tensor& x) { return conv_.forward(x); }              // [B, C, H/2, W/2]
+  tensor backward(const tensor& dy) { return conv_.backward(dy); }
+  template <class F>
+  void visit_parameters(F&& f, std::string_view prefix) { conv_.visit_parameters(f, nn::join_name(prefix, "conv")); }
+
+ private:
+  nn::Conv2d<T, D> conv_;
+};
+
+/// diffusers' Upsample2D(use_conv=True): nearest 2x, then conv 3x3. Key `conv`.
+template <Scalar T, Device D = cpu>
+class Upsample2D {
+ public:
+  using scalar_type = T;
+  using device_type = D;
+  using tensor = Tensor<T, D>;
+
+  Upsample2D() = default;
+  explicit Upsample2D(std::int64_t channels) : conv_(channels, channels, 3, 1, 1) {}
+  void reset_parameters(Generator& gen) { conv_.reset_parameters(gen); }
+  tensor forward(const tensor& x) { return conv_.forward(up_.forward(x)); }  // [B, C, 2H, 2W]
+  tensor backward(const tensor& dy) { return up_.backward(conv_.backward(dy)); }
+  template <class F>
+  void visit_parameters(F&& f, std::string_view prefix) { conv_.visit_parameters(f, nn::join_name(prefix, "conv")); }
+
+ private:
+  nn::Upsample2x<T, D> up_;
+  nn::Conv2d<T, D> conv_;
+};
+
+}  // namespace spo::model

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: MIT
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "spo/io/checkpoint.hpp"
+#include "spo/nn/layer.hpp"
+#include "spo/nn/linear.hpp"
+#include "spo/tensor/ops.hpp"
+
+using namespace spo;
+using namespace spo::io;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Model {
+  nn::Linear<float> a{3, 4};
+  nn::Linear<float> b{4, 2};
+  template <class F>
+  void visit_parameters(F&& f, std::string_view prefix) {
+    a.visit_parameters(f, nn::join_name(prefix, "a"));
+    b.visit_parameters(f, nn::join_name(prefix, "b"));
+  }
+};
+
+struct Other {
+  nn::Linear<float> a{3, 5};
+  template <class F>
+  void visit_parameters(F&& f, std::string_view prefix) {
+    a.visit_parameters(f, nn::join_name(prefix, "a"));
+  }
+};
+
+Model make_model(std::uint64_t seed) {
+  Model m;
+  Generator g{seed, 0};
+  m.a.reset_parameters(g);
+  m.b.reset_parameters(g);
+  return m;
+}
+
+void train(Model& m, optim::AdamW<float>& opt, int steps, Generator& g) {
+  for (int s = 0; s < steps; ++s) {
+    m.visit_parameters([&](std::string_view, auto& p) { fill_normal<float>(p.grad.view(), g); }, {});
+    opt.step(m);
+  }
+}
+
+std::vector<std::byte> params_bytes(Model& m) { return serialize_safetensors(state_dict(m)); }
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("spo_test_checkpoint_" + std::to_string(::getpid()));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+void write_bytes(const fs::path& p, const std::vector<std::byte>& b, std::size_t n) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(n));
+}
+
+}  // namespace
+
+TEST_CASE("save/load round trip restores parameters, optimizer state, RNG position, step and config") {
+  TempDir dir;
+  Model m = make_model(1);
+  optim::AdamW<float> opt({.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.0});
+  Generator g{99, 0};
+  train(m, opt, 3, g);
+  const json config = {{"optimizer", {{"lr", 1e-2}}}, {"name", "run"}};
+  save_checkpoint(dir.path / "ckpt.safetensors", m, opt, {.step = 3, .config = config, .rng = g});
+
+  Model m2 = make_model(2);
+  optim::AdamW<float> opt2(opt.options());
+  const auto info = load_checkpoint(dir.path / "ckpt.safetensors", m2, opt2);
+  CHECK(info.step == 3);
+  CHECK(info.config == config);
+  CHECK(info.rng == g);
+  CHECK(params_bytes(m2) == params_bytes(m));
+  CHECK(opt2.step_count() == 3);
+
+  // Continuing both runs gives identical parameters: the state is complete.
+  Generator g2 = info.rng;
+  train(m, opt, 2, g);
+  train(m2, opt2, 2, g2);
+  CHECK(params_bytes(m2) == params_bytes(m));
+
+  const auto file = load_safetensors(dir.path / "ckpt.safetensors");
+  CHECK(file.metadata.at("format") == "spo.checkpoint");
+  const json meta = json::parse(file.metadata.at("spo.checkpoint"));
+  CHECK(meta["optimizer"]["options"]["beta2"] == 0.99);
+  CHECK(file.contains("model.a.weight"));
+  CHECK(file.contains("optimizer.exp_avg_sq.b.bias"));
+}
+
+TEST_CASE("a truncated or corrupted checkpoint is rejected and the previous checkpoint stays intact") {
+  TempDir dir;
+  const fs::path path = dir.path / "ckpt.safetensors";
+  Model m = make_model(3);
+  optim::AdamW<float> opt;
+  Generator g{5, 0};
+  train(m, opt, 2, g);
+  save_checkpoint(path, m, opt, {.step = 2, .config = json::object(), .rng = g});
+  const auto saved_params = params_bytes(m);
+
+  // The next save "crashes" half way: its temporary holds a truncated file, the checkpoint itself is untouched.
+  train(m, opt, 1, g);
+  const fs::path next = dir.path / "next.safetensors";
+  save_checkpoint(next, m, opt, {.step = 3, .config = json::object(), .rng = g});
+  const auto full = read_file_bytes(next);
+  write_bytes(fs::path(path.string() + ".tmp.12345"), full, full.size() / 2);
+
+  Model fresh = make_model(4);
+  optim::AdamW<float> fresh_opt;
+  CHECK(load_checkpoint(path, fresh, fresh_opt).step == 2);
+  CHECK(params_bytes(fresh) == saved_params);
+
+  // Every truncation of a checkpoint is an error naming the file, and leaves the model untouched.
+  const fs::path cut = dir.path / "cut.safetensors";
+  for (std::size_t n : {std::size_t{0}, std::size_t{7}, std::size_t{100}, full.size() / 2, full.size() - 1}) {
+    write_bytes(cut, full, n);
+    Model target = make_model(6);
+    const auto before = params_bytes(target);
+    optim::AdamW<float> o;
+    CHECK_THROWS_WITH_AS(load_checkpoint(cut, target, o), doctest::Contains("cut.safetensors"), error);
+    CHECK(params_bytes(target) == before);
+    CHECK(o.step_count() == 0);
+  }
+
+  // A flipped bit in the tensor data is caught by the checksum.
+  auto flipped = full;
+  flipped[flipped.size() - 3] ^= std::byte{0x10};
+  write_bytes(cut, flipped, flipped.size());
+  optim::AdamW<float> o;
+  CHECK_THROWS_WITH_AS(load_checkpoint(cut, fresh, o), doctest::Contains("CRC-32 mismatch"), error);
+}
+
+TEST_CASE("a checkpoint for a different model or a plain safetensors file is rejected with the reason") {
+  TempDir dir;
+  Model m = make_model(7);
+  optim::AdamW<float> opt;
+  Generator g{1, 0};
+  train(m, opt, 1, g);
+  save_checkpoint(dir.path / "ckpt.safetensors", m, opt, {.step = 1, .config = json::object(), .rng = g});
+
+  Other other;
+  optim::AdamW<float> o;
+  CHECK_THROWS_WITH_AS(load_checkpoint(dir.path / "ckpt.safetensors", other, o),
+                       doctest::Contains("\"model.a.weight\": file has [4, 3], model has [5, 3]"), error);
+
+  save_state_dict(dir.path / "weights.safetensors", m);
+  CHECK_THROWS_WITH_AS(load_checkpoint(dir.path / "weights.safetensors", m, o),
+                       doctest::Contains("weights.safetensors: invalid checkpoint: metadata \"format\""), error);
+
+  // Optimizer state of a frozen parameter: the model must have the same trainable set.
+  nn::set_trainable(m.b, false);
+  CHECK_THROWS_WITH_AS(load_checkpoint(dir.path / "ckpt.safetensors", m, o), doctest::Contains("frozen but has state"), error);
+}
