@@ -1,15 +1,13 @@
 // SPDX-License-Identifier: MIT
-/// @brief Quickstart: a 1-32-1 SiLU MLP fitted to sin(x) on [-pi, pi] by full-batch gradient descent.
+/// @brief Quickstart: a 1-32-1 SiLU MLP fitted to sin(x) on [-pi, pi] with full-batch AdamW.
 ///
 /// Shows the pieces every experiment uses: a model composed by type (nn::Sequential), Philox-seeded
-/// initialisation, forward, an explicit backward that accumulates parameter gradients, and an update that walks the
-/// parameters through visit_parameters. Usage: quickstart [steps] [learning_rate]
+/// initialisation, forward, an explicit backward that accumulates parameter gradients, and an optimizer step over
+/// the parameters the model visits. Usage: quickstart [steps] [learning_rate]
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <numbers>
-#include <string_view>
-#include <utility>
 
 #include "spo/spo.hpp"
 
@@ -34,8 +32,8 @@ double mse_loss(const spo::Tensor<float>& y, const spo::Tensor<float>& target, s
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int steps = argc > 1 ? std::atoi(argv[1]) : 3000;
-  const float learning_rate = argc > 2 ? static_cast<float>(std::atof(argv[2])) : 0.1f;
+  const int steps = argc > 1 ? std::atoi(argv[1]) : 1000;
+  const double learning_rate = argc > 2 ? std::atof(argv[2]) : 1e-2;
   constexpr std::int64_t samples = 256, hidden = 32;
   constexpr double pi = std::numbers::pi;
 
@@ -51,23 +49,21 @@ int main(int argc, char** argv) {
     target[i] = std::sin(x[i]);
   }
 
-  std::printf("quickstart: fitting sin(x) with %lld parameters, seed %llu, lr %g\n",
+  spo::optim::AdamW<float> optimizer({.lr = learning_rate, .weight_decay = 0.0});
+  std::printf("quickstart: fitting sin(x) with %lld parameters, seed %llu, AdamW lr %g\n",
               static_cast<long long>(spo::nn::parameter_count(model)), static_cast<unsigned long long>(gen.seed),
-              static_cast<double>(learning_rate));
+              learning_rate);
   double first_loss = 0.0, loss = 0.0;
   spo::Tensor<float> dy;
   for (int step = 0; step <= steps; ++step) {
     const auto y = model.forward(x);  // [N, 1]
     loss = mse_loss(y, target, dy);
     if (step == 0) first_loss = loss;
-    if (step % 250 == 0 || step == steps) std::printf("step %5d  mse %.6f\n", step, loss);
+    if (step % 100 == 0 || step == steps) std::printf("step %5d  mse %.6f\n", step, loss);
     if (step == steps) break;
     spo::nn::zero_grad(model);
     model.backward(dy);
-    // Plain gradient descent: p <- p - lr * dL/dp.
-    model.visit_parameters([&](std::string_view, spo::nn::Parameter<float>& p) {
-      spo::axpy(-learning_rate, std::as_const(p.grad).view(), p.value.view());
-    }, {});
+    optimizer.step(model);
   }
   std::printf("quickstart: mse %.6f -> %.6f\n", first_loss, loss);
   return loss < first_loss ? 0 : 1;

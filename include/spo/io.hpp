@@ -3,6 +3,7 @@
 #pragma once
 
 #include "spo/io/atomic_file.hpp"
+#include "spo/io/checkpoint.hpp"
 #include "spo/io/config.hpp"
 #include "spo/io/half.hpp"
 #include "spo/io/json.hpp"

@@ -2,3 +2,6 @@
 /// @brief Optimizers that update nn::Parameter values from their gradients.
 #pragma once
 
+#include "spo/optim/adamw.hpp"
+#include "spo/optim/clip_grad.hpp"
+#include "spo/optim/ema.hpp"

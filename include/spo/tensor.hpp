@@ -4,6 +4,7 @@
 
 #include "spo/tensor/allocator.hpp"
 #include "spo/tensor/eigen.hpp"
+#include "spo/tensor/layout.hpp"
 #include "spo/tensor/ops.hpp"
 #include "spo/tensor/shape.hpp"
 #include "spo/tensor/tensor.hpp"

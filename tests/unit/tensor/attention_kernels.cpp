@@ -97,7 +97,7 @@ void compare_fused_with_reference(const Case& c, bool interleaved, double tol) {
 // items, the backward splits its keys into chunks and reduces dQ) and many heads (whole heads per work item).
 const std::vector<Case> cases = {{1, 1, 1, 1, 4},     {2, 3, 5, 7, 3},      {2, 2, 70, 45, 8},   {1, 2, 130, 300, 16},
                                  {1, 1, 200, 513, 8}, {3, 1, 64, 256, 32},  {2, 2, 257, 8, 32},  {1, 1, 129, 129, 5},
-                                 {8, 2, 130, 70, 8},  {4, 4, 200, 300, 17}, {16, 1, 65, 9, 40}};
+                                 {8, 2, 130, 70, 8},  {4, 4, 200, 300, 17}, {16, 1, 65, 9, 40},  {2, 3, 70, 33, 48}};
 
 }  // namespace
 

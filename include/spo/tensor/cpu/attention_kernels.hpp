@@ -115,7 +115,7 @@ struct simd_register<double> {
 template <class T>
 using Simd = typename simd_register<T>::type;
 
-/// Columns per register tile of tile_gemm; a B operand whose width is a multiple of it needs no padded copy.
+/// Columns per register tile of tile_gemm.
 template <class T>
 inline constexpr std::int64_t tile_panel = 2 * simd_width<T>;
 
@@ -192,8 +192,8 @@ void gemm_rows(std::int64_t rows, std::int64_t k, const T* a, std::int64_t a_r, 
 /*!
   C[m, n] = A B (or C += A B) for the small products of one attention tile.
   A(r, kk) = a[r * a_r + kk * a_k] (any strides: A or A^T of a row-major block); B [k, n] row-major with row stride
-  ldb, readable up to column round_up(n, tile_panel<T>) (a padded panel from pack_panel, or any B with
-  n % tile_panel<T> == 0); C row-major with row stride ldc.
+  ldb, readable up to column round_up(n, simd_width<T>) (a padded panel from pack_panel, or any B with
+  n % simd_width<T> == 0); C row-major with row stride ldc.
 !*/
 template <class T>
 void tile_gemm(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t a_r, std::int64_t a_k,
@@ -202,9 +202,15 @@ void tile_gemm(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::
   constexpr std::int64_t panel = tile_panel<T>;
   for (std::int64_t j0 = 0; j0 < n; j0 += panel) {
     const std::int64_t width = std::min(panel, n - j0);
-    for (std::int64_t r0 = 0; r0 < m; r0 += rows_per_tile)
-      gemm_rows<T, rows_per_tile, vectors>(std::min<std::int64_t>(rows_per_tile, m - r0), k, a + r0 * a_r, a_r, a_k,
-                                           b + j0, ldb, c + r0 * ldc + j0, ldc, width, accumulate);
+    for (std::int64_t r0 = 0; r0 < m; r0 += rows_per_tile) {
+      const std::int64_t rows = std::min<std::int64_t>(rows_per_tile, m - r0);
+      if (width > simd_width<T>)
+        gemm_rows<T, rows_per_tile, vectors>(rows, k, a + r0 * a_r, a_r, a_k, b + j0, ldb, c + r0 * ldc + j0, ldc,
+                                             width, accumulate);
+      else  // one vector: B is never read past column round_up(n, simd_width)
+        gemm_rows<T, rows_per_tile, 1>(rows, k, a + r0 * a_r, a_r, a_k, b + j0, ldb, c + r0 * ldc + j0, ldc, width,
+                                       accumulate);
+    }
   }
 }
 
@@ -228,7 +234,7 @@ void attention_forward(const AttentionShape& s, std::type_identity_t<HeadMatrice
   constexpr std::int64_t br = attention_query_block, bc = attention_key_block, lanes = detail::simd_width<T>;
   const std::int64_t d = s.d, qblocks = (s.n + br - 1) / br, dpad = detail::round_up(d, lanes);
   const std::int64_t cpad_max = detail::round_up(std::min(bc, s.m), lanes);
-  const bool direct = d % detail::tile_panel<T> == 0;                      // V read in place, no padded copy
+  const bool direct = d % lanes == 0;                                      // V read in place, no padded copy
   using Row = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
   // Work items are (batch * head, group of query blocks): whole heads when there are enough of them, so that each
   // key block is packed once per item; smaller groups when heads are fewer than 4 per thread.
@@ -308,7 +314,7 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
   constexpr std::int64_t lanes = detail::simd_width<T>;
   const std::int64_t d = s.d, n = s.n, m = s.m, nbh = s.batch_heads(), dpad = detail::round_up(d, lanes);
   const std::int64_t cpad_max = detail::round_up(std::min(bc, m), lanes);
-  const bool direct = d % detail::tile_panel<T> == 0;                      // K, Q, dO read in place
+  const bool direct = d % lanes == 0;                                      // K, Q, dO read in place
   using ConstMat = Eigen::Map<const detail::AttnMatrix<T>>;
   using Row = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
   if (n == 0) {
@@ -318,15 +324,6 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
     });
     return;
   }
-
-  auto delta = Tensor<T, cpu>::uninitialized(Shape{nbh, n});                 // [BH, n]
-  parallel_for(0, nbh, [&](std::int64_t bh) {
-    const std::int64_t b = bh / s.heads, h = bh % s.heads;
-    auto ob = detail::head_block(o, b, h, 0, n, d);
-    auto gb = detail::head_block(dout, b, h, 0, n, d);
-    T* out = delta.data() + bh * n;
-    for (std::int64_t i = 0; i < n; ++i) out[i] = ob.row(i).dot(gb.row(i));
-  });
 
   const std::int64_t kblocks = (m + bc - 1) / bc;
   const std::int64_t threads = num_threads();
@@ -343,7 +340,12 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
     detail::head_block(dq_target, tb, th, 0, n, d).setZero();
     T* dq_head = dq_target.head(tb, th);
     const T* lse_head = lse + bh * n;
-    const T* delta_head = delta.data() + bh * n;
+    T* delta_head = detail::scratch<T>(9, n);                                // delta_i = dO_i . O_i  [n]
+    {
+      auto ob = detail::head_block(o, b, h, 0, n, d);
+      auto gb = detail::head_block(dout, b, h, 0, n, d);
+      for (std::int64_t i = 0; i < n; ++i) delta_head[i] = ob.row(i).dot(gb.row(i));
+    }
     T* kt = detail::scratch<T>(0, d * cpad_max);                             // K_j^T [d, cpad]
     T* vt = detail::scratch<T>(1, d * cpad_max);                             // V_j^T [d, cpad]
     T* kp = detail::scratch<T>(2, bc * dpad);                                // K_j [cols, dpad]

@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: MIT
+/// @brief A text-conditioned denoiser: tokenizer + text encoder policy + UNet policy, with classifier-free guidance.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "spo/diffusion/ddim.hpp"
+#include "spo/model/unet_2d_condition.hpp"
+#include "spo/nn/grad_mode.hpp"
+#include "spo/text/tokenizer.hpp"
+
+namespace spo::model {
+
+/*!
+  WHAT THIS REPRESENTS
+    u = unet(x_t, t, text_encoder(tokenize(prompt))), the conditional model of a text-to-image diffusion model.
+    The empty prompt is the unconditional input of classifier-free guidance. Parameter keys: "unet.*",
+    "text_encoder.*".
+  REQUIRES
+    - UNet: forward(x, t, context) -> Tensor, backward(dy) -> {dsample, dcontext}, visit_parameters
+    - TextEncoder: forward(ids) -> [B, L, D], backward(dcontext), visit_parameters
+!*/
+template <class UNet, class TextEncoder>
+class TextConditioned {
+ public:
+  using scalar_type = typename UNet::scalar_type;
+  using device_type = typename UNet::device_type;
+  using unet_type = UNet;
+  using text_encoder_type = TextEncoder;
+  using tensor = Tensor<scalar_type, device_type>;
+
+  TextConditioned() = default;
+  TextConditioned(UNet unet, TextEncoder encoder, text::Tokenizer tokenizer)
+      : unet_(std::move(unet)), text_encoder_(std::move(encoder)), tokenizer_(std::move(tokenizer)) {}
+
+  UNet& unet() { return unet_; }
+  TextEncoder& text_encoder() { return text_encoder_; }
+  const text::Tokenizer& tokenizer() const { return tokenizer_; }
+
+  std::vector<std::vector<std::int32_t>> tokenize(std::span<const std::string> prompts) const {
+    std::vector<std::vector<std::int32_t>> ids;
+    ids.reserve(prompts.size());
+    for (const auto& p : prompts) ids.push_back(tokenizer_.encode(p));
+    return ids;
+  }
+
+  /// Token features [B, L, D] of the prompts.
+  tensor encode(std::span<const std::string> prompts) { return text_encoder_.forward(tokenize(prompts)); }
+
+  /// The model output for x_t [B, C, H, W] at timesteps t [B] given prompt features [B, L, D].
+  tensor forward(const tensor& x_t, const tensor& t, const tensor& context) { return unet_.forward(x_t, t, context); }
+
+  /// Training forward through the text encoder and the UNet.
+  tensor forward(const tensor& x_t, const tensor& t, std::span<const std::string> prompts) {
+    return unet_.forward(x_t, t, encode(prompts));
+  }
+
+  /// Backward of the training forward; returns d x_t. The text encoder receives its gradient when it is trained.
+  tensor backward(const tensor& dy, bool train_text_encoder) {
+    auto g = unet_.backward(dy);
+    if (train_text_encoder) text_encoder_.backward(g.dcontext);
+    return std::move(g.dsample);
+  }
+
+  /// Classifier-free guidance eps_u + g (eps_c - eps_u) in one UNet pass over [uncond; cond] (2B rows).
+  /// context_cond / context_uncond are [B, L, D]; t is one timestep for all rows.
+  tensor guided(const tensor& x_t, double t, const tensor& context_cond, const tensor& context_uncond, double guidance) {
+    const std::int64_t b = x_t.size(0);
+    Shape ctx_shape = context_cond.shape();
+    ctx_shape[0] = 2 * b;
+    auto ctx = tensor::uninitialized(ctx_shape);                                  // [2B, L, D]
+    std::copy_n(context_uncond.data(), context_uncond.numel(), ctx.data());
+    std::copy_n(context_cond.data(), context_cond.numel(), ctx.data() + context_uncond.numel());
+    Shape xs = x_t.shape();
+    xs[0] = 2 * b;
+    auto x2 = tensor::uninitialized(xs);                                          // [2B, C, H, W]
+    std::copy_n(x_t.data(), x_t.numel(), x2.data());
+    std::copy_n(x_t.data(), x_t.numel(), x2.data() + x_t.numel());
+    tensor tt(Shape{2 * b});
+    for (std::int64_t i = 0; i < 2 * b; ++i) tt[i] = static_cast<scalar_type>(t);
+    auto out = unet_.forward(x2, tt, ctx);                                        // [2B, C, H, W]
+    tensor eu = tensor::uninitialized(x_t.shape()), ec = tensor::uninitialized(x_t.shape());
+    std::copy_n(out.data(), x_t.numel(), eu.data());
+    std::copy_n(out.data() + x_t.numel(), x_t.numel(), ec.data());
+    return diffusion::guide(eu, ec, guidance);
+  }
+
+  template <class F>
+  void visit_parameters(F&& f, std::string_view prefix = {}) {
+    unet_.visit_parameters(f, nn::join_name(prefix, "unet"));
+    text_encoder_.visit_parameters(f, nn::join_name(prefix, "text_encoder"));
+  }
+
+ private:
+  UNet unet_;
+  TextEncoder text_encoder_;
+  text::Tokenizer tokenizer_;
+};
+
+/// DDIM sampling with classifier-free guidance from x_T [B, C, H, W] (Ref: diffusers StableDiffusionPipeline with
+/// DDIMScheduler): for each timestep, u = guided model output, x <- DDIM step(u, t, x, eta).
+template <class Model, class Scheduler>
+typename Model::tensor sample_ddim(Model& model, const Scheduler& ddim, typename Model::tensor x,
+                                   std::span<const std::string> prompts, double guidance, double eta, Generator& gen) {
+  nn::no_grad_guard no_grad;
+  const std::vector<std::string> empty(prompts.size());
+  auto cond = model.encode(prompts);
+  auto uncond = model.encode(empty);
+  for (const std::int64_t t : ddim.timesteps()) {
+    auto u = model.guided(x, static_cast<double>(t), cond, uncond, guidance);
+    x = std::move(ddim.step(u, t, x, eta, &gen).prev_sample);
+  }
+  return x;
+}
+
+}  // namespace spo::model
