@@ -14,6 +14,7 @@
 #include "spo/nn/lora.hpp"
 #include "spo/nn/named.hpp"
 #include "spo/nn/parameter.hpp"
+#include "spo/nn/pooling.hpp"
 #include "spo/nn/residual.hpp"
 #include "spo/nn/sequential.hpp"
 #include "spo/nn/timestep_embedding.hpp"

@@ -118,3 +118,21 @@ TEST_CASE("gemm_batched matches per-matrix naive products (attention-like stride
     CHECK(err < 1e-4);
   }
 }
+
+TEST_CASE("gemm_batched with a shared operand (stride 0) matches per-matrix products") {
+  Generator g{23, 0};
+  const std::int64_t batch = 5, m = 33, n = 40, k = 24;
+  auto a = randn<float>(Shape{m, k}, g);          // shared by every product
+  auto b = randn<float>(Shape{batch, k, n}, g);
+  Tensor<float> c(Shape{batch, m, n});
+  cpu_kernels::gemm_batched<float>(batch, false, false, m, n, k, 1.f, a.data(), k, 0, b.data(), n, k * n, 0.f,
+                                   c.data(), n, m * n);
+  double err = 0.0;
+  for (std::int64_t i = 0; i < batch; ++i) {
+    std::vector<double> ref(static_cast<std::size_t>(m * n));
+    naive_gemm(false, false, m, n, k, 1.0, a.data(), k, b.data() + i * k * n, n, 0.0, ref, n);
+    for (std::int64_t j = 0; j < m * n; ++j)
+      err = std::max(err, std::abs(c[i * m * n + j] - ref[static_cast<std::size_t>(j)]));
+  }
+  CHECK(err < 1e-4);
+}

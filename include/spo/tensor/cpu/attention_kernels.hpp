@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -97,7 +96,6 @@ T* scratch(std::size_t slot, std::size_t count) {
   const auto address = reinterpret_cast<std::uintptr_t>(buffers[slot].data());
   return buffers[slot].data() + (((64 - address % 64) % 64) / sizeof(T));
 }
-
 
 /// Elements per SIMD register for the tile kernels (64-byte vectors; split into smaller ones without AVX-512).
 template <class T>

@@ -142,13 +142,14 @@ inline void gemm_batched_dnnl(std::int64_t batch, bool trans_a, bool trans_b, st
 }
 
 /// `batch` independent GEMMs; operand i starts at a + i * stride_a (likewise b, c). Used by attention.
-/// float: one oneDNN batched matmul; double: a loop of Eigen products.
+/// float: one oneDNN batched matmul (strides must be non-zero; otherwise a loop of gemm); double: a loop of Eigen products.
 template <Scalar T>
 void gemm_batched(std::int64_t batch, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
                   T alpha, const T* a, std::int64_t lda, std::int64_t stride_a, const T* b, std::int64_t ldb,
                   std::int64_t stride_b, T beta, T* c, std::int64_t ldc, std::int64_t stride_c) {
   if constexpr (std::same_as<T, float>) {
-    if (batch > 1 && m > 0 && n > 0 && k > 0) {
+    // A zero stride (one operand shared by the batch) sends oneDNN 2.6 to its reference kernel: loop instead.
+    if (batch > 1 && m > 0 && n > 0 && k > 0 && stride_a != 0 && stride_b != 0 && stride_c != 0) {
       gemm_batched_dnnl(batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
                         stride_c);
       return;
