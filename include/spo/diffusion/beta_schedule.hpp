@@ -28,8 +28,12 @@ concept BetaSchedule = requires(const S& s, int num_train_timesteps) {
 };
 
 namespace detail {
-/// float32 a * b rounded once (exact product in double, then one rounding; immune to FMA contraction).
-inline float mul_f32(float a, float b) { return static_cast<float>(static_cast<double>(a) * static_cast<double>(b)); }
+/// float32 a * b rounded to float. The volatile store keeps the rounding: without it the compiler may fuse the
+/// product with a following addition into an FMA (-ffp-contract=fast, GCC's default), changing the last bit.
+inline float mul_f32(float a, float b) {
+  volatile float p = a * b;
+  return p;
+}
 inline float add_f32(float a, float b) { return static_cast<float>(static_cast<double>(a) + static_cast<double>(b)); }
 
 /// torch.linspace(start, end, n, dtype=float32) on the CPU, bitwise, as torch's AVX2 kernel computes it

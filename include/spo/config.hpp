@@ -1,0 +1,5 @@
+// SPDX-License-Identifier: MIT
+/// @brief Reflected config sections shared by experiments.
+#pragma once
+
+#include "spo/config/sections.hpp"

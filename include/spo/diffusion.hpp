@@ -1,0 +1,10 @@
+// SPDX-License-Identifier: MIT
+/// @brief Diffusion: beta schedules, timestep spacings, parameterizations, DDIM with log-probabilities, denoising loss.
+#pragma once
+
+#include "spo/diffusion/beta_schedule.hpp"
+#include "spo/diffusion/ddim.hpp"
+#include "spo/diffusion/denoising_loss.hpp"
+#include "spo/diffusion/noise_schedule.hpp"
+#include "spo/diffusion/prediction.hpp"
+#include "spo/diffusion/timesteps.hpp"
