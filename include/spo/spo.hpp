@@ -16,3 +16,4 @@
 #include "spo/model.hpp"
 #include "spo/text.hpp"
 #include "spo/train.hpp"
+#include "spo/preference.hpp"
