@@ -67,7 +67,8 @@ TEST_CASE_TEMPLATE("UNet forward matches diffusers (tiny_a: conv projections; ti
     const auto out = unet.forward(sample, t, ctx);
     const auto expected = ref.file.get<T>("output.sample");
     const double err = max_abs_diff<T>(out.view(), expected.view());
-    INFO(name << ": max abs error " << err << " (output scale " << max_abs(ref.file.get<double>("output.sample")) << ")");
+    MESSAGE(name << std::string(std::is_same_v<T, float> ? " float" : " double") << ": max abs error " << err << " (output scale "
+                 << max_abs(ref.file.get<double>("output.sample")) << ")");
     CHECK(err <= (std::is_same_v<T, float> ? 1e-4 : 1e-10));
   }
 }
@@ -83,6 +84,9 @@ TEST_CASE("UNet backward matches torch autograd of diffusers (tiny_a, float64)")
   auto rel = [](const Tensor<double>& a, const Tensor<double>& b) {
     return max_abs_diff<double>(a.view(), b.view()) / std::max(max_abs(b), 1e-12);
   };
+  MESSAGE("backward: relative error of d sample " << rel(g.dsample, ref.file.get<double>("grad.input.sample"))
+                                                  << ", d context "
+                                                  << rel(g.dcontext, ref.file.get<double>("grad.input.encoder_hidden_states")));
   CHECK(rel(g.dsample, ref.file.get<double>("grad.input.sample")) < 1e-9);
   CHECK(rel(g.dcontext, ref.file.get<double>("grad.input.encoder_hidden_states")) < 1e-9);
   int checked = 0;
@@ -122,6 +126,7 @@ TEST_CASE("UNet gradients pass the finite-difference check (tiny_a config, torch
                                        },
                                        targets, {.max_coords = 3});
   INFO(r.report << r.worst);
+  MESSAGE("finite differences: max relative error " << r.max_rel_error << " over " << targets.size() << " tensors");
   CHECK(r.ok);
 }
 
