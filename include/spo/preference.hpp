@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-/// @brief Preference: compare policies (and, as they land, raters and step-aware preference models).
+/// @brief Preference: compare policies, raters (the oracle reward) and Bradley-Terry preference labels.
 #pragma once
 
 #include "spo/preference/compare.hpp"
+#include "spo/preference/labels.hpp"
+#include "spo/preference/rater.hpp"

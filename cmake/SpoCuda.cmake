@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: MIT
+# spo_cuda: what a target that compiles spo's CUDA headers (include/spo/tensor/cuda/) links, on top of spo::spo.
+#   - C++20 for CUDA sources;
+#   - --expt-relaxed-constexpr: core/rng.hpp's SPO_HOST_DEVICE Philox calls std::array's constexpr operator[];
+#   - cudart and cuBLAS.
+
+add_library(spo_cuda INTERFACE)
+target_link_libraries(spo_cuda INTERFACE spo::spo CUDA::cudart CUDA::cublas)
+# CMake 3.25 does not know cuda_std_20 for nvcc 12+, so the flag is given directly.
+target_compile_options(spo_cuda INTERFACE $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20 --expt-relaxed-constexpr>)
+
+# cuDNN 9 ships beside the toolkit (no CUDA:: target for it in CMake 3.25).
+find_path(SPO_CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+find_library(SPO_CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR})
+if(SPO_CUDNN_INCLUDE_DIR AND SPO_CUDNN_LIBRARY)
+  add_library(spo_cudnn INTERFACE)
+  target_include_directories(spo_cudnn INTERFACE ${SPO_CUDNN_INCLUDE_DIR})
+  target_link_libraries(spo_cudnn INTERFACE ${SPO_CUDNN_LIBRARY})
+endif()
