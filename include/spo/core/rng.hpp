@@ -78,5 +78,18 @@ SPO_HOST_DEVICE inline double normal_at(std::uint64_t seed, std::uint64_t first,
   return (lane & 1u) ? r * std::sin(theta) : r * std::cos(theta);
 }
 
+/// The four standard normal numbers of block `block_index` (lanes 0..3, as normal_at computes them one by one).
+SPO_HOST_DEVICE inline std::array<double, 4> normal4(std::uint64_t seed, std::uint64_t block_index) {
+  const auto b = block(seed, block_index);
+  std::array<double, 4> out{};
+  for (unsigned pair = 0; pair < 4; pair += 2) {
+    const double r = std::sqrt(-2.0 * std::log(to_unit_open_closed(b[pair])));
+    const double theta = 6.283185307179586476925 * (static_cast<double>(b[pair + 1]) * 0x1p-32);
+    out[pair] = r * std::cos(theta);
+    out[pair + 1] = r * std::sin(theta);
+  }
+  return out;
+}
+
 }  // namespace rng
 }  // namespace spo

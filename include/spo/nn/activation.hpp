@@ -107,6 +107,20 @@ void activation_forward(const T* x, T* y, std::int64_t n) {
   }, 4);
 }
 
+/// y = f(x) and saved = x in one parallel pass (the input kept for backward is copied while it is in cache).
+template <nn::ActivationFunction F, Scalar T>
+void activation_forward_saving(const T* x, T* y, T* saved, std::int64_t n) {
+  using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  const std::int64_t blocks = (n + nn::activation_block - 1) / nn::activation_block;
+  parallel_for(0, blocks, [&](std::int64_t blk) {
+    const std::int64_t first = blk * nn::activation_block;
+    const std::int64_t len = std::min(nn::activation_block, n - first);
+    Eigen::Map<const Array> xb(x + first, len);
+    Eigen::Map<Array>(saved + first, len) = xb;
+    F::value(xb, Eigen::Map<Array>(y + first, len));
+  }, 4);
+}
+
 /// dx = dy * f'(x) over n elements, in parallel blocks.
 template <nn::ActivationFunction F, Scalar T>
 void activation_backward(const T* x, const T* dy, T* dx, std::int64_t n) {
@@ -138,8 +152,13 @@ class Activation {
 
   tensor forward(const tensor& x) {
     auto y = tensor::uninitialized(x.shape());                              // [*]
-    cpu_kernels::activation_forward<F>(x.data(), y.data(), x.numel());
-    input_ = grad_enabled() ? x : tensor();
+    if (grad_enabled()) {
+      if (!(input_.shape() == x.shape())) input_ = tensor::uninitialized(x.shape());
+      cpu_kernels::activation_forward_saving<F>(x.data(), y.data(), input_.data(), x.numel());
+    } else {
+      cpu_kernels::activation_forward<F>(x.data(), y.data(), x.numel());
+      input_ = tensor();
+    }
     return y;
   }
 

@@ -53,6 +53,13 @@ TEST_CASE("normal stream: deterministic, resumable, and standard normal") {
   CHECK(std::abs(m4 / (m2 * m2) - 3.0) < 0.1);
 }
 
+TEST_CASE("fill_normal (blocked) equals the element-wise definition normal_at") {
+  Generator g{11, 5};
+  auto x = randn<double>(Shape{1001}, g);
+  for (std::int64_t i = 0; i < 1001; ++i) REQUIRE(x[i] == rng::normal_at(11, 5, static_cast<std::uint64_t>(i)));
+  CHECK(g.offset == 5 + 251);
+}
+
 TEST_CASE("uniform stream lies in [lo, hi) with the right mean") {
   Generator g{3, 0};
   Tensor<float> u(Shape{1 << 16});
