@@ -26,25 +26,7 @@ inline void validate(const JudgeConfig& c) {
   SPO_CHECK(c.resolution >= 28, "resolution must be >= 28, got " << c.resolution);
 }
 
-/// Top-1 accuracy of `net` on images [N, 1, R, R] with labels, in batches, without gradients.
-template <class Net, Scalar T>
-double accuracy(Net& net, const Tensor<T, cpu>& images, std::span<const std::int64_t> labels, std::int64_t batch = 256) {
-  nn::no_grad_guard guard;
-  const std::int64_t n = images.size(0), per = images.shape().numel_from(1);
-  std::int64_t correct = 0;
-  for (std::int64_t i = 0; i < n; i += batch) {
-    const std::int64_t m = std::min(batch, n - i);
-    Shape s = images.shape();
-    s[0] = m;
-    Tensor<T, cpu> x = Tensor<T, cpu>::uninitialized(s);
-    std::copy_n(images.data() + i * per, m * per, x.data());
-    auto logits = net.forward(x);
-    correct += loss::cross_entropy(logits, labels.subspan(static_cast<std::size_t>(i), static_cast<std::size_t>(m))).correct;
-  }
-  return static_cast<double>(correct) / static_cast<double>(n);
-}
-
-/// Class predictions argmax(logits) for images [N, 1, R, R].
+/// Class predictions argmax(logits) for images [N, 1, R, R], in batches, without gradients.
 template <class Net, Scalar T>
 std::vector<std::int64_t> predict(Net& net, const Tensor<T, cpu>& images, std::int64_t batch = 256) {
   nn::no_grad_guard guard;
@@ -56,7 +38,7 @@ std::vector<std::int64_t> predict(Net& net, const Tensor<T, cpu>& images, std::i
     s[0] = m;
     Tensor<T, cpu> x = Tensor<T, cpu>::uninitialized(s);
     std::copy_n(images.data() + i * per, m * per, x.data());
-    auto logits = net.forward(x);
+    auto logits = net.forward(x);                                            // [m, K]
     for (std::int64_t r = 0; r < m; ++r) {
       std::int64_t arg = 0;
       for (std::int64_t k = 1; k < logits.size(1); ++k)
@@ -65,6 +47,17 @@ std::vector<std::int64_t> predict(Net& net, const Tensor<T, cpu>& images, std::i
     }
   }
   return out;
+}
+
+/// Top-1 accuracy of `net` on images [N, 1, R, R] with labels.
+template <class Net, Scalar T>
+double accuracy(Net& net, const Tensor<T, cpu>& images, std::span<const std::int64_t> labels, std::int64_t batch = 256) {
+  SPO_CHECK(static_cast<std::int64_t>(labels.size()) == images.size(0),
+            labels.size() << " labels for images of shape " << images.shape());
+  const auto pred = predict(net, images, batch);
+  std::int64_t correct = 0;
+  for (std::size_t i = 0; i < pred.size(); ++i) correct += pred[i] == labels[i];
+  return static_cast<double>(correct) / static_cast<double>(pred.size());
 }
 
 /// Trains a classifier; returns the test-set accuracy after the last epoch.

@@ -253,25 +253,20 @@ class UNet2DCondition {
   void visit_parameters(F&& f, std::string_view prefix = {}) {
     conv_in_.visit_parameters(f, nn::join_name(prefix, "conv_in"));
     time_embedding_.visit_parameters(f, nn::join_name(prefix, "time_embedding"));
-    for (std::size_t i = 0; i < down_.size(); ++i) {
-      const std::string p = nn::join_name(prefix, "down_blocks." + std::to_string(i));
-      auto& b = down_[i];
+    // A down or up block: attentions.j, resnets.j, then its sampler ("downsamplers.0" / "upsamplers.0").
+    auto visit_block = [&](auto& b, const std::string& p, auto& sampler, const char* sampler_key) {
       for (std::size_t j = 0; j < b.attentions.size(); ++j)
         b.attentions[j].visit_parameters(f, p + ".attentions." + std::to_string(j));
       for (std::size_t j = 0; j < b.resnets.size(); ++j) b.resnets[j].visit_parameters(f, p + ".resnets." + std::to_string(j));
-      if (b.down) b.down->visit_parameters(f, p + ".downsamplers.0");
-    }
+      if (sampler) sampler->visit_parameters(f, p + sampler_key);
+    };
+    for (std::size_t i = 0; i < down_.size(); ++i)
+      visit_block(down_[i], nn::join_name(prefix, "down_blocks." + std::to_string(i)), down_[i].down, ".downsamplers.0");
     mid_attention_.visit_parameters(f, nn::join_name(prefix, "mid_block.attentions.0"));
     mid_resnet0_.visit_parameters(f, nn::join_name(prefix, "mid_block.resnets.0"));
     mid_resnet1_.visit_parameters(f, nn::join_name(prefix, "mid_block.resnets.1"));
-    for (std::size_t i = 0; i < up_.size(); ++i) {
-      const std::string p = nn::join_name(prefix, "up_blocks." + std::to_string(i));
-      auto& b = up_[i];
-      for (std::size_t j = 0; j < b.attentions.size(); ++j)
-        b.attentions[j].visit_parameters(f, p + ".attentions." + std::to_string(j));
-      for (std::size_t j = 0; j < b.resnets.size(); ++j) b.resnets[j].visit_parameters(f, p + ".resnets." + std::to_string(j));
-      if (b.up) b.up->visit_parameters(f, p + ".upsamplers.0");
-    }
+    for (std::size_t i = 0; i < up_.size(); ++i)
+      visit_block(up_[i], nn::join_name(prefix, "up_blocks." + std::to_string(i)), up_[i].up, ".upsamplers.0");
     conv_norm_out_.visit_parameters(f, nn::join_name(prefix, "conv_norm_out"));
     conv_out_.visit_parameters(f, nn::join_name(prefix, "conv_out"));
   }
