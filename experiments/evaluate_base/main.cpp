@@ -40,7 +40,8 @@ int main(int argc, char** argv) try {
   ddim.set_timesteps(config.sampling.num_inference_steps);
 
   std::vector<int> correct(10, 0);
-  spo::Tensor<float> grid_rows;
+  const std::int64_t show = std::min(per_class, 8);
+  auto grid = spo::Tensor<float>::uninitialized(spo::Shape{10 * show, 1, config.resolution, config.resolution});
   for (int c = 0; c < 10; ++c) {
     std::vector<std::string> prompts(static_cast<std::size_t>(per_class), spo::text::fashion_prompt(c, 0));
     spo::Generator gen{1000 + static_cast<std::uint64_t>(c), 0};  // fixed seeds per class
@@ -49,12 +50,8 @@ int main(int argc, char** argv) try {
                                           config.sampling.eta, gen);
     const auto pred = spo::judge::predict(judge, images);
     for (auto p : pred) correct[static_cast<std::size_t>(c)] += p == c;
-    const std::int64_t show = std::min<std::int64_t>(per_class, 8);
-    auto row = spo::Tensor<float>::uninitialized(spo::Shape{show, 1, config.resolution, config.resolution});
-    std::copy_n(images.data(), row.numel(), row.data());
-    if (c == 0) grid_rows = row;
-    else grid_rows = spo::concat_channels(grid_rows.reshape(spo::Shape{1, grid_rows.numel()}),
-                                          row.reshape(spo::Shape{1, row.numel()}));
+    const std::int64_t row = show * config.resolution * config.resolution;  // the first `show` samples
+    std::copy_n(images.data(), row, grid.data() + c * row);
     std::fprintf(stderr, "evaluate_base: %-12s %3d/%d\n", std::string(spo::data::fashion_mnist_classes[c]).c_str(),
                  correct[static_cast<std::size_t>(c)], per_class);
   }
@@ -74,8 +71,7 @@ int main(int argc, char** argv) try {
                               {"eta", config.sampling.eta}, {"guidance_scale", config.sampling.guidance_scale}};
   spo::io::write_file_atomic(out / "class_accuracy.json", result.dump(2) + "\n");
   spo::io::write_file_atomic(out / "class_accuracy.md", md);
-  grid_rows.reshape(spo::Shape{10 * std::min(per_class, 8), 1, config.resolution, config.resolution});
-  spo::io::write_image_grid(out / "samples_by_class.png", grid_rows, std::min(per_class, 8), 2);
+  spo::io::write_image_grid(out / "samples_by_class.png", grid, static_cast<int>(show), 2);
   std::printf("%s\nclass accuracy of generated samples: %.4f\n", md.c_str(), acc);
   return 0;
 } catch (const std::exception& e) {

@@ -17,13 +17,11 @@ using FashionModel = TextConditioned<UNet2DCondition<T, D, Proj>, text::Embeddin
 /// from `gen`.
 template <class Model>
 Model make_fashion_model(const config::UNetSection& unet, const config::TextSection& text_section, Generator& gen) {
-  using T = typename Model::scalar_type;
   auto tokenizer = text::fashion_tokenizer(static_cast<int>(text_section.max_length));
   typename Model::unet_type u(config::unet_config(unet, 1));
   u.reset_parameters(gen);
   typename Model::text_encoder_type enc(tokenizer.vocab_size(), text_section.max_length, unet.cross_attention_dim);
   enc.reset_parameters(gen);
-  (void)sizeof(T);
   return Model(std::move(u), std::move(enc), std::move(tokenizer));
 }
 
