@@ -131,19 +131,16 @@ class UNet2DCondition {
   void reset_parameters(Generator& gen) {
     conv_in_.reset_parameters(gen);
     time_embedding_.reset_parameters(gen);
-    for (auto& b : down_) {
+    auto reset_block = [&](auto& b, auto& sampler) {
       for (auto& r : b.resnets) r.reset_parameters(gen);
       for (auto& a : b.attentions) a.reset_parameters(gen);
-      if (b.down) b.down->reset_parameters(gen);
-    }
+      if (sampler) sampler->reset_parameters(gen);
+    };
+    for (auto& b : down_) reset_block(b, b.down);
     mid_resnet0_.reset_parameters(gen);
     mid_attention_.reset_parameters(gen);
     mid_resnet1_.reset_parameters(gen);
-    for (auto& b : up_) {
-      for (auto& r : b.resnets) r.reset_parameters(gen);
-      for (auto& a : b.attentions) a.reset_parameters(gen);
-      if (b.up) b.up->reset_parameters(gen);
-    }
+    for (auto& b : up_) reset_block(b, b.up);
     conv_out_.reset_parameters(gen);
   }
 

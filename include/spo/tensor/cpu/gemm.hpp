@@ -63,6 +63,25 @@ namespace detail {
 struct MatmulEntry {
   dnnl::matmul prim;
   dnnl::memory::desc a_md, b_md, c_md;
+
+  /// The primitive for c = alpha * a b + beta * c on the given descriptors (alpha as an output scale, beta as a
+  /// sum post-op).
+  static MatmulEntry create(dnnl::memory::desc a, dnnl::memory::desc b, dnnl::memory::desc c, float alpha, float beta) {
+    dnnl::primitive_attr attr;
+    if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+    if (beta != 0.f) {
+      dnnl::post_ops po;
+      po.append_sum(beta);
+      attr.set_post_ops(po);
+    }
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, DnnlContext::instance().engine());
+    return {dnnl::matmul(pd), a, b, c};
+  }
+
+  void execute(const float* a, const float* b, float* c) const {
+    prim.execute(DnnlContext::instance().stream(),
+                 {{DNNL_ARG_SRC, dnnl_wrap(a_md, a)}, {DNNL_ARG_WEIGHTS, dnnl_wrap(b_md, b)}, {DNNL_ARG_DST, dnnl_wrap(c_md, c)}});
+  }
 };
 }  // namespace detail
 
@@ -72,27 +91,13 @@ inline void gemm_dnnl_matmul(bool trans_a, bool trans_b, std::int64_t m, std::in
                              std::int64_t ldc) {
   using dt = dnnl::memory::data_type;
   DnnlKey key{1, {m, n, k, trans_a, trans_b, lda, ldb, ldc, float_key(alpha), float_key(beta)}};
+  using dims = dnnl::memory::dims;
   const auto& e = DnnlCache<detail::MatmulEntry>::instance().get(key, [&] {
-    auto& ctx = DnnlContext::instance();
-    detail::MatmulEntry r;
-    r.a_md = dnnl::memory::desc({m, k}, dt::f32, trans_a ? dnnl::memory::dims{1, lda} : dnnl::memory::dims{lda, 1});
-    r.b_md = dnnl::memory::desc({k, n}, dt::f32, trans_b ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
-    r.c_md = dnnl::memory::desc({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
-    dnnl::primitive_attr attr;
-    if (alpha != 1.f) attr.set_output_scales(0, {alpha});
-    if (beta != 0.f) {
-      dnnl::post_ops po;
-      po.append_sum(beta);
-      attr.set_post_ops(po);
-    }
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(r.a_md, r.b_md, r.c_md), attr, ctx.engine());
-    r.prim = dnnl::matmul(pd);
-    return r;
+    return detail::MatmulEntry::create(dnnl::memory::desc({m, k}, dt::f32, trans_a ? dims{1, lda} : dims{lda, 1}),
+                                       dnnl::memory::desc({k, n}, dt::f32, trans_b ? dims{1, ldb} : dims{ldb, 1}),
+                                       dnnl::memory::desc({m, n}, dt::f32, dims{ldc, 1}), alpha, beta);
   });
-  auto& ctx = DnnlContext::instance();
-  e.prim.execute(ctx.stream(), {{DNNL_ARG_SRC, dnnl_wrap(e.a_md, a)},
-                                {DNNL_ARG_WEIGHTS, dnnl_wrap(e.b_md, b)},
-                                {DNNL_ARG_DST, dnnl_wrap(e.c_md, c)}});
+  e.execute(a, b, c);
 }
 
 /// Row-major GEMM with leading dimensions; op(A) is [m, k], op(B) is [k, n], C is [m, n].
@@ -117,28 +122,14 @@ inline void gemm_batched_dnnl(std::int64_t batch, bool trans_a, bool trans_b, st
   using dt = dnnl::memory::data_type;
   DnnlKey key{2, {batch, m, n, k, trans_a, trans_b, lda, ldb, ldc, stride_a, stride_b, stride_c, float_key(alpha),
                   float_key(beta)}};
+  using dims = dnnl::memory::dims;
   const auto& e = DnnlCache<detail::MatmulEntry>::instance().get(key, [&] {
-    auto& ctx = DnnlContext::instance();
-    detail::MatmulEntry r;
-    using dims = dnnl::memory::dims;
-    r.a_md = dnnl::memory::desc({batch, m, k}, dt::f32, trans_a ? dims{stride_a, 1, lda} : dims{stride_a, lda, 1});
-    r.b_md = dnnl::memory::desc({batch, k, n}, dt::f32, trans_b ? dims{stride_b, 1, ldb} : dims{stride_b, ldb, 1});
-    r.c_md = dnnl::memory::desc({batch, m, n}, dt::f32, dims{stride_c, ldc, 1});
-    dnnl::primitive_attr attr;
-    if (alpha != 1.f) attr.set_output_scales(0, {alpha});
-    if (beta != 0.f) {
-      dnnl::post_ops po;
-      po.append_sum(beta);
-      attr.set_post_ops(po);
-    }
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(r.a_md, r.b_md, r.c_md), attr, ctx.engine());
-    r.prim = dnnl::matmul(pd);
-    return r;
+    return detail::MatmulEntry::create(
+        dnnl::memory::desc({batch, m, k}, dt::f32, trans_a ? dims{stride_a, 1, lda} : dims{stride_a, lda, 1}),
+        dnnl::memory::desc({batch, k, n}, dt::f32, trans_b ? dims{stride_b, 1, ldb} : dims{stride_b, ldb, 1}),
+        dnnl::memory::desc({batch, m, n}, dt::f32, dims{stride_c, ldc, 1}), alpha, beta);
   });
-  auto& ctx = DnnlContext::instance();
-  e.prim.execute(ctx.stream(), {{DNNL_ARG_SRC, dnnl_wrap(e.a_md, a)},
-                                {DNNL_ARG_WEIGHTS, dnnl_wrap(e.b_md, b)},
-                                {DNNL_ARG_DST, dnnl_wrap(e.c_md, c)}});
+  e.execute(a, b, c);
 }
 
 /// `batch` independent GEMMs; operand i starts at a + i * stride_a (likewise b, c). Used by attention.
