@@ -19,10 +19,19 @@ function(spo_add_executable name)
   target_link_libraries(${name} PRIVATE spo::spo spo_project_options ${arg_LIBS})
 endfunction()
 
-# spo_add_experiment(<name> SOURCES <files...> [LIBS <targets...>]): the experiment binary <name>, written to
-# <build>/bin/<name> so that scripts find every experiment in one place.
+# spo_add_experiment(<name> SOURCES <files...> [OUTPUT_NAME <binary>] [LIBS <targets...>]): the experiment binary
+# <build>/bin/<binary> (default <name>), so that scripts find every experiment in one place. SPO_SOURCE_DIR lets it
+# record the git revision of its sources; the target `experiments` builds them all.
+if(NOT TARGET experiments)
+  add_custom_target(experiments)
+endif()
 function(spo_add_experiment name)
-  cmake_parse_arguments(arg "" "" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(arg "" "OUTPUT_NAME" "SOURCES;LIBS" ${ARGN})
   spo_add_executable(${name} SOURCES ${arg_SOURCES} LIBS ${arg_LIBS})
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bin)
+  if(arg_OUTPUT_NAME)
+    set_target_properties(${name} PROPERTIES OUTPUT_NAME ${arg_OUTPUT_NAME})
+  endif()
+  target_compile_definitions(${name} PRIVATE SPO_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  add_dependencies(experiments ${name})
 endfunction()

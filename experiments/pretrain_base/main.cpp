@@ -5,6 +5,7 @@
 #include <iostream>
 #include <string>
 
+#include "spo/experiment/command_line.hpp"
 #include "spo/diffusion/beta_schedule.hpp"
 #include "spo/diffusion/prediction.hpp"
 #include "spo/io/config.hpp"
@@ -17,20 +18,10 @@ using Experiment = spo::train::Pretraining<Model, spo::diffusion::LinearBetas, s
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) try {
-  if (argc < 2 || argc > 4) {
-    std::cerr << "usage: pretrain_base <config.json> [--resume] [--steps N]\n";
-    return 2;
-  }
-  bool resume = false;
-  std::int64_t steps_override = -1;
-  for (int i = 2; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--resume") resume = true;
-    else if (a.starts_with("--steps=")) steps_override = std::stoll(a.substr(8));
-    else throw spo::error("unknown argument '" + a + "'");
-  }
-  auto config = spo::io::load_config<spo::train::PretrainConfig>(argv[1]);
-  if (steps_override > 0) config.train.steps = steps_override;
+  const auto cli = spo::experiment::parse_command_line(argc, argv, "steps");
+  if (!cli) return 2;
+  auto config = spo::io::load_config<spo::train::PretrainConfig>(cli->config);
+  if (cli->length) config.train.steps = *cli->length;
   spo::train::validate(config);
   const fs::path out = config.output_dir;
   fs::create_directories(out);
@@ -42,7 +33,7 @@ int main(int argc, char** argv) try {
                static_cast<long long>(spo::nn::parameter_count(model)), static_cast<long long>(data.count));
   Experiment experiment(model, config, spo::io::to_json(config));
   const fs::path ckpt = out / "checkpoint.safetensors";
-  if (resume && fs::exists(ckpt)) {
+  if (cli->resume && fs::exists(ckpt)) {
     experiment.resume(ckpt);
     std::fprintf(stderr, "pretrain_base: resumed from step %lld\n", static_cast<long long>(experiment.step()));
   }

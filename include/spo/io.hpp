@@ -7,6 +7,7 @@
 #include "spo/io/config.hpp"
 #include "spo/io/half.hpp"
 #include "spo/io/json.hpp"
+#include "spo/io/plot.hpp"
 #include "spo/io/png.hpp"
 #include "spo/io/safetensors.hpp"
 #include "spo/io/state_dict.hpp"

@@ -4,4 +4,6 @@
 
 #include "spo/preference/compare.hpp"
 #include "spo/preference/labels.hpp"
+#include "spo/preference/pairs.hpp"
+#include "spo/preference/preference_model.hpp"
 #include "spo/preference/rater.hpp"

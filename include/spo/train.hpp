@@ -6,3 +6,4 @@
 #include "spo/train/pretraining.hpp"
 #include "spo/train/progress.hpp"
 #include "spo/train/run_record.hpp"
+#include "spo/train/spo_training.hpp"

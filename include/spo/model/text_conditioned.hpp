@@ -66,9 +66,13 @@ class TextConditioned {
   }
 
   /// Classifier-free guidance eps_u + g (eps_c - eps_u) in one UNet pass over [uncond; cond] (2B rows).
-  /// context_cond / context_uncond are [B, L, D]; t is one timestep for all rows.
-  tensor guided(const tensor& x_t, double t, const tensor& context_cond, const tensor& context_uncond, double guidance) {
+  /// context_cond / context_uncond are [B, L, D]; t [B] holds each row's timestep. In grad mode the UNet keeps what
+  /// guided_backward needs.
+  tensor guided(const tensor& x_t, const tensor& t, const tensor& context_cond, const tensor& context_uncond,
+                double guidance) {
     const std::int64_t b = x_t.size(0);
+    check_same_shape(t.shape(), Shape{b}, "TextConditioned::guided (timesteps vs batch)");
+    check_same_shape(context_cond.shape(), context_uncond.shape(), "TextConditioned::guided (cond vs uncond)");
     Shape ctx_shape = context_cond.shape();
     ctx_shape[0] = 2 * b;
     auto ctx = tensor::uninitialized(ctx_shape);                                  // [2B, L, D]
@@ -79,13 +83,41 @@ class TextConditioned {
     auto x2 = tensor::uninitialized(xs);                                          // [2B, C, H, W]
     std::copy_n(x_t.data(), x_t.numel(), x2.data());
     std::copy_n(x_t.data(), x_t.numel(), x2.data() + x_t.numel());
-    tensor tt(Shape{2 * b});
-    for (std::int64_t i = 0; i < 2 * b; ++i) tt[i] = static_cast<scalar_type>(t);
+    tensor tt = tensor::uninitialized(Shape{2 * b});                             // [2B]
+    std::copy_n(t.data(), b, tt.data());
+    std::copy_n(t.data(), b, tt.data() + b);
     auto out = unet_.forward(x2, tt, ctx);                                        // [2B, C, H, W]
     tensor eu = tensor::uninitialized(x_t.shape()), ec = tensor::uninitialized(x_t.shape());
     std::copy_n(out.data(), x_t.numel(), eu.data());
     std::copy_n(out.data() + x_t.numel(), x_t.numel(), ec.data());
+    guidance_ = guidance;
     return diffusion::guide(eu, ec, guidance);
+  }
+
+  /// The same with one timestep for all rows.
+  tensor guided(const tensor& x_t, double t, const tensor& context_cond, const tensor& context_uncond, double guidance) {
+    tensor tt = tensor::uninitialized(Shape{x_t.size(0)});                      // [B]
+    for (std::int64_t i = 0; i < tt.numel(); ++i) tt[i] = static_cast<scalar_type>(t);
+    return guided(x_t, tt, context_cond, context_uncond, guidance);
+  }
+
+  /// Backward of the last guided() in grad mode, given d(guided output) [B, C, H, W]: the UNet rows receive
+  /// (1 - g) dy (unconditional half) and g dy (conditional half); parameter gradients accumulate, the text encoder
+  /// is not trained (prompt features are inputs here). Returns d x_t.
+  tensor guided_backward(const tensor& dy) {
+    const std::int64_t n = dy.numel();
+    Shape s = dy.shape();
+    s[0] = 2 * dy.size(0);
+    auto d2 = tensor::uninitialized(s);                                           // [2B, C, H, W]
+    const auto g = static_cast<scalar_type>(guidance_);
+    for (std::int64_t i = 0; i < n; ++i) {
+      d2[i] = (scalar_type(1) - g) * dy[i];
+      d2[n + i] = g * dy[i];
+    }
+    auto r = unet_.backward(d2);
+    tensor dx = tensor::uninitialized(dy.shape());                                // [B, C, H, W]
+    for (std::int64_t i = 0; i < n; ++i) dx[i] = r.dsample[i] + r.dsample[n + i];
+    return dx;
   }
 
   template <class F>
@@ -98,6 +130,7 @@ class TextConditioned {
   UNet unet_;
   TextEncoder text_encoder_;
   text::Tokenizer tokenizer_;
+  double guidance_ = 1.0;
 };
 
 /// DDIM sampling with classifier-free guidance from x_T [B, C, H, W] (Ref: diffusers StableDiffusionPipeline with

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: MIT
+/// @brief The driver of a preference-model experiment binary: `using Experiment = spm::<Variant>;` plus a config.
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include "spo/config/components.hpp"
+#include "spo/experiment/command_line.hpp"
+#include "spo/spm/training.hpp"
+#include "spo/train/run_record.hpp"
+
+namespace spo::experiment {
+
+/*!
+  ENSURES
+    - trains preference-model variant V from the config given on the command line
+      (usage: <binary> <config.json> [--resume] [--steps=N]) and writes to the config's output_dir:
+      preference_model.safetensors (the variant's checkpoint), accuracy.json (validation accuracy by timestep),
+      metrics.jsonl, checkpoint.safetensors (optimizer state, for --resume) and run.json
+    - returns the process exit code; errors are printed as "<binary>: error: ..." with code 1
+!*/
+template <class V>
+int run_spm_experiment(int argc, char** argv, const char* source_dir) try {
+  namespace fs = std::filesystem;
+  using Model = model::FashionModel<float>;
+  const std::string program = fs::path(argv[0]).filename().string();
+  const auto cli = parse_command_line(argc, argv, "steps");
+  if (!cli) return 2;
+  auto config = io::load_config<spm::SpmConfig>(cli->config);
+  if (cli->length) config.train.steps = *cli->length;
+  spm::validate(config);
+  const fs::path out = config.output_dir;
+  fs::create_directories(out);
+
+  auto base = config::load_base_model<Model>(config.base);
+  auto ddim = config::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(base.config.schedule);
+  ddim.set_timesteps(base.config.sampling.num_inference_steps);
+  Generator init{config.seed ^ 0x5eedull, 0};
+  auto net = spm::make_preference_network<typename V::template network<float>>(config.network, init);
+  if (config.init_from) spm::init_from_preference_model(net, *config.init_from);
+  std::fprintf(stderr, "%s: %lld parameters\n", argv[0], static_cast<long long>(nn::parameter_count(net)));
+
+  spm::SpmTraining<V, Model, decltype(ddim)> training(net, base.model, ddim, config,
+                                                       base.config.sampling.guidance_scale, io::to_json(config));
+  const fs::path ckpt = out / "checkpoint.safetensors";
+  if (cli->resume && fs::exists(ckpt)) {
+    training.resume(ckpt);
+    std::fprintf(stderr, "%s: resumed from step %lld\n", argv[0], static_cast<long long>(training.step()));
+  }
+  train::write_run_record(out, program, io::to_json(config), config.seed, source_dir, training.step());
+  training.run(out);
+
+  const auto acc = training.evaluate();
+  nlohmann::json result{{"variant", V::name}, {"steps", training.step()}, {"accuracy", nlohmann::json::array()}};
+  for (const auto& a : acc)
+    result["accuracy"].push_back({{"t", a.t}, {"label_accuracy", a.label_accuracy}, {"order_accuracy", a.order_accuracy}});
+  spm::save_preference_model<V>(out / "preference_model.safetensors", net, result);
+  io::write_file_atomic(out / "accuracy.json", result.dump(2) + "\n");
+  for (const auto& a : acc)
+    std::printf("%s  t=%4lld  label accuracy %.3f  order accuracy %.3f\n", std::string(V::name).c_str(),
+                static_cast<long long>(a.t), a.label_accuracy, a.order_accuracy);
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << argv[0] << ": error: " << e.what() << "\n";
+  return 1;
+}
+
+}  // namespace spo::experiment

@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: MIT
+/// @brief An SPO experiment composed at compile time (preference model, compare policy, continuation rule) and its
+/// driver: config, base model + LoRA policy, training, evaluation against the base model, results and plots.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/hana/define_struct.hpp>
+
+#include "spo/eval/protocol.hpp"
+#include "spo/experiment/command_line.hpp"
+#include "spo/config/components.hpp"
+#include "spo/io/plot.hpp"
+#include "spo/io/png.hpp"
+#include "spo/nn/lora.hpp"
+#include "spo/preference/compare.hpp"
+#include "spo/preference/preference_model.hpp"
+#include "spo/resampler/continuation.hpp"
+#include "spo/spm/variant.hpp"
+#include "spo/train/run_record.hpp"
+#include "spo/train/spo_training.hpp"
+
+namespace spo::experiment {
+
+/// The oracle rater as the step preference model (the upper bound of Table 5): no checkpoint, the rater scores the
+/// x0 predictions directly.
+struct OraclePM {
+  static constexpr std::string_view name = "oracle";
+};
+
+/*!
+  WHAT THIS REPRESENTS
+    An SPO experiment type: `using Experiment = experiment::Spo<spm::StepAwarePM, preference::BestWorstCompare,
+    resampler::RandomChild>;` is the paper's method; every ablation of Tables 4, 5 and 9 is another argument list.
+    Preference: a preference-model variant of spm/variant.hpp (loaded from `preference_model`) or OraclePM.
+!*/
+template <class Preference, preference::ComparePolicy Compare = preference::BestWorstCompare,
+          resampler::ContinuationRule Continuation = resampler::RandomChild>
+struct Spo {
+  using preference_type = Preference;
+  using compare_type = Compare;
+  using continuation_type = Continuation;
+  static constexpr bool needs_checkpoint = !std::same_as<Preference, OraclePM>;
+};
+
+/// Every key is required except preference_model (required unless the experiment uses the oracle).
+struct SpoConfig {
+  BOOST_HANA_DEFINE_STRUCT(SpoConfig, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
+                           (config::BaseModelSection, base), (std::optional<std::string>, preference_model),
+                           (config::RaterSection, rater), (train::LoraSection, lora), (resampler::ResamplerOptions, resampler),
+                           (loss::SpoLossOptions, loss), (train::SpoTrainSection, train),
+                           (eval::EvalSection, evaluation));
+};
+
+/// Checks everything that can be checked before work starts (base model config included).
+template <class E>
+train::PretrainConfig validate(const SpoConfig& c) {
+  auto base = io::load_config<train::PretrainConfig>(c.base.config);
+  train::validate(base);
+  resampler::validate(c.resampler, base.sampling.num_inference_steps);
+  loss::validate(c.loss);
+  train::validate(c.lora, c.train);
+  eval::validate(c.evaluation);
+  preference::validate(c.rater.weights);
+  if constexpr (E::needs_checkpoint) {
+    SPO_CHECK(c.preference_model && !c.preference_model->empty(),
+              "preference_model: this experiment uses the preference model \"" << E::preference_type::name
+                                                                             << "\" and needs its checkpoint");
+    SPO_CHECK(std::filesystem::exists(*c.preference_model), "file not found: " << *c.preference_model);
+  } else {
+    SPO_CHECK(!c.preference_model, "preference_model is set, but this experiment scores with the oracle rater; "
+                                   "remove the key");
+  }
+  for (const auto& p : {c.base.weights, c.rater.judge.weights, c.evaluation.held_out_judge.weights})
+    SPO_CHECK(std::filesystem::exists(p), "file not found: " << p);
+  return base;
+}
+
+using BaseModelType = model::FashionModel<float>;
+using PolicyModelType = model::FashionModel<float, cpu, nn::LoRA<nn::Linear<float>>>;
+
+/// The policy: the base weights with rank-r LoRA adapters on every attention projection (only they train).
+inline PolicyModelType make_policy(const train::PretrainConfig& base_config, const config::BaseModelSection& base,
+                                   const train::LoraSection& lora, std::uint64_t seed) {
+  Generator init{0, 0};
+  auto policy = model::make_fashion_model<PolicyModelType>(base_config.unet, base_config.text, init);
+  io::load_state_dict(policy, std::filesystem::path(base.weights));
+  nn::set_trainable(policy, false);
+  Generator lora_gen{seed ^ 0x10a5ull, 0};
+  policy.unet().attach_lora(lora.rank, lora.alpha, lora_gen);
+  return policy;
+}
+
+/// Writes the LoRA parameters only (keys "...lora_A" / "...lora_B") with the rank and alpha in the metadata.
+inline void save_lora(const std::filesystem::path& path, PolicyModelType& policy, const train::LoraSection& lora) {
+  io::NamedTensors t;
+  t.source = path.string();
+  policy.visit_parameters([&](std::string_view name, nn::Parameter<float>& p) {
+    if (name.find("lora_") != std::string_view::npos) t.set<float>(std::string(name), p.value);
+  });
+  t.metadata = {{"format", "spo.lora.v1"}, {"rank", std::to_string(lora.rank)}, {"alpha", std::to_string(lora.alpha)}};
+  io::save_safetensors(path, t);
+}
+
+/// Loads LoRA weights written by save_lora into a policy with adapters of the same rank attached.
+inline void load_lora(PolicyModelType& policy, const std::filesystem::path& path) {
+  const auto t = io::load_safetensors(path);
+  SPO_CHECK(t.metadata.contains("format") && t.metadata.at("format") == "spo.lora.v1",
+            path << ": not a LoRA file (metadata \"format\" is not \"spo.lora.v1\")");
+  const auto r = io::load_state_dict(policy, t, {.strict = false, .prefix = {}});
+  for (const auto& k : r.missing)
+    SPO_CHECK(k.find("lora_") == std::string::npos, path << ": LoRA parameter \"" << k << "\" is missing");
+  SPO_CHECK(r.unexpected.empty(), path << ": unexpected keys, e.g. \"" << r.unexpected.front() << "\"");
+}
+
+/// The preference model of experiment E.
+template <class E>
+auto make_preference_model(const SpoConfig& c, preference::OracleRater<float> rater) {
+  if constexpr (E::needs_checkpoint) {
+    using V = typename E::preference_type;
+    return spm::NetworkPreference<V, float>(spm::load_preference_model<V, float>(*c.preference_model));
+  } else {
+    return preference::RaterPreference<preference::OracleRater<float>>(std::move(rater));
+  }
+}
+
+/// What the evaluation needs, loaded once.
+struct Evaluator {
+  preference::OracleRater<float> rater;
+  judge::Classifier<float> held_out;
+  eval::GaussianStats real;
+  diffusion::Ddim<diffusion::LinearBetas, diffusion::EpsilonPrediction> ddim;
+  train::PretrainConfig base_config;
+  SpoConfig config;
+
+  template <class Model>
+  std::pair<eval::Metrics, Tensor<float, cpu>> run(Model& model, std::int64_t seeds) {
+    const auto& s = base_config.sampling;
+    auto images = eval::generate(model, ddim, config.evaluation, seeds, s.guidance_scale, s.eta, base_config.resolution);
+    const auto prompts = eval::eval_prompts(config.evaluation, seeds);
+    return {eval::measure(rater, held_out, real, images, prompts), std::move(images)};
+  }
+};
+
+inline Evaluator make_evaluator(const SpoConfig& c, const train::PretrainConfig& base_config) {
+  auto rater = config::load_oracle_rater<float>(c.rater, c.data_dir, base_config.resolution);
+  auto held_out = config::load_judge<float>(c.evaluation.held_out_judge);
+  auto real = eval::real_feature_stats(held_out, c.data_dir, c.evaluation.real_images, base_config.resolution);
+  auto ddim = config::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(base_config.schedule);
+  ddim.set_timesteps(base_config.sampling.num_inference_steps);
+  return {std::move(rater), std::move(held_out), std::move(real), std::move(ddim), base_config, c};
+}
+
+/// The base-vs-tuned table (Markdown) and JSON of a final evaluation.
+inline std::pair<std::string, nlohmann::json> comparison_table(const eval::Metrics& base, const eval::Metrics& tuned,
+                                                               const std::string& tuned_name) {
+  const auto win = eval::win_rate(tuned.rewards, base.rewards);
+  char buf[1024];
+  std::string md = "| model | reward (95% CI) | alignment | quality | held-out class acc. | Frechet dist. | win rate vs base |\n"
+                   "|---|---:|---:|---:|---:|---:|---:|\n";
+  auto row = [&](const std::string& name, const eval::Metrics& m, const std::string& w) {
+    std::snprintf(buf, sizeof buf, "| %s | %.4f [%.4f, %.4f] | %.4f | %.4f | %.3f | %.3f | %s |\n", name.c_str(),
+                  m.reward.mean, m.reward.ci95_low, m.reward.ci95_high, m.alignment, m.quality, m.class_accuracy,
+                  m.frechet, w.c_str());
+    md += buf;
+  };
+  row("base", base, "-");
+  std::snprintf(buf, sizeof buf, "%.3f [%.3f, %.3f]", win.rate, win.ci95_low, win.ci95_high);
+  row(tuned_name, tuned, buf);
+  nlohmann::json j{{"base", eval::to_json(base)}, {tuned_name, eval::to_json(tuned)},
+                   {"win_rate_vs_base", {{"rate", win.rate}, {"ci95", {win.ci95_low, win.ci95_high}},
+                                         {"wins", win.wins}, {"ties", win.ties}, {"losses", win.losses}}}};
+  return {md, j};
+}
+
+/*!
+  ENSURES
+    - runs SPO experiment E from the config on the command line (usage: <binary> <config.json> [--resume]
+      [--rounds=N]); every config error is reported before any work starts
+    - writes to output_dir: lora.safetensors, results.json / results.md (base vs SPO), progress.jsonl and
+      reward_vs_time.png (the cheaper evaluation during training vs training wall-clock), samples_base.png /
+      samples_spo.png, metrics.jsonl, checkpoint.safetensors and run.json; prints the table
+!*/
+template <class E>
+int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
+  namespace fs = std::filesystem;
+  const auto cli = parse_command_line(argc, argv, "rounds");
+  if (!cli) return 2;
+  auto config = io::load_config<SpoConfig>(cli->config);
+  if (cli->length) config.train.rounds = *cli->length;
+  const auto base_config = validate<E>(config);
+  const fs::path out = config.output_dir;
+  fs::create_directories(out);
+  const auto t_start = std::chrono::steady_clock::now();
+
+  auto base = config::load_base_model<BaseModelType>(config.base);
+  auto policy = make_policy(base_config, config.base, config.lora, config.seed);
+  auto evaluator = make_evaluator(config, base_config);
+  auto pm = make_preference_model<E>(config, evaluator.rater);
+  std::fprintf(stderr, "%s: preference model \"%s\", compare \"%s\", continuation \"%s\"; %lld LoRA parameters\n",
+               argv[0], std::string(E::preference_type::name).c_str(), std::string(E::compare_type::name).c_str(),
+               std::string(E::continuation_type::name).c_str(),
+               static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
+
+  using Training = train::SpoTraining<PolicyModelType, BaseModelType, decltype(evaluator.ddim), decltype(pm),
+                                      typename E::compare_type, typename E::continuation_type>;
+  Training training(policy, base.model, evaluator.ddim, pm, config.resampler, config.loss, config.train,
+                    base_config.resolution, config.seed, io::to_json(config));
+  const fs::path ckpt = out / "checkpoint.safetensors";
+  if (cli->resume && fs::exists(ckpt)) {
+    training.resume(ckpt);
+    std::fprintf(stderr, "%s: resumed after round %lld\n", argv[0], static_cast<long long>(training.round()));
+  }
+  train::write_run_record(out, fs::path(argv[0]).filename().string(),
+                          io::to_json(config), config.seed, source_dir, training.round());
+
+  // Progress evaluations (cheap: progress_seeds_per_prompt seeds) before training and every few rounds; their
+  // time is not counted as training time.
+  train::MetricsLog progress(out / "progress.jsonl", training.round() > 0 ? training.round() : -1);
+  io::Series reward_curve{"SPO", {}, {}};
+  const auto& ev = config.evaluation;
+  auto progress_eval = [&](std::int64_t round, double wall) {
+    auto [m, images] = evaluator.run(policy, ev.progress_seeds_per_prompt);
+    progress.write({{"step", round}, {"train_wall_s", wall}, {"reward_mean", m.reward.mean},
+                    {"class_accuracy", m.class_accuracy}, {"frechet", m.frechet}});
+    reward_curve.xs.push_back(wall / 60.0);
+    reward_curve.ys.push_back(m.reward.mean);
+  };
+  if (training.round() == 0 && ev.progress_every_rounds > 0) progress_eval(0, 0.0);
+  training.run(out, [&](const train::RoundMetrics& m, double wall) {
+    if (ev.progress_every_rounds > 0 && (m.round % ev.progress_every_rounds == 0 || m.round == config.train.rounds))
+      progress_eval(m.round, wall);
+  });
+  save_lora(out / "lora.safetensors", policy, config.lora);
+
+  // Final evaluation: base and tuned on the same prompts and seeds.
+  auto [mb, images_base] = evaluator.run(base.model, ev.seeds_per_prompt);
+  auto [mt, images_tuned] = evaluator.run(policy, ev.seeds_per_prompt);
+  auto [md, j] = comparison_table(mb, mt, "spo");
+  j["experiment"] = {{"preference", E::preference_type::name}, {"compare", E::compare_type::name},
+                     {"continuation", E::continuation_type::name}, {"rounds", training.round()}, {"seed", config.seed}};
+  j["wall_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  io::write_file_atomic(out / "results.json", j.dump(2) + "\n");
+  io::write_file_atomic(out / "results.md", md);
+  const std::int64_t show = std::min<std::int64_t>(ev.seeds_per_prompt, 8);
+  auto grid = [&](const Tensor<float, cpu>& images, const char* file) {
+    const std::int64_t per = images.numel() / images.size(0), prompts = 10;  // first template: one row per class
+    auto g = Tensor<float, cpu>::uninitialized(Shape{prompts * show, 1, images.size(2), images.size(3)});
+    for (std::int64_t p = 0; p < prompts; ++p)
+      std::copy_n(images.data() + p * ev.seeds_per_prompt * per, show * per, g.data() + p * show * per);
+    io::write_image_grid(out / file, g, static_cast<int>(show), 2);
+  };
+  grid(images_base, "samples_base.png");
+  grid(images_tuned, "samples_spo.png");
+  if (reward_curve.xs.size() >= 2)
+    io::write_line_chart(out / "reward_vs_time.png",
+                         io::LineChart{"Rater reward during SPO training", "training wall-clock (min)",
+                                       "mean reward (progress eval)", {reward_curve}});
+  std::printf("%s\n", md.c_str());
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << argv[0] << ": error: " << e.what() << "\n";
+  return 1;
+}
+
+}  // namespace spo::experiment

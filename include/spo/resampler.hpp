@@ -1,0 +1,6 @@
+// SPDX-License-Identifier: MIT
+/// @brief Step-wise resampler: SPO's k-children sampling, pair recording and continuation rules.
+#pragma once
+
+#include "spo/resampler/continuation.hpp"
+#include "spo/resampler/stepwise.hpp"

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: MIT
+/// @brief PreferenceNetwork: CLIP-style scores s = exp(logit_scale) cos(image(x, t), text(c)) (SPO's SPM network).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/hana/define_struct.hpp>
+
+#include "spo/core/rng.hpp"
+#include "spo/nn/grad_mode.hpp"
+#include "spo/nn/parameter.hpp"
+#include "spo/spm/image_encoder.hpp"
+#include "spo/spm/prompt_encoder.hpp"
+#include "spo/spm/time_policy.hpp"
+#include "spo/text/prompts.hpp"
+
+namespace spo::spm {
+
+/*!
+  WHAT THIS REPRESENTS
+    The preference network's topology; every key is required. The text tower has one block of text_width with
+    text_heads heads over text_max_length tokens; the vocabulary comes from the tokenizer (make_preference_network:
+    text::fashion_tokenizer(text_max_length)). init_logit_scale is CLIP's ln(1 / 0.07) = 2.6592600369327779.
+    The embedded Fashion-MNIST default (images [B, 1, 32, 32] in [-1, 1]):
+      image {resolution 32, channels 1, patch_size 4 (64 patches + class token), width 64, depth 4, heads 4,
+      embed_dim 64}, text_width 64, text_heads 4, text_max_length 8, init_logit_scale 2.6592600369327779.
+!*/
+struct PreferenceNetworkConfig {
+  BOOST_HANA_DEFINE_STRUCT(PreferenceNetworkConfig, (ImageEncoderConfig, image), (std::int64_t, text_width),
+                           (std::int64_t, text_heads), (std::int64_t, text_max_length), (double, init_logit_scale));
+};
+
+/*!
+  WHAT THIS REPRESENTS
+    SPO's step-aware preference model network (algorithm.md 4.1; PickScore / CLIP scoring), for images [B, C, R, R],
+    timesteps t [B] and token rows ids [B][L]:
+      u = f / |f|, f = visual(x, t)  [B, E];   v = g / |g|, g = text(ids)  [B, E]
+      s_b = exp(logit_scale) <u_b, v_b>                                         [B]
+    Policy = StepConditioned gives the step-aware SPM, Unconditioned a PickScore-like CLIP scorer (t ignored).
+    Keys: visual.*, text.*, logit_scale (a 0-dim tensor, as torch's nn.Parameter(torch.ones([]) * init)).
+  CALL FORMS
+    forward(images, t, ids) -> scores [B] then backward(dscores) -> dimages; parameter gradients (both towers and
+    logit_scale) accumulate.
+!*/
+template <Scalar T, TimePolicy Policy, Device D = cpu>
+class PreferenceNetwork {
+ public:
+  using scalar_type = T;
+  using device_type = D;
+  using policy_type = Policy;
+  using tensor = Tensor<T, D>;
+  using image_encoder_type = ImageEncoder<T, Policy, D>;
+  using prompt_encoder_type = PromptEncoder<T, D>;
+  static constexpr bool conditioned = Policy::conditioned;
+
+  PreferenceNetwork() = default;
+  PreferenceNetwork(const PreferenceNetworkConfig& c, std::int64_t vocab_size)
+      : config_(c), visual_(c.image),
+        text_(vocab_size, c.text_max_length, c.text_width, c.text_heads, c.image.embed_dim),
+        logit_scale_(Shape{}) {
+    SPO_CHECK(c.text_width > 0 && c.text_heads > 0 && c.text_width % c.text_heads == 0,
+              "PreferenceNetworkConfig: text_width " << c.text_width << " is not a positive multiple of text_heads "
+                                                     << c.text_heads);
+    logit_scale_.value[0] = static_cast<T>(c.init_logit_scale);
+  }
+
+  /// Both towers' CLIP inits (with the adaLN identity when conditioned) and logit_scale = init_logit_scale.
+  void reset_parameters(Generator& gen) {
+    visual_.reset_parameters(gen);
+    text_.reset_parameters(gen);
+    logit_scale_.value[0] = static_cast<T>(config_.init_logit_scale);
+  }
+
+  /// images [B, C, R, R], t [B], ids B rows of text_max_length ids -> scores [B].
+  tensor forward(const tensor& images, const tensor& t, std::span<const std::vector<std::int32_t>> ids) {
+    SPO_CHECK(images.rank() >= 1 && static_cast<std::int64_t>(ids.size()) == images.size(0),
+              "PreferenceNetwork: " << ids.size() << " token rows for image shape " << images.shape());
+    tensor f = visual_.forward(images, t);                                  // [B, E]
+    tensor g = text_.forward(ids);                                          // [B, E]
+    const std::int64_t batch = f.size(0), e = f.size(1);
+    auto u = tensor::uninitialized(f.shape());                              // [B, E]
+    auto v = tensor::uninitialized(g.shape());                              // [B, E]
+    auto norms = tensor::uninitialized(Shape{batch, 2});                    // [B, 2] |f|, |g|
+    auto scores = tensor::uninitialized(Shape{batch});                      // [B]
+    const double scale = std::exp(static_cast<double>(logit_scale_.value[0]));
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const double nf = normalize_row(f.data() + b * e, u.data() + b * e, e);
+      const double ng = normalize_row(g.data() + b * e, v.data() + b * e, e);
+      double c = 0;
+      for (std::int64_t k = 0; k < e; ++k) c += static_cast<double>(u[b * e + k]) * static_cast<double>(v[b * e + k]);
+      norms[2 * b] = static_cast<T>(nf);
+      norms[2 * b + 1] = static_cast<T>(ng);
+      scores[b] = static_cast<T>(scale * c);
+    }
+    if (nn::grad_enabled()) {
+      u_ = std::move(u);
+      v_ = std::move(v);
+      norms_ = std::move(norms);
+      scores_ = scores;
+    }
+    return scores;
+  }
+
+  /// dscores [B] -> dimages [B, C, R, R]. With c = <u, v>: d logit_scale += sum_b ds_b s_b,
+  /// du = ds e^ls v, df = (du - u <u, du>) / |f| (and symmetrically for the text features).
+  tensor backward(const tensor& dscores) {
+    SPO_CHECK(!u_.empty(), "PreferenceNetwork::backward without a forward in grad mode");
+    SPO_CHECK(dscores.shape() == scores_.shape(),
+              "PreferenceNetwork::backward: gradient shape " << dscores.shape() << " does not match scores shape "
+                                                             << scores_.shape());
+    const std::int64_t batch = u_.size(0), e = u_.size(1);
+    const double scale = std::exp(static_cast<double>(logit_scale_.value[0]));
+    auto df = tensor::uninitialized(u_.shape());                            // [B, E]
+    auto dg = tensor::uninitialized(v_.shape());                            // [B, E]
+    double dls = 0;
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const double ds = static_cast<double>(dscores[b]);
+      dls += ds * static_cast<double>(scores_[b]);
+      normalize_row_backward(u_.data() + b * e, v_.data() + b * e, ds * scale, static_cast<double>(norms_[2 * b]),
+                             df.data() + b * e, e);
+      normalize_row_backward(v_.data() + b * e, u_.data() + b * e, ds * scale,
+                             static_cast<double>(norms_[2 * b + 1]), dg.data() + b * e, e);
+    }
+    if (logit_scale_.trainable) logit_scale_.grad[0] += static_cast<T>(dls);
+    u_ = tensor();
+    v_ = tensor();
+    norms_ = tensor();
+    scores_ = tensor();
+    text_.backward(dg);
+    return visual_.backward(df);                                            // [B, C, R, R]
+  }
+
+  template <class F>
+  void visit_parameters(F&& f, std::string_view prefix) {
+    visual_.visit_parameters(f, nn::join_name(prefix, "visual"));
+    text_.visit_parameters(f, nn::join_name(prefix, "text"));
+    f(nn::join_name(prefix, "logit_scale"), logit_scale_);
+  }
+
+  const PreferenceNetworkConfig& config() const { return config_; }
+  image_encoder_type& visual() { return visual_; }
+  prompt_encoder_type& text() { return text_; }
+  nn::Parameter<T, D>& logit_scale() { return logit_scale_; }
+
+ private:
+  /// Norms below this are treated as this (torch.nn.functional.normalize's eps).
+  static constexpr double norm_floor = 1e-12;
+
+  /// out = x / max(|x|, floor); returns max(|x|, floor).
+  static double normalize_row(const T* x, T* out, std::int64_t n) {
+    double ss = 0;
+    for (std::int64_t k = 0; k < n; ++k) ss += static_cast<double>(x[k]) * static_cast<double>(x[k]);
+    const double norm = std::max(std::sqrt(ss), norm_floor);
+    for (std::int64_t k = 0; k < n; ++k) out[k] = static_cast<T>(static_cast<double>(x[k]) / norm);
+    return norm;
+  }
+
+  /// dx = (du - u <u, du>) / norm with du = alpha * other (the gradient of <x / |x|, other> times alpha).
+  static void normalize_row_backward(const T* u, const T* other, double alpha, double norm, T* dx, std::int64_t n) {
+    double proj = 0;
+    for (std::int64_t k = 0; k < n; ++k) proj += static_cast<double>(u[k]) * static_cast<double>(other[k]);
+    for (std::int64_t k = 0; k < n; ++k)
+      dx[k] = static_cast<T>(alpha * (static_cast<double>(other[k]) - static_cast<double>(u[k]) * proj) / norm);
+  }
+
+  PreferenceNetworkConfig config_{};
+  image_encoder_type visual_;
+  prompt_encoder_type text_;
+  nn::Parameter<T, D> logit_scale_;
+  tensor u_, v_;    // [B, E] normalised features, kept for backward
+  tensor norms_;    // [B, 2] feature norms
+  tensor scores_;   // [B]
+};
+
+/// A network of type Net (a PreferenceNetwork) for the Fashion-MNIST prompts: vocabulary from
+/// text::fashion_tokenizer(config.text_max_length), parameters from reset_parameters(gen).
+template <class Net>
+Net make_preference_network(const PreferenceNetworkConfig& config, Generator& gen) {
+  const auto tokenizer = text::fashion_tokenizer(static_cast<int>(config.text_max_length));
+  Net net(config, tokenizer.vocab_size());
+  net.reset_parameters(gen);
+  return net;
+}
+
+}  // namespace spo::spm
