@@ -22,6 +22,8 @@ int main(int argc, char** argv) try {
   if (!cli) return 2;
   auto config = spo::io::load_config<spo::train::PretrainConfig>(cli->config);
   if (cli->length) config.train.steps = *cli->length;
+  if (cli->seed) config.seed = *cli->seed;
+  if (cli->output) config.output_dir = *cli->output;
   spo::train::validate(config);
   const fs::path out = config.output_dir;
   fs::create_directories(out);

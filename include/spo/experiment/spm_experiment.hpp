@@ -31,6 +31,8 @@ int run_spm_experiment(int argc, char** argv, const char* source_dir) try {
   if (!cli) return 2;
   auto config = io::load_config<spm::SpmConfig>(cli->config);
   if (cli->length) config.train.steps = *cli->length;
+  if (cli->seed) config.seed = *cli->seed;
+  if (cli->output) config.output_dir = *cli->output;
   spm::validate(config);
   const fs::path out = config.output_dir;
   fs::create_directories(out);

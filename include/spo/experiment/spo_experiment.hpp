@@ -49,9 +49,15 @@ struct Spo {
   static constexpr bool needs_checkpoint = !std::same_as<Preference, OraclePM>;
 };
 
+/// The policies a config expects; a binary compiled with other policies refuses the config.
+struct PolicyNames {
+  BOOST_HANA_DEFINE_STRUCT(PolicyNames, (std::string, preference), (std::string, compare), (std::string, continuation));
+};
+
 /// Every key is required except preference_model (required unless the experiment uses the oracle).
 struct SpoConfig {
   BOOST_HANA_DEFINE_STRUCT(SpoConfig, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
+                           (PolicyNames, policies),
                            (config::BaseModelSection, base), (std::optional<std::string>, preference_model),
                            (config::RaterSection, rater), (train::LoraSection, lora), (resampler::ResamplerOptions, resampler),
                            (loss::SpoLossOptions, loss), (train::SpoTrainSection, train),
@@ -61,6 +67,16 @@ struct SpoConfig {
 /// Checks everything that can be checked before work starts (base model config included).
 template <class E>
 train::PretrainConfig validate(const SpoConfig& c) {
+  auto check_policy = [](const std::string& key, const std::string& given, std::string_view compiled,
+                         std::string_view known) {
+    SPO_CHECK(given == compiled, "policies." << key << " is \"" << given << "\", but this binary was compiled with \""
+                                             << compiled << "\" (known: " << known
+                                             << "); use the experiment binary built for that policy");
+  };
+  check_policy("preference", c.policies.preference, E::preference_type::name,
+               "step_aware, no_step_condition, clean, oracle");
+  check_policy("compare", c.policies.compare, E::compare_type::name, "best_worst, random_pair");
+  check_policy("continuation", c.policies.continuation, E::continuation_type::name, "random, winner, loser");
   auto base = io::load_config<train::PretrainConfig>(c.base.config);
   train::validate(base);
   resampler::validate(c.resampler, base.sampling.num_inference_steps);
@@ -194,6 +210,8 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
   if (!cli) return 2;
   auto config = io::load_config<SpoConfig>(cli->config);
   if (cli->length) config.train.rounds = *cli->length;
+  if (cli->seed) config.seed = *cli->seed;
+  if (cli->output) config.output_dir = *cli->output;
   const auto base_config = validate<E>(config);
   const fs::path out = config.output_dir;
   fs::create_directories(out);

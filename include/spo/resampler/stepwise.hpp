@@ -140,6 +140,9 @@ class StepwiseResampler {
         pred = ddim.predict(uc, children, t_kb);                             // x0, eps: [k B, C, R, R]
       }
       const auto scores = pm.score(last ? children : pred.x0, t_kb, prompts_k);  // k B, sample-major
+      for (const double v : scores)
+        SPO_CHECK(std::isfinite(v), "preference model \"" << PM::name << "\" returned a non-finite score at t = "
+                                                          << t_level << " (non-finite samples from the policy?)");
       if (last) r.final_scores = scores;
       Tensor<T, cpu> next_parent = Tensor<T, cpu>::uninitialized(Shape{b, channels, resolution, resolution});
       diffusion::DdimPrediction<T> next_pred{Tensor<T, cpu>::uninitialized(next_parent.shape()),

@@ -155,6 +155,11 @@ class SpoTraining {
     const auto lp_w = ddim_.log_prob(u, t, x_t, x_w, eta), lp_l = ddim_.log_prob(u, t, x_t, x_l, eta);  // [m]
     const auto lr_w = ddim_.log_prob(u_ref, t, x_t, x_w, eta), lr_l = ddim_.log_prob(u_ref, t, x_t, x_l, eta);
     auto to_vec = [](const tensor& v) { return std::vector<double>(v.data(), v.data() + v.numel()); };
+    for (const auto* v : {&lp_w, &lp_l, &lr_w, &lr_l})
+      for (std::int64_t i = 0; i < m; ++i)
+        SPO_CHECK(std::isfinite(static_cast<double>((*v)[i])),
+                  "non-finite step log-probability in round " << round_ + 1 << " (item at t = " << t[static_cast<std::size_t>(i)]
+                  << "); stopped before the update, the last checkpoint is intact");
     const auto res = loss::spo_loss(to_vec(lp_w), to_vec(lr_w), to_vec(lp_l), to_vec(lr_l), loss_);
     SPO_CHECK(std::isfinite(res.loss), "non-finite SPO loss " << res.loss << " in round " << round_
                                        << "; stopped before the update, the last checkpoint is intact");
