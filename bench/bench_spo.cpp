@@ -36,7 +36,8 @@ config::TextSection text_section() { return config::TextSection{8}; }
 
 /// configs/pretrain_base.json "schedule" and "sampling.num_inference_steps": t_i = 951 - 50 i.
 Scheduler make_ddim() {
-  Scheduler ddim(diffusion::LinearBetas{1e-4, 0.02}, diffusion::DdimConfig{1000, diffusion::TimestepSpacing::leading, 1});
+  Scheduler ddim(diffusion::LinearBetas{1e-4, 0.02},
+                 diffusion::DdimConfig{1000, diffusion::TimestepSpacing::leading, 1});
   ddim.set_timesteps(20);
   return ddim;
 }
@@ -155,7 +156,9 @@ void BM_Spo_ResamplerStep(benchmark::State& state) {
   const std::int64_t t_level = s.ddim.timesteps()[static_cast<std::size_t>(o.divert_start_step + 1)];
   const auto children = randn<float>(Shape{k * b, channels, resolution, resolution}, gen);  // [k B, C, R, R]
   std::int64_t valid = 0;
-  auto level = [&] { return resampler_level(s.policy, s.ddim, s.pm, o, children, t_level, cond_k, uncond_k, prompts_k, gen, valid); };
+  auto level = [&] {
+    return resampler_level(s.policy, s.ddim, s.pm, o, children, t_level, cond_k, uncond_k, prompts_k, gen, valid);
+  };
   level();  // warm-up: oneDNN primitives and allocator pools
   valid = 0;
   for (auto _ : state) benchmark::DoNotOptimize(level().data());
@@ -167,7 +170,8 @@ void BM_Spo_Minibatch(benchmark::State& state) {
   Setup s;
   const auto o = resampler_options();
   const std::int64_t m = train_section().batch_size;
-  Training training(s.policy, s.base, s.ddim, s.pm, o, loss_options(), train_section(), resolution, 42, nlohmann::json{});
+  Training training(s.policy, s.base, s.ddim, s.pm, o, loss_options(), train_section(), resolution, 42,
+                    nlohmann::json{});
   // m items as the resampler records them: parents x_t at t_4 .. t_13 (751 .. 301), winner and loser two children of
   // the reference's guided mean (so the policy / reference ratios start at 1, as in a first round).
   Generator gen{11, 0};
@@ -185,7 +189,8 @@ void BM_Spo_Minibatch(benchmark::State& state) {
     for (std::int64_t i = 0; i < m; ++i) tt[i] = static_cast<float>(items.t[static_cast<std::size_t>(i)]);
     const auto u = s.base.guided(items.x_t, tt, s.base.encode(items.prompts), s.base.encode(empty), o.guidance_scale);
     const auto tr = s.ddim.transitions(items.t, o.eta);
-    const auto pair = s.ddim.sample_children(s.ddim.mean(s.ddim.predict(u, items.x_t, items.t), tr), tr, 2, gen);  // [2, m, C, R, R]
+    const auto mu = s.ddim.mean(s.ddim.predict(u, items.x_t, items.t), tr);  // [m, C, R, R]
+    const auto pair = s.ddim.sample_children(mu, tr, 2, gen);                // [2, m, C, R, R]
     items.x_win = Tensor<float>::uninitialized(items.x_t.shape());          // [m, C, R, R]
     items.x_lose = Tensor<float>::uninitialized(items.x_t.shape());         // [m, C, R, R]
     std::copy_n(pair.data(), items.x_t.numel(), items.x_win.data());

@@ -300,10 +300,7 @@ def main():
     spo = Spo(0)
     gen = torch.Generator().manual_seed(7)
     wanted = [s for s in args.only.split(",") if s]
-    results = []
-
-    extras = {}
-
+    results, extras = [], {}
     clock = time.process_time if args.cpu_time else time.perf_counter
 
     def run(name, fn, min_time, warm_up=True):

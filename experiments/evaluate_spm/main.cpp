@@ -91,7 +91,7 @@ int main(int argc, char** argv) try {
   spo::io::write_file_atomic(out / "accuracy.json", result.dump(2) + "\n");
   spo::io::write_file_atomic(out / "accuracy.md", md);
   spo::io::write_line_chart(out / "accuracy_by_timestep.png",
-                            spo::io::LineChart{"Preference accuracy on held-out pairs (vs drawn labels)", "timestep t",
+                            spo::io::LineChart{"Accuracy by timestep, held-out pairs", "timestep t",
                                                "accuracy", label_series});
   std::printf("accuracy against the drawn labels (against the rater's noise-free order):\n%s", md.c_str());
   return 0;

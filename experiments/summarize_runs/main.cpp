@@ -11,6 +11,9 @@
 #include "spo/eval/statistics.hpp"
 #include "spo/io/atomic_file.hpp"
 #include "spo/io/json.hpp"
+#include "spo/io/plot.hpp"
+
+#include <fstream>
 
 int main(int argc, char** argv) try {
   namespace fs = std::filesystem;
@@ -24,7 +27,18 @@ int main(int argc, char** argv) try {
   std::map<std::string, std::vector<double>> tuned, win;
   nlohmann::json base, runs = nlohmann::json::array();
   std::string name;
+  std::vector<spo::io::Series> curves;
   for (int i = 2; i < argc; ++i) {
+    if (std::ifstream progress(fs::path(argv[i]) / "progress.jsonl"); progress) {
+      spo::io::Series c{fs::path(argv[i]).filename().string(), {}, {}};
+      for (std::string line; std::getline(progress, line);) {
+        if (line.empty()) continue;
+        const auto r = spo::io::parse_json(line, (fs::path(argv[i]) / "progress.jsonl").string());
+        c.xs.push_back(r["train_wall_s"].get<double>() / 60.0);
+        c.ys.push_back(r["reward_mean"].get<double>());
+      }
+      if (c.xs.size() >= 2) curves.push_back(std::move(c));
+    }
     const fs::path f = fs::path(argv[i]) / "results.json";
     const auto j = spo::io::parse_json(spo::io::read_file_text(f), f.string());
     SPO_CHECK(j.contains("base") && j.contains("experiment"), f << ": not a results file of an SPO experiment");
@@ -66,6 +80,10 @@ int main(int argc, char** argv) try {
   const auto t = spo::eval::summarize(tuned["wall_s"]);
   std::snprintf(buf, sizeof buf, "| wall-clock per run (s) | | %.0f [%.0f, %.0f] |\n", t.mean, t.ci95_low, t.ci95_high);
   md += buf;
+  if (!curves.empty())
+    spo::io::write_line_chart(out / "reward_vs_time.png",
+                              spo::io::LineChart{"Rater reward during training", "training wall-clock (min)",
+                                                 "mean reward (progress eval)", curves});
   spo::io::write_file_atomic(out / "summary.json", summary.dump(2) + "\n");
   spo::io::write_file_atomic(out / "summary.md", md);
   std::printf("%s", md.c_str());

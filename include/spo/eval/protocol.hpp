@@ -3,7 +3,11 @@
 /// accuracy, a Frechet distance to real test images and the win rate against the base model.
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstdint>
+#include <numeric>
 #include <filesystem>
 #include <span>
 #include <string>
@@ -11,6 +15,7 @@
 
 #include <boost/hana/define_struct.hpp>
 
+#include "spo/core/rng.hpp"
 #include "spo/data/fashion_mnist.hpp"
 #include "spo/eval/frechet.hpp"
 #include "spo/eval/statistics.hpp"
@@ -113,7 +118,30 @@ struct Metrics {
   double alignment = 0, quality = 0;  ///< means of the reward's parts
   double class_accuracy = 0;       ///< held-out judge's argmax == prompt class
   double frechet = 0;              ///< Frechet distance to the real test images (held-out judge features)
+  std::array<double, 2> frechet_ci95{};  ///< percentile bootstrap over the generated images (real statistics fixed)
 };
+
+/// Percentile bootstrap of the Frechet distance: `resamples` draws of N rows with replacement from the generated
+/// features [N, F] (Generator{seed}), each against the fixed real statistics; returns the 2.5 % and 97.5 % points.
+inline std::array<double, 2> frechet_bootstrap(const Tensor<double, cpu>& features, const GaussianStats& real,
+                                               int resamples = 200, std::uint64_t seed = 0x5eed) {
+  const std::int64_t n = features.size(0), f = features.size(1);
+  Generator gen{seed, 0};
+  std::vector<double> d;
+  Tensor<double, cpu> x(features.shape());                                  // [N, F]
+  for (int r = 0; r < resamples; ++r) {
+    const std::uint64_t first = gen.reserve(static_cast<std::uint64_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) {
+      const auto j = std::min<std::int64_t>(
+          static_cast<std::int64_t>(rng::uniform_at(gen.seed, first, static_cast<std::uint64_t>(i)) * static_cast<double>(n)), n - 1);
+      std::copy_n(features.data() + j * f, f, x.data() + i * f);
+    }
+    d.push_back(frechet_distance(gaussian_stats(x), real));
+  }
+  std::sort(d.begin(), d.end());
+  auto at = [&](double q) { return d[static_cast<std::size_t>(std::lround(q * static_cast<double>(d.size() - 1)))]; };
+  return {at(0.025), at(0.975)};
+}
 
 template <preference::Rater R, Scalar T>
 Metrics measure(R& rater, judge::Classifier<T>& held_out, const GaussianStats& real, const Tensor<T, cpu>& images,
@@ -130,7 +158,9 @@ Metrics measure(R& rater, judge::Classifier<T>& held_out, const GaussianStats& r
   std::int64_t correct = 0;
   for (std::size_t i = 0; i < pred.size(); ++i) correct += pred[i] == preference::prompt_class(prompts[i]);
   m.class_accuracy = static_cast<double>(correct) / static_cast<double>(pred.size());
-  m.frechet = frechet_distance(gaussian_stats(judge_pool_features(held_out, images)), real);
+  const auto features = judge_pool_features(held_out, images);             // [N, F]
+  m.frechet = frechet_distance(gaussian_stats(features), real);
+  m.frechet_ci95 = frechet_bootstrap(features, real);
   return m;
 }
 
@@ -138,7 +168,8 @@ inline nlohmann::json to_json(const Metrics& m) {
   return {{"reward_mean", m.reward.mean},      {"reward_ci95", {m.reward.ci95_low, m.reward.ci95_high}},
           {"reward_std", m.reward.std},        {"images", m.reward.n},
           {"alignment", m.alignment},          {"quality", m.quality},
-          {"class_accuracy", m.class_accuracy}, {"frechet", m.frechet}};
+          {"class_accuracy", m.class_accuracy}, {"frechet", m.frechet},
+          {"frechet_ci95", {m.frechet_ci95[0], m.frechet_ci95[1]}}};
 }
 
 }  // namespace spo::eval

@@ -178,12 +178,12 @@ inline std::pair<std::string, nlohmann::json> comparison_table(const eval::Metri
                                                                const std::string& tuned_name) {
   const auto win = eval::win_rate(tuned.rewards, base.rewards);
   char buf[1024];
-  std::string md = "| model | reward (95% CI) | alignment | quality | held-out class acc. | Frechet dist. | win rate vs base |\n"
+  std::string md = "| model | reward (95% CI) | alignment | quality | held-out class acc. | Frechet dist. (95% bootstrap) | win rate vs base |\n"
                    "|---|---:|---:|---:|---:|---:|---:|\n";
   auto row = [&](const std::string& name, const eval::Metrics& m, const std::string& w) {
-    std::snprintf(buf, sizeof buf, "| %s | %.4f [%.4f, %.4f] | %.4f | %.4f | %.3f | %.3f | %s |\n", name.c_str(),
-                  m.reward.mean, m.reward.ci95_low, m.reward.ci95_high, m.alignment, m.quality, m.class_accuracy,
-                  m.frechet, w.c_str());
+    std::snprintf(buf, sizeof buf, "| %s | %.4f [%.4f, %.4f] | %.4f | %.4f | %.3f | %.3f [%.3f, %.3f] | %s |\n",
+                  name.c_str(), m.reward.mean, m.reward.ci95_low, m.reward.ci95_high, m.alignment, m.quality,
+                  m.class_accuracy, m.frechet, m.frechet_ci95[0], m.frechet_ci95[1], w.c_str());
     md += buf;
   };
   row("base", base, "-");
@@ -249,6 +249,7 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
                     {"class_accuracy", m.class_accuracy}, {"frechet", m.frechet}});
     reward_curve.xs.push_back(wall / 60.0);
     reward_curve.ys.push_back(m.reward.mean);
+    caching_allocator<cpu>::instance().release_all();  // evaluation batch shapes differ from training's
   };
   if (training.round() == 0 && ev.progress_every_rounds > 0) progress_eval(0, 0.0);
   training.run(out, [&](const train::RoundMetrics& m, double wall) {
@@ -258,6 +259,7 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
   save_lora(out / "lora.safetensors", policy, config.lora);
 
   // Final evaluation: base and tuned on the same prompts and seeds.
+  caching_allocator<cpu>::instance().release_all();
   auto [mb, images_base] = evaluator.run(base.model, ev.seeds_per_prompt);
   auto [mt, images_tuned] = evaluator.run(policy, ev.seeds_per_prompt);
   auto [md, j] = comparison_table(mb, mt, "spo");

@@ -2,6 +2,10 @@
 /// @brief Caching allocator: grow-only size-class pools so that tensors of a repeated training step never re-fault pages.
 #pragma once
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <sys/mman.h>
 
 #include <cstddef>
@@ -101,6 +105,9 @@ class caching_allocator {
       for (void* p : list) raw_allocator<D>::deallocate(p, cls);
     free_.clear();
     cached_bytes_ = 0;
+#if defined(__GLIBC__)
+    if constexpr (std::same_as<D, cpu>) ::malloc_trim(0);  // hand freed heap pages back to the OS too
+#endif
   }
 
   std::size_t cached_bytes() const {
