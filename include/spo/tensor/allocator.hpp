@@ -2,10 +2,6 @@
 /// @brief Caching allocator: grow-only size-class pools so that tensors of a repeated training step never re-fault pages.
 #pragma once
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
-
 #include <sys/mman.h>
 
 #include <cstddef>
@@ -15,6 +11,10 @@
 #include <mutex>
 #include <new>
 #include <vector>
+
+#if defined(__GLIBC__)  // defined by the C library headers above
+#include <malloc.h>
+#endif
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
