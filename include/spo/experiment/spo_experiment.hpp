@@ -178,7 +178,7 @@ inline std::pair<std::string, nlohmann::json> comparison_table(const eval::Metri
                                                                const std::string& tuned_name) {
   const auto win = eval::win_rate(tuned.rewards, base.rewards);
   char buf[1024];
-  std::string md = "| model | reward (95% CI) | alignment | quality | held-out class acc. | Frechet dist. (95% bootstrap) | win rate vs base |\n"
+  std::string md = "| model | reward (95% CI) | alignment | quality | held-out class acc. | Frechet dist. (+- 1.96 bootstrap s.d.) | win rate vs base |\n"
                    "|---|---:|---:|---:|---:|---:|---:|\n";
   auto row = [&](const std::string& name, const eval::Metrics& m, const std::string& w) {
     std::snprintf(buf, sizeof buf, "| %s | %.4f [%.4f, %.4f] | %.4f | %.4f | %.3f | %.3f [%.3f, %.3f] | %s |\n",
