@@ -22,7 +22,6 @@ import argparse
 import copy
 import json
 import math
-import statistics
 import time
 
 import torch
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from torch_unet_peer import CONFIG
+from torch_unet_peer import CONFIG, timed
 
 B, K, N_STEPS, DIVERT, THRESHOLD, GUIDANCE, ETA = 10, 4, 20, 4, 0.3, 3.0, 1.0  # configs/spo.json "resampler"
 BETA, CLIP_EPS = 10.0, 0.1                                                     # configs/spo.json "loss"
@@ -269,23 +268,6 @@ class Spo:
                 break
             children = self.children(x0[rows], eps[rows], t[:B], gen)
         return parent, pairs
-
-
-def timed(fn, reps, min_time, clock, warm_up=True):
-    """Median and minimum over `reps` repetitions of the mean time per call, each repetition >= min_time seconds."""
-    if warm_up:
-        fn()
-    samples = []
-    for _ in range(reps):
-        n, t0 = 0, clock()
-        while True:
-            fn()
-            n += 1
-            elapsed = clock() - t0
-            if elapsed >= min_time:
-                break
-        samples.append(1e3 * elapsed / n)
-    return statistics.median(samples), min(samples)
 
 
 def main():

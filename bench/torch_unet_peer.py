@@ -19,15 +19,17 @@ CONFIG = dict(sample_size=32, in_channels=1, out_channels=1, block_out_channels=
               attention_head_dim=4, norm_num_groups=16)
 
 
-def timed(fn, reps, min_time):
-    fn()  # warm-up
+def timed(fn, reps, min_time, clock=time.perf_counter, warm_up=True):
+    """Median and minimum over `reps` repetitions of the mean time per call, each repetition >= min_time seconds."""
+    if warm_up:
+        fn()
     samples = []
     for _ in range(reps):
-        n, t0 = 0, time.perf_counter()
+        n, t0 = 0, clock()
         while True:
             fn()
             n += 1
-            elapsed = time.perf_counter() - t0
+            elapsed = clock() - t0
             if elapsed >= min_time:
                 break
         samples.append(1e3 * elapsed / n)

@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=$1 config=$2 name=$3
 shift 3
-seeds=("${@:-1 2 3}")
-[ $# -eq 0 ] && seeds=(1 2 3)
+seeds=("$@")
+[ ${#seeds[@]} -eq 0 ] && seeds=(1 2 3)
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 dirs=()
 for s in "${seeds[@]}"; do
