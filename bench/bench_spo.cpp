@@ -60,7 +60,7 @@ spm::PreferenceNetworkConfig spm_config() {
 }
 
 /// The pieces of an SPO experiment (experiment::run_spo_experiment) with random weights: the base (reference), the
-/// policy as a copy of it with rank-4 LoRA adapters (experiment::make_policy without the file), the scheduler, the
+/// policy as a copy of it with rank-4 LoRA adapters (experiment::make_policy), the scheduler, the
 /// step-aware preference model, and one prompt of each class.
 struct Setup {
   Base base;
@@ -69,22 +69,13 @@ struct Setup {
   Pm pm;
   std::vector<std::string> prompts;
 
-  Setup() : base(make_base()), policy(make_policy_copy(base)), pm(make_pm()) {
+  Setup() : base(make_base()), policy(experiment::make_policy(unet_section(), text_section(), base, lora, 42)), pm(make_pm()) {
     for (int c = 0; c < prompts_per_round; ++c) prompts.push_back(text::fashion_prompt(c, 0));
   }
 
   static Base make_base() {
     Generator init{0, 0};
     return model::make_fashion_model<Base>(unet_section(), text_section(), init);
-  }
-  static Policy make_policy_copy(Base& base) {
-    Generator init{1, 0};
-    auto policy = model::make_fashion_model<Policy>(unet_section(), text_section(), init);
-    io::load_state_dict(policy, io::state_dict(base));
-    nn::set_trainable(policy, false);
-    Generator lora_gen{42 ^ 0x10a5ull, 0};
-    policy.unet().attach_lora(lora.rank, lora.alpha, lora_gen);
-    return policy;
   }
   static Pm make_pm() {
     Generator init{2, 0};

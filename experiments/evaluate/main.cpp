@@ -34,7 +34,7 @@ int main(int argc, char** argv) try {
     const auto eq = arg.find('=');
     SPO_CHECK(eq != std::string::npos && eq > 0, "expected name=lora.safetensors, got '" << arg << "'");
     const std::string name = arg.substr(0, eq);
-    auto policy = experiment::make_policy(base_config, config.base, config.lora, config.seed);
+    auto policy = experiment::make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
     experiment::load_lora(policy, arg.substr(eq + 1));
     auto [mt, images] = evaluator.run(policy, seeds);
     auto [table, j] = experiment::comparison_table(mb, mt, name);

@@ -23,6 +23,14 @@ struct EvaluateSpmConfig {
                            (spo::config::RaterSection, rater), (std::vector<std::int64_t>, timesteps));
 };
 
+/// Accuracy by timestep of the preference-model checkpoint of variant V at `path`.
+template <class V>
+std::vector<spo::spm::TimestepAccuracy> variant_accuracy(const std::string& path,
+                                                         const spo::spm::ValidationViews<float>& views) {
+  spo::spm::NetworkPreference<V, float> pm(spo::spm::load_preference_model<V, float>(path));
+  return spo::spm::accuracy_by_timestep(pm, views);
+}
+
 int main(int argc, char** argv) try {
   namespace fs = std::filesystem;
   if (argc != 2) {
@@ -55,20 +63,9 @@ int main(int argc, char** argv) try {
     label_series.push_back(sl);
     order_series.push_back(so);
   };
-  {
-    spo::spm::NetworkPreference<spo::spm::CleanPM, float> pm(spo::spm::load_preference_model<spo::spm::CleanPM, float>(c.models.clean));
-    record("clean (PickScore role)", spo::spm::accuracy_by_timestep(pm, views));
-  }
-  {
-    spo::spm::NetworkPreference<spo::spm::NoStepConditionPM, float> pm(
-        spo::spm::load_preference_model<spo::spm::NoStepConditionPM, float>(c.models.no_step_condition));
-    record("w/o step condition", spo::spm::accuracy_by_timestep(pm, views));
-  }
-  {
-    spo::spm::NetworkPreference<spo::spm::StepAwarePM, float> pm(
-        spo::spm::load_preference_model<spo::spm::StepAwarePM, float>(c.models.step_aware));
-    record("step-aware (SPM)", spo::spm::accuracy_by_timestep(pm, views));
-  }
+  record("clean (PickScore role)", variant_accuracy<spo::spm::CleanPM>(c.models.clean, views));
+  record("w/o step condition", variant_accuracy<spo::spm::NoStepConditionPM>(c.models.no_step_condition, views));
+  record("step-aware (SPM)", variant_accuracy<spo::spm::StepAwarePM>(c.models.step_aware, views));
   {
     spo::preference::RaterPreference<spo::preference::OracleRater<float>> pm(
         spo::config::load_oracle_rater<float>(c.rater, c.data_dir, base.config.resolution));

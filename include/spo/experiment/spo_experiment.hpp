@@ -101,12 +101,13 @@ train::PretrainConfig validate(const SpoConfig& c) {
 using BaseModelType = model::FashionModel<float>;
 using PolicyModelType = model::FashionModel<float, cpu, nn::LoRA<nn::Linear<float>>>;
 
-/// The policy: the base weights with rank-r LoRA adapters on every attention projection (only they train).
-inline PolicyModelType make_policy(const train::PretrainConfig& base_config, const config::BaseModelSection& base,
-                                   const train::LoraSection& lora, std::uint64_t seed) {
+/// The policy: a copy of the base model's weights (architecture from its config sections) with rank-r LoRA adapters
+/// on every attention projection (only they train; LoRA init from Generator{seed ^ 0x10a5}).
+inline PolicyModelType make_policy(const config::UNetSection& unet, const config::TextSection& text,
+                                   BaseModelType& base, const train::LoraSection& lora, std::uint64_t seed) {
   Generator init{0, 0};
-  auto policy = model::make_fashion_model<PolicyModelType>(base_config.unet, base_config.text, init);
-  io::load_state_dict(policy, std::filesystem::path(base.weights));
+  auto policy = model::make_fashion_model<PolicyModelType>(unet, text, init);
+  io::load_state_dict(policy, io::state_dict(base));
   nn::set_trainable(policy, false);
   Generator lora_gen{seed ^ 0x10a5ull, 0};
   policy.unet().attach_lora(lora.rank, lora.alpha, lora_gen);
@@ -218,7 +219,7 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
   const auto t_start = std::chrono::steady_clock::now();
 
   auto base = config::load_base_model<BaseModelType>(config.base);
-  auto policy = make_policy(base_config, config.base, config.lora, config.seed);
+  auto policy = make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
   auto evaluator = make_evaluator(config, base_config);
   auto pm = make_preference_model<E>(config, evaluator.rater);
   std::fprintf(stderr, "%s: preference model \"%s\", compare \"%s\", continuation \"%s\"; %lld LoRA parameters\n",

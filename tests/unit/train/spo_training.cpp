@@ -39,12 +39,7 @@ Base tiny_base() {
 }
 
 Policy tiny_policy(Base& base) {
-  Generator g{0, 0};
-  auto p = model::make_fashion_model<Policy>(unet, config::TextSection{6}, g);
-  io::load_state_dict(p, io::state_dict(base));
-  Generator lg{3, 0};
-  p.unet().attach_lora(2, 2.0, lg);
-  return p;
+  return experiment::make_policy(unet, config::TextSection{6}, base, train::LoraSection{2, 2.0}, 3);
 }
 
 Scheduler tiny_scheduler() {
