@@ -17,3 +17,14 @@ if(SPO_CUDNN_INCLUDE_DIR AND SPO_CUDNN_LIBRARY)
   target_include_directories(spo_cudnn INTERFACE ${SPO_CUDNN_INCLUDE_DIR})
   target_link_libraries(spo_cudnn INTERFACE ${SPO_CUDNN_LIBRARY})
 endif()
+
+# spo_cuda_kernels: the device kernels instantiated for float and double (include/spo/tensor/cuda/instantiate/*.cu),
+# so that everything above them (layers, models, trainers on spo::cuda) is plain C++ built by the host compiler
+# against the declarations in include/spo/tensor/cuda/*.hpp and include/spo/nn/cuda/*.hpp.
+file(GLOB spo_cuda_kernel_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/include/spo/tensor/cuda/instantiate/*.cu)
+add_library(spo_cuda_kernels STATIC ${spo_cuda_kernel_sources})
+target_link_libraries(spo_cuda_kernels PUBLIC spo_cuda)
+if(TARGET spo_cudnn)
+  target_link_libraries(spo_cuda_kernels PUBLIC spo_cudnn)
+endif()
+target_compile_options(spo_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Wno-unused-parameter>)

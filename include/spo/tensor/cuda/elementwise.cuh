@@ -12,6 +12,7 @@
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
 #include "spo/tensor/cuda/memory.hpp"
+#include "spo/tensor/cuda/ops.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
 #include "spo/tensor/tensor.hpp"
 

@@ -11,6 +11,7 @@
 #include "spo/core/error.hpp"
 #include "spo/core/rng.hpp"
 #include "spo/tensor/cuda/elementwise.cuh"
+#include "spo/tensor/cuda/ops.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
 #include "spo/tensor/tensor.hpp"
 
@@ -79,7 +80,7 @@ namespace spo {
 /// Fills t with standard normal numbers from the generator's stream and advances it (the cuda twin of
 /// spo::fill_normal in tensor/ops.hpp: same numbers, same generator state afterwards).
 template <Scalar T>
-void fill_normal(TensorView<T, cuda> t, Generator& gen, T mean = T(0), T stddev = T(1)) {
+void fill_normal(TensorView<T, cuda> t, Generator& gen, T mean, T stddev) {
   const std::uint64_t first = gen.reserve(static_cast<std::uint64_t>(t.numel()));
   cuda_kernels::FillRandom<T>::run(
       {cuda_kernels::Distribution::normal, t.numel(), gen.seed, first, mean, stddev, t.data()});
@@ -87,7 +88,7 @@ void fill_normal(TensorView<T, cuda> t, Generator& gen, T mean = T(0), T stddev 
 
 /// Fills t with uniform numbers in [lo, hi) from the generator's stream and advances it (twin of spo::fill_uniform).
 template <Scalar T>
-void fill_uniform(TensorView<T, cuda> t, Generator& gen, T lo = T(0), T hi = T(1)) {
+void fill_uniform(TensorView<T, cuda> t, Generator& gen, T lo, T hi) {
   const std::uint64_t first = gen.reserve(static_cast<std::uint64_t>(t.numel()));
   cuda_kernels::FillRandom<T>::run({cuda_kernels::Distribution::uniform, t.numel(), gen.seed, first, lo, hi, t.data()});
 }

@@ -169,6 +169,16 @@ class Stream {
   cudaStream_t stream_ = nullptr;
 };
 
+/// Process-wide permission for FP32 products to run on TF32 tensor cores (cuBLAS and cuDNN paths of spo::cuda
+/// layers). Off by default, so float results stay within FP32 rounding of the CPU; the NVIDIA_TF32_OVERRIDE=0
+/// environment variable forbids TF32 regardless.
+inline bool& tf32_flag() {
+  static bool allowed = false;
+  return allowed;
+}
+inline void set_allow_tf32(bool on) { tf32_flag() = on; }
+inline bool allow_tf32() { return tf32_flag(); }
+
 /// Threads per block of spo's 1-D elementwise kernels.
 inline constexpr int block_1d = 256;
 

@@ -1,0 +1,88 @@
+"""PyTorch eager peer of bench/cuda/bench_unet_cuda.cpp on the same GPU: the same UNet (bench/cuda/torch_sd_unet.py,
+equal to diffusers' UNet2DConditionModel), the same configs, batches and benchmark names, forward under no_grad and
+forward + backward of sum(y * dy) with every parameter trainable, in strict FP32 (TF32 off for matmul and cuDNN) and
+with TF32 allowed. Prints one JSON object per benchmark: {"name", "ms_median", "ms_min", "reps", "parameters"}.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_sd_unet import UNet2DConditionModel  # noqa: E402
+
+DEFAULT = dict(in_channels=1, out_channels=1, block_out_channels=(32, 64, 128), attention=(False, True, True),
+               layers_per_block=1, attention_heads=4, cross_attention_dim=64, norm_num_groups=16)
+SD15 = dict(in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
+            attention=(True, True, True, False), layers_per_block=2, attention_heads=8, cross_attention_dim=768,
+            norm_num_groups=32)
+CASES = [("default/8", DEFAULT, 8, 32, 8), ("default/64", DEFAULT, 64, 32, 8), ("sd15/8", SD15, 8, 64, 77)]
+
+
+def timed(fn, reps, min_time):
+    """Median and minimum over reps of the mean time per call (ms), each repetition >= min_time seconds, synchronised."""
+    fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(reps):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            torch.cuda.synchronize()
+            n += 1
+            if time.perf_counter() - t0 >= min_time:
+                break
+        samples.append(1e3 * (time.perf_counter() - t0) / n)
+    return statistics.median(samples), min(samples)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--min-time", type=float, default=0.3)
+    ap.add_argument("--filter", default="")
+    args = ap.parse_args()
+    dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = False
+    print(json.dumps({"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                      "cudnn": torch.backends.cudnn.version()}), flush=True)
+    for case, cfg, batch, size, tokens in CASES:
+        for tf32 in (False, True):
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+            for backward in (False, True):
+                name = ("UNetForwardBackward/" if backward else "UNetForward/") + case + ("/tf32" if tf32 else "/fp32")
+                if args.filter and args.filter not in name:
+                    continue
+                torch.manual_seed(0)
+                with torch.device(dev):  # parameters created on the GPU (no host initialisation of 860M weights)
+                    unet = UNet2DConditionModel(**cfg)
+                x = torch.randn(batch, cfg["in_channels"], size, size, device=dev)
+                t = torch.tensor([(37 * i) % 1000 for i in range(batch)], device=dev)
+                c = torch.randn(batch, tokens, cfg["cross_attention_dim"], device=dev)
+                dy = torch.randn(batch, cfg["out_channels"], size, size, device=dev)
+
+                def fwd():
+                    with torch.no_grad():
+                        unet(x, t, c)
+
+                def fwd_bwd():
+                    unet.zero_grad(set_to_none=False)
+                    (unet(x, t, c) * dy).sum().backward()
+
+                try:
+                    med, best = timed(fwd_bwd if backward else fwd, args.reps, args.min_time)
+                    print(json.dumps({"name": name, "ms_median": med, "ms_min": best, "reps": args.reps,
+                                      "parameters": sum(p.numel() for p in unet.parameters())}), flush=True)
+                except torch.OutOfMemoryError as e:
+                    print(json.dumps({"name": name, "error": str(e)[:200]}), flush=True)
+                del unet, x, t, c, dy
+                torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: MIT
+/// @brief Host declarations of multi-head scaled dot-product attention on spo::cuda (cuBLAS strided-batched GEMMs
+/// and row-softmax kernels): definitions in attention.cuh, instantiated for float and double in
+/// instantiate/attention.cu.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "spo/core/device.hpp"
+
+namespace spo::cuda_kernels {
+
+/// Extents of one attention call: `batch * heads` independent problems with n queries, m keys, head width d.
+struct AttentionShape {
+  std::int64_t batch = 0, heads = 0, n = 0, m = 0, d = 0;
+  std::int64_t batch_heads() const { return batch * heads; }
+  std::int64_t inner() const { return heads * d; }
+};
+
+/// Upper bound in bytes of one [chunk, n, m] score buffer (forward keeps one, backward two); the problems of a
+/// call are processed in chunks that fit (at least one problem per chunk). Process-wide; tests lower it to
+/// exercise chunking.
+inline std::size_t& attention_score_buffer_bytes() {
+  static std::size_t bytes = std::size_t{512} << 20;
+  return bytes;
+}
+
+/*!
+  O = softmax(scale Q K^T) V per (batch, head), the scores materialised chunk by chunk.
+  REQUIRES
+    - device pointers; q, o: [batch, n, heads * d]; k, v: [batch, m, heads * d], head h in columns
+      [h * d, (h + 1) * d) (diffusers' head_to_batch_dim order); lse: [batch, heads, n]
+    - m >= 1 when n >= 1
+  ENSURES
+    - o = softmax(scale q k^T) v and lse[(b * heads + h) * n + i] = log sum_j exp(scale q_i . k_j), the row
+      statistic that attention_backward recomputes the probabilities from (float softmax with max subtraction)
+!*/
+template <Scalar T>
+void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, T* lse, T scale,
+                       cudaStream_t stream = nullptr);
+
+/*!
+  Backward of attention_forward from q, k, v, o, lse (P recomputed as exp(scale q k^T - lse)): with
+  delta_i = dO_i . O_i,
+    dV = P^T dO,  dP = dO V^T,  dS = P * (dP - delta),  dQ = scale dS K,  dK = scale dS^T Q.
+  REQUIRES
+    - the layouts of attention_forward; dout like o; dq like q; dk, dv like k
+  ENSURES
+    - dq, dk, dv are overwritten with the gradients of sum(o * dout)
+!*/
+template <Scalar T>
+void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* o, const T* dout,
+                        const T* lse, T* dq, T* dk, T* dv, T scale, cudaStream_t stream = nullptr);
+
+}  // namespace spo::cuda_kernels

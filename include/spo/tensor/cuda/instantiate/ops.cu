@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: MIT
+// Instantiates tensor/cuda/ops.hpp (fill, random fills, axpy) for float and double.
+#include "spo/tensor/cuda/elementwise.cuh"
+#include "spo/tensor/cuda/rng.cuh"
+
+namespace spo {
+#define SPO_INSTANTIATE(T)                                                          \
+  template void fill_normal<T>(TensorView<T, cuda>, Generator&, T, T);             \
+  template void fill_uniform<T>(TensorView<T, cuda>, Generator&, T, T);            \
+  template void axpy<T>(T, TensorView<const T, cuda>, TensorView<T, cuda>);        \
+  template void fill<T>(TensorView<T, cuda>, T);
+SPO_INSTANTIATE(float)
+SPO_INSTANTIATE(double)
+#undef SPO_INSTANTIATE
+}  // namespace spo
