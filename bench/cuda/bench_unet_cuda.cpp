@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 // UNet on spo::cuda: forward (no grad) and forward + backward (every parameter trainable, gradient of sum(y * dy)) at
 // spo's default config (batch 8 and 64, 32x32) and at an SD1.5-sized config (320/640/1280/1280, 64x64 latents,
-// batch 8, 77 context tokens of 768), in strict FP32 and with TF32 allowed. The PyTorch peer is
+// batch 8, 77 context tokens of 768), in strict FP32 and with TF32 allowed; and SPO's setting at the SD1.5 size: rank-4
+// LoRA on every attention projection, the base frozen. The PyTorch peer is
 // bench/cuda/torch_unet_gpu_peer.py (same names); bench/cuda/run_gpu.sh runs both and prints the table.
 #include <cstdio>
 #include <string>
+#include <type_traits>
 
 #include <benchmark/benchmark.h>
 
@@ -56,12 +58,16 @@ Inputs make_inputs(const Case& c) {
   return in;
 }
 
+/// LoRA = true: rank-4 adapters on every attention projection, everything else frozen (SPO's training setting).
+template <bool LoRA>
 void run(benchmark::State& state, const Case& c, bool backward, bool tf32) {
   cuda_runtime::set_allow_tf32(tf32);
   try {
-    model::UNet2DCondition<float, cuda> unet(c.config);
+    using Proj = std::conditional_t<LoRA, nn::LoRA<nn::Linear<float, cuda>>, nn::Linear<float, cuda>>;
+    model::UNet2DCondition<float, cuda, Proj> unet(c.config);
     Generator g{2, 0};
     unet.reset_parameters(g);
+    if constexpr (LoRA) unet.attach_lora(4, 4.0, g);
     auto in = make_inputs(c);
     auto step = [&] {
       if (backward) {
@@ -82,6 +88,7 @@ void run(benchmark::State& state, const Case& c, bool backward, bool tf32) {
     }
     state.SetItemsProcessed(state.iterations() * c.batch);
     state.counters["parameters"] = static_cast<double>(nn::parameter_count(unet));
+    state.counters["trainable"] = static_cast<double>(nn::parameter_count(unet, true));
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
@@ -106,10 +113,18 @@ int main(int argc, char** argv) {
       for (const bool backward : {false, true}) {
         const std::string name = std::string(backward ? "UNetForwardBackward/" : "UNetForward/") + c.name +
                                  (tf32 ? "/tf32" : "/fp32");
-        benchmark::RegisterBenchmark(name.c_str(), [c, backward, tf32](benchmark::State& s) { run(s, c, backward, tf32); })
+        benchmark::RegisterBenchmark(name.c_str(),
+                                     [c, backward, tf32](benchmark::State& s) { run<false>(s, c, backward, tf32); })
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime();
       }
+  // SPO's setting: the base frozen, LoRA adapters trained (backward computes no weight gradients of the base).
+  for (const bool tf32 : {false, true}) {
+    const std::string name = std::string("UNetForwardBackwardLoRA/sd15/8") + (tf32 ? "/tf32" : "/fp32");
+    benchmark::RegisterBenchmark(name.c_str(), [c = cases[2], tf32](benchmark::State& s) { run<true>(s, c, true, tf32); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

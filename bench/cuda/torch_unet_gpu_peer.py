@@ -1,6 +1,7 @@
 """PyTorch eager peer of bench/cuda/bench_unet_cuda.cpp on the same GPU: the same UNet (bench/cuda/torch_sd_unet.py,
 equal to diffusers' UNet2DConditionModel), the same configs, batches and benchmark names, forward under no_grad and
-forward + backward of sum(y * dy) with every parameter trainable, in strict FP32 (TF32 off for matmul and cuDNN) and
+forward + backward of sum(y * dy) with every parameter trainable (and, at the SD1.5 size, with rank-4 LoRA on the
+attention projections and the base frozen), in strict FP32 (TF32 off for matmul and cuDNN) and
 with TF32 allowed. Prints one JSON object per benchmark: {"name", "ms_median", "ms_min", "reps", "parameters"}.
 """
 import argparse
@@ -23,6 +24,31 @@ SD15 = dict(in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1
 CASES = [("default/8", DEFAULT, 8, 32, 8), ("default/64", DEFAULT, 64, 32, 8), ("sd15/8", SD15, 8, 64, 77)]
 
 
+class LoRALinear(torch.nn.Module):
+    """y = base(x) + (alpha / r) B A x with A ~ N(0, 1/r), B = 0 and the base frozen (spo's nn::LoRA)."""
+
+    def __init__(self, base, rank=4, alpha=4.0):
+        super().__init__()
+        self.base, self.scale = base, alpha / rank
+        self.lora_A = torch.nn.Parameter(torch.randn(rank, base.in_features, device=base.weight.device) / rank)
+        self.lora_B = torch.nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
+
+    def forward(self, x):
+        return self.base(x) + self.scale * torch.nn.functional.linear(torch.nn.functional.linear(x, self.lora_A),
+                                                                      self.lora_B)
+
+
+def attach_lora(unet):
+    """Freezes every parameter and wraps each attention projection (to_q, to_k, to_v, to_out.0) in LoRALinear."""
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    for module in list(unet.modules()):
+        if module.__class__.__name__ == "Attention":
+            for key in ("to_q", "to_k", "to_v"):
+                setattr(module, key, LoRALinear(getattr(module, key)))
+            module.to_out[0] = LoRALinear(module.to_out[0])
+
+
 def timed(fn, reps, min_time):
     """Median and minimum over reps of the mean time per call (ms), each repetition >= min_time seconds, synchronised."""
     fn()
@@ -40,48 +66,57 @@ def timed(fn, reps, min_time):
     return statistics.median(samples), min(samples)
 
 
+def measure(name, cfg, batch, size, tokens, backward, lora, args):
+    """Builds the UNet on the GPU and times forward (no_grad) or forward + backward of sum(y * dy)."""
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    with torch.device(dev):  # parameters created on the GPU (no host initialisation of 860M weights)
+        unet = UNet2DConditionModel(**cfg)
+        if lora:
+            attach_lora(unet)
+    x = torch.randn(batch, cfg["in_channels"], size, size, device=dev)
+    t = torch.tensor([(37 * i) % 1000 for i in range(batch)], device=dev)
+    c = torch.randn(batch, tokens, cfg["cross_attention_dim"], device=dev)
+    dy = torch.randn(batch, cfg["out_channels"], size, size, device=dev)
+
+    def fwd():
+        with torch.no_grad():
+            unet(x, t, c)
+
+    def fwd_bwd():
+        unet.zero_grad(set_to_none=False)
+        (unet(x, t, c) * dy).sum().backward()
+
+    try:
+        med, best = timed(fwd_bwd if backward else fwd, args.reps, args.min_time)
+        return {"name": name, "ms_median": med, "ms_min": best, "reps": args.reps,
+                "parameters": sum(p.numel() for p in unet.parameters()),
+                "trainable": sum(p.numel() for p in unet.parameters() if p.requires_grad)}
+    except torch.OutOfMemoryError as e:
+        return {"name": name, "error": str(e)[:200]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--min-time", type=float, default=0.3)
     ap.add_argument("--filter", default="")
     args = ap.parse_args()
-    dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = False
     print(json.dumps({"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
                       "cudnn": torch.backends.cudnn.version()}), flush=True)
-    for case, cfg, batch, size, tokens in CASES:
-        for tf32 in (False, True):
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            torch.backends.cudnn.allow_tf32 = tf32
-            for backward in (False, True):
-                name = ("UNetForwardBackward/" if backward else "UNetForward/") + case + ("/tf32" if tf32 else "/fp32")
-                if args.filter and args.filter not in name:
-                    continue
-                torch.manual_seed(0)
-                with torch.device(dev):  # parameters created on the GPU (no host initialisation of 860M weights)
-                    unet = UNet2DConditionModel(**cfg)
-                x = torch.randn(batch, cfg["in_channels"], size, size, device=dev)
-                t = torch.tensor([(37 * i) % 1000 for i in range(batch)], device=dev)
-                c = torch.randn(batch, tokens, cfg["cross_attention_dim"], device=dev)
-                dy = torch.randn(batch, cfg["out_channels"], size, size, device=dev)
-
-                def fwd():
-                    with torch.no_grad():
-                        unet(x, t, c)
-
-                def fwd_bwd():
-                    unet.zero_grad(set_to_none=False)
-                    (unet(x, t, c) * dy).sum().backward()
-
-                try:
-                    med, best = timed(fwd_bwd if backward else fwd, args.reps, args.min_time)
-                    print(json.dumps({"name": name, "ms_median": med, "ms_min": best, "reps": args.reps,
-                                      "parameters": sum(p.numel() for p in unet.parameters())}), flush=True)
-                except torch.OutOfMemoryError as e:
-                    print(json.dumps({"name": name, "error": str(e)[:200]}), flush=True)
-                del unet, x, t, c, dy
-                torch.cuda.empty_cache()
+    runs = [(case, cfg, batch, size, tokens, tf32, backward, False) for case, cfg, batch, size, tokens in CASES
+            for tf32 in (False, True) for backward in (False, True)]
+    runs += [("sd15/8", SD15, 8, 64, 77, tf32, True, True) for tf32 in (False, True)]
+    for case, cfg, batch, size, tokens, tf32, backward, lora in runs:
+        kind = "UNetForwardBackwardLoRA/" if lora else ("UNetForwardBackward/" if backward else "UNetForward/")
+        name = kind + case + ("/tf32" if tf32 else "/fp32")
+        if args.filter and args.filter not in name:
+            continue
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        print(json.dumps(measure(name, cfg, batch, size, tokens, backward, lora, args)), flush=True)
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 // Proj = Linear and Proj = LoRA<Linear> (adapters attached, base frozen): y, dx, dcontext and every parameter
 // gradient. Bounds, per element, |gpu - cpu| <= abs max(1, max |cpu|) + rel |cpu| (abs relative to the tensor's scale):
 //   double: abs 1e-11, rel 1e-9;
-//   float: abs 2e-5, rel 2e-4 (reductions of at most ~30 terms, softmax in float on both sides);
-//          abs 1e-4, rel 5e-4 for the 1024-token case (1024-term softmax sums and 2048-row weight gradients).
+//   float: abs 1e-4, rel 5e-4. The reductions are short (at most ~30 terms; 1024-term softmax sums and 2048-row
+//          weight gradients in the long case), but the backward's dS = P (dP - rowsum(dO O)) cancels: its float
+//          error is relative to dP and the row sum, not to dS, and it reaches dQ, dK and the LoRA gradients through
+//          two more products (on an H200: 6e-5 on a to_k.lora_B gradient of scale 2.2 with one query token).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -38,9 +40,9 @@ struct Tolerance {
 };
 
 template <class T>
-Tolerance tolerance(bool long_rows) {
+Tolerance tolerance() {
   if constexpr (std::is_same_v<T, double>) return {1e-11, 1e-9};
-  else return long_rows ? Tolerance{1e-4, 5e-4} : Tolerance{2e-5, 2e-4};
+  else return {1e-4, 5e-4};
 }
 
 template <class T>
@@ -111,7 +113,7 @@ void run_case(const Case& c) {
   using GpuProj = std::conditional_t<Lora, nn::LoRA<nn::Linear<T, cuda>>, nn::Linear<T, cuda>>;
   const std::string label = std::string(c.name) + (Lora ? " (LoRA), " : ", ") + (std::is_same_v<T, float> ? "float" : "double");
   INFO(label);
-  const Tolerance tol = tolerance<T>(c.n >= 512 || c.m >= 512);
+  const Tolerance tol = tolerance<T>();
   const std::int64_t context_dim = c.cross ? c.context_dim : 0, m = c.cross ? c.m : c.n;
   nn::Attention<T, cpu, CpuProj> cpu_attn(c.query_dim, c.heads, c.dim_head, context_dim);
   nn::Attention<T, cuda, GpuProj> gpu_attn(c.query_dim, c.heads, c.dim_head, context_dim);

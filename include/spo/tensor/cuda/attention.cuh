@@ -40,37 +40,68 @@ __device__ inline T warp_sum(T x) {
   return x;
 }
 
+/// Problem p's matrix of one GEMM operand: base + (p / heads) * batch_stride + (p % heads) * head_stride - shift.
+/// Heads interleaved in the token axis: batch_stride = rows * H * d, head_stride = d, shift = 0; a chunk buffer of
+/// [chunk, n, m] starting at problem p0: batch_stride = H * n * m, head_stride = n * m, shift = p0 * n * m.
+template <class T>
+struct ProblemOperand {
+  T* base = nullptr;
+  std::int64_t batch_stride = 0, head_stride = 0, shift = 0;
+  __host__ __device__ T* at(std::int64_t p, std::int64_t heads) const {
+    return base + (p / heads) * batch_stride + (p % heads) * head_stride - shift;
+  }
+};
+
+template <class T>
+__global__ void problem_pointers_kernel(std::int64_t p0, std::int64_t count, std::int64_t heads,
+                                        ProblemOperand<const T> a, ProblemOperand<const T> b, ProblemOperand<T> c,
+                                        const T** pa, const T** pb, T** pc) {
+  for (std::int64_t i = grid_first(); i < count; i += grid_stride()) {
+    pa[i] = a.at(p0 + i, heads);
+    pb[i] = b.at(p0 + i, heads);
+    pc[i] = c.at(p0 + i, heads);
+  }
+}
+
 /*!
-  Row-major strided-batched GEMM: for i < batch,
-    C_i[m, n] = alpha op(A_i)[m, k] op(B_i)[k, n] + beta C_i,  X_i = x + i * stride_x,
-  run as the column-major product C_i^T = op(B_i)^T op(A_i)^T (gemm.cuh's convention). FP32 uses TF32 only when
-  cuda_runtime::allow_tf32().
+  Row-major GEMM over the problems p0 <= p < p0 + count, one cuBLAS launch for all of them (pointer arrays built on
+  the device): C_p[m, n] = alpha op(A_p)[m, k] op(B_p)[k, n] + beta C_p with A_p = a.at(p), B_p = b.at(p),
+  C_p = c.at(p). Heads of different batch entries are two strides apart, which one strided batch cannot express.
 !*/
 template <Scalar T>
-void batched_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-                  std::int64_t lda, std::int64_t stride_a, const T* b, std::int64_t ldb, std::int64_t stride_b, T beta,
-                  T* c, std::int64_t ldc, std::int64_t stride_c, std::int64_t batch, cudaStream_t stream) {
+void problem_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
+                  ProblemOperand<const T> a, std::int64_t lda, ProblemOperand<const T> b, std::int64_t ldb, T beta,
+                  ProblemOperand<T> c, std::int64_t ldc, std::int64_t p0, std::int64_t count, std::int64_t heads,
+                  cudaStream_t stream) {
   SPO_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX &&
-                batch <= INT_MAX,
-            "cuda_kernels::batched_gemm (" << m << "x" << n << "x" << k << ", batch " << batch
-                                           << "): sizes must fit in int (cuBLAS 32-bit API)");
-  if (m == 0 || n == 0 || batch == 0) return;
+                count <= INT_MAX,
+            "cuda_kernels::problem_gemm (" << m << "x" << n << "x" << k << ", " << count
+                                           << " problems): sizes must fit in int (cuBLAS 32-bit API)");
+  if (m == 0 || n == 0 || count == 0) return;
+  auto pointers = Tensor<std::byte, cuda>::uninitialized(Shape{3 * count * static_cast<std::int64_t>(sizeof(void*))});
+  auto** pa = reinterpret_cast<const T**>(pointers.data());
+  auto** pb = pa + count;
+  auto** pc = reinterpret_cast<T**>(pointers.data() + 2 * count * static_cast<std::int64_t>(sizeof(void*)));
+  problem_pointers_kernel<T><<<cuda_runtime::grid_1d(count), cuda_runtime::block_1d, 0, stream>>>(p0, count, heads, a,
+                                                                                                   b, c, pa, pb, pc);
+  SPO_CUDA_CHECK_LAUNCH("problem_pointers_kernel");
   cublasHandle_t h = cublas_handle();
   SPO_CUBLAS_CHECK(cublasSetStream(h, stream));
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
   const int lda_i = static_cast<int>(std::max<std::int64_t>(lda, 1)), ldb_i = static_cast<int>(std::max<std::int64_t>(ldb, 1));
-  const int ldc_i = static_cast<int>(ldc), count = static_cast<int>(batch);
+  const int ldc_i = static_cast<int>(ldc), batch = static_cast<int>(count);
   if constexpr (std::is_same_v<T, float>) {
     const cublasComputeType_t compute =
         cuda_runtime::allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    SPO_CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, op_b, op_a, ni, mi, ki, &alpha, b, CUDA_R_32F, ldb_i, stride_b, a,
-                                                CUDA_R_32F, lda_i, stride_a, &beta, c, CUDA_R_32F, ldc_i, stride_c,
-                                                count, compute, CUBLAS_GEMM_DEFAULT));
+    SPO_CUBLAS_CHECK(cublasGemmBatchedEx(h, op_b, op_a, ni, mi, ki, &alpha, reinterpret_cast<const void* const*>(pb),
+                                         CUDA_R_32F, ldb_i, reinterpret_cast<const void* const*>(pa), CUDA_R_32F,
+                                         lda_i, &beta, reinterpret_cast<void* const*>(pc), CUDA_R_32F, ldc_i, batch,
+                                         compute, CUBLAS_GEMM_DEFAULT));
   } else {
-    SPO_CUBLAS_CHECK(cublasDgemmStridedBatched(h, op_b, op_a, ni, mi, ki, &alpha, b, ldb_i, stride_b, a, lda_i,
-                                               stride_a, &beta, c, ldc_i, stride_c, count));
+    SPO_CUBLAS_CHECK(cublasDgemmBatched(h, op_b, op_a, ni, mi, ki, &alpha, pb, ldb_i, pa, lda_i, &beta, pc, ldc_i,
+                                        batch));
   }
 }
 
@@ -160,16 +191,6 @@ std::int64_t attention_chunk(const AttentionShape& s) {
   return std::clamp<std::int64_t>(fit, 1, std::max<std::int64_t>(s.batch_heads(), 1));
 }
 
-/// Calls f(b, h0, count, offset) for the runs of consecutive heads of one batch entry in problems [p0, p1),
-/// offset = (b * heads + h0 - p0): the problem's position in the chunk buffer.
-template <class F>
-void for_each_head_run(const AttentionShape& s, std::int64_t p0, std::int64_t p1, F&& f) {
-  for (std::int64_t b = p0 / s.heads; b * s.heads < p1; ++b) {
-    const std::int64_t first = std::max(p0, b * s.heads), last = std::min(p1, (b + 1) * s.heads);
-    f(b, first - b * s.heads, last - first, first - p0);
-  }
-}
-
 }  // namespace detail
 
 template <Scalar T>
@@ -182,17 +203,17 @@ void attention_forward(const AttentionShape& s, const T* q, const T* k, const T*
   auto scores = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});          // [chunk, n, m]
   for (std::int64_t p0 = 0; p0 < nbh; p0 += chunk) {
     const std::int64_t p1 = std::min(nbh, p0 + chunk), rows = (p1 - p0) * n;
-    detail::for_each_head_run(s, p0, p1, [&](std::int64_t b, std::int64_t h0, std::int64_t count, std::int64_t at) {
-      detail::batched_gemm(false, true, n, m, d, scale, q + b * n * ld + h0 * d, ld, d, k + b * m * ld + h0 * d, ld, d,
-                           T(0), scores.data() + at * nm, m, nm, count, stream);   // S = scale Q K^T  [count, n, m]
-    });
+    const std::int64_t count = p1 - p0, H = s.heads;
+    const detail::ProblemOperand<const T> qs{q, n * ld, d, 0}, ks{k, m * ld, d, 0}, vs{v, m * ld, d, 0};
+    const detail::ProblemOperand<T> sc{scores.data(), H * nm, nm, p0 * nm};
+    const detail::ProblemOperand<const T> sc_in{scores.data(), H * nm, nm, p0 * nm};
+    detail::problem_gemm(false, true, n, m, d, scale, qs, ld, ks, ld, T(0), sc, m, p0, count, H,
+                         stream);                                                    // S = scale Q K^T  [count, n, m]
     softmax_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
         rows, m, scores.data(), lse + p0 * n);                                      // P, lse  [count, n]
     SPO_CUDA_CHECK_LAUNCH("softmax_rows_kernel");
-    detail::for_each_head_run(s, p0, p1, [&](std::int64_t b, std::int64_t h0, std::int64_t count, std::int64_t at) {
-      detail::batched_gemm(false, false, n, d, m, T(1), scores.data() + at * nm, m, nm, v + b * m * ld + h0 * d, ld, d,
-                           T(0), o + b * n * ld + h0 * d, ld, d, count, stream);    // O = P V  [count, n, d]
-    });
+    detail::problem_gemm(false, false, n, d, m, T(1), sc_in, m, vs, ld, T(0), detail::ProblemOperand<T>{o, n * ld, d, 0},
+                         ld, p0, count, H, stream);                                  // O = P V  [count, n, d]
   }
 }
 
@@ -221,30 +242,27 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
     const std::int64_t p1 = std::min(nbh, p0 + chunk), rows = (p1 - p0) * n;
     T* p = probs.data();
     T* dp = dprobs.data();
-    detail::for_each_head_run(s, p0, p1, [&](std::int64_t b, std::int64_t h0, std::int64_t count, std::int64_t at) {
-      detail::batched_gemm(false, true, n, m, d, scale, q + b * n * ld + h0 * d, ld, d, k + b * m * ld + h0 * d, ld, d,
-                           T(0), p + at * nm, m, nm, count, stream);                // S = scale Q K^T
-    });
+    const std::int64_t count = p1 - p0, H = s.heads;
+    const detail::ProblemOperand<const T> qs{q, n * ld, d, 0}, ks{k, m * ld, d, 0}, vs{v, m * ld, d, 0};
+    const detail::ProblemOperand<const T> dos{dout, n * ld, d, 0};
+    const detail::ProblemOperand<T> ps{p, H * nm, nm, p0 * nm}, dps{dp, H * nm, nm, p0 * nm};
+    const detail::ProblemOperand<const T> ps_in{p, H * nm, nm, p0 * nm};
+    detail::problem_gemm(false, true, n, m, d, scale, qs, ld, ks, ld, T(0), ps, m, p0, count, H,
+                         stream);                                                    // S = scale Q K^T
     exp_minus_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
         rows, m, lse + p0 * n, p);                                                 // P = exp(S - lse)
     SPO_CUDA_CHECK_LAUNCH("exp_minus_rows_kernel");
-    detail::for_each_head_run(s, p0, p1, [&](std::int64_t b, std::int64_t h0, std::int64_t count, std::int64_t at) {
-      const std::int64_t qo = b * n * ld + h0 * d, ko = b * m * ld + h0 * d;
-      detail::batched_gemm(true, false, m, d, n, T(1), p + at * nm, m, nm, dout + qo, ld, d, T(0), dv + ko, ld, d,
-                           count, stream);                                          // dV = P^T dO  [count, m, d]
-      detail::batched_gemm(false, true, n, m, d, T(1), dout + qo, ld, d, v + ko, ld, d, T(0), dp + at * nm, m, nm,
-                           count, stream);                                          // dP = dO V^T  [count, n, m]
-    });
+    detail::problem_gemm(true, false, m, d, n, T(1), ps_in, m, dos, ld, T(0), detail::ProblemOperand<T>{dv, m * ld, d, 0},
+                         ld, p0, count, H, stream);                                  // dV = P^T dO  [count, m, d]
+    detail::problem_gemm(false, true, n, m, d, T(1), dos, ld, vs, ld, T(0), dps, m, p0, count, H,
+                         stream);                                                    // dP = dO V^T  [count, n, m]
     softmax_grad_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
         rows, m, dp, delta.data() + p0 * n, p);                                    // dS = P * (dP - delta)
     SPO_CUDA_CHECK_LAUNCH("softmax_grad_rows_kernel");
-    detail::for_each_head_run(s, p0, p1, [&](std::int64_t b, std::int64_t h0, std::int64_t count, std::int64_t at) {
-      const std::int64_t qo = b * n * ld + h0 * d, ko = b * m * ld + h0 * d;
-      detail::batched_gemm(false, false, n, d, m, scale, p + at * nm, m, nm, k + ko, ld, d, T(0), dq + qo, ld, d,
-                           count, stream);                                          // dQ = scale dS K  [count, n, d]
-      detail::batched_gemm(true, false, m, d, n, scale, p + at * nm, m, nm, q + qo, ld, d, T(0), dk + ko, ld, d,
-                           count, stream);                                          // dK = scale dS^T Q  [count, m, d]
-    });
+    detail::problem_gemm(false, false, n, d, m, scale, ps_in, m, ks, ld, T(0), detail::ProblemOperand<T>{dq, n * ld, d, 0},
+                         ld, p0, count, H, stream);                                  // dQ = scale dS K  [count, n, d]
+    detail::problem_gemm(true, false, m, d, n, scale, ps_in, m, qs, ld, T(0), detail::ProblemOperand<T>{dk, m * ld, d, 0},
+                         ld, p0, count, H, stream);                                  // dK = scale dS^T Q  [count, m, d]
   }
 }
 
