@@ -5,5 +5,6 @@
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
 #include "spo/core/host_device.hpp"
+#include "spo/core/image_format.hpp"
 #include "spo/core/parallel.hpp"
 #include "spo/core/rng.hpp"

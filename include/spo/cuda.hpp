@@ -21,3 +21,4 @@
 #include "spo/nn/cuda/timestep_embedding.hpp"
 #include "spo/nn/cuda/transfer.hpp"
 #include "spo/nn/cuda/upsample.hpp"
+#include "spo/spm/cuda/preference_network.hpp"

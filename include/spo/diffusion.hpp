@@ -7,4 +7,5 @@
 #include "spo/diffusion/denoising_loss.hpp"
 #include "spo/diffusion/noise_schedule.hpp"
 #include "spo/diffusion/prediction.hpp"
+#include "spo/diffusion/sampler_policy.hpp"
 #include "spo/diffusion/timesteps.hpp"

@@ -7,5 +7,6 @@
 #include "spo/loss/d3po_loss.hpp"
 #include "spo/loss/ddpo_loss.hpp"
 #include "spo/loss/diffusion_dpo_loss.hpp"
+#include "spo/loss/loss_policy.hpp"
 #include "spo/loss/pair_preference.hpp"
 #include "spo/loss/spo_loss.hpp"

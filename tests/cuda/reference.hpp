@@ -66,4 +66,26 @@ double worst_ratio(const Tensor<T, cpu>& a, const Tensor<T, cpu>& b, double abs_
   return worst;
 }
 
+/// max |a - b| / (tol max |b|) over the elements: <= 1 means every element is within tol of the tensor's largest
+/// CPU magnitude (the bound of whole-model comparisons, where rounding scales with the tensor, not the element).
+/// Shapes must match; NaN anywhere gives +inf.
+template <class T>
+double scaled_error(const Tensor<T, cpu>& a, const Tensor<T, cpu>& b, double tol) {
+  if (!(a.shape() == b.shape())) return INFINITY;
+  double scale = 1e-30, worst = 0;
+  for (std::int64_t i = 0; i < b.numel(); ++i) scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  for (std::int64_t i = 0; i < b.numel(); ++i) {
+    const double d = std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
+    if (!(d == d)) return INFINITY;
+    worst = std::max(worst, d / (scale * tol));
+  }
+  return worst;
+}
+
+/// The whole-model bound of scaled_error: 1e-10 in double, 2e-3 in float (chains of re-associated reductions).
+template <class T>
+double model_tolerance() {
+  return std::is_same_v<T, double> ? 1e-10 : 2e-3;
+}
+
 }  // namespace spo::cuda_test

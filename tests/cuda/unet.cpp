@@ -15,6 +15,8 @@
 #include "spo/model/unet_2d_condition.hpp"
 #include "spo/tensor/ops.hpp"
 
+#include "reference.hpp"
+
 using namespace spo;
 
 namespace {
@@ -30,25 +32,6 @@ model::UNetConfig tiny_config() {
   c.cross_attention_dim = 12;
   c.norm_num_groups = 4;
   return c;
-}
-
-/// max |a - b| / (scale * tol) with scale = max |b| (so 1 means "at the bound"); NaN gives +inf.
-template <class T>
-double scaled_error(const Tensor<T, cpu>& a, const Tensor<T, cpu>& b, double tol) {
-  REQUIRE(a.shape() == b.shape());
-  double scale = 1e-30, worst = 0;
-  for (std::int64_t i = 0; i < b.numel(); ++i) scale = std::max(scale, std::abs(static_cast<double>(b[i])));
-  for (std::int64_t i = 0; i < b.numel(); ++i) {
-    const double d = std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
-    if (!(d == d)) return INFINITY;
-    worst = std::max(worst, d / (scale * tol));
-  }
-  return worst;
-}
-
-template <class T>
-double tolerance() {
-  return std::is_same_v<T, double> ? 1e-10 : 2e-3;
 }
 
 template <class T, class Proj>
@@ -85,10 +68,10 @@ void check_unet(bool lora) {
   auto y_dev = device.forward(to_device(x), to_device(t), to_device(ctx));
   auto g_dev = device.backward(to_device(dy));
 
-  const double tol = tolerance<T>();
-  CHECK(scaled_error(to_host(y_dev), y_host, tol) <= 1.0);
-  CHECK(scaled_error(to_host(g_dev.dsample), g_host.dsample, tol) <= 1.0);
-  CHECK(scaled_error(to_host(g_dev.dcontext), g_host.dcontext, tol) <= 1.0);
+  const double tol = cuda_test::model_tolerance<T>();
+  CHECK(cuda_test::scaled_error(to_host(y_dev), y_host, tol) <= 1.0);
+  CHECK(cuda_test::scaled_error(to_host(g_dev.dsample), g_host.dsample, tol) <= 1.0);
+  CHECK(cuda_test::scaled_error(to_host(g_dev.dcontext), g_host.dcontext, tol) <= 1.0);
 
   model::UNet2DCondition<T, cpu, CpuProj> grads(tiny_config());
   if (lora) {
@@ -107,7 +90,7 @@ void check_unet(bool lora) {
     INFO("parameter " << name);
     const auto it = device_grads.find(std::string(name));
     REQUIRE(it != device_grads.end());
-    CHECK(scaled_error(it->second, p.grad, tol) <= 1.0);
+    CHECK(cuda_test::scaled_error(it->second, p.grad, tol) <= 1.0);
     ++checked;
   });
   CHECK(checked > (lora ? 10 : 100));

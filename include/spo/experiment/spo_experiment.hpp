@@ -13,11 +13,15 @@
 
 #include <boost/hana/define_struct.hpp>
 
+#include "spo/core/image_format.hpp"
+#include "spo/diffusion/sampler_policy.hpp"
 #include "spo/eval/protocol.hpp"
 #include "spo/experiment/command_line.hpp"
 #include "spo/config/components.hpp"
 #include "spo/io/plot.hpp"
 #include "spo/io/png.hpp"
+#include "spo/loss/loss_policy.hpp"
+#include "spo/model/fashion_default.hpp"
 #include "spo/nn/lora.hpp"
 #include "spo/preference/compare.hpp"
 #include "spo/preference/preference_model.hpp"
@@ -32,6 +36,15 @@ namespace spo::experiment {
 /// x0 predictions directly.
 struct OraclePM {
   static constexpr std::string_view name = "oracle";
+  using image_format = FashionImage;  // the rater's judge classifies Fashion-MNIST images
+};
+
+/// The diffusion model every experiment fine-tunes: the Fashion-MNIST UNet with its text tower (frozen base, LoRA
+/// policy), generating FashionImage samples.
+struct FashionDiffusion {
+  using image_format = FashionImage;
+  using base_model = model::FashionModel<float>;
+  using policy_model = model::FashionModel<float, cpu, nn::LoRA<nn::Linear<float>>>;
 };
 
 /*!
@@ -39,13 +52,20 @@ struct OraclePM {
     An SPO experiment type: `using Experiment = experiment::Spo<spm::StepAwarePM, preference::BestWorstCompare,
     resampler::RandomChild>;` is the paper's method; every ablation of Tables 4, 5 and 9 is another argument list.
     Preference: a preference-model variant of spm/variant.hpp (loaded from `preference_model`) or OraclePM.
+    Sampler: how children are drawn (SPO's loss needs their transition log-probabilities, so a deterministic
+    sampler does not compile); Model: the diffusion model, whose image format the preference policy must score.
 !*/
 template <class Preference, preference::ComparePolicy Compare = preference::BestWorstCompare,
-          resampler::ContinuationRule Continuation = resampler::RandomChild>
+          resampler::ContinuationRule Continuation = resampler::RandomChild,
+          diffusion::SamplerPolicy Sampler = diffusion::AncestralDdim, class Model = FashionDiffusion>
+  requires SameImageFormat<Model, Preference> && loss::SamplerSuitsLoss<loss::SpoLossPolicy, Sampler>
 struct Spo {
   using preference_type = Preference;
   using compare_type = Compare;
   using continuation_type = Continuation;
+  using sampler_type = Sampler;
+  using model_type = Model;
+  using loss_type = loss::SpoLossPolicy;
   static constexpr bool needs_checkpoint = !std::same_as<Preference, OraclePM>;
 };
 
@@ -80,6 +100,9 @@ train::PretrainConfig validate(const SpoConfig& c) {
   auto base = io::load_config<train::PretrainConfig>(c.base.config);
   train::validate(base);
   resampler::validate(c.resampler, base.sampling.num_inference_steps);
+  SPO_CHECK(c.resampler.eta == E::sampler_type::eta,
+            "resampler.eta is " << c.resampler.eta << ", but this binary's sampler policy is "
+                                << E::sampler_type::name << " (eta " << E::sampler_type::eta << ")");
   loss::validate(c.loss);
   train::validate(c.lora, c.train);
   eval::validate(c.evaluation);
@@ -98,8 +121,8 @@ train::PretrainConfig validate(const SpoConfig& c) {
   return base;
 }
 
-using BaseModelType = model::FashionModel<float>;
-using PolicyModelType = model::FashionModel<float, cpu, nn::LoRA<nn::Linear<float>>>;
+using BaseModelType = FashionDiffusion::base_model;
+using PolicyModelType = FashionDiffusion::policy_model;
 
 /// The policy: a copy of the base model's weights (architecture from its config sections) with rank-r LoRA adapters
 /// on every attention projection (only they train; LoRA init from Generator{seed ^ 0x10a5}).
@@ -196,27 +219,132 @@ inline std::pair<std::string, nlohmann::json> comparison_table(const eval::Metri
   return {md, j};
 }
 
+/// The config named on the command line, with its --rounds, --seed and --output overrides applied.
+template <class Config>
+Config load_run_config(const CommandLine& cli) {
+  auto config = io::load_config<Config>(cli.config);
+  if (cli.length) config.train.rounds = *cli.length;
+  if (cli.seed) config.seed = *cli.seed;
+  if (cli.output) config.output_dir = *cli.output;
+  return config;
+}
+
+/// How a fine-tuned model is named in the outputs of its run.
+struct TunedName {
+  std::string key;    ///< its results.json key and samples_<key>.png: "spo", "diffusion_dpo"
+  std::string label;  ///< its name in the progress plot: "SPO", "diffusion_dpo"
+};
+
+/// A fine-tuning run: where it writes, the binary and source tree it records, and when it started (results.json's
+/// wall_s counts from here).
+struct RunContext {
+  std::filesystem::path out;
+  std::string program;  ///< argv[0]
+  std::filesystem::path source_dir;
+  bool resume = false;
+  std::chrono::steady_clock::time_point start;
+};
+
+/// Creates the output directory and starts the run's clock.
+inline RunContext start_run(const CommandLine& cli, const std::string& output_dir, const char* program,
+                            const char* source_dir) {
+  std::filesystem::create_directories(output_dir);
+  return {output_dir, program, source_dir, cli.resume, std::chrono::steady_clock::now()};
+}
+
+/// The round a trainer's on_round callback reports: SPO passes its round's metrics, the round trainers the number.
+inline std::int64_t round_of(std::int64_t round) { return round; }
+inline std::int64_t round_of(const train::RoundMetrics& m) { return m.round; }
+
+/*!
+  REQUIRES
+    - training trains `policy` (LoRA adapters on `base`) and has round(), resume(path) and run(out, on_round), which
+      trains the remaining rounds and calls on_round(round or its RoundMetrics, training wall_s) after each
+    - describe() returns the "experiment" object of results.json; it is called after training
+  ENSURES
+    - resumes from <out>/checkpoint.safetensors when the run asks and it exists; writes run.json
+    - progress evaluations (progress_seeds_per_prompt seeds) before training and every progress_every_rounds rounds
+      (their time is not training time): progress.jsonl, and reward_vs_time.png with two or more
+    - lora.safetensors; the final evaluation of base and tuned on the same prompts and seeds: results.json (keys
+      "base", name.key, "win_rate_vs_base", "experiment", "wall_s"), results.md, samples_base.png /
+      samples_<name.key>.png; prints the Markdown table
+!*/
+template <class Config, class Training, class Describe>
+void train_and_report(const RunContext& run, const Config& config, Training& training, Evaluator& evaluator,
+                      BaseModelType& base, PolicyModelType& policy, const TunedName& name, Describe&& describe) {
+  namespace fs = std::filesystem;
+  const fs::path& out = run.out;
+  const fs::path ckpt = out / "checkpoint.safetensors";
+  if (run.resume && fs::exists(ckpt)) {
+    training.resume(ckpt);
+    std::fprintf(stderr, "%s: resumed after round %lld\n", run.program.c_str(),
+                 static_cast<long long>(training.round()));
+  }
+  train::write_run_record(out, fs::path(run.program).filename().string(), io::to_json(config), config.seed,
+                          run.source_dir, training.round());
+
+  // Progress evaluations: cheap (progress_seeds_per_prompt seeds), their time not counted as training time.
+  train::MetricsLog progress(out / "progress.jsonl", training.round() > 0 ? training.round() : -1);
+  io::Series reward_curve{name.label, {}, {}};
+  const auto& ev = config.evaluation;
+  auto progress_eval = [&](std::int64_t round, double wall) {
+    auto [m, images] = evaluator.run(policy, ev.progress_seeds_per_prompt);
+    progress.write({{"step", round}, {"train_wall_s", wall}, {"reward_mean", m.reward.mean},
+                    {"class_accuracy", m.class_accuracy}, {"frechet", m.frechet}});
+    reward_curve.xs.push_back(wall / 60.0);
+    reward_curve.ys.push_back(m.reward.mean);
+    caching_allocator<cpu>::instance().release_all();  // evaluation batch shapes differ from training's
+  };
+  if (training.round() == 0 && ev.progress_every_rounds > 0) progress_eval(0, 0.0);
+  training.run(out, [&](const auto& metrics, double wall) {
+    const std::int64_t round = round_of(metrics);
+    if (ev.progress_every_rounds > 0 && (round % ev.progress_every_rounds == 0 || round == config.train.rounds))
+      progress_eval(round, wall);
+  });
+  save_lora(out / "lora.safetensors", policy, config.lora);
+
+  // Final evaluation: base and tuned on the same prompts and seeds.
+  caching_allocator<cpu>::instance().release_all();
+  auto [mb, images_base] = evaluator.run(base, ev.seeds_per_prompt);
+  auto [mt, images_tuned] = evaluator.run(policy, ev.seeds_per_prompt);
+  auto [md, j] = comparison_table(mb, mt, name.key);
+  j["experiment"] = describe();
+  j["wall_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - run.start).count();
+  io::write_file_atomic(out / "results.json", j.dump(2) + "\n");
+  io::write_file_atomic(out / "results.md", md);
+  const std::int64_t show = std::min<std::int64_t>(ev.seeds_per_prompt, 8);
+  auto grid = [&](const Tensor<float, cpu>& images, const std::string& file) {
+    const std::int64_t per = images.numel() / images.size(0), prompts = 10;  // first template: one row per class
+    auto g = Tensor<float, cpu>::uninitialized(Shape{prompts * show, 1, images.size(2), images.size(3)});
+    for (std::int64_t p = 0; p < prompts; ++p)
+      std::copy_n(images.data() + p * ev.seeds_per_prompt * per, show * per, g.data() + p * show * per);
+    io::write_image_grid(out / file, g, static_cast<int>(show), 2);
+  };
+  grid(images_base, "samples_base.png");
+  grid(images_tuned, "samples_" + name.key + ".png");
+  if (reward_curve.xs.size() >= 2)
+    io::write_line_chart(out / "reward_vs_time.png",
+                         io::LineChart{"Rater reward during " + name.label + " training", "training wall-clock (min)",
+                                       "mean reward (progress eval)", {reward_curve}});
+  std::printf("%s\n", md.c_str());
+}
+
 /*!
   ENSURES
     - runs SPO experiment E from the config on the command line (usage: <binary> <config.json> [--resume]
-      [--rounds=N]); every config error is reported before any work starts
-    - writes to output_dir: lora.safetensors, results.json / results.md (base vs SPO), progress.jsonl and
-      reward_vs_time.png (the cheaper evaluation during training vs training wall-clock), samples_base.png /
-      samples_spo.png, metrics.jsonl, checkpoint.safetensors and run.json; prints the table
+      [--rounds=N] [--seed=N] [--output=DIR]); every config error is reported before any work starts
+    - writes to output_dir what train_and_report writes, with "spo" as the tuned model's key: lora.safetensors,
+      results.json / results.md (base vs SPO), progress.jsonl and reward_vs_time.png (the cheaper evaluation during
+      training vs training wall-clock), samples_base.png / samples_spo.png, metrics.jsonl, checkpoint.safetensors
+      and run.json; prints the table
 !*/
 template <class E>
 int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
-  namespace fs = std::filesystem;
   const auto cli = parse_command_line(argc, argv, "rounds");
   if (!cli) return 2;
-  auto config = io::load_config<SpoConfig>(cli->config);
-  if (cli->length) config.train.rounds = *cli->length;
-  if (cli->seed) config.seed = *cli->seed;
-  if (cli->output) config.output_dir = *cli->output;
+  const auto config = load_run_config<SpoConfig>(*cli);
   const auto base_config = validate<E>(config);
-  const fs::path out = config.output_dir;
-  fs::create_directories(out);
-  const auto t_start = std::chrono::steady_clock::now();
+  const auto run = start_run(*cli, config.output_dir, argv[0], source_dir);
 
   auto base = config::load_base_model<BaseModelType>(config.base);
   auto policy = make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
@@ -231,59 +359,13 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
                                       typename E::compare_type, typename E::continuation_type>;
   Training training(policy, base.model, evaluator.ddim, pm, config.resampler, config.loss, config.train,
                     base_config.resolution, config.seed, io::to_json(config));
-  const fs::path ckpt = out / "checkpoint.safetensors";
-  if (cli->resume && fs::exists(ckpt)) {
-    training.resume(ckpt);
-    std::fprintf(stderr, "%s: resumed after round %lld\n", argv[0], static_cast<long long>(training.round()));
-  }
-  train::write_run_record(out, fs::path(argv[0]).filename().string(),
-                          io::to_json(config), config.seed, source_dir, training.round());
-
-  // Progress evaluations (cheap: progress_seeds_per_prompt seeds) before training and every few rounds; their
-  // time is not counted as training time.
-  train::MetricsLog progress(out / "progress.jsonl", training.round() > 0 ? training.round() : -1);
-  io::Series reward_curve{"SPO", {}, {}};
-  const auto& ev = config.evaluation;
-  auto progress_eval = [&](std::int64_t round, double wall) {
-    auto [m, images] = evaluator.run(policy, ev.progress_seeds_per_prompt);
-    progress.write({{"step", round}, {"train_wall_s", wall}, {"reward_mean", m.reward.mean},
-                    {"class_accuracy", m.class_accuracy}, {"frechet", m.frechet}});
-    reward_curve.xs.push_back(wall / 60.0);
-    reward_curve.ys.push_back(m.reward.mean);
-    caching_allocator<cpu>::instance().release_all();  // evaluation batch shapes differ from training's
-  };
-  if (training.round() == 0 && ev.progress_every_rounds > 0) progress_eval(0, 0.0);
-  training.run(out, [&](const train::RoundMetrics& m, double wall) {
-    if (ev.progress_every_rounds > 0 && (m.round % ev.progress_every_rounds == 0 || m.round == config.train.rounds))
-      progress_eval(m.round, wall);
+  train_and_report(run, config, training, evaluator, base.model, policy, {"spo", "SPO"}, [&] {
+    return nlohmann::json{{"preference", E::preference_type::name},
+                          {"compare", E::compare_type::name},
+                          {"continuation", E::continuation_type::name},
+                          {"rounds", training.round()},
+                          {"seed", config.seed}};
   });
-  save_lora(out / "lora.safetensors", policy, config.lora);
-
-  // Final evaluation: base and tuned on the same prompts and seeds.
-  caching_allocator<cpu>::instance().release_all();
-  auto [mb, images_base] = evaluator.run(base.model, ev.seeds_per_prompt);
-  auto [mt, images_tuned] = evaluator.run(policy, ev.seeds_per_prompt);
-  auto [md, j] = comparison_table(mb, mt, "spo");
-  j["experiment"] = {{"preference", E::preference_type::name}, {"compare", E::compare_type::name},
-                     {"continuation", E::continuation_type::name}, {"rounds", training.round()}, {"seed", config.seed}};
-  j["wall_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  io::write_file_atomic(out / "results.json", j.dump(2) + "\n");
-  io::write_file_atomic(out / "results.md", md);
-  const std::int64_t show = std::min<std::int64_t>(ev.seeds_per_prompt, 8);
-  auto grid = [&](const Tensor<float, cpu>& images, const char* file) {
-    const std::int64_t per = images.numel() / images.size(0), prompts = 10;  // first template: one row per class
-    auto g = Tensor<float, cpu>::uninitialized(Shape{prompts * show, 1, images.size(2), images.size(3)});
-    for (std::int64_t p = 0; p < prompts; ++p)
-      std::copy_n(images.data() + p * ev.seeds_per_prompt * per, show * per, g.data() + p * show * per);
-    io::write_image_grid(out / file, g, static_cast<int>(show), 2);
-  };
-  grid(images_base, "samples_base.png");
-  grid(images_tuned, "samples_spo.png");
-  if (reward_curve.xs.size() >= 2)
-    io::write_line_chart(out / "reward_vs_time.png",
-                         io::LineChart{"Rater reward during SPO training", "training wall-clock (min)",
-                                       "mean reward (progress eval)", {reward_curve}});
-  std::printf("%s\n", md.c_str());
   return 0;
 } catch (const std::exception& e) {
   std::cerr << argv[0] << ": error: " << e.what() << "\n";

@@ -106,7 +106,80 @@ void adaln_gate_backward(const ModulationLayout& s, const T* dy, const T* a, con
 
 }  // namespace spo::cpu_kernels
 
+namespace spo {
+
+// The adaLN operations on whole tensors (the CPU forms; tensor/cuda/spm.hpp has the spo::cuda twins, found by ADL):
+// x [B, N, W] (or [B, W]) with a modulation mod [B, k W] read in chunks of W.
+
+namespace spm_detail {
+
+inline cpu_kernels::ModulationLayout modulation_layout(const Shape& x, const Shape& mod, std::int64_t chunks,
+                                                       const char* what) {
+  SPO_CHECK(x.rank() >= 2 && mod.rank() == 2 && mod[0] == x[0] && chunks * x[-1] <= mod[1],
+            what << ": modulation shape " << mod << " does not fit input shape " << x);
+  const std::int64_t batch = x[0], width = x[-1];
+  return {batch, batch * width != 0 ? x.numel() / (batch * width) : 0, width, mod[1]};
+}
+
+}  // namespace spm_detail
+
+/// x (1 + mod[scale_chunk]) + mod[shift_chunk] (DiT's modulate), broadcast over the tokens.
+template <Scalar T>
+Tensor<T, cpu> adaln_modulate(const Tensor<T, cpu>& x, const Tensor<T, cpu>& mod, std::int64_t shift_chunk,
+                              std::int64_t scale_chunk) {
+  const auto lay =
+      spm_detail::modulation_layout(x.shape(), mod.shape(), std::max(shift_chunk, scale_chunk) + 1, "adaln_modulate");
+  auto y = Tensor<T, cpu>::uninitialized(x.shape());                         // x.shape
+  cpu_kernels::adaln_modulate_forward(lay, x.data(), mod.data(), shift_chunk, scale_chunk, y.data());
+  return y;
+}
+
+/// Backward of adaln_modulate: returns dx; accumulates the shift and scale chunks of dmod.
+template <Scalar T>
+Tensor<T, cpu> adaln_modulate_backward(const Tensor<T, cpu>& dy, const Tensor<T, cpu>& x, const Tensor<T, cpu>& mod,
+                                       std::int64_t shift_chunk, std::int64_t scale_chunk, Tensor<T, cpu>& dmod) {
+  check_same_shape(dy.shape(), x.shape(), "adaln_modulate_backward (gradient vs input)");
+  check_same_shape(dmod.shape(), mod.shape(), "adaln_modulate_backward (dmod vs mod)");
+  const auto lay = spm_detail::modulation_layout(x.shape(), mod.shape(), std::max(shift_chunk, scale_chunk) + 1,
+                                                 "adaln_modulate_backward");
+  auto dx = Tensor<T, cpu>::uninitialized(x.shape());                        // x.shape
+  cpu_kernels::adaln_modulate_backward(lay, dy.data(), x.data(), mod.data(), shift_chunk, scale_chunk, dx.data(),
+                                       dmod.data());
+  return dx;
+}
+
+/// h += mod[gate_chunk] a (adaLN-Zero's gated residual).
+template <Scalar T>
+void adaln_gate_add(Tensor<T, cpu>& h, const Tensor<T, cpu>& a, const Tensor<T, cpu>& mod, std::int64_t gate_chunk) {
+  check_same_shape(a.shape(), h.shape(), "adaln_gate_add (branch vs residual)");
+  const auto lay = spm_detail::modulation_layout(h.shape(), mod.shape(), gate_chunk + 1, "adaln_gate_add");
+  cpu_kernels::adaln_gate_forward(lay, h.data(), a.data(), mod.data(), gate_chunk);
+}
+
+/// Backward of adaln_gate_add w.r.t. the branch: returns da = gate dy; accumulates the gate chunk of dmod.
+template <Scalar T>
+Tensor<T, cpu> adaln_gate_backward(const Tensor<T, cpu>& dy, const Tensor<T, cpu>& a, const Tensor<T, cpu>& mod,
+                                   std::int64_t gate_chunk, Tensor<T, cpu>& dmod) {
+  check_same_shape(dy.shape(), a.shape(), "adaln_gate_backward (gradient vs branch)");
+  check_same_shape(dmod.shape(), mod.shape(), "adaln_gate_backward (dmod vs mod)");
+  const auto lay = spm_detail::modulation_layout(a.shape(), mod.shape(), gate_chunk + 1, "adaln_gate_backward");
+  auto da = Tensor<T, cpu>::uninitialized(a.shape());                        // a.shape
+  cpu_kernels::adaln_gate_backward(lay, dy.data(), a.data(), mod.data(), gate_chunk, da.data(), dmod.data());
+  return da;
+}
+
+}  // namespace spo
+
 namespace spo::spm {
+
+/// Every element of t set to value, on any device (spo::fill of tensor/cuda/ops.hpp on the GPU).
+template <Scalar T, Device D>
+void fill_constant(TensorView<T, D> t, T value) {
+  if constexpr (D::host_accessible)
+    std::fill_n(t.data(), t.numel(), value);
+  else
+    fill(t, value);
+}
 
 /// Gradients of a time-conditioned component: the input and the timestep embedding.
 template <Scalar T, Device D = cpu>
@@ -131,7 +204,7 @@ struct ClipInitStd {
 template <Scalar T, Device D>
 void reset_layer_norm(nn::LayerNorm<T, D>& ln) {
   if (!ln.elementwise_affine()) return;
-  as_array(ln.weight().value).setOnes();
+  fill_constant(ln.weight().value.view(), T(1));
   ln.bias().value.fill_zero();
 }
 
@@ -199,10 +272,10 @@ class AdaLNBlock {
     requires conditioned
   {
     modulation_.weight().value.fill_zero();
-    auto bias = as_array(modulation_.bias().value);
-    bias.setZero();
-    bias.segment(2 * width_, width_).setOnes();
-    bias.segment(5 * width_, width_).setOnes();
+    auto& bias = modulation_.bias().value;                                  // [6W]
+    bias.fill_zero();
+    fill_constant(TensorView<T, D>(bias.data() + 2 * width_, Shape{width_}), T(1));
+    fill_constant(TensorView<T, D>(bias.data() + 5 * width_, Shape{width_}), T(1));
   }
 
   /// x [B, N, W], t_emb [B, W] (conditioned; ignored otherwise) -> [B, N, W].
@@ -214,19 +287,14 @@ class AdaLNBlock {
       SPO_CHECK(t_emb.shape() == (Shape{x.size(0), width_}),
                 describe() << ": t_emb shape " << t_emb.shape() << " is not [" << x.size(0) << ", " << width_
                            << "] for input shape " << x.shape());
-      const cpu_kernels::ModulationLayout lay{x.size(0), x.size(1), width_, modulation_chunks * width_};
       tensor mod = modulation_.forward(modulation_act_.forward(t_emb));     // [B, 6W]
       tensor n1 = ln_1_.forward(x);                                         // [B, N, W]
-      auto m1 = tensor::uninitialized(x.shape());                           // [B, N, W]
-      cpu_kernels::adaln_modulate_forward(lay, n1.data(), mod.data(), 0, 1, m1.data());
-      tensor a1 = attn_.forward(m1);                                        // [B, N, W]
+      tensor a1 = attn_.forward(adaln_modulate(n1, mod, 0, 1));             // [B, N, W]
       tensor h = x;                                                         // [B, N, W]
-      cpu_kernels::adaln_gate_forward(lay, h.data(), a1.data(), mod.data(), 2);
+      adaln_gate_add(h, a1, mod, 2);
       tensor n2 = ln_2_.forward(h);                                         // [B, N, W]
-      auto m2 = tensor::uninitialized(x.shape());                           // [B, N, W]
-      cpu_kernels::adaln_modulate_forward(lay, n2.data(), mod.data(), 3, 4, m2.data());
-      tensor f = mlp_forward(m2);                                           // [B, N, W]
-      cpu_kernels::adaln_gate_forward(lay, h.data(), f.data(), mod.data(), 5);
+      tensor f = mlp_forward(adaln_modulate(n2, mod, 3, 4));                // [B, N, W]
+      adaln_gate_add(h, f, mod, 5);
       if (keep) {
         mod_ = std::move(mod);
         n1_ = std::move(n1);
@@ -252,21 +320,12 @@ class AdaLNBlock {
               describe() << ": gradient shape " << dy.shape() << " does not match output shape " << x_shape_);
     if constexpr (conditioned) {
       SPO_CHECK(!mod_.empty(), describe() << ": backward without a forward in grad mode");
-      const cpu_kernels::ModulationLayout lay{x_shape_[0], x_shape_[1], width_, modulation_chunks * width_};
       tensor dmod(mod_.shape());                                            // [B, 6W]
-      auto df = tensor::uninitialized(x_shape_);                            // [B, N, W]
-      cpu_kernels::adaln_gate_backward(lay, dy.data(), f_.data(), mod_.data(), 5, df.data(), dmod.data());
-      tensor dm2 = mlp_backward(df);                                        // [B, N, W]
-      auto dn2 = tensor::uninitialized(x_shape_);                           // [B, N, W]
-      cpu_kernels::adaln_modulate_backward(lay, dm2.data(), n2_.data(), mod_.data(), 3, 4, dn2.data(), dmod.data());
-      tensor dh = ln_2_.backward(dn2);                                      // [B, N, W]
+      tensor dm2 = mlp_backward(adaln_gate_backward(dy, f_, mod_, 5, dmod)); // [B, N, W]
+      tensor dh = ln_2_.backward(adaln_modulate_backward(dm2, n2_, mod_, 3, 4, dmod));  // [B, N, W]
       add_inplace(dh, dy);
-      auto da1 = tensor::uninitialized(x_shape_);                           // [B, N, W]
-      cpu_kernels::adaln_gate_backward(lay, dh.data(), a1_.data(), mod_.data(), 2, da1.data(), dmod.data());
-      tensor dm1 = attn_.backward(da1);                                     // [B, N, W]
-      auto dn1 = tensor::uninitialized(x_shape_);                           // [B, N, W]
-      cpu_kernels::adaln_modulate_backward(lay, dm1.data(), n1_.data(), mod_.data(), 0, 1, dn1.data(), dmod.data());
-      tensor dx = ln_1_.backward(dn1);                                      // [B, N, W]
+      tensor dm1 = attn_.backward(adaln_gate_backward(dh, a1_, mod_, 2, dmod));          // [B, N, W]
+      tensor dx = ln_1_.backward(adaln_modulate_backward(dm1, n1_, mod_, 0, 1, dmod));   // [B, N, W]
       add_inplace(dx, dh);
       tensor dt = modulation_act_.backward(modulation_.backward(dmod));     // [B, W]
       release();

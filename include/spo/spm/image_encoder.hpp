@@ -27,6 +27,89 @@
 #include "spo/spm/time_policy.hpp"
 #include "spo/tensor/ops.hpp"
 
+namespace spo {
+
+// The ViT token operations on whole tensors (the CPU forms; tensor/cuda/spm.hpp has the spo::cuda twins, found by
+// ADL).
+
+/// CLIP ViT tokens: patches [B, W, g, g], cls [W], pos [g g + 1, W] -> seq [B, g g + 1, W] with
+/// seq[b, 0] = cls + pos[0], seq[b, 1 + p] = patches[b, :, p] + pos[1 + p].
+template <Scalar T>
+Tensor<T, cpu> patch_tokens(const Tensor<T, cpu>& patches, const Tensor<T, cpu>& cls_embedding,
+                            const Tensor<T, cpu>& pos_embedding) {
+  SPO_CHECK(patches.rank() == 4 && cls_embedding.shape() == Shape{patches.size(1)} &&
+                pos_embedding.shape() == (Shape{patches.size(2) * patches.size(3) + 1, patches.size(1)}),
+            "patch_tokens: patches " << patches.shape() << ", class embedding " << cls_embedding.shape()
+                                     << " and positional embedding " << pos_embedding.shape() << " do not agree");
+  const std::int64_t batch = patches.size(0), w = patches.size(1), np = patches.size(2) * patches.size(3),
+                     n = np + 1;
+  auto seq = Tensor<T, cpu>::uninitialized(Shape{batch, n, w});              // [B, N + 1, W]
+  const T* pos = pos_embedding.data();
+  const T* cls = cls_embedding.data();
+  parallel_for(0, batch, [&](std::int64_t b) {
+    T* s = seq.data() + b * n * w;
+    const T* src = patches.data() + b * w * np;
+    for (std::int64_t k = 0; k < w; ++k) s[k] = cls[k] + pos[k];
+    for (std::int64_t p = 0; p < np; ++p)
+      for (std::int64_t k = 0; k < w; ++k) s[(1 + p) * w + k] = src[k * np + p] + pos[(1 + p) * w + k];
+  }, cpu_kernels::ModulationLayout{batch, n, w, w}.grain());
+  return seq;
+}
+
+/// Backward of patch_tokens: dseq [B, g g + 1, W] -> dpatches [B, W, g, g]; accumulates into *dcls [W] and
+/// *dpos [g g + 1, W] when not null.
+template <Scalar T>
+Tensor<T, cpu> patch_tokens_backward(const Tensor<T, cpu>& dseq, std::int64_t grid, Tensor<T, cpu>* dcls,
+                                     Tensor<T, cpu>* dpos) {
+  SPO_CHECK(dseq.rank() == 3 && dseq.size(1) == grid * grid + 1,
+            "patch_tokens_backward: gradient shape " << dseq.shape() << " is not [B, " << grid * grid + 1 << ", W]");
+  const std::int64_t batch = dseq.size(0), w = dseq.size(2), n = dseq.size(1), np = n - 1;
+  SPO_CHECK(!dcls || dcls->shape() == Shape{w}, "patch_tokens_backward: class gradient shape " << dcls->shape());
+  SPO_CHECK(!dpos || dpos->shape() == (Shape{n, w}),
+            "patch_tokens_backward: positional gradient shape " << dpos->shape());
+  if (dcls)
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t k = 0; k < w; ++k) (*dcls)[k] += dseq[b * n * w + k];
+  if (dpos) {
+    auto gp = as_array(*dpos);
+    using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+    for (std::int64_t b = 0; b < batch; ++b) gp += Eigen::Map<const Array>(dseq.data() + b * n * w, n * w);
+  }
+  auto dpatches = Tensor<T, cpu>::uninitialized(Shape{batch, w, grid, grid});  // [B, W, g, g]
+  parallel_for(0, batch, [&](std::int64_t b) {
+    const T* s = dseq.data() + b * n * w;
+    T* dst = dpatches.data() + b * w * np;
+    for (std::int64_t p = 0; p < np; ++p)
+      for (std::int64_t k = 0; k < w; ++k) dst[k * np + p] = s[(1 + p) * w + k];
+  }, cpu_kernels::ModulationLayout{batch, n, w, w}.grain());
+  return dpatches;
+}
+
+/// h[:, 0] of h [B, N, W] -> [B, W].
+template <Scalar T>
+Tensor<T, cpu> first_token(const Tensor<T, cpu>& h) {
+  SPO_CHECK(h.rank() == 3 && h.size(1) >= 1, "first_token: shape " << h.shape() << " is not [B, N >= 1, W]");
+  const std::int64_t batch = h.size(0), n = h.size(1), w = h.size(2);
+  auto cls = Tensor<T, cpu>::uninitialized(Shape{batch, w});                 // [B, W]
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t k = 0; k < w; ++k) cls[b * w + k] = h[b * n * w + k];
+  return cls;
+}
+
+/// Backward of first_token: dcls [B, W] -> dh [B, tokens, W], zero except dh[:, 0] = dcls.
+template <Scalar T>
+Tensor<T, cpu> first_token_backward(const Tensor<T, cpu>& dcls, std::int64_t tokens) {
+  SPO_CHECK(dcls.rank() == 2 && tokens >= 1,
+            "first_token_backward: gradient shape " << dcls.shape() << " with " << tokens << " tokens");
+  const std::int64_t batch = dcls.size(0), w = dcls.size(1);
+  Tensor<T, cpu> dh(Shape{batch, tokens, w});                                // [B, N, W]
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t k = 0; k < w; ++k) dh[b * tokens * w + k] = dcls[b * w + k];
+  return dh;
+}
+
+}  // namespace spo
+
 namespace spo::spm {
 
 /// The image tower's topology; every key is required. Tokens: (resolution / patch_size)^2 patches plus the class token.
@@ -142,16 +225,15 @@ class ImageEncoder {
     tensor t_emb;
     if constexpr (conditioned) {
       const auto opts = nn::SinusoidalEmbeddingOptions::cos_first(time_frequency_dim);
-      t_emb = t_embedder_.forward(nn::timestep_embedding(t, opts));         // [B, W]
+      t_emb = t_embedder_.forward(timestep_embedding(t, opts));             // [B, W] (nn:: by ADL on opts)
     }
-    tensor h = embed_patches(conv1_.forward(x));                            // [B, N + 1, W]
+    tensor h = patch_tokens(conv1_.forward(x), class_embedding_.value, positional_embedding_.value);  // [B, N + 1, W]
     h = ln_pre_.forward(h);                                                 // [B, N + 1, W]
     for (auto& b : blocks_) h = b.forward(h, t_emb);                        // [B, N + 1, W]
-    tensor p = ln_post_.forward(class_token(h));                            // [B, W]
+    tensor p = ln_post_.forward(first_token(h));                            // [B, W]
     if constexpr (conditioned) {
       tensor mod = final_modulation_.forward(final_act_.forward(t_emb));    // [B, 2W]
-      auto q = tensor::uninitialized(p.shape());                            // [B, W]
-      cpu_kernels::adaln_modulate_forward(final_layout(batch), p.data(), mod.data(), 0, 1, q.data());
+      tensor q = adaln_modulate(p, mod, 0, 1);                              // [B, W]
       if (nn::grad_enabled()) {
         pooled_ = std::move(p);
         final_mod_ = std::move(mod);
@@ -166,31 +248,29 @@ class ImageEncoder {
     SPO_CHECK(dy.shape() == (Shape{batch_, config_.embed_dim}),
               describe() << ": gradient shape " << dy.shape() << " does not match output shape "
                          << Shape{batch_, config_.embed_dim});
-    const std::int64_t w = config_.width;
     tensor dp = proj_.backward(dy);                                         // [B, W]
     tensor dt_emb;
     if constexpr (conditioned) {
       SPO_CHECK(!final_mod_.empty(), describe() << ": backward without a forward in grad mode");
       tensor dmod(final_mod_.shape());                                      // [B, 2W]
-      auto dq = tensor::uninitialized(dp.shape());                          // [B, W]
-      cpu_kernels::adaln_modulate_backward(final_layout(batch_), dp.data(), pooled_.data(), final_mod_.data(), 0, 1,
-                                           dq.data(), dmod.data());
+      tensor dq = adaln_modulate_backward(dp, pooled_, final_mod_, 0, 1, dmod);  // [B, W]
       dt_emb = final_act_.backward(final_modulation_.backward(dmod));       // [B, W]
       dp = std::move(dq);
       pooled_ = tensor();
       final_mod_ = tensor();
     }
     tensor dcls = ln_post_.backward(dp);                                    // [B, W]
-    tensor dh(Shape{batch_, tokens(), w});                                  // [B, N + 1, W]
-    for (std::int64_t b = 0; b < batch_; ++b)
-      for (std::int64_t k = 0; k < w; ++k) dh[b * tokens() * w + k] = dcls[b * w + k];
+    tensor dh = first_token_backward(dcls, tokens());                       // [B, N + 1, W]
     for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) {
       auto g = it->backward(dh);
       dh = std::move(g.dx);                                                 // [B, N + 1, W]
       if constexpr (conditioned) add_inplace(dt_emb, g.dt_emb);
     }
     if constexpr (conditioned) t_embedder_.backward(dt_emb);               // no gradient w.r.t. t
-    return conv1_.backward(unembed_patches(ln_pre_.backward(dh)));          // [B, C, R, R]
+    tensor dseq = ln_pre_.backward(dh);                                     // [B, N + 1, W]
+    tensor dpatches = patch_tokens_backward(dseq, grid_, class_embedding_.trainable ? &class_embedding_.grad : nullptr,
+                                            positional_embedding_.trainable ? &positional_embedding_.grad : nullptr);
+    return conv1_.backward(dpatches);                                       // [B, C, R, R]
   }
 
   template <class F>
@@ -231,57 +311,6 @@ class ImageEncoder {
     os << "ImageEncoder<" << Policy::name << ">(resolution=" << config_.resolution << ", channels="
        << config_.channels << ", patch_size=" << config_.patch_size << ", width=" << config_.width << ")";
     return os.str();
-  }
-
-  cpu_kernels::ModulationLayout final_layout(std::int64_t batch) const {
-    return {batch, 1, config_.width, 2 * config_.width};
-  }
-
-  /// patches [B, W, g, g] -> seq [B, N + 1, W]: seq[b, 0] = class + pos[0],
-  /// seq[b, 1 + p] = patches[b, :, p] + pos[1 + p].
-  tensor embed_patches(const tensor& patches) const {
-    const std::int64_t batch = patches.size(0), w = config_.width, n = tokens(), np = n - 1;
-    auto seq = tensor::uninitialized(Shape{batch, n, w});                   // [B, N + 1, W]
-    const T* pos = positional_embedding_.value.data();
-    const T* cls = class_embedding_.value.data();
-    parallel_for(0, batch, [&](std::int64_t b) {
-      T* s = seq.data() + b * n * w;
-      const T* src = patches.data() + b * w * np;
-      for (std::int64_t k = 0; k < w; ++k) s[k] = cls[k] + pos[k];
-      for (std::int64_t p = 0; p < np; ++p)
-        for (std::int64_t k = 0; k < w; ++k) s[(1 + p) * w + k] = src[k * np + p] + pos[(1 + p) * w + k];
-    }, cpu_kernels::ModulationLayout{batch, n, w, w}.grain());
-    return seq;
-  }
-
-  /// Backward of embed_patches: accumulates the class and positional gradients, returns d patches [B, W, g, g].
-  tensor unembed_patches(const tensor& dseq) {
-    const std::int64_t batch = dseq.size(0), w = config_.width, n = tokens(), np = n - 1;
-    if (class_embedding_.trainable)
-      for (std::int64_t b = 0; b < batch; ++b)
-        for (std::int64_t k = 0; k < w; ++k) class_embedding_.grad[k] += dseq[b * n * w + k];
-    if (positional_embedding_.trainable) {
-      auto gp = as_array(positional_embedding_.grad);
-      using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
-      for (std::int64_t b = 0; b < batch; ++b) gp += Eigen::Map<const Array>(dseq.data() + b * n * w, n * w);
-    }
-    auto dpatches = tensor::uninitialized(Shape{batch, w, grid_, grid_});   // [B, W, g, g]
-    parallel_for(0, batch, [&](std::int64_t b) {
-      const T* s = dseq.data() + b * n * w;
-      T* dst = dpatches.data() + b * w * np;
-      for (std::int64_t p = 0; p < np; ++p)
-        for (std::int64_t k = 0; k < w; ++k) dst[k * np + p] = s[(1 + p) * w + k];
-    }, cpu_kernels::ModulationLayout{batch, n, w, w}.grain());
-    return dpatches;
-  }
-
-  /// h[:, 0] of [B, N + 1, W] -> [B, W].
-  tensor class_token(const tensor& h) const {
-    const std::int64_t batch = h.size(0), n = h.size(1), w = h.size(2);
-    auto cls = tensor::uninitialized(Shape{batch, w});                      // [B, W]
-    for (std::int64_t b = 0; b < batch; ++b)
-      for (std::int64_t k = 0; k < w; ++k) cls[b * w + k] = h[b * n * w + k];
-    return cls;
   }
 
   struct Empty {};

@@ -22,6 +22,86 @@
 #include "spo/spm/time_policy.hpp"
 #include "spo/text/prompts.hpp"
 
+namespace spo {
+
+namespace spm_detail {
+
+/// torch.nn.functional.normalize's eps: norms below it are taken as it.
+inline constexpr double norm_floor = 1e-12;
+
+/// out = x / max(|x|, floor); returns max(|x|, floor).
+template <Scalar T>
+double normalize_row(const T* x, T* out, std::int64_t n) {
+  double ss = 0;
+  for (std::int64_t k = 0; k < n; ++k) ss += static_cast<double>(x[k]) * static_cast<double>(x[k]);
+  const double norm = std::max(std::sqrt(ss), norm_floor);
+  for (std::int64_t k = 0; k < n; ++k) out[k] = static_cast<T>(static_cast<double>(x[k]) / norm);
+  return norm;
+}
+
+/// dx = (du - u <u, du>) / norm with du = alpha * other (the gradient of <x / |x|, other> times alpha).
+template <Scalar T>
+void normalize_row_backward(const T* u, const T* other, double alpha, double norm, T* dx, std::int64_t n) {
+  double proj = 0;
+  for (std::int64_t k = 0; k < n; ++k) proj += static_cast<double>(u[k]) * static_cast<double>(other[k]);
+  for (std::int64_t k = 0; k < n; ++k)
+    dx[k] = static_cast<T>(alpha * (static_cast<double>(other[k]) - static_cast<double>(u[k]) * proj) / norm);
+}
+
+}  // namespace spm_detail
+
+/// CLIP scores (the CPU form; tensor/cuda/spm.hpp has the spo::cuda twin, found by ADL): f, g [B, E] and
+/// logit_scale (one element) -> scores [B] = exp(logit_scale) <f / |f|, g / |g|>; writes u = f / |f|, v = g / |g|
+/// [B, E] and norms [B, 2] = (|f|, |g|) for the backward.
+template <Scalar T>
+Tensor<T, cpu> clip_scores(const Tensor<T, cpu>& f, const Tensor<T, cpu>& g, const Tensor<T, cpu>& logit_scale,
+                           Tensor<T, cpu>& u, Tensor<T, cpu>& v, Tensor<T, cpu>& norms) {
+  SPO_CHECK(f.rank() == 2 && f.shape() == g.shape() && logit_scale.numel() == 1,
+            "clip_scores: image features " << f.shape() << ", text features " << g.shape() << ", logit scale "
+                                           << logit_scale.shape());
+  const std::int64_t batch = f.size(0), e = f.size(1);
+  u = Tensor<T, cpu>::uninitialized(f.shape());                              // [B, E]
+  v = Tensor<T, cpu>::uninitialized(g.shape());                              // [B, E]
+  norms = Tensor<T, cpu>::uninitialized(Shape{batch, 2});                    // [B, 2] |f|, |g|
+  auto scores = Tensor<T, cpu>::uninitialized(Shape{batch});                 // [B]
+  const double scale = std::exp(static_cast<double>(logit_scale[0]));
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const double nf = spm_detail::normalize_row(f.data() + b * e, u.data() + b * e, e);
+    const double ng = spm_detail::normalize_row(g.data() + b * e, v.data() + b * e, e);
+    double c = 0;
+    for (std::int64_t k = 0; k < e; ++k) c += static_cast<double>(u[b * e + k]) * static_cast<double>(v[b * e + k]);
+    norms[2 * b] = static_cast<T>(nf);
+    norms[2 * b + 1] = static_cast<T>(ng);
+    scores[b] = static_cast<T>(scale * c);
+  }
+  return scores;
+}
+
+/// Backward of clip_scores: with c = <u, v>, du = ds e^ls v, df = (du - u <u, du>) / |f| (symmetrically dg);
+/// *dlogit_scale += sum_b ds_b s_b when not null.
+template <Scalar T>
+void clip_scores_backward(const Tensor<T, cpu>& ds, const Tensor<T, cpu>& u, const Tensor<T, cpu>& v,
+                          const Tensor<T, cpu>& norms, const Tensor<T, cpu>& scores, const Tensor<T, cpu>& logit_scale,
+                          Tensor<T, cpu>& df, Tensor<T, cpu>& dg, Tensor<T, cpu>* dlogit_scale) {
+  check_same_shape(ds.shape(), scores.shape(), "clip_scores_backward (gradient vs scores)");
+  const std::int64_t batch = u.size(0), e = u.size(1);
+  const double scale = std::exp(static_cast<double>(logit_scale[0]));
+  df = Tensor<T, cpu>::uninitialized(u.shape());                             // [B, E]
+  dg = Tensor<T, cpu>::uninitialized(v.shape());                             // [B, E]
+  double dls = 0;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const double d = static_cast<double>(ds[b]);
+    dls += d * static_cast<double>(scores[b]);
+    spm_detail::normalize_row_backward(u.data() + b * e, v.data() + b * e, d * scale,
+                                       static_cast<double>(norms[2 * b]), df.data() + b * e, e);
+    spm_detail::normalize_row_backward(v.data() + b * e, u.data() + b * e, d * scale,
+                                       static_cast<double>(norms[2 * b + 1]), dg.data() + b * e, e);
+  }
+  if (dlogit_scale) (*dlogit_scale)[0] += static_cast<T>(dls);
+}
+
+}  // namespace spo
+
 namespace spo::spm {
 
 /*!
@@ -69,14 +149,14 @@ class PreferenceNetwork {
     SPO_CHECK(c.text_width > 0 && c.text_heads > 0 && c.text_width % c.text_heads == 0,
               "PreferenceNetworkConfig: text_width " << c.text_width << " is not a positive multiple of text_heads "
                                                      << c.text_heads);
-    logit_scale_.value[0] = static_cast<T>(c.init_logit_scale);
+    fill_constant(logit_scale_.value.view(), static_cast<T>(c.init_logit_scale));
   }
 
   /// Both towers' CLIP inits (with the adaLN identity when conditioned) and logit_scale = init_logit_scale.
   void reset_parameters(Generator& gen) {
     visual_.reset_parameters(gen);
     text_.reset_parameters(gen);
-    logit_scale_.value[0] = static_cast<T>(config_.init_logit_scale);
+    fill_constant(logit_scale_.value.view(), static_cast<T>(config_.init_logit_scale));
   }
 
   /// images [B, C, R, R], t [B], ids B rows of text_max_length ids -> scores [B].
@@ -85,21 +165,8 @@ class PreferenceNetwork {
               "PreferenceNetwork: " << ids.size() << " token rows for image shape " << images.shape());
     tensor f = visual_.forward(images, t);                                  // [B, E]
     tensor g = text_.forward(ids);                                          // [B, E]
-    const std::int64_t batch = f.size(0), e = f.size(1);
-    auto u = tensor::uninitialized(f.shape());                              // [B, E]
-    auto v = tensor::uninitialized(g.shape());                              // [B, E]
-    auto norms = tensor::uninitialized(Shape{batch, 2});                    // [B, 2] |f|, |g|
-    auto scores = tensor::uninitialized(Shape{batch});                      // [B]
-    const double scale = std::exp(static_cast<double>(logit_scale_.value[0]));
-    for (std::int64_t b = 0; b < batch; ++b) {
-      const double nf = normalize_row(f.data() + b * e, u.data() + b * e, e);
-      const double ng = normalize_row(g.data() + b * e, v.data() + b * e, e);
-      double c = 0;
-      for (std::int64_t k = 0; k < e; ++k) c += static_cast<double>(u[b * e + k]) * static_cast<double>(v[b * e + k]);
-      norms[2 * b] = static_cast<T>(nf);
-      norms[2 * b + 1] = static_cast<T>(ng);
-      scores[b] = static_cast<T>(scale * c);
-    }
+    tensor u, v, norms;                                                     // [B, E], [B, E], [B, 2]
+    tensor scores = clip_scores(f, g, logit_scale_.value, u, v, norms);     // [B]
     if (nn::grad_enabled()) {
       u_ = std::move(u);
       v_ = std::move(v);
@@ -116,20 +183,9 @@ class PreferenceNetwork {
     SPO_CHECK(dscores.shape() == scores_.shape(),
               "PreferenceNetwork::backward: gradient shape " << dscores.shape() << " does not match scores shape "
                                                              << scores_.shape());
-    const std::int64_t batch = u_.size(0), e = u_.size(1);
-    const double scale = std::exp(static_cast<double>(logit_scale_.value[0]));
-    auto df = tensor::uninitialized(u_.shape());                            // [B, E]
-    auto dg = tensor::uninitialized(v_.shape());                            // [B, E]
-    double dls = 0;
-    for (std::int64_t b = 0; b < batch; ++b) {
-      const double ds = static_cast<double>(dscores[b]);
-      dls += ds * static_cast<double>(scores_[b]);
-      normalize_row_backward(u_.data() + b * e, v_.data() + b * e, ds * scale, static_cast<double>(norms_[2 * b]),
-                             df.data() + b * e, e);
-      normalize_row_backward(v_.data() + b * e, u_.data() + b * e, ds * scale,
-                             static_cast<double>(norms_[2 * b + 1]), dg.data() + b * e, e);
-    }
-    if (logit_scale_.trainable) logit_scale_.grad[0] += static_cast<T>(dls);
+    tensor df, dg;                                                          // [B, E]
+    clip_scores_backward(dscores, u_, v_, norms_, scores_, logit_scale_.value, df, dg,
+                         logit_scale_.trainable ? &logit_scale_.grad : nullptr);
     u_ = tensor();
     v_ = tensor();
     norms_ = tensor();
@@ -151,26 +207,6 @@ class PreferenceNetwork {
   nn::Parameter<T, D>& logit_scale() { return logit_scale_; }
 
  private:
-  /// Norms below this are treated as this (torch.nn.functional.normalize's eps).
-  static constexpr double norm_floor = 1e-12;
-
-  /// out = x / max(|x|, floor); returns max(|x|, floor).
-  static double normalize_row(const T* x, T* out, std::int64_t n) {
-    double ss = 0;
-    for (std::int64_t k = 0; k < n; ++k) ss += static_cast<double>(x[k]) * static_cast<double>(x[k]);
-    const double norm = std::max(std::sqrt(ss), norm_floor);
-    for (std::int64_t k = 0; k < n; ++k) out[k] = static_cast<T>(static_cast<double>(x[k]) / norm);
-    return norm;
-  }
-
-  /// dx = (du - u <u, du>) / norm with du = alpha * other (the gradient of <x / |x|, other> times alpha).
-  static void normalize_row_backward(const T* u, const T* other, double alpha, double norm, T* dx, std::int64_t n) {
-    double proj = 0;
-    for (std::int64_t k = 0; k < n; ++k) proj += static_cast<double>(u[k]) * static_cast<double>(other[k]);
-    for (std::int64_t k = 0; k < n; ++k)
-      dx[k] = static_cast<T>(alpha * (static_cast<double>(other[k]) - static_cast<double>(u[k]) * proj) / norm);
-  }
-
   PreferenceNetworkConfig config_{};
   image_encoder_type visual_;
   prompt_encoder_type text_;

@@ -20,6 +20,40 @@
 #include "spo/text/text_encoder.hpp"
 #include "spo/text/tokenizer.hpp"
 
+namespace spo {
+
+/// Weighted token sum (the CPU form; tensor/cuda/spm.hpp has the spo::cuda twin, found by ADL):
+/// out[b] = sum_l weights[b, l] h[b, l] for h [B, L, W], weights [B, L] -> [B, W].
+template <Scalar T>
+Tensor<T, cpu> weighted_token_sum(const Tensor<T, cpu>& h, const Tensor<T, cpu>& weights) {
+  SPO_CHECK(h.rank() == 3 && weights.shape() == (Shape{h.size(0), h.size(1)}),
+            "weighted_token_sum: weights shape " << weights.shape() << " does not match tokens " << h.shape());
+  const std::int64_t batch = h.size(0), length = h.size(1), w = h.size(2);
+  auto pooled = Tensor<T, cpu>::uninitialized(Shape{batch, w});              // [B, W]
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t k = 0; k < w; ++k) {
+      T acc = 0;
+      for (std::int64_t l = 0; l < length; ++l) acc += weights[b * length + l] * h[(b * length + l) * w + k];
+      pooled[b * w + k] = acc;
+    }
+  return pooled;
+}
+
+/// Backward of weighted_token_sum: dout [B, W] -> dh [B, L, W] = weights[b, l] dout[b].
+template <Scalar T>
+Tensor<T, cpu> weighted_token_sum_backward(const Tensor<T, cpu>& dout, const Tensor<T, cpu>& weights) {
+  SPO_CHECK(weights.rank() == 2 && dout.rank() == 2 && dout.size(0) == weights.size(0),
+            "weighted_token_sum_backward: gradient shape " << dout.shape() << " for weights " << weights.shape());
+  const std::int64_t batch = weights.size(0), length = weights.size(1), w = dout.size(1);
+  auto dh = Tensor<T, cpu>::uninitialized(Shape{batch, length, w});          // [B, L, W]
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t l = 0; l < length; ++l)
+      for (std::int64_t k = 0; k < w; ++k) dh[(b * length + l) * w + k] = weights[b * length + l] * dout[b * w + k];
+  return dh;
+}
+
+}  // namespace spo
+
 namespace spo::spm {
 
 /*!
@@ -65,10 +99,10 @@ class PromptEncoder {
 
   /// ids: B rows of max_length token ids -> features [B, E].
   tensor forward(std::span<const std::vector<std::int32_t>> ids) {
-    const std::int64_t batch = static_cast<std::int64_t>(ids.size()), length = max_length(), w = width();
+    const std::int64_t batch = static_cast<std::int64_t>(ids.size()), length = max_length();
     tensor h = embedding_.forward(ids);                                     // [B, L, W']
     h = ln_final_.forward(block_.forward(h, tensor()));                     // [B, L, W']
-    auto weights = tensor::uninitialized(Shape{batch, length});             // [B, L] pooling weights m / sum m
+    auto weights = Tensor<T, cpu>::uninitialized(Shape{batch, length});     // [B, L] pooling weights m / sum m
     for (std::int64_t b = 0; b < batch; ++b) {
       const auto& row = ids[static_cast<std::size_t>(b)];
       std::int64_t count = 0;
@@ -78,14 +112,13 @@ class PromptEncoder {
         weights[b * length + l] = used ? T(1) / static_cast<T>(count == 0 ? length : count) : T(0);
       }
     }
-    auto pooled = tensor::uninitialized(Shape{batch, w});                   // [B, W']
-    for (std::int64_t b = 0; b < batch; ++b)
-      for (std::int64_t k = 0; k < w; ++k) {
-        T acc = 0;
-        for (std::int64_t l = 0; l < length; ++l) acc += weights[b * length + l] * h[(b * length + l) * w + k];
-        pooled[b * w + k] = acc;
-      }
-    if (nn::grad_enabled()) weights_ = std::move(weights);
+    tensor m;                                                               // [B, L] on D
+    if constexpr (D::host_accessible)
+      m = std::move(weights);
+    else
+      m = to_device(weights);                                               // host-side ids: one small upload
+    tensor pooled = weighted_token_sum(h, m);                               // [B, W']
+    if (nn::grad_enabled()) weights_ = std::move(m);
     batch_ = batch;
     return projection_.forward(pooled);                                     // [B, E]
   }
@@ -95,12 +128,8 @@ class PromptEncoder {
     SPO_CHECK(dy.shape() == (Shape{batch_, embed_dim()}),
               "PromptEncoder::backward: gradient shape " << dy.shape() << " does not match output shape "
                                                          << Shape{batch_, embed_dim()});
-    const std::int64_t length = max_length(), w = width();
     tensor dp = projection_.backward(dy);                                   // [B, W']
-    auto dh = tensor::uninitialized(Shape{batch_, length, w});              // [B, L, W']
-    for (std::int64_t b = 0; b < batch_; ++b)
-      for (std::int64_t l = 0; l < length; ++l)
-        for (std::int64_t k = 0; k < w; ++k) dh[(b * length + l) * w + k] = weights_[b * length + l] * dp[b * w + k];
+    tensor dh = weighted_token_sum_backward(dp, weights_);                  // [B, L, W']
     auto g = block_.backward(ln_final_.backward(dh));
     embedding_.backward(g.dx);
     weights_ = tensor();

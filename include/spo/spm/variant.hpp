@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "spo/core/image_format.hpp"
 #include "spo/io/config.hpp"
 #include "spo/io/json.hpp"
 #include "spo/io/state_dict.hpp"
@@ -46,11 +47,14 @@ concept TrainingInput = requires {
       NoStepConditionPM  = Variant<Unconditioned, NoisedPrediction>     "w/o step condition"
       CleanPM            = Variant<Unconditioned, CleanImage>           "PickScore": clean images only
     `name` identifies the variant in checkpoints; loading a checkpoint of another variant is an error.
+    Format is the image format the network scores (a checkpoint of another resolution or channel count is an error
+    at load; an experiment pairing it with a diffusion model of another format does not compile).
 !*/
-template <TimePolicy Policy, TrainingInput Input>
+template <TimePolicy Policy, TrainingInput Input, ImageFormatType Format = FashionImage>
 struct Variant {
   using time_policy = Policy;
   using training_input = Input;
+  using image_format = Format;
   template <Scalar T>
   using network = PreferenceNetwork<T, Policy>;
   static constexpr std::string_view name = [] {
@@ -104,6 +108,12 @@ typename V::template network<T> load_preference_model(const std::filesystem::pat
   auto f = read_preference_model(path);
   SPO_CHECK(f.variant == V::name, path << " holds the preference model variant \"" << f.variant
                                        << "\", but this program expects \"" << V::name << "\"");
+  using F = typename V::image_format;
+  SPO_CHECK(f.network.image.channels == F::channels && f.network.image.resolution == F::height &&
+                F::height == F::width,
+            path << " scores images of " << f.network.image.channels << " x " << f.network.image.resolution << " x "
+                 << f.network.image.resolution << ", but this program's preference policy is built for "
+                 << F::channels << " x " << F::height << " x " << F::width);
   Generator init{0, 0};
   auto net = make_preference_network<typename V::template network<T>>(f.network, init);
   io::load_state_dict(net, f.tensors);

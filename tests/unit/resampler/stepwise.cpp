@@ -5,13 +5,11 @@
 #include <cmath>
 #include <set>
 
-#include "spo/config/sections.hpp"
-#include "spo/model/fashion_default.hpp"
 #include "spo/resampler/stepwise.hpp"
+#include "support/train_fixtures.hpp"
 
 using namespace spo;
-using Model = model::FashionModel<float>;
-using Scheduler = diffusion::Ddim<diffusion::LinearBetas, diffusion::EpsilonPrediction>;
+using test_support::tiny_scheduler;
 
 namespace {
 /// A preference model that prefers bright x0 predictions; records what it was shown.
@@ -22,37 +20,17 @@ struct BrightnessPM {
   std::vector<double> score(const Tensor<float>& x0, std::span<const std::int64_t> t, std::span<const std::string> p) {
     REQUIRE(static_cast<std::int64_t>(t.size()) == x0.size(0));
     REQUIRE(p.size() == t.size());
-    std::vector<double> s;
-    const std::int64_t per = x0.numel() / x0.size(0);
-    for (std::int64_t i = 0; i < x0.size(0); ++i) {
-      double m = 0;
-      for (std::int64_t j = 0; j < per; ++j) m += x0[i * per + j];
-      s.push_back(10.0 * m / static_cast<double>(per));
-    }
     seen_t.insert(seen_t.end(), t.begin(), t.end());
-    return s;
+    return test_support::brightness(x0);
   }
 };
 static_assert(preference::PreferenceModel<BrightnessPM>);
-
-Model tiny_model() {
-  Generator g{21, 0};
-  return model::make_fashion_model<Model>(config::UNetSection{{8, 16}, {false, true}, 1, 2, 8, 4, false},
-                                          config::TextSection{6}, g);
-}
-
-Scheduler tiny_scheduler(int steps) {
-  auto d = config::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(
-      config::ScheduleSection{"linear", 1e-4, 0.02, 1000, "epsilon", "leading", 1});
-  d.set_timesteps(steps);
-  return d;
-}
 
 const std::vector<std::string> prompts{"a photo of a dress", "a photo of a bag", "a sneaker"};
 }  // namespace
 
 TEST_CASE("resampler: pairs share their parent, counts per timestep, scores at the child's own timestep") {
-  auto m = tiny_model();
+  auto m = test_support::tiny_base();
   const auto ddim = tiny_scheduler(5);  // t = 801, 601, 401, 201, 1
   BrightnessPM pm;
   resampler::ResamplerOptions o{3, 1, 0.0, 2.0, 1.0, 0, 1000};
@@ -93,7 +71,7 @@ TEST_CASE("resampler: pairs share their parent, counts per timestep, scores at t
 }
 
 TEST_CASE("resampler: threshold, timestep range and continuation policies") {
-  auto m = tiny_model();
+  auto m = test_support::tiny_base();
   const auto ddim = tiny_scheduler(5);
   BrightnessPM pm;
   // A threshold above every gap keeps nothing, but still counts the comparisons.

@@ -42,6 +42,11 @@ preference::PreferencePairs tiny_pairs(std::int64_t n, std::uint64_t seed, int t
   return p;
 }
 
+/// The variants of Table 5 for the 8 x 8 test network.
+using TinyClean = spm::Variant<spm::Unconditioned, spm::CleanImage, ImageFormat<1, 8>>;
+using TinyStepAware = spm::Variant<spm::StepConditioned, spm::NoisedPrediction, ImageFormat<1, 8>>;
+using TinyNoStep = spm::Variant<spm::Unconditioned, spm::NoisedPrediction, ImageFormat<1, 8>>;
+
 spm::PreferenceNetworkConfig tiny_network() {
   spm::PreferenceNetworkConfig c;
   c.image = {8, 1, 4, 16, 1, 2, 8};
@@ -115,15 +120,20 @@ TEST_CASE("preference accuracy counts non-tie pairs, equal scores as half") {
 TEST_CASE("variant checkpoints: a checkpoint of one variant loaded as another is an error; init from clean") {
   const auto dir = scratch("variant");
   Generator g{4, 0};
-  auto clean = spm::make_preference_network<spm::CleanPM::network<double>>(tiny_network(), g);
-  spm::save_preference_model<spm::CleanPM>(dir / "clean.safetensors", clean);
-  CHECK_NOTHROW(spm::load_preference_model<spm::CleanPM, double>(dir / "clean.safetensors"));
-  CHECK_THROWS_WITH_AS((spm::load_preference_model<spm::StepAwarePM, double>(dir / "clean.safetensors")),
+  auto clean = spm::make_preference_network<TinyClean::network<double>>(tiny_network(), g);
+  spm::save_preference_model<TinyClean>(dir / "clean.safetensors", clean);
+  CHECK_NOTHROW(spm::load_preference_model<TinyClean, double>(dir / "clean.safetensors"));
+  CHECK_THROWS_WITH_AS((spm::load_preference_model<TinyStepAware, double>(dir / "clean.safetensors")),
                        doctest::Contains("\"clean\", but this program expects \"step_aware\""), spo::error);
-  CHECK_THROWS_WITH_AS((spm::load_preference_model<spm::NoStepConditionPM, double>(dir / "clean.safetensors")),
+  CHECK_THROWS_WITH_AS((spm::load_preference_model<TinyNoStep, double>(dir / "clean.safetensors")),
                        doctest::Contains("expects \"no_step_condition\""), spo::error);
+  // The variant's image format is checked at load: the Fashion-MNIST policy (1 x 32 x 32) refuses an 8 x 8 network.
+  CHECK_THROWS_WITH_AS((spm::load_preference_model<spm::CleanPM, double>(dir / "clean.safetensors")),
+                       doctest::Contains("scores images of 1 x 8 x 8, but this program's preference policy is built "
+                                         "for 1 x 32 x 32"),
+                       spo::error);
   io::save_state_dict(dir / "plain.safetensors", clean);
-  CHECK_THROWS_WITH_AS((spm::load_preference_model<spm::CleanPM, double>(dir / "plain.safetensors")),
+  CHECK_THROWS_WITH_AS((spm::load_preference_model<TinyClean, double>(dir / "plain.safetensors")),
                        doctest::Contains("not a preference-model checkpoint"), spo::error);
 
   // The SPM initialised from the clean model scores exactly like it at every t (adaLN-Zero identity).

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: MIT
+/// @brief The baseline experiments of the SPO paper (Diffusion-DPO, D3PO, DDPO): their configs and one driver that
+/// writes the same run outputs as the SPO experiment (results.json / results.md, progress.jsonl, metrics.jsonl).
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <string_view>
+
+#include <boost/hana/define_struct.hpp>
+
+#include "spo/experiment/spo_experiment.hpp"
+#include "spo/train/d3po_training.hpp"
+#include "spo/train/ddpo_training.hpp"
+#include "spo/train/diffusion_dpo_training.hpp"
+
+namespace spo::experiment {
+
+/// Diffusion-DPO on the offline preference pairs (`pairs`: a file written by make_pairs). Every key is required.
+struct DiffusionDpoConfig {
+  BOOST_HANA_DEFINE_STRUCT(DiffusionDpoConfig, (std::uint64_t, seed), (std::string, data_dir),
+                           (std::string, output_dir), (config::BaseModelSection, base), (config::RaterSection, rater),
+                           (train::LoraSection, lora), (std::string, pairs), (loss::DiffusionDpoOptions, loss),
+                           (train::DiffusionDpoTrainSection, train), (eval::EvalSection, evaluation));
+};
+
+/// D3PO with the rater's preference of the final images. Every key is required.
+struct D3poConfig {
+  BOOST_HANA_DEFINE_STRUCT(D3poConfig, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
+                           (config::BaseModelSection, base), (config::RaterSection, rater), (train::LoraSection, lora),
+                           (train::TrajectorySection, sampling), (loss::D3poLossOptions, loss),
+                           (train::D3poTrainSection, train), (eval::EvalSection, evaluation));
+};
+
+/// DDPO_IS with the rater's reward of the final images. Every key is required.
+struct DdpoConfig {
+  BOOST_HANA_DEFINE_STRUCT(DdpoConfig, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
+                           (config::BaseModelSection, base), (config::RaterSection, rater), (train::LoraSection, lora),
+                           (train::TrajectorySection, sampling), (loss::DdpoLossOptions, loss),
+                           (loss::StatTrackerOptions, stat_tracker), (train::DdpoTrainSection, train),
+                           (eval::EvalSection, evaluation));
+};
+
+/// The sections every baseline config shares, checked before work starts; returns the base model's config.
+template <class C>
+train::PretrainConfig validate_common(const C& c) {
+  auto base = io::load_config<train::PretrainConfig>(c.base.config);
+  train::validate(base);
+  SPO_CHECK(c.lora.rank >= 1 && c.lora.alpha > 0,
+            "lora: rank must be >= 1 and alpha > 0, got " << c.lora.rank << ", " << c.lora.alpha);
+  eval::validate(c.evaluation);
+  preference::validate(c.rater.weights);
+  for (const auto& p : {c.base.weights, c.rater.judge.weights, c.evaluation.held_out_judge.weights})
+    SPO_CHECK(std::filesystem::exists(p), "file not found: " << p);
+  return base;
+}
+
+inline train::PretrainConfig validate(const DiffusionDpoConfig& c) {
+  auto base = validate_common(c);
+  loss::validate(c.loss);
+  train::validate(c.train);
+  SPO_CHECK(std::filesystem::exists(c.pairs), "pairs: file not found: " << c.pairs);
+  return base;
+}
+
+inline train::PretrainConfig validate(const D3poConfig& c) {
+  auto base = validate_common(c);
+  train::validate(c.sampling);
+  loss::validate(c.loss);
+  train::validate(c.train);
+  return base;
+}
+
+inline train::PretrainConfig validate(const DdpoConfig& c) {
+  auto base = validate_common(c);
+  train::validate(c.sampling);
+  loss::validate(c.loss);
+  loss::validate(c.stat_tracker);
+  train::validate(c.train);
+  return base;
+}
+
+/// The evaluation of a baseline: the SPO experiment's Evaluator on the baseline's rater and evaluation sections.
+template <class C>
+Evaluator make_baseline_evaluator(const C& c, const train::PretrainConfig& base_config) {
+  SpoConfig s;
+  s.seed = c.seed;
+  s.data_dir = c.data_dir;
+  s.output_dir = c.output_dir;
+  s.base = c.base;
+  s.rater = c.rater;
+  s.lora = c.lora;
+  s.evaluation = c.evaluation;
+  return make_evaluator(s, base_config);
+}
+
+/// The images of a trained model are 1-channel (Fashion-MNIST).
+inline constexpr std::int64_t image_channels = 1;
+
+/*!
+  REQUIRES
+    - Config: one of the baseline configs above; make_trainer(config, base_config, policy, base_model, evaluator)
+      returns a trainer with round(), resume(path), run(out, on_round(round, wall_s))
+  ENSURES
+    - runs the baseline `method` from the config on the command line (usage: <binary> <config.json> [--resume]
+      [--rounds=N] [--seed=N] [--output=DIR]); every config error is reported before any work starts
+    - writes to output_dir what train_and_report writes, with `method` as the tuned model's key and label:
+      lora.safetensors, results.json / results.md (base vs tuned on the same prompts and seeds), progress.jsonl and
+      reward_vs_time.png, samples_base.png / samples_<method>.png, metrics.jsonl, checkpoint.safetensors, run.json
+!*/
+template <class Config, class MakeTrainer>
+int run_baseline_experiment(int argc, char** argv, const char* source_dir, const std::string& method,
+                            MakeTrainer&& make_trainer) try {
+  const auto cli = parse_command_line(argc, argv, "rounds");
+  if (!cli) return 2;
+  const auto config = load_run_config<Config>(*cli);
+  const auto base_config = validate(config);
+  const auto run = start_run(*cli, config.output_dir, argv[0], source_dir);
+
+  auto base = config::load_base_model<BaseModelType>(config.base);
+  auto policy = make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
+  auto evaluator = make_baseline_evaluator(config, base_config);
+  std::fprintf(stderr, "%s: %s; %lld LoRA parameters\n", argv[0], method.c_str(),
+               static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
+  auto training = make_trainer(config, base_config, policy, base.model, evaluator);
+  train_and_report(run, config, training, evaluator, base.model, policy, {method, method}, [&] {
+    return nlohmann::json{
+        {"method", method}, {"rounds", training.round()}, {"seed", config.seed}, {"train_wall_s", training.wall_s()}};
+  });
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << argv[0] << ": error: " << e.what() << "\n";
+  return 1;
+}
+
+}  // namespace spo::experiment

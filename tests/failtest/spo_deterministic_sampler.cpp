@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: MIT
+// expect: satisfaction of .+SamplerSuitsLoss<spo::loss::SpoLossPolicy, Sampler>.+DeterministicDdim
+// requires: spo/experiment/spo_experiment.hpp
+/// @brief SPO's loss differentiates the transition log-probabilities of the children: an experiment composed with a
+/// deterministic sampler (DDIM eta = 0: no transition density) must be rejected naming the concept.
+#include "spo/experiment/spo_experiment.hpp"
+
+#ifdef SPO_FAILTEST_CONTROL
+using Sampler = spo::diffusion::AncestralDdim;
+#else
+using Sampler = spo::diffusion::DeterministicDdim;
+#endif
+
+using Experiment = spo::experiment::Spo<spo::spm::StepAwarePM, spo::preference::BestWorstCompare,
+                                        spo::resampler::RandomChild, Sampler>;
+
+int main() { return Experiment::sampler_type::stochastic ? 0 : 1; }
