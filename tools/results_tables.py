@@ -102,19 +102,22 @@ def tables(runs):
 def progress(runs, name):
     curves = []
     for path in sorted(glob.glob(os.path.join(runs, name, "seed*", "progress.jsonl"))):
+        if not os.path.exists(os.path.join(os.path.dirname(path), "results.json")):
+            continue  # a run still in progress
         with open(path) as f:
             curves.append([json.loads(line) for line in f if line.strip()])
     return curves
 
 
-def first_time(curve, target):
-    """Training wall-clock (s) at which the progress reward first reaches target (linear between points), or None."""
+def first_time(curve, target, key="train_wall_s"):
+    """Training wall-clock (s), or with key="step" the round, at which the progress reward first reaches target
+    (linear between progress points), or None."""
     for a, b in zip(curve, curve[1:]):
         if b["reward_mean"] >= target:
             if b["reward_mean"] == a["reward_mean"]:
-                return b["train_wall_s"]
+                return b[key]
             f = (target - a["reward_mean"]) / (b["reward_mean"] - a["reward_mean"])
-            return a["train_wall_s"] + max(0.0, min(1.0, f)) * (b["train_wall_s"] - a["train_wall_s"])
+            return a[key] + max(0.0, min(1.0, f)) * (b[key] - a[key])
     return None
 
 
@@ -139,7 +142,8 @@ def efficiency(runs, pm_seconds):
         line = f"- {label} reaches {other}'s final progress reward ({target:.4f}) in {len(reached)} of {len(curves)} seeds"
         if reached:
             mean = sum(reached) / len(reached)
-            line += f": {mean:.0f} s of training on average"
+            rounds = [first_time(c, target, "step") for c in curves if first_time(c, target) is not None]
+            line += f": round {sum(rounds) / len(rounds):.1f} and {mean:.0f} s of training on average"
             if label == "SPO":
                 line += f" (+ {pm_seconds:.0f} s of preference-model training = {mean + pm_seconds:.0f} s)"
         print(line + ".")
