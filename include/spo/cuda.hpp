@@ -8,6 +8,8 @@
 #include "spo/tensor/cuda/allocator.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/ops.hpp"
+#include "spo/tensor/cuda/ddim.hpp"
+#include "spo/tensor/cuda/optim.hpp"
 #include "spo/tensor/cuda/layout.hpp"
 #include "spo/tensor/cuda/cudnn.hpp"
 #include "spo/nn/cuda/activation.hpp"

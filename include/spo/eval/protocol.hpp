@@ -22,6 +22,7 @@
 #include "spo/config/components.hpp"
 #include "spo/judge/training.hpp"
 #include "spo/preference/rater.hpp"
+#include "spo/tensor/transfer.hpp"
 
 namespace spo::eval {
 
@@ -69,9 +70,10 @@ Tensor<typename Model::scalar_type, cpu> generate(Model& model, const Scheduler&
   auto out = Tensor<T, cpu>::uninitialized(Shape{n_prompts * seeds, 1, resolution, resolution});  // [P S, 1, R, R]
   for (std::int64_t p = 0; p < n_prompts; ++p) {
     Generator gen{e.seed + static_cast<std::uint64_t>(p), 0};
-    auto x = randn<T>(Shape{seeds, 1, resolution, resolution}, gen);       // [S, 1, R, R]
+    using D = typename Model::device_type;
+    auto x = random_normal<T, D>(Shape{seeds, 1, resolution, resolution}, gen);  // [S, 1, R, R]
     const std::span<const std::string> ps(prompts.data() + p * seeds, static_cast<std::size_t>(seeds));
-    auto img = model::sample_ddim(model, ddim, std::move(x), ps, guidance, eta, gen);
+    const auto img = transfer<cpu>(model::sample_ddim(model, ddim, std::move(x), ps, guidance, eta, gen));
     std::copy_n(img.data(), seeds * per, out.data() + p * seeds * per);
   }
   return out;

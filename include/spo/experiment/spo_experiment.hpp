@@ -40,12 +40,17 @@ struct OraclePM {
 };
 
 /// The diffusion model every experiment fine-tunes: the Fashion-MNIST UNet with its text tower (frozen base, LoRA
-/// policy), generating FashionImage samples.
-struct FashionDiffusion {
+/// policy) on device D, generating FashionImage samples. The device is the experiment's choice of type: with
+/// FashionDiffusionOn<cuda> (and spo/cuda.hpp) the UNet, the resampler, the preference network and the trainer run
+/// on the GPU; the rater and the evaluation's judges stay on the CPU.
+template <Device D>
+struct FashionDiffusionOn {
   using image_format = FashionImage;
-  using base_model = model::FashionModel<float>;
-  using policy_model = model::FashionModel<float, cpu, nn::LoRA<nn::Linear<float>>>;
+  using device_type = D;
+  using base_model = model::FashionModel<float, D>;
+  using policy_model = model::FashionModel<float, D, nn::LoRA<nn::Linear<float, D>>>;
 };
+using FashionDiffusion = FashionDiffusionOn<cpu>;
 
 /*!
   WHAT THIS REPRESENTS
@@ -125,11 +130,14 @@ using BaseModelType = FashionDiffusion::base_model;
 using PolicyModelType = FashionDiffusion::policy_model;
 
 /// The policy: a copy of the base model's weights (architecture from its config sections) with rank-r LoRA adapters
-/// on every attention projection (only they train; LoRA init from Generator{seed ^ 0x10a5}).
-inline PolicyModelType make_policy(const config::UNetSection& unet, const config::TextSection& text,
-                                   BaseModelType& base, const train::LoraSection& lora, std::uint64_t seed) {
+/// on every attention projection (only they train; LoRA init from Generator{seed ^ 0x10a5}, the same numbers on
+/// every device).
+template <class Model = FashionDiffusion>
+typename Model::policy_model make_policy(const config::UNetSection& unet, const config::TextSection& text,
+                                         typename Model::base_model& base, const train::LoraSection& lora,
+                                         std::uint64_t seed) {
   Generator init{0, 0};
-  auto policy = model::make_fashion_model<PolicyModelType>(unet, text, init);
+  auto policy = model::make_fashion_model<typename Model::policy_model>(unet, text, init);
   io::load_state_dict(policy, io::state_dict(base));
   nn::set_trainable(policy, false);
   Generator lora_gen{seed ^ 0x10a5ull, 0};
@@ -138,18 +146,20 @@ inline PolicyModelType make_policy(const config::UNetSection& unet, const config
 }
 
 /// Writes the LoRA parameters only (keys "...lora_A" / "...lora_B") with the rank and alpha in the metadata.
-inline void save_lora(const std::filesystem::path& path, PolicyModelType& policy, const train::LoraSection& lora) {
+template <class Policy>
+void save_lora(const std::filesystem::path& path, Policy& policy, const train::LoraSection& lora) {
   io::NamedTensors t;
   t.source = path.string();
-  policy.visit_parameters([&](std::string_view name, nn::Parameter<float>& p) {
-    if (name.find("lora_") != std::string_view::npos) t.set<float>(std::string(name), p.value);
+  policy.visit_parameters([&](std::string_view name, auto& p) {
+    if (name.find("lora_") != std::string_view::npos) t.set<float>(std::string(name), transfer<cpu>(p.value));
   });
   t.metadata = {{"format", "spo.lora.v1"}, {"rank", std::to_string(lora.rank)}, {"alpha", std::to_string(lora.alpha)}};
   io::save_safetensors(path, t);
 }
 
 /// Loads LoRA weights written by save_lora into a policy with adapters of the same rank attached.
-inline void load_lora(PolicyModelType& policy, const std::filesystem::path& path) {
+template <class Policy>
+void load_lora(Policy& policy, const std::filesystem::path& path) {
   const auto t = io::load_safetensors(path);
   SPO_CHECK(t.metadata.contains("format") && t.metadata.at("format") == "spo.lora.v1",
             path << ": not a LoRA file (metadata \"format\" is not \"spo.lora.v1\")");
@@ -164,7 +174,8 @@ template <class E>
 auto make_preference_model(const SpoConfig& c, preference::OracleRater<float> rater) {
   if constexpr (E::needs_checkpoint) {
     using V = typename E::preference_type;
-    return spm::NetworkPreference<V, float>(spm::load_preference_model<V, float>(*c.preference_model));
+    using D = typename E::model_type::device_type;
+    return spm::NetworkPreference<V, float, D>(spm::load_preference_model<V, float, D>(*c.preference_model));
   } else {
     return preference::RaterPreference<preference::OracleRater<float>>(std::move(rater));
   }
@@ -269,9 +280,14 @@ inline std::int64_t round_of(const train::RoundMetrics& m) { return m.round; }
       "base", name.key, "win_rate_vs_base", "experiment", "wall_s"), results.md, samples_base.png /
       samples_<name.key>.png; prints the Markdown table
 !*/
-template <class Config, class Training, class Describe>
+template <class Config, class Training, class Base, class Policy, class Describe>
 void train_and_report(const RunContext& run, const Config& config, Training& training, Evaluator& evaluator,
-                      BaseModelType& base, PolicyModelType& policy, const TunedName& name, Describe&& describe) {
+                      Base& base, Policy& policy, const TunedName& name, Describe&& describe) {
+  using D = typename Policy::device_type;
+  auto release_blocks = [] {  // evaluation batch shapes differ from training's
+    caching_allocator<cpu>::instance().release_all();
+    if constexpr (!std::same_as<D, cpu>) caching_allocator<D>::instance().release_all();
+  };
   namespace fs = std::filesystem;
   const fs::path& out = run.out;
   const fs::path ckpt = out / "checkpoint.safetensors";
@@ -293,7 +309,7 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
                     {"class_accuracy", m.class_accuracy}, {"frechet", m.frechet}});
     reward_curve.xs.push_back(wall / 60.0);
     reward_curve.ys.push_back(m.reward.mean);
-    caching_allocator<cpu>::instance().release_all();  // evaluation batch shapes differ from training's
+    release_blocks();
   };
   if (training.round() == 0 && ev.progress_every_rounds > 0) progress_eval(0, 0.0);
   training.run(out, [&](const auto& metrics, double wall) {
@@ -304,7 +320,7 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
   save_lora(out / "lora.safetensors", policy, config.lora);
 
   // Final evaluation: base and tuned on the same prompts and seeds.
-  caching_allocator<cpu>::instance().release_all();
+  release_blocks();
   auto [mb, images_base] = evaluator.run(base, ev.seeds_per_prompt);
   auto [mt, images_tuned] = evaluator.run(policy, ev.seeds_per_prompt);
   auto [md, j] = comparison_table(mb, mt, name.key);
@@ -346,8 +362,9 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
   const auto base_config = validate<E>(config);
   const auto run = start_run(*cli, config.output_dir, argv[0], source_dir);
 
-  auto base = config::load_base_model<BaseModelType>(config.base);
-  auto policy = make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
+  using Model = typename E::model_type;
+  auto base = config::load_base_model<typename Model::base_model>(config.base);
+  auto policy = make_policy<Model>(base_config.unet, base_config.text, base.model, config.lora, config.seed);
   auto evaluator = make_evaluator(config, base_config);
   auto pm = make_preference_model<E>(config, evaluator.rater);
   std::fprintf(stderr, "%s: preference model \"%s\", compare \"%s\", continuation \"%s\"; %lld LoRA parameters\n",
@@ -355,7 +372,8 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
                std::string(E::continuation_type::name).c_str(),
                static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
 
-  using Training = train::SpoTraining<PolicyModelType, BaseModelType, decltype(evaluator.ddim), decltype(pm),
+  using Training = train::SpoTraining<typename Model::policy_model, typename Model::base_model,
+                                      decltype(evaluator.ddim), decltype(pm),
                                       typename E::compare_type, typename E::continuation_type>;
   Training training(policy, base.model, evaluator.ddim, pm, config.resampler, config.loss, config.train,
                     base_config.resolution, config.seed, io::to_json(config));

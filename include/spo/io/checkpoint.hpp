@@ -3,11 +3,13 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include <zlib.h>
 
@@ -19,11 +21,37 @@
 
 namespace spo::io {
 
-/// Adds optimizer state as tensors "<prefix><key>" and the step as metadata "<prefix>step".
+/// Adds optimizer state as tensors "<prefix><key>" and the step as metadata "<prefix>step" (device state through a
+/// host copy).
 template <Scalar T, Device D>
 void append_optimizer_state(NamedTensors& out, const optim::OptimizerState<T, D>& s, std::string_view prefix = {}) {
-  for (const auto& [key, t] : s.tensors) out.set<T>(std::string(prefix) + key, t.view());
+  for (const auto& [key, t] : s.tensors) {
+    if constexpr (std::same_as<D, cpu>) {
+      out.set<T>(std::string(prefix) + key, t.view());
+    } else {
+      const Tensor<T, cpu> host = detail::host_readable(t);
+      out.set<T>(std::string(prefix) + key, host.view());
+    }
+  }
   out.metadata[std::string(prefix) + "step"] = std::to_string(s.step);
+}
+
+/// The same state with its tensors on device D (the host state itself when D is the CPU).
+template <Device D, Scalar T>
+optim::OptimizerState<T, D> optimizer_state_on(optim::OptimizerState<T, cpu> s) {
+  if constexpr (std::same_as<D, cpu>) {
+    return s;
+  } else {
+    optim::OptimizerState<T, D> out;
+    out.step = s.step;
+    for (auto& [key, host] : s.tensors) {
+      auto t = Tensor<T, D>::uninitialized(host.shape());  // host.shape
+      detail::assign_from_host(host, t.view());
+      out.tensors.emplace(key, std::move(t));
+      host = Tensor<T, cpu>();  // the host copy is no longer needed
+    }
+    return out;
+  }
 }
 
 /// The inverse of append_optimizer_state: every tensor whose key starts with `prefix`, and the step.
@@ -101,6 +129,8 @@ T metadata_field(const json& meta, const char* key, const std::filesystem::path&
   Writes `model` (tensors "model.<name>", native dtype), the optimizer state ("optimizer.exp_avg.<name>",
   "optimizer.exp_avg_sq.<name>") and metadata "spo.checkpoint" = JSON {version, step, config, rng {seed, offset},
   optimizer {type, step, options}, crc32} to one safetensors file, atomically (a crash leaves the previous file).
+  Device tensors (spo::cuda models and optimizers) are written through host copies: the file is the same as the
+  CPU's for the same values.
 !*/
 template <ParameterVisitable M, class Optimizer>
 void save_checkpoint(const std::filesystem::path& path, M& model, const Optimizer& optimizer, const CheckpointInfo& info) {
@@ -110,7 +140,15 @@ void save_checkpoint(const std::filesystem::path& path, M& model, const Optimize
   so.prefix = "model";
   append_state_dict(model, t, so);
   const auto state = optimizer.export_state();
-  for (const auto& [key, tensor] : state.tensors) t.set(std::string("optimizer.") + key, tensor);
+  for (const auto& [key, tensor] : state.tensors) {
+    using D = typename std::remove_cvref_t<decltype(tensor)>::device_type;
+    if constexpr (std::same_as<D, cpu>) {
+      t.set(std::string("optimizer.") + key, tensor);
+    } else {
+      const auto host = detail::host_readable(tensor);  // Tensor<T, cpu>
+      t.set(std::string("optimizer.") + key, host);
+    }
+  }
   json opt = {{"type", std::string(Optimizer::name)}, {"step", state.step}};
   if constexpr (ConfigStruct<std::remove_cvref_t<decltype(optimizer.options())>>) opt["options"] = to_json(optimizer.options());
   const json meta = {{"version", checkpoint_version},
@@ -126,7 +164,8 @@ void save_checkpoint(const std::filesystem::path& path, M& model, const Optimize
 
 /// Reads a checkpoint written by save_checkpoint into `model` and `optimizer` and returns its info. Everything is
 /// verified before anything changes (file structure, format and version, checksum, every model key and shape,
-/// optimizer state); each error names the path and what is wrong.
+/// optimizer state); each error names the path and what is wrong. Tensors of a device model and optimizer are
+/// copied onto the device (Optimizer::device_type).
 template <ParameterVisitable M, class Optimizer>
 CheckpointInfo load_checkpoint(const std::filesystem::path& path, M& model, Optimizer& optimizer) {
   using T = typename Optimizer::scalar_type;
@@ -168,7 +207,7 @@ CheckpointInfo load_checkpoint(const std::filesystem::path& path, M& model, Opti
   for (const auto& [key, unused] : t.tensors())
     if (key.starts_with("optimizer.")) state.tensors.emplace(key.substr(10), t.get<T>(key));
   try {
-    optimizer.import_state(std::move(state), model);
+    optimizer.import_state(optimizer_state_on<typename Optimizer::device_type>(std::move(state)), model);
   } catch (const error& e) {
     throw error(path.string() + ": " + e.what());
   }

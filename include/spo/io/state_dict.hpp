@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -10,10 +11,13 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
+#include "spo/core/device.hpp"
 #include "spo/io/safetensors.hpp"
 #include "spo/nn/parameter.hpp"
+#include "spo/tensor/tensor.hpp"
 
 namespace spo::io {
 
@@ -49,18 +53,46 @@ inline std::string key_list(const std::vector<std::string>& keys) {
   for (std::size_t i = 0; i < keys.size(); ++i) os << (i ? ", " : "") << '"' << keys[i] << '"';
   return os.str();
 }
+
+/*
+  Device tensors in files: files are written from and read into host memory, and a tensor on a device without host
+  access passes through a host copy made by the device's transfer functions, to_host(const Tensor<T, D>&) and
+  copy_to_device(TensorView<const T, cpu>, TensorView<T, D>). They are found by argument-dependent lookup in the
+  device's memory header (spo/tensor/cuda/memory.hpp for spo::cuda), which every use of Tensor<T, D> includes, so
+  these CPU headers need no device headers. CPU tensors are used in place: no copies.
+*/
+
+/// `t` readable on the host: t itself on the CPU, otherwise a host copy.
+template <Scalar T, Device D>
+decltype(auto) host_readable(const Tensor<T, D>& t) {
+  if constexpr (std::same_as<D, cpu>) return (t);  // const Tensor<T, cpu>&
+  else return to_host(t);                          // Tensor<T, cpu>
+}
+
+/// dst = src elementwise for a host `src` and a `dst` of the same shape on any device.
+template <Scalar T, Device D>
+void assign_from_host(const Tensor<T, cpu>& src, TensorView<T, D> dst) {
+  check_same_shape(src.shape(), dst.shape(), "assign_from_host");
+  if constexpr (std::same_as<D, cpu>) std::copy(src.data(), src.data() + src.numel(), dst.data());
+  else copy_to_device(src.view(), dst);
+}
+
 }  // namespace detail
 
-/// Adds every parameter's value to `out` under "prefix.name".
+/// Adds every parameter's value to `out` under "prefix.name" (device parameters through a host copy).
 template <ParameterVisitable M>
 void append_state_dict(M& model, NamedTensors& out, const StateDictSaveOptions& options = {}) {
   model.visit_parameters(
       [&](std::string_view name, auto& p) {
         using T = typename std::remove_cvref_t<decltype(p.value)>::value_type;
         using D = typename std::remove_cvref_t<decltype(p.value)>::device_type;
-        static_assert(D::host_accessible, "state dicts of device tensors need a host copy first (cpu only for now)");
         if (options.trainable_only && !p.trainable) return;
-        out.set<T>(std::string(name), p.value.view(), options.dtype.value_or(native_dtype<T>));
+        if constexpr (std::same_as<D, cpu>) {
+          out.set<T>(std::string(name), p.value.view(), options.dtype.value_or(native_dtype<T>));
+        } else {
+          const Tensor<T, cpu> host = detail::host_readable(p.value);
+          out.set<T>(std::string(name), host.view(), options.dtype.value_or(native_dtype<T>));
+        }
       },
       options.prefix);
 }
@@ -131,8 +163,8 @@ StateDictLoadResult check_state_dict(M& model, const NamedTensors& dict, const S
   return r;
 }
 
-/// Loads matching parameters, converting the stored dtype to the parameter's scalar type. All checks run before
-/// any parameter changes, so a failed load leaves the model untouched.
+/// Loads matching parameters, converting the stored dtype to the parameter's scalar type (device parameters are
+/// filled from a host copy). All checks run before any parameter changes, so a failed load leaves the model untouched.
 template <ParameterVisitable M>
 StateDictLoadResult load_state_dict(M& model, const NamedTensors& dict, const StateDictLoadOptions& options = {}) {
   StateDictLoadResult r = check_state_dict(model, dict, options);
@@ -140,8 +172,11 @@ StateDictLoadResult load_state_dict(M& model, const NamedTensors& dict, const St
   model.visit_parameters(
       [&](std::string_view name, auto& p) {
         using T = typename std::remove_cvref_t<decltype(p.value)>::value_type;
+        using D = typename std::remove_cvref_t<decltype(p.value)>::device_type;
         const std::string key = prefix + std::string(name);
-        if (dict.contains(key)) dict.get_into<T>(key, p.value.view());
+        if (!dict.contains(key)) return;
+        if constexpr (std::same_as<D, cpu>) dict.get_into<T>(key, p.value.view());
+        else detail::assign_from_host(dict.get<T>(key), p.value.view());
       },
       {});
   return r;

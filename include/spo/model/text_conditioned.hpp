@@ -10,6 +10,7 @@
 #include "spo/diffusion/ddim.hpp"
 #include "spo/model/unet_2d_condition.hpp"
 #include "spo/nn/grad_mode.hpp"
+#include "spo/tensor/transfer.hpp"
 #include "spo/text/tokenizer.hpp"
 
 namespace spo::model {
@@ -70,53 +71,54 @@ class TextConditioned {
   /// guided_backward needs.
   tensor guided(const tensor& x_t, const tensor& t, const tensor& context_cond, const tensor& context_uncond,
                 double guidance) {
+    using D = device_type;
     const std::int64_t b = x_t.size(0);
     check_same_shape(t.shape(), Shape{b}, "TextConditioned::guided (timesteps vs batch)");
     check_same_shape(context_cond.shape(), context_uncond.shape(), "TextConditioned::guided (cond vs uncond)");
     Shape ctx_shape = context_cond.shape();
     ctx_shape[0] = 2 * b;
     auto ctx = tensor::uninitialized(ctx_shape);                                  // [2B, L, D]
-    std::copy_n(context_uncond.data(), context_uncond.numel(), ctx.data());
-    std::copy_n(context_cond.data(), context_cond.numel(), ctx.data() + context_uncond.numel());
+    copy_elements<D>(context_uncond.data(), context_uncond.numel(), ctx.data());
+    copy_elements<D>(context_cond.data(), context_cond.numel(), ctx.data() + context_uncond.numel());
     Shape xs = x_t.shape();
     xs[0] = 2 * b;
     auto x2 = tensor::uninitialized(xs);                                          // [2B, C, H, W]
-    std::copy_n(x_t.data(), x_t.numel(), x2.data());
-    std::copy_n(x_t.data(), x_t.numel(), x2.data() + x_t.numel());
+    copy_elements<D>(x_t.data(), x_t.numel(), x2.data());
+    copy_elements<D>(x_t.data(), x_t.numel(), x2.data() + x_t.numel());
     tensor tt = tensor::uninitialized(Shape{2 * b});                             // [2B]
-    std::copy_n(t.data(), b, tt.data());
-    std::copy_n(t.data(), b, tt.data() + b);
+    copy_elements<D>(t.data(), b, tt.data());
+    copy_elements<D>(t.data(), b, tt.data() + b);
     auto out = unet_.forward(x2, tt, ctx);                                        // [2B, C, H, W]
     tensor eu = tensor::uninitialized(x_t.shape()), ec = tensor::uninitialized(x_t.shape());
-    std::copy_n(out.data(), x_t.numel(), eu.data());
-    std::copy_n(out.data() + x_t.numel(), x_t.numel(), ec.data());
+    copy_elements<D>(out.data(), x_t.numel(), eu.data());
+    copy_elements<D>(out.data() + x_t.numel(), x_t.numel(), ec.data());
     guidance_ = guidance;
     return diffusion::guide(eu, ec, guidance);
   }
 
   /// The same with one timestep for all rows.
   tensor guided(const tensor& x_t, double t, const tensor& context_cond, const tensor& context_uncond, double guidance) {
-    tensor tt = tensor::uninitialized(Shape{x_t.size(0)});                      // [B]
+    Tensor<scalar_type, cpu> tt = Tensor<scalar_type, cpu>::uninitialized(Shape{x_t.size(0)});  // [B]
     for (std::int64_t i = 0; i < tt.numel(); ++i) tt[i] = static_cast<scalar_type>(t);
-    return guided(x_t, tt, context_cond, context_uncond, guidance);
+    return guided(x_t, transfer<device_type>(tt), context_cond, context_uncond, guidance);
   }
 
   /// Backward of the last guided() in grad mode, given d(guided output) [B, C, H, W]: the UNet rows receive
   /// (1 - g) dy (unconditional half) and g dy (conditional half); parameter gradients accumulate, the text encoder
   /// is not trained (prompt features are inputs here). Returns d x_t.
   tensor guided_backward(const tensor& dy) {
-    const std::int64_t n = dy.numel();
+    using D = device_type;
+    const std::int64_t b = dy.size(0);
     Shape s = dy.shape();
-    s[0] = 2 * dy.size(0);
-    auto d2 = tensor::uninitialized(s);                                           // [2B, C, H, W]
+    s[0] = 2 * b;
+    tensor d2(s);                                                                 // [2B, C, H, W] zeros
     const auto g = static_cast<scalar_type>(guidance_);
-    for (std::int64_t i = 0; i < n; ++i) {
-      d2[i] = (scalar_type(1) - g) * dy[i];
-      d2[n + i] = g * dy[i];
-    }
+    axpy<scalar_type>(scalar_type(1) - g, dy.view(), d2.view().slice(0, b));
+    axpy<scalar_type>(g, dy.view(), d2.view().slice(b, b));
     auto r = unet_.backward(d2);
     tensor dx = tensor::uninitialized(dy.shape());                                // [B, C, H, W]
-    for (std::int64_t i = 0; i < n; ++i) dx[i] = r.dsample[i] + r.dsample[n + i];
+    copy_elements<D>(r.dsample.data(), dy.numel(), dx.data());
+    axpy<scalar_type>(scalar_type(1), r.dsample.view().slice(b, b), dx.view());
     return dx;
   }
 

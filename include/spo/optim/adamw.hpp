@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <map>
 #include <set>
@@ -52,7 +53,7 @@ struct AdamWCoefficients {
     m <- beta1 m + (1 - beta1) g
     v <- beta2 v + (1 - beta2) g^2
     p <- p - step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps),   step_size = lr / (1 - beta1^t)
-  A CUDA overload on TensorView<T, cuda> goes beside this one.
+  The spo::cuda overload (same formula, order and precision) is spo::adamw_update in tensor/cuda/optim.hpp.
 !*/
 template <Scalar T>
 void adamw_update(TensorView<T, cpu> p, TensorView<const T, cpu> g, TensorView<T, cpu> m, TensorView<T, cpu> v,
@@ -95,7 +96,9 @@ struct OptimizerState {
   WHAT THIS REPRESENTS
     torch.optim.AdamW (amsgrad=False, maximize=False) over the trainable parameters of an object with
     visit_parameters, keyed by parameter name. State (exp_avg, exp_avg_sq) is created, zero, for every trainable
-    parameter at its first step; frozen parameters are neither updated nor given state.
+    parameter at its first step; frozen parameters are neither updated nor given state. The state lives on D, next
+    to the parameters; on spo::cuda the update runs on the device (include spo/cuda.hpp, or
+    spo/tensor/cuda/optim.hpp, where AdamW<T, cuda> is used).
   DIFFERENCES FROM TORCH
     One global step count t (torch keeps one per parameter): a parameter first made trainable after t > 0 steps is
     bias-corrected with the global t.
@@ -138,7 +141,13 @@ class AdamW {
           SPO_CHECK(it->second.exp_avg.shape() == p.value.shape(),
                     "AdamW: state of \"" << name << "\" has shape " << it->second.exp_avg.shape()
                                          << " but the parameter has " << p.value.shape());
-          adamw_update<T>(p.value.view(), p.grad.view(), it->second.exp_avg.view(), it->second.exp_avg_sq.view(), c);
+          if constexpr (std::same_as<D, cpu>) {
+            adamw_update<T>(p.value.view(), p.grad.view(), it->second.exp_avg.view(), it->second.exp_avg_sq.view(), c);
+          } else {
+            // found by argument-dependent lookup: the device's overload (spo/tensor/cuda/optim.hpp for spo::cuda)
+            adamw_update(p.value.view(), std::as_const(p.grad).view(), it->second.exp_avg.view(),
+                         it->second.exp_avg_sq.view(), c);
+          }
         },
         {});
     ++step_;

@@ -17,6 +17,7 @@
 #include "spo/preference/preference_model.hpp"
 #include "spo/resampler/continuation.hpp"
 #include "spo/tensor/ops.hpp"
+#include "spo/tensor/transfer.hpp"
 
 namespace spo::resampler {
 
@@ -42,12 +43,12 @@ inline void validate(const ResamplerOptions& o, int num_inference_steps) {
 }
 
 /// The training items of one sampling round: item m is (x_t, x_{t-1}^w, x_{t-1}^l, t, prompt) with both children
-/// drawn from the same x_t.
-template <Scalar T>
+/// drawn from the same x_t; the images live on the policy's device D.
+template <Scalar T, Device D = cpu>
 struct StepPairs {
-  Tensor<T, cpu> x_t;    // [M, C, R, R]
-  Tensor<T, cpu> x_win;  // [M, C, R, R]
-  Tensor<T, cpu> x_lose; // [M, C, R, R]
+  Tensor<T, D> x_t;    // [M, C, R, R]
+  Tensor<T, D> x_win;  // [M, C, R, R]
+  Tensor<T, D> x_lose; // [M, C, R, R]
   std::vector<std::int64_t> t;
   std::vector<std::string> prompts;
   std::vector<double> gap;  ///< the compare policy's softmax gap
@@ -56,10 +57,10 @@ struct StepPairs {
 };
 
 /// What one round produced besides the pairs.
-template <Scalar T>
+template <Scalar T, Device D = cpu>
 struct RoundResult {
-  StepPairs<T> pairs;
-  Tensor<T, cpu> final_images;                       // [B, C, R, R] the continued chains' x_0
+  StepPairs<T, D> pairs;
+  Tensor<T, D> final_images;                         // [B, C, R, R] the continued chains' x_0
   std::vector<double> final_scores;                  ///< preference-model scores of every final child at t = 0
   std::map<std::int64_t, std::int64_t> valid_per_t;  ///< valid pairs per parent timestep (all compared steps)
   std::map<std::int64_t, std::int64_t> compared_per_t;
@@ -79,6 +80,8 @@ struct RoundResult {
         child that becomes the next parent, whose prediction (already computed) gives the next k children.
     Rows are sample-major (child s of prompt j is row s B + j), as SPO's flatten(0, 1). No gradients are kept.
     Randomness, in order: the initial noise, each step's noise, the compare and continuation draws, all from gen.
+    Images stay on the policy's device; the x0 predictions are handed to the preference model on its own device
+    (preference_device_t<PM>), so a GPU policy can be scored by a CPU rater and the other way round.
   REQUIRES
     - Model: encode(prompts), guided(x, t [rows], cond, uncond, g); Scheduler: Ddim with set_timesteps done
 !*/
@@ -90,10 +93,12 @@ class StepwiseResampler {
   const ResamplerOptions& options() const { return o_; }
 
   template <class Model, class Scheduler>
-  RoundResult<typename Model::scalar_type> sample(Model& policy, const Scheduler& ddim, PM& pm,
-                                                  std::span<const std::string> prompts, std::int64_t resolution,
-                                                  std::int64_t channels, Generator& gen) const {
+  RoundResult<typename Model::scalar_type, typename Model::device_type> sample(
+      Model& policy, const Scheduler& ddim, PM& pm, std::span<const std::string> prompts, std::int64_t resolution,
+      std::int64_t channels, Generator& gen) const {
     using T = typename Model::scalar_type;
+    using D = typename Model::device_type;
+    using tensor = Tensor<T, D>;
     const auto& ts = ddim.timesteps();
     const int n_steps = static_cast<int>(ts.size());
     validate(o_, n_steps);
@@ -103,50 +108,51 @@ class StepwiseResampler {
     const std::int64_t per = channels * resolution * resolution;
     const std::vector<std::string> empty(static_cast<std::size_t>(b));
     const auto cond = policy.encode(prompts), uncond = policy.encode(empty);  // [B, L, D]
-    auto repeat_rows = [&](const Tensor<T, cpu>& x) {                       // [B, ...] -> [k B, ...]
+    auto repeat_rows = [&](const tensor& x) {                               // [B, ...] -> [k B, ...]
       Shape s = x.shape();
       s[0] = k * b;
-      auto out = Tensor<T, cpu>::uninitialized(s);
-      for (std::int64_t c = 0; c < k; ++c) std::copy_n(x.data(), x.numel(), out.data() + c * x.numel());
+      auto out = tensor::uninitialized(s);
+      for (std::int64_t c = 0; c < k; ++c) copy_elements<D>(x.data(), x.numel(), out.data() + c * x.numel());
       return out;
     };
     const auto cond_k = repeat_rows(cond), uncond_k = repeat_rows(uncond);  // [k B, L, D]
     std::vector<std::string> prompts_k;
     for (std::int64_t c = 0; c < k; ++c) prompts_k.insert(prompts_k.end(), prompts.begin(), prompts.end());
 
-    RoundResult<T> r;
-    auto x = randn<T>(Shape{b, channels, resolution, resolution}, gen);    // [B, C, R, R] x_T
+    RoundResult<T, D> r;
+    auto x = random_normal<T, D>(Shape{b, channels, resolution, resolution}, gen);  // [B, C, R, R] x_T
     for (int i = 0; i < o_.divert_start_step; ++i) {
       auto u = policy.guided(x, static_cast<double>(ts[static_cast<std::size_t>(i)]), cond, uncond, o_.guidance_scale);
       x = std::move(ddim.step(u, ts[static_cast<std::size_t>(i)], x, o_.eta, &gen).prev_sample);
     }
     // The first branching from the parent at t_d.
-    Tensor<T, cpu> parent = std::move(x);                                  // [B, C, R, R]
+    tensor parent = std::move(x);                                          // [B, C, R, R]
     std::vector<std::int64_t> t_b(static_cast<std::size_t>(b), ts[static_cast<std::size_t>(o_.divert_start_step)]);
     auto u = policy.guided(parent, static_cast<double>(t_b[0]), cond, uncond, o_.guidance_scale);
     auto tr = ddim.transitions(t_b, o_.eta);
     auto children = ddim.sample_children(ddim.mean(ddim.predict(u, parent, t_b), tr), tr, static_cast<int>(k), gen);
     children.reshape(Shape{k * b, channels, resolution, resolution});       // [k B, C, R, R]
 
-    std::vector<Tensor<T, cpu>> win_rows, lose_rows, parent_rows;
+    std::vector<std::int64_t> win_rows, lose_rows, parent_rows;  // rows of the level's children / parent
+    std::vector<tensor> win_parts, lose_parts, parent_parts;     // the gathered rows of each level
     for (int i = o_.divert_start_step + 1; i <= n_steps; ++i) {
       const bool last = i == n_steps;
       const std::int64_t t_parent = ts[static_cast<std::size_t>(i - 1)];
       const std::int64_t t_level = last ? 0 : ts[static_cast<std::size_t>(i)];
       std::vector<std::int64_t> t_kb(static_cast<std::size_t>(k * b), t_level);
-      diffusion::DdimPrediction<T> pred;
+      diffusion::DdimPrediction<T, D> pred;
       if (!last) {
         auto uc = policy.guided(children, static_cast<double>(t_level), cond_k, uncond_k, o_.guidance_scale);
         pred = ddim.predict(uc, children, t_kb);                             // x0, eps: [k B, C, R, R]
       }
-      const auto scores = pm.score(last ? children : pred.x0, t_kb, prompts_k);  // k B, sample-major
+      const auto scores = score(pm, last ? children : pred.x0, t_kb, prompts_k);  // k B, sample-major
       for (const double v : scores)
         SPO_CHECK(std::isfinite(v), "preference model \"" << PM::name << "\" returned a non-finite score at t = "
                                                           << t_level << " (non-finite samples from the policy?)");
       if (last) r.final_scores = scores;
-      Tensor<T, cpu> next_parent = Tensor<T, cpu>::uninitialized(Shape{b, channels, resolution, resolution});
-      diffusion::DdimPrediction<T> next_pred{Tensor<T, cpu>::uninitialized(next_parent.shape()),
-                                             Tensor<T, cpu>::uninitialized(next_parent.shape())};
+      tensor next_parent = tensor::uninitialized(Shape{b, channels, resolution, resolution});  // [B, C, R, R]
+      diffusion::DdimPrediction<T, D> next_pred{tensor::uninitialized(next_parent.shape()),
+                                                tensor::uninitialized(next_parent.shape())};
       std::vector<double> s(static_cast<std::size_t>(k));
       for (std::int64_t j = 0; j < b; ++j) {
         for (std::int64_t c = 0; c < k; ++c) s[static_cast<std::size_t>(c)] = scores[static_cast<std::size_t>(c * b + j)];
@@ -155,9 +161,9 @@ class StepwiseResampler {
         if (cmp.valid) {
           ++r.valid_per_t[t_parent];
           if (t_parent >= o_.t_min && t_parent <= o_.t_max) {
-            parent_rows.push_back(row(parent, j, per));
-            win_rows.push_back(row(children, cmp.win * b + j, per));
-            lose_rows.push_back(row(children, cmp.lose * b + j, per));
+            parent_rows.push_back(j);
+            win_rows.push_back(cmp.win * b + j);
+            lose_rows.push_back(cmp.lose * b + j);
             r.pairs.t.push_back(t_parent);
             r.pairs.prompts.push_back(prompts[static_cast<std::size_t>(j)]);
             r.pairs.gap.push_back(cmp.gap);
@@ -165,12 +171,18 @@ class StepwiseResampler {
         }
         const std::int64_t c = continuation_.choose(s, cmp, gen);
         SPO_CHECK(c >= 0 && c < k, "continuation rule " << Continuation::name << " chose child " << c << " of " << k);
-        std::copy_n(children.data() + (c * b + j) * per, per, next_parent.data() + j * per);
+        copy_elements<D>(children.data() + (c * b + j) * per, per, next_parent.data() + j * per);
         if (!last) {
-          std::copy_n(pred.x0.data() + (c * b + j) * per, per, next_pred.x0.data() + j * per);
-          std::copy_n(pred.eps.data() + (c * b + j) * per, per, next_pred.eps.data() + j * per);
+          copy_elements<D>(pred.x0.data() + (c * b + j) * per, per, next_pred.x0.data() + j * per);
+          copy_elements<D>(pred.eps.data() + (c * b + j) * per, per, next_pred.eps.data() + j * per);
         }
       }
+      parent_parts.push_back(gather(parent, parent_rows, per));
+      win_parts.push_back(gather(children, win_rows, per));
+      lose_parts.push_back(gather(children, lose_rows, per));
+      parent_rows.clear();
+      win_rows.clear();
+      lose_rows.clear();
       parent = std::move(next_parent);
       if (last) break;
       std::vector<std::int64_t> t_next(static_cast<std::size_t>(b), t_level);
@@ -179,24 +191,42 @@ class StepwiseResampler {
       children.reshape(Shape{k * b, channels, resolution, resolution});     // [k B, C, R, R]
     }
     r.final_images = std::move(parent);
-    r.pairs.x_t = stack(parent_rows, channels, resolution);
-    r.pairs.x_win = stack(win_rows, channels, resolution);
-    r.pairs.x_lose = stack(lose_rows, channels, resolution);
+    r.pairs.x_t = concat(parent_parts, channels, resolution);
+    r.pairs.x_win = concat(win_parts, channels, resolution);
+    r.pairs.x_lose = concat(lose_parts, channels, resolution);
     return r;
   }
 
  private:
-  template <Scalar T>
-  static Tensor<T, cpu> row(const Tensor<T, cpu>& x, std::int64_t i, std::int64_t per) {
-    auto out = Tensor<T, cpu>::uninitialized(Shape{per});                  // [C R R]
-    std::copy_n(x.data() + i * per, per, out.data());
+  /// pm's scores of x, moved to pm's device when it differs from x's.
+  template <Scalar T, Device D>
+  static std::vector<double> score(PM& pm, const Tensor<T, D>& x, std::span<const std::int64_t> t,
+                                   std::span<const std::string> prompts) {
+    using PD = preference::preference_device_t<PM>;
+    if constexpr (std::same_as<PD, D>)
+      return pm.score(x, t, prompts);
+    else
+      return pm.score(transfer<PD>(x), t, prompts);
+  }
+  /// Rows `rows` of x (each `per` elements) stacked in order.
+  template <Scalar T, Device D>
+  static Tensor<T, D> gather(const Tensor<T, D>& x, std::span<const std::int64_t> rows, std::int64_t per) {
+    auto out = Tensor<T, D>::uninitialized(Shape{static_cast<std::int64_t>(rows.size()), per});  // [n, C R R]
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      copy_elements<D>(x.data() + rows[i] * per, per, out.data() + static_cast<std::int64_t>(i) * per);
     return out;
   }
-  template <Scalar T>
-  static Tensor<T, cpu> stack(const std::vector<Tensor<T, cpu>>& rows, std::int64_t channels, std::int64_t res) {
-    const auto m = static_cast<std::int64_t>(rows.size());
-    auto out = Tensor<T, cpu>::uninitialized(Shape{m, channels, res, res});  // [M, C, R, R]
-    for (std::int64_t i = 0; i < m; ++i) std::copy_n(rows[static_cast<std::size_t>(i)].data(), rows[static_cast<std::size_t>(i)].numel(), out.data() + i * rows[static_cast<std::size_t>(i)].numel());
+  /// The parts' rows, in order, as [M, C, R, R].
+  template <Scalar T, Device D>
+  static Tensor<T, D> concat(const std::vector<Tensor<T, D>>& parts, std::int64_t channels, std::int64_t res) {
+    std::int64_t m = 0;
+    for (const auto& p : parts) m += p.size(0);
+    auto out = Tensor<T, D>::uninitialized(Shape{m, channels, res, res});  // [M, C, R, R]
+    std::int64_t at = 0;
+    for (const auto& p : parts) {
+      copy_elements<D>(p.data(), p.numel(), out.data() + at);
+      at += p.numel();
+    }
     return out;
   }
 

@@ -17,6 +17,7 @@
 #include "spo/nn/grad_mode.hpp"
 #include "spo/spm/preference_network.hpp"
 #include "spo/spm/time_policy.hpp"
+#include "spo/tensor/transfer.hpp"
 #include "spo/text/prompts.hpp"
 
 namespace spo::spm {
@@ -55,8 +56,8 @@ struct Variant {
   using time_policy = Policy;
   using training_input = Input;
   using image_format = Format;
-  template <Scalar T>
-  using network = PreferenceNetwork<T, Policy>;
+  template <Scalar T, Device D = cpu>
+  using network = PreferenceNetwork<T, Policy, D>;
   static constexpr std::string_view name = [] {
     if constexpr (Policy::conditioned && Input::noised) return std::string_view("step_aware");
     else if constexpr (!Policy::conditioned && Input::noised) return std::string_view("no_step_condition");
@@ -103,8 +104,8 @@ inline PreferenceModelFile read_preference_model(const std::filesystem::path& pa
 }
 
 /// Loads a checkpoint of variant V into a new network; a checkpoint of another variant is an error naming both.
-template <class V, Scalar T>
-typename V::template network<T> load_preference_model(const std::filesystem::path& path) {
+template <class V, Scalar T, Device D = cpu>
+typename V::template network<T, D> load_preference_model(const std::filesystem::path& path) {
   auto f = read_preference_model(path);
   SPO_CHECK(f.variant == V::name, path << " holds the preference model variant \"" << f.variant
                                        << "\", but this program expects \"" << V::name << "\"");
@@ -115,7 +116,7 @@ typename V::template network<T> load_preference_model(const std::filesystem::pat
                  << f.network.image.resolution << ", but this program's preference policy is built for "
                  << F::channels << " x " << F::height << " x " << F::width);
   Generator init{0, 0};
-  auto net = make_preference_network<typename V::template network<T>>(f.network, init);
+  auto net = make_preference_network<typename V::template network<T, D>>(f.network, init);
   io::load_state_dict(net, f.tensors);
   nn::set_trainable(net, false);
   return net;
@@ -138,18 +139,19 @@ void init_from_preference_model(Net& net, const std::filesystem::path& path) {
     Fashion-MNIST tokenizer, x0 predictions are clamped to [-1, 1] (SPO's preprocessing clamps after decoding),
     and scores are computed without gradients in batches of `batch`.
 !*/
-template <class V, Scalar T>
+template <class V, Scalar T, Device D = cpu>
 class NetworkPreference {
  public:
   using scalar_type = T;
-  using network_type = typename V::template network<T>;
+  using device_type = D;
+  using network_type = typename V::template network<T, D>;
   static constexpr std::string_view name = V::name;
 
   explicit NetworkPreference(network_type net, std::int64_t batch = 256)
       : net_(std::move(net)), tokenizer_(text::fashion_tokenizer(static_cast<int>(net_.config().text_max_length))),
         batch_(batch) {}
 
-  std::vector<double> score(const Tensor<T, cpu>& x0, std::span<const std::int64_t> t,
+  std::vector<double> score(const Tensor<T, D>& x0, std::span<const std::int64_t> t,
                             std::span<const std::string> prompts) {
     SPO_CHECK(x0.rank() == 4 && static_cast<std::int64_t>(t.size()) == x0.size(0) &&
                   static_cast<std::int64_t>(prompts.size()) == x0.size(0),
@@ -163,15 +165,20 @@ class NetworkPreference {
       const std::int64_t m = std::min(batch_, n - i);
       Shape s = x0.shape();
       s[0] = m;
-      auto x = Tensor<T, cpu>::uninitialized(s);                              // [m, C, R, R]
-      for (std::int64_t j = 0; j < m * per; ++j) x[j] = std::clamp(x0[i * per + j], T(-1), T(1));
+      auto x = Tensor<T, D>::uninitialized(s);                                // [m, C, R, R]
+      if constexpr (D::host_accessible) {
+        for (std::int64_t j = 0; j < m * per; ++j) x[j] = std::clamp(x0[i * per + j], T(-1), T(1));
+      } else {
+        copy_elements<D>(x0.data() + i * per, m * per, x.data());
+        clamp_inplace(x, T(-1), T(1));
+      }
       Tensor<T, cpu> tt(Shape{m});                                            // [m]
       std::vector<std::vector<std::int32_t>> ids;
       for (std::int64_t j = 0; j < m; ++j) {
         tt[j] = static_cast<T>(t[static_cast<std::size_t>(i + j)]);
         ids.push_back(tokenizer_.encode(prompts[static_cast<std::size_t>(i + j)]));
       }
-      const auto s_b = net_.forward(x, tt, ids);                              // [m]
+      const auto s_b = transfer<cpu>(net_.forward(x, transfer<D>(tt), ids));  // [m]
       for (std::int64_t j = 0; j < m; ++j) out.push_back(static_cast<double>(s_b[j]));
     }
     return out;

@@ -21,6 +21,7 @@
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
 #include "spo/resampler/stepwise.hpp"
+#include "spo/tensor/transfer.hpp"
 #include "spo/text/prompts.hpp"
 #include "spo/train/metrics_log.hpp"
 #include "spo/train/progress.hpp"
@@ -72,7 +73,8 @@ struct RoundMetrics {
       (clipped ratios, beta), d lp -> Ddim::log_prob_backward -> guided_backward -> LoRA gradients; grad-norm
       clipping; AdamW.
     Checkpoints are taken between rounds (policy, optimizer, generator, round), so a resumed run repeats exactly
-    what an uninterrupted one does. A non-finite loss stops the run with an error before any update, leaving the
+    what an uninterrupted one does. Everything runs on the policy's device (Policy::device_type); only per-item
+    scalars (log-probs, the loss and its gradients, the gradient norm) pass through the host. A non-finite loss stops the run with an error before any update, leaving the
     last checkpoint intact.
 !*/
 template <class Policy, class Reference, class Scheduler, preference::PreferenceModel PM, preference::ComparePolicy Cmp,
@@ -80,7 +82,8 @@ template <class Policy, class Reference, class Scheduler, preference::Preference
 class SpoTraining {
  public:
   using T = typename Policy::scalar_type;
-  using tensor = Tensor<T, cpu>;
+  using D = typename Policy::device_type;
+  using tensor = Tensor<T, D>;
 
   SpoTraining(Policy& policy, Reference& reference, const Scheduler& ddim, PM& pm,
               const resampler::ResamplerOptions& resampler, const loss::SpoLossOptions& loss,
@@ -122,7 +125,7 @@ class SpoTraining {
   }
 
   /// SPO loss on items [begin, end) of the round's pairs (in `order`); one optimizer step.
-  loss::PairLossResult train_minibatch(const resampler::StepPairs<T>& items, std::span<const std::int64_t> order,
+  loss::PairLossResult train_minibatch(const resampler::StepPairs<T, D>& items, std::span<const std::int64_t> order,
                                        double& grad_norm) {
     const auto m = static_cast<std::int64_t>(order.size());
     const std::int64_t per = items.x_t.numel() / std::max<std::int64_t>(items.size(), 1);
@@ -131,16 +134,17 @@ class SpoTraining {
     tensor x_t = tensor::uninitialized(s), x_w = tensor::uninitialized(s), x_l = tensor::uninitialized(s);  // [m, C, R, R]
     std::vector<std::int64_t> t;
     std::vector<std::string> prompts;
-    tensor tt = tensor::uninitialized(Shape{m});                             // [m]
+    Tensor<T, cpu> t_host = Tensor<T, cpu>::uninitialized(Shape{m});         // [m]
     for (std::int64_t i = 0; i < m; ++i) {
       const std::int64_t j = order[static_cast<std::size_t>(i)];
-      std::copy_n(items.x_t.data() + j * per, per, x_t.data() + i * per);
-      std::copy_n(items.x_win.data() + j * per, per, x_w.data() + i * per);
-      std::copy_n(items.x_lose.data() + j * per, per, x_l.data() + i * per);
+      copy_elements<D>(items.x_t.data() + j * per, per, x_t.data() + i * per);
+      copy_elements<D>(items.x_win.data() + j * per, per, x_w.data() + i * per);
+      copy_elements<D>(items.x_lose.data() + j * per, per, x_l.data() + i * per);
       t.push_back(items.t[static_cast<std::size_t>(j)]);
       prompts.push_back(items.prompts[static_cast<std::size_t>(j)]);
-      tt[i] = static_cast<T>(t.back());
+      t_host[i] = static_cast<T>(t.back());
     }
+    const tensor tt = transfer<D>(t_host);                                   // [m]
     const double g = resampler_.options().guidance_scale, eta = resampler_.options().eta;
     tensor cond, uncond, u_ref;
     {
@@ -152,9 +156,11 @@ class SpoTraining {
     }
     nn::zero_grad(policy_);
     const tensor u = policy_.guided(x_t, tt, cond, uncond, g);               // [m, C, R, R]
-    const auto lp_w = ddim_.log_prob(u, t, x_t, x_w, eta), lp_l = ddim_.log_prob(u, t, x_t, x_l, eta);  // [m]
-    const auto lr_w = ddim_.log_prob(u_ref, t, x_t, x_w, eta), lr_l = ddim_.log_prob(u_ref, t, x_t, x_l, eta);
-    auto to_vec = [](const tensor& v) { return std::vector<double>(v.data(), v.data() + v.numel()); };
+    const auto lp_w = transfer<cpu>(ddim_.log_prob(u, t, x_t, x_w, eta));      // [m]
+    const auto lp_l = transfer<cpu>(ddim_.log_prob(u, t, x_t, x_l, eta));
+    const auto lr_w = transfer<cpu>(ddim_.log_prob(u_ref, t, x_t, x_w, eta));
+    const auto lr_l = transfer<cpu>(ddim_.log_prob(u_ref, t, x_t, x_l, eta));
+    auto to_vec = [](const Tensor<T, cpu>& v) { return std::vector<double>(v.data(), v.data() + v.numel()); };
     for (const auto* v : {&lp_w, &lp_l, &lr_w, &lr_l})
       for (std::int64_t i = 0; i < m; ++i)
         SPO_CHECK(std::isfinite(static_cast<double>((*v)[i])),
@@ -163,13 +169,13 @@ class SpoTraining {
     const auto res = loss::spo_loss(to_vec(lp_w), to_vec(lr_w), to_vec(lp_l), to_vec(lr_l), loss_);
     SPO_CHECK(std::isfinite(res.loss), "non-finite SPO loss " << res.loss << " in round " << round_
                                        << "; stopped before the update, the last checkpoint is intact");
-    tensor g_w(Shape{m}), g_l(Shape{m});                                     // [m]
+    Tensor<T, cpu> g_w(Shape{m}), g_l(Shape{m});                             // [m]
     for (std::int64_t i = 0; i < m; ++i) {
       g_w[i] = static_cast<T>(res.d_lp_w[static_cast<std::size_t>(i)]);
       g_l[i] = static_cast<T>(res.d_lp_l[static_cast<std::size_t>(i)]);
     }
-    auto du = ddim_.log_prob_backward(u, t, x_t, x_w, eta, g_w);             // [m, C, R, R]
-    const auto du_l = ddim_.log_prob_backward(u, t, x_t, x_l, eta, g_l);
+    auto du = ddim_.log_prob_backward(u, t, x_t, x_w, eta, transfer<D>(g_w));  // [m, C, R, R]
+    const auto du_l = ddim_.log_prob_backward(u, t, x_t, x_l, eta, transfer<D>(g_l));
     axpy<T>(T(1), du_l.view(), du.view());
     policy_.guided_backward(du);
     grad_norm = optim::clip_grad_norm(policy_, train_.max_grad_norm, true);
@@ -246,7 +252,7 @@ class SpoTraining {
       if (on_round) on_round(m, wall);
       // Each round's last minibatch has its own size, so cached blocks of other sizes would pile up over rounds:
       // return them (the first minibatch of the next round re-faults its pages, about 1% of a round here).
-      caching_allocator<cpu>::instance().release_all();
+      caching_allocator<D>::instance().release_all();
     }
   }
 
@@ -263,7 +269,7 @@ class SpoTraining {
   SpoTrainSection train_;
   std::int64_t resolution_;
   nlohmann::json resolved_;
-  optim::AdamW<T> optimizer_;
+  optim::AdamW<T, D> optimizer_;
   Generator gen_;
   std::int64_t round_ = 0;
   double wall_offset_ = 0;

@@ -16,38 +16,13 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
+#include "spo/tensor/cuda/ddim.hpp"
 #include "spo/tensor/cuda/elementwise.cuh"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
 #include "spo/tensor/tensor.hpp"
 
 namespace spo::cuda_kernels {
-
-/// The per-batch-element numbers of one DDIM transition x_prev ~ N(sqrt(abar_prev) x0 + dir * eps, stddev^2).
-struct DdimCoefficients {
-  double sqrt_alpha_prev = 0;
-  double dir = 0;     ///< sqrt(1 - abar_prev - stddev^2)
-  double stddev = 0;  ///< eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))
-};
-
-/// Anything shaped like diffusion::Transition (alpha_prev, dir, std), so this header needs no CPU diffusion code.
-template <class Tr>
-concept TransitionLike = requires(const Tr& tr) {
-  { tr.alpha_prev } -> std::convertible_to<double>;
-  { tr.dir } -> std::convertible_to<double>;
-  { tr.std } -> std::convertible_to<double>;
-};
-
-/// Coefficients of transitions computed on the host by diffusion::Ddim::transition / transitions.
-template <std::ranges::input_range R>
-requires TransitionLike<std::ranges::range_value_t<R>> std::vector<DdimCoefficients> ddim_coefficients(
-    const R& transitions) {
-  std::vector<DdimCoefficients> c;
-  for (const auto& tr : transitions)
-    c.push_back(
-        {std::sqrt(static_cast<double>(tr.alpha_prev)), static_cast<double>(tr.dir), static_cast<double>(tr.std)});
-  return c;
-}
 
 /// Batch elements per launch: their coefficients travel by value as a kernel parameter (3 KiB), so a call needs
 /// no device upload; longer batches are split into several launches.
@@ -241,9 +216,49 @@ struct DdimLogProb {
 
 }  // namespace spo::cuda_kernels
 
+namespace spo::cuda_kernels {
+
+template <Scalar T>
+__global__ void clamp_kernel(std::int64_t n, T lo, T hi, T* x) {
+  for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) x[i] = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
+}
+
+}  // namespace spo::cuda_kernels
+
+namespace spo {
+
+template <Scalar T>
+void per_sample_affine(TensorView<const T, cuda> a, TensorView<const T, cuda> b, std::span<const SampleWeights> w,
+                       TensorView<T, cuda> out) {
+  check_same_shape(a.shape(), b.shape(), "per_sample_affine (a vs b)");
+  check_same_shape(a.shape(), out.shape(), "per_sample_affine (a vs out)");
+  SPO_CHECK(a.rank() >= 1, "per_sample_affine: expected a batched tensor, got shape " << a.shape());
+  const std::int64_t batch = a.size(0), per = batch == 0 ? 0 : a.numel() / batch;
+  std::vector<cuda_kernels::DdimCoefficients> c;
+  for (const auto& x : w) c.push_back({x.a, x.b, 0.0});
+  cuda_kernels::DdimMean<T>::run({batch, per, a.data(), b.data(), out.data(), c});
+}
+
+template <Scalar T>
+Tensor<T, cuda> gaussian_log_prob(const Tensor<T, cuda>& x, const Tensor<T, cuda>& mu, std::span<const double> stddev) {
+  std::vector<cuda_kernels::DdimCoefficients> c;
+  for (const double s : stddev) c.push_back({0.0, 0.0, s});
+  return diffusion::transition_log_prob(x, mu, std::span<const cuda_kernels::DdimCoefficients>(c));
+}
+
+template <Scalar T>
+void clamp_inplace(Tensor<T, cuda>& x, T lo, T hi) {
+  SPO_CHECK(!(hi < lo), "clamp_inplace: empty range [" << lo << ", " << hi << "]");
+  if (x.numel() == 0) return;
+  cuda_kernels::clamp_kernel<T><<<std::min(cuda_runtime::grid_1d(x.numel()), 4096u), cuda_runtime::block_1d>>>(
+      x.numel(), lo, hi, x.data());
+  SPO_CUDA_CHECK_LAUNCH("clamp_kernel");
+}
+
+}  // namespace spo
+
 namespace spo::diffusion {
 
-/// mu = sqrt(abar_prev) x0 + dir * eps per batch element on the device; x0, eps: [B, ...].
 template <Scalar T>
 Tensor<T, cuda> transition_mean(const Tensor<T, cuda>& x0, const Tensor<T, cuda>& eps,
                                 std::span<const cuda_kernels::DdimCoefficients> coefficients) {
@@ -255,7 +270,6 @@ Tensor<T, cuda> transition_mean(const Tensor<T, cuda>& x0, const Tensor<T, cuda>
   return mu;
 }
 
-/// log p(x_prev | x_t) [B] given the transition mean mu on the device; x_prev, mu: [B, ...].
 template <Scalar T>
 Tensor<T, cuda> transition_log_prob(const Tensor<T, cuda>& x_prev, const Tensor<T, cuda>& mu,
                                     std::span<const cuda_kernels::DdimCoefficients> coefficients) {
