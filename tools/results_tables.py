@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Markdown tables of the baselines and ablations (docs/results.md) from the run folders of tools/run_seeds.sh.
 
-Reads runs/<name>/seed<k>/results.json and progress.jsonl of every finished seed (standard library only), and prints
+Reads runs/<name>/seed<k>/results.json and progress.jsonl of every finished seed (standard library only; seeds the
+CPU has not run are taken from runs/gpu/<name>/seed<k>, the GPU twin's runs), and prints
 for each table: the rater's reward (mean over seeds, 95% t interval over seeds), the paired win rate against the base
 model, the Frechet distance and the held-out judge's class accuracy, with the number of seeds; then the efficiency
 comparison of SPO and Diffusion-DPO (rater reward against training wall-clock, preference-model training counted).
@@ -67,13 +68,19 @@ def fmt(values, digits=4):
 
 
 def seeds(runs, name):
+    """Finished seeds of a variant: runs/<name>/seed<k> (CPU), completed by runs/gpu/<name>/seed<k> (bin/spo_cuda,
+    tools/gpu_experiments.sh) for seeds the CPU has not run."""
     out = []
-    for path in sorted(glob.glob(os.path.join(runs, name, "seed*", "results.json"))):
+    cpu = sorted(glob.glob(os.path.join(runs, name, "seed*", "results.json")))
+    have = {os.path.basename(os.path.dirname(p)) for p in cpu}
+    gpu = [p for p in sorted(glob.glob(os.path.join(runs, "gpu", name, "seed*", "results.json")))
+           if os.path.basename(os.path.dirname(p)) not in have]
+    for path in cpu + gpu:
         with open(path) as f:
             r = json.load(f)
         tuned = r.get("spo") or r.get("tuned") or next(v for k, v in r.items() if isinstance(v, dict) and
                                                         "reward_mean" in v and k != "base")
-        out.append({"dir": os.path.dirname(path), "base": r["base"], "tuned": tuned,
+        out.append({"dir": os.path.dirname(path), "gpu": path in gpu, "base": r["base"], "tuned": tuned,
                     "win": r["win_rate_vs_base"]["rate"] if "rate" in r["win_rate_vs_base"]
                     else r["win_rate_vs_base"]["mean"], "wall_s": r.get("wall_s")})
     return out
@@ -89,7 +96,9 @@ def tables(runs):
             s = seeds(runs, name)
             if s and base is None:
                 base = s[0]["base"]
-            print(f"| {label} | {len(s)} | {fmt([x['tuned']['reward_mean'] for x in s])} | "
+            n_gpu = sum(x["gpu"] for x in s)
+            count = f"{len(s)}" + (f" ({n_gpu} GPU)" if n_gpu else "")
+            print(f"| {label} | {count} | {fmt([x['tuned']['reward_mean'] for x in s])} | "
                   f"{fmt([x['win'] for x in s], 3)} | {fmt([x['tuned']['frechet'] for x in s], 3)} | "
                   f"{fmt([x['tuned']['class_accuracy'] for x in s], 4)} |")
         if base:
