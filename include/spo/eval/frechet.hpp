@@ -84,6 +84,17 @@ inline Eigen::MatrixXd psd_factor(const Eigen::MatrixXd& cov) {
   return eig.eigenvectors() * detail::psd_eigenvalues_clamped(eig.eigenvalues()).cwiseSqrt().asDiagonal();  // [F, F]
 }
 
+/// The nuclear norm (sum of singular values) of m, by one-sided Jacobi rotations (Eigen::JacobiSVD, no U or V).
+/// Not Eigen 3.4.0's divide-and-conquer BDCSVD: it crashed (segfault in computeSVDofM) on a rank-deficient
+/// L_a^T L_b of a real evaluation, kept as tests/data/frechet/bdcsvd_crash.safetensors. Jacobi is slower for large
+/// matrices but accurate to eps * sigma_max, and the judges' features are small (F = 128 here).
+inline double nuclear_norm(const Eigen::MatrixXd& m) {
+  SPO_CHECK(m.allFinite(), "nuclear_norm: the matrix has non-finite entries");
+  const Eigen::JacobiSVD<Eigen::MatrixXd> svd(m);
+  SPO_CHECK(svd.info() == Eigen::Success, "singular value decomposition did not converge");
+  return svd.singularValues().sum();
+}
+
 /// tr((S_a S_b)^(1/2)) for symmetric positive semidefinite S_a = L_a L_a^T, S_b = L_b L_b^T. The eigenvalues of
 /// S_a S_b are the squared singular values of L_a^T L_b, so the trace is its nuclear norm. Unlike sqrtm of S_a S_b
 /// (complex for rounding noise) or sqrt of the eigenvalues of S_a^(1/2) S_b S_a^(1/2) (absolute error
@@ -94,9 +105,7 @@ inline double trace_sqrt_product(const Eigen::MatrixXd& cov_a, const Eigen::Matr
       "covariances [" << cov_a.rows() << ", " << cov_a.cols() << "] and [" << cov_b.rows() << ", " << cov_b.cols()
                       << "] do not match");
   const Eigen::MatrixXd cross = psd_factor(cov_a).transpose() * psd_factor(cov_b);  // [F, F]  L_a^T L_b
-  const Eigen::BDCSVD<Eigen::MatrixXd> svd(cross);
-  SPO_CHECK(svd.info() == Eigen::Success, "singular value decomposition of L_a^T L_b did not converge");
-  return svd.singularValues().sum();
+  return nuclear_norm(cross);
 }
 
 /// Frechet distance between N(mu_a, S_a) and N(mu_b, S_b) (Dowson & Landau 1982; Heusel et al. 2017, FID):

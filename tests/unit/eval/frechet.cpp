@@ -2,6 +2,7 @@
 // Frechet distance: golden values from numpy (tools/reference/frechet_golden.py -> tests/data/frechet_golden.json),
 // hand-computed statistics and closed forms.
 #include "spo/eval/frechet.hpp"
+#include "spo/io/safetensors.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -167,4 +168,31 @@ TEST_CASE("frechet_distance and gaussian_stats reject invalid input") {
   GaussianStats d = a;
   d.mean(1) = std::numeric_limits<double>::quiet_NaN();
   CHECK_THROWS_AS(frechet_distance(a, d), spo::error);
+}
+
+TEST_CASE("nuclear_norm: the rank-deficient L_a^T L_b on which Eigen 3.4.0's BDCSVD crashed") {
+  // [128, 128], 84 zero columns (the progress evaluation's 80 images give a covariance of rank <= 79), saved from the
+  // DDPO run (seed 3, round 12) that segfaulted inside BDCSVD::computeSVDofM.
+  const auto t = spo::io::load_safetensors(SPO_TEST_DATA_DIR "/frechet/bdcsvd_crash.safetensors").get<double>("cross");
+  REQUIRE(t.shape() == spo::Shape{128, 128});
+  Eigen::MatrixXd m(128, 128);
+  for (std::int64_t i = 0; i < 128; ++i)
+    for (std::int64_t j = 0; j < 128; ++j) m(i, j) = t[i * 128 + j];
+  const double norm = spo::eval::nuclear_norm(m);
+  // Independent reference: singular values as square roots of the eigenvalues of m^T m (absolute error of about
+  // sqrt(eps) * sigma_max per near-zero value, so the bound is 1e-6 relative).
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(m.transpose() * m);
+  double reference = 0;
+  for (Eigen::Index i = 0; i < eig.eigenvalues().size(); ++i) reference += std::sqrt(std::max(eig.eigenvalues()(i), 0.0));
+  CHECK(std::abs(norm - reference) <= 1e-6 * reference);
+  CHECK(std::abs(spo::eval::nuclear_norm(m.transpose()) - norm) <= 1e-12 * norm);
+  CHECK(reference > 1.0);
+}
+
+TEST_CASE("nuclear_norm: diagonal and non-finite input") {
+  Eigen::MatrixXd d = Eigen::MatrixXd::Zero(3, 3);
+  d.diagonal() << 2.0, -3.0, 0.5;
+  CHECK(spo::eval::nuclear_norm(d) == doctest::Approx(5.5).epsilon(1e-15));
+  d(0, 1) = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH_AS(spo::eval::nuclear_norm(d), doctest::Contains("non-finite"), spo::error);
 }
