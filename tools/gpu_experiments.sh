@@ -52,7 +52,6 @@ run_one() {  # config seed -> runs/gpu/<name>/seed<k>
   rm -f "$dir/checkpoint.safetensors"
 }
 nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | sed 's/^/gpu: /' | tee -a "$out/gpu_experiments.txt"
-pids=()
 for r in "${runs[@]}"; do
   cfg=${r%:*} seed=${r##*:}
   while [[ $(jobs -rp | wc -l) -ge $parallel ]]; do sleep 1; done
@@ -61,7 +60,6 @@ for r in "${runs[@]}"; do
     continue
   fi
   run_one "$cfg" "$seed" &
-  pids+=($!)
 done
 # Wait until the deadline, then stop what is still running (its folder has no results.json).
 while [[ $(jobs -rp | wc -l) -gt 0 ]] && (($(date +%s) - start < deadline)); do sleep 2; done

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // SPO on spo::cuda against the same templates on the CPU, in double:
+//   - the per-sample device ops (per_sample_affine, gaussian_log_prob, clamp_inplace) against their formulas;
 //   - the DDIM arithmetic (predict, mean, k children from the same noise stream, step, log-prob and its backward,
 //     guidance) for epsilon and v prediction;
 //   - the text-conditioned policy's guided forward and backward (LoRA gradients);
@@ -9,6 +10,7 @@
 // Bounds, per element: |gpu - cpu| <= tol * max|cpu| of the tensor, tol = 1e-12 for the DDIM arithmetic (a few
 // operations in double), 1e-9 for model outputs, pairs and trained weights (chained UNet reductions re-associated
 // on the GPU, the same bound family as tests/cuda/unet.cpp).
+#include <algorithm>
 #include <cmath>
 #include <unistd.h>
 
@@ -185,6 +187,44 @@ void check_ddim(const char* prediction) {
 }
 
 }  // namespace
+
+TEST_CASE("The per-sample device ops equal their CPU formulas: affine (several launches, in place), clamp, log-prob") {
+  // 300 samples: the coefficient tables travel 128 per launch, so three launches each.
+  const std::int64_t n = 300, per = 6;
+  Generator g{91, 0};
+  const auto a = randn<double>(Shape{n, 2, 3}, g), b = randn<double>(Shape{n, 2, 3}, g);  // [N, 2, 3]
+  std::vector<SampleWeights> w;
+  std::vector<double> sd;
+  for (std::int64_t i = 0; i < n; ++i) {
+    w.push_back({std::sin(0.1 * static_cast<double>(i)), std::cos(0.07 * static_cast<double>(i)) - 0.5});
+    sd.push_back(0.05 + 0.01 * static_cast<double>(i % 17));
+  }
+  Tensor<double, cpu> affine(a.shape());                                     // [N, 2, 3]
+  for (std::int64_t i = 0; i < n * per; ++i) affine[i] = w[static_cast<std::size_t>(i / per)].a * a[i] + w[static_cast<std::size_t>(i / per)].b * b[i];
+  auto da = to_device(a), db = to_device(b);
+  auto out = Tensor<double, cuda>::uninitialized(a.shape());
+  per_sample_affine<double>(da.view(), db.view(), std::span<const SampleWeights>(w), out.view());
+  CHECK(scaled_diff(out, affine) <= 1e-15);
+  per_sample_affine<double>(da.view(), TensorView<const double, cuda>(db.view()), std::span<const SampleWeights>(w), db.view());
+  CHECK(scaled_diff(db, affine) <= 1e-15);                                   // out aliasing b
+
+  constexpr double log_sqrt_2pi = 0.91893853320467274178;
+  Tensor<double, cpu> lp(Shape{n});                                          // [N]
+  for (std::int64_t i = 0; i < n; ++i) {
+    double sq = 0;
+    for (std::int64_t j = i * per; j < (i + 1) * per; ++j) sq += (a[j] - affine[j]) * (a[j] - affine[j]);
+    const double s = sd[static_cast<std::size_t>(i)];
+    lp[i] = -sq / (2 * s * s) / static_cast<double>(per) - std::log(s) - log_sqrt_2pi;
+  }
+  CHECK(scaled_diff(gaussian_log_prob(da, to_device(affine), std::span<const double>(sd)), lp) <= 1e-13);
+
+  const Tensor<double, cpu> c(Shape{7}, {-2.0, -1.0, -0.5, 0.0, 0.75, 1.0, 3.0});  // [7]
+  auto dc = to_device(c);
+  clamp_inplace(dc, -1.0, 1.0);
+  const auto hc = to_host(dc);
+  for (std::int64_t i = 0; i < 7; ++i) CHECK(hc[i] == std::clamp(c[i], -1.0, 1.0));
+  CHECK_THROWS_WITH_AS(clamp_inplace(dc, 1.0, -1.0), doctest::Contains("empty range"), spo::error);
+}
 
 TEST_CASE("DDIM on cuda equals the CPU: predict, mean, children, step, log-prob and backward, guidance") {
   check_ddim<diffusion::EpsilonPrediction>("epsilon");
