@@ -230,6 +230,17 @@ Config load_config(const std::filesystem::path& path) {
   return from_json<Config>(parse_json(read_file_text(path), path.string()), path.string());
 }
 
+/// Runs `check()`, the validation of a config read from `file`; a config_error it throws ("<key>: <problem>") is
+/// rethrown as input_error "<file>: <key>: <problem>", the form of every config error. Other errors pass unchanged.
+template <class F>
+decltype(auto) in_config_file(const std::filesystem::path& file, F&& check) {
+  try {
+    return std::forward<F>(check)();
+  } catch (const config_error& e) {
+    throw input_error(file.string() + ": " + e.what());
+  }
+}
+
 /// Writes the config atomically as indented JSON.
 template <class Config>
 void save_config(const std::filesystem::path& path, const Config& c) {
