@@ -38,14 +38,17 @@ struct EvalSection {
 };
 
 inline void validate(const EvalSection& e) {
-  SPO_CHECK(!e.templates.empty(), "evaluation.templates must not be empty");
-  for (int t : e.templates)
-    SPO_CHECK(t >= 0 && t < static_cast<int>(text::fashion_templates.size()),
-              "evaluation.templates: no template " << t);
-  SPO_CHECK(e.seeds_per_prompt >= 2 && e.real_images >= 2 && e.progress_seeds_per_prompt >= 1 &&
-                e.progress_every_rounds >= 0,
-            "evaluation: seeds_per_prompt and real_images must be >= 2, progress_seeds_per_prompt >= 1, "
-            "progress_every_rounds >= 0");
+  SPO_CONFIG_CHECK(!e.templates.empty(), "evaluation.templates", "must name at least one template, got []");
+  for (std::size_t i = 0; i < e.templates.size(); ++i)
+    SPO_CONFIG_CHECK(e.templates[i] >= 0 && e.templates[i] < static_cast<int>(text::fashion_templates.size()),
+                     "evaluation.templates[" + std::to_string(i) + "]",
+                     "no template " << e.templates[i] << " (there are " << text::fashion_templates.size() << ")");
+  SPO_CONFIG_CHECK(e.seeds_per_prompt >= 2, "evaluation.seeds_per_prompt", "must be >= 2, got " << e.seeds_per_prompt);
+  SPO_CONFIG_CHECK(e.real_images >= 2, "evaluation.real_images", "must be >= 2, got " << e.real_images);
+  SPO_CONFIG_CHECK(e.progress_seeds_per_prompt >= 1, "evaluation.progress_seeds_per_prompt",
+                   "must be >= 1, got " << e.progress_seeds_per_prompt);
+  SPO_CONFIG_CHECK(e.progress_every_rounds >= 0, "evaluation.progress_every_rounds",
+                   "must be >= 0 (0: no progress evaluations), got " << e.progress_every_rounds);
 }
 
 /// The evaluation prompts, each repeated `seeds` times (prompt-major).
@@ -106,7 +109,8 @@ template <Scalar T>
 GaussianStats real_feature_stats(judge::Classifier<T>& judge, const std::filesystem::path& data_dir,
                                  std::int64_t count, std::int64_t resolution) {
   const auto test = data::load_fashion_mnist(data::Split::test, data_dir);
-  SPO_CHECK(count <= test.count, "evaluation.real_images " << count << " > " << test.count << " test images");
+  SPO_CONFIG_CHECK(count <= test.count, "evaluation.real_images",
+                   count << " exceeds the " << test.count << " test images in " << data_dir.string());
   std::vector<std::int64_t> idx(static_cast<std::size_t>(count));
   std::iota(idx.begin(), idx.end(), 0);
   const auto x = data::to_tensor<T>(test, idx, resolution);                  // [count, 1, R, R]

@@ -43,25 +43,11 @@ struct DdpoConfig {
                            (eval::EvalSection, evaluation));
 };
 
-/// The sections every baseline config shares, checked before work starts; returns the base model's config.
-template <class C>
-train::PretrainConfig validate_common(const C& c) {
-  auto base = io::load_config<train::PretrainConfig>(c.base.config);
-  train::validate(base);
-  SPO_CHECK(c.lora.rank >= 1 && c.lora.alpha > 0,
-            "lora: rank must be >= 1 and alpha > 0, got " << c.lora.rank << ", " << c.lora.alpha);
-  eval::validate(c.evaluation);
-  preference::validate(c.rater.weights);
-  for (const auto& p : {c.base.weights, c.rater.judge.weights, c.evaluation.held_out_judge.weights})
-    SPO_CHECK(std::filesystem::exists(p), "file not found: " << p);
-  return base;
-}
-
 inline train::PretrainConfig validate(const DiffusionDpoConfig& c) {
   auto base = validate_common(c);
   loss::validate(c.loss);
   train::validate(c.train);
-  SPO_CHECK(std::filesystem::exists(c.pairs), "pairs: file not found: " << c.pairs);
+  validate_input_file("pairs", c.pairs);
   return base;
 }
 
@@ -116,15 +102,18 @@ int run_baseline_experiment(int argc, char** argv, const char* source_dir, const
   const auto cli = parse_command_line(argc, argv, "rounds");
   if (!cli) return 2;
   const auto config = load_run_config<Config>(*cli);
-  const auto base_config = validate(config);
-  const auto run = start_run(*cli, config.output_dir, argv[0], source_dir);
+  const auto base_config = io::in_config_file(cli->config, [&] { return validate(config); });
+  check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");
 
   auto base = config::load_base_model<BaseModelType>(config.base);
   auto policy = make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
-  auto evaluator = make_baseline_evaluator(config, base_config);
+  auto evaluator = io::in_config_file(cli->config, [&] { return make_baseline_evaluator(config, base_config); });
   std::fprintf(stderr, "%s: %s; %lld LoRA parameters\n", argv[0], method.c_str(),
                static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
-  auto training = make_trainer(config, base_config, policy, base.model, evaluator);
+  auto training = io::in_config_file(cli->config, [&] {
+    return make_trainer(config, base_config, policy, base.model, evaluator);
+  });
+  const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator);
   train_and_report(run, config, training, evaluator, base.model, policy, {method, method}, [&] {
     return nlohmann::json{
         {"method", method}, {"rounds", training.round()}, {"seed", config.seed}, {"train_wall_s", training.wall_s()}};

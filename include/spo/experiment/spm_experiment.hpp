@@ -9,6 +9,7 @@
 
 #include "spo/config/components.hpp"
 #include "spo/experiment/command_line.hpp"
+#include "spo/experiment/spo_experiment.hpp"
 #include "spo/spm/training.hpp"
 #include "spo/train/run_record.hpp"
 
@@ -33,9 +34,16 @@ int run_spm_experiment(int argc, char** argv, const char* source_dir) try {
   if (cli->length) config.train.steps = *cli->length;
   if (cli->seed) config.seed = *cli->seed;
   if (cli->output) config.output_dir = *cli->output;
-  spm::validate(config);
+  io::in_config_file(cli->config, [&] {
+    SPO_CONFIG_CHECK(!config.output_dir.empty(), "output_dir", "must name a directory, got \"\"");
+    spm::validate(config);
+    validate_input_file("base.weights", config.base.weights);
+    validate_input_file("pairs.train", config.pairs.train);
+    validate_input_file("pairs.validation", config.pairs.validation);
+    if (config.init_from) validate_input_file("init_from", *config.init_from);
+  });
   const fs::path out = config.output_dir;
-  fs::create_directories(out);
+  check_resume(*cli, config.output_dir, io::to_json(config), "train.steps", "steps");
 
   auto base = config::load_base_model<Model>(config.base);
   auto ddim = config::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(base.config.schedule);
@@ -45,8 +53,13 @@ int run_spm_experiment(int argc, char** argv, const char* source_dir) try {
   if (config.init_from) spm::init_from_preference_model(net, *config.init_from);
   std::fprintf(stderr, "%s: %lld parameters\n", argv[0], static_cast<long long>(nn::parameter_count(net)));
 
-  spm::SpmTraining<V, Model, decltype(ddim)> training(net, base.model, ddim, config,
-                                                       base.config.sampling.guidance_scale, io::to_json(config));
+  auto training = io::in_config_file(cli->config, [&] {
+    return spm::SpmTraining<V, Model, decltype(ddim)>(net, base.model, ddim, config,
+                                                      base.config.sampling.guidance_scale, io::to_json(config));
+  });
+  fs::create_directories(out);
+  for (const auto& p : io::remove_orphaned_temporaries(out))
+    std::fprintf(stderr, "%s: removed %s, left by a process that no longer runs\n", argv[0], p.string().c_str());
   const fs::path ckpt = out / "checkpoint.safetensors";
   if (cli->resume && fs::exists(ckpt)) {
     training.resume(ckpt);

@@ -20,6 +20,7 @@
 #include "spo/config/components.hpp"
 #include "spo/io/plot.hpp"
 #include "spo/io/png.hpp"
+#include "spo/io/resume.hpp"
 #include "spo/loss/loss_policy.hpp"
 #include "spo/model/fashion_default.hpp"
 #include "spo/nn/lora.hpp"
@@ -89,40 +90,62 @@ struct SpoConfig {
                            (eval::EvalSection, evaluation));
 };
 
-/// Checks everything that can be checked before work starts (base model config included).
+/// `path` (the value of config key `key`) names an existing regular file.
+inline void validate_input_file(const std::string& key, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  SPO_CONFIG_CHECK(fs::exists(st), key, "no such file: \"" << path << "\"");
+  SPO_CONFIG_CHECK(!fs::is_directory(st), key, "\"" << path << "\" is a directory, expected a file");
+  SPO_CONFIG_CHECK(fs::is_regular_file(st), key, "\"" << path << "\" is not a regular file");
+}
+
+/// The sections every fine-tuning config shares (SPO and the baselines), checked before work starts; returns the
+/// base model's config (its own errors name its file).
+template <class C>
+train::PretrainConfig validate_common(const C& c) {
+  auto base = config::load_base_config(c.base);
+  train::validate(c.lora);
+  eval::validate(c.evaluation);
+  preference::validate(c.rater.weights);
+  SPO_CONFIG_CHECK(c.rater.images_per_class >= 0, "rater.images_per_class",
+                   "must be >= 0 (0: every training image), got " << c.rater.images_per_class);
+  validate_input_file("base.weights", c.base.weights);
+  validate_input_file("rater.judge.weights", c.rater.judge.weights);
+  validate_input_file("evaluation.held_out_judge.weights", c.evaluation.held_out_judge.weights);
+  return base;
+}
+
+/// Checks everything that can be checked before work starts (base model config included); errors are config_errors
+/// with the key ("policies.compare: is \"top_two\", but this binary was compiled with \"best_worst\" ...").
 template <class E>
 train::PretrainConfig validate(const SpoConfig& c) {
   auto check_policy = [](const std::string& key, const std::string& given, std::string_view compiled,
                          std::string_view known) {
-    SPO_CHECK(given == compiled, "policies." << key << " is \"" << given << "\", but this binary was compiled with \""
-                                             << compiled << "\" (known: " << known
-                                             << "); use the experiment binary built for that policy");
+    SPO_CONFIG_CHECK(given == compiled, "policies." + key,
+                     "is \"" << given << "\", but this binary was compiled with \"" << compiled << "\" (known: " << known
+                             << "); use the experiment binary built for that policy");
   };
   check_policy("preference", c.policies.preference, E::preference_type::name,
                "step_aware, no_step_condition, clean, oracle");
   check_policy("compare", c.policies.compare, E::compare_type::name, "best_worst, random_pair");
   check_policy("continuation", c.policies.continuation, E::continuation_type::name, "random, winner, loser");
-  auto base = io::load_config<train::PretrainConfig>(c.base.config);
-  train::validate(base);
+  auto base = validate_common(c);
   resampler::validate(c.resampler, base.sampling.num_inference_steps);
-  SPO_CHECK(c.resampler.eta == E::sampler_type::eta,
-            "resampler.eta is " << c.resampler.eta << ", but this binary's sampler policy is "
-                                << E::sampler_type::name << " (eta " << E::sampler_type::eta << ")");
+  SPO_CONFIG_CHECK(c.resampler.eta == E::sampler_type::eta, "resampler.eta",
+                   "is " << c.resampler.eta << ", but this binary's sampler policy is " << E::sampler_type::name
+                         << " (eta " << E::sampler_type::eta << ")");
   loss::validate(c.loss);
   train::validate(c.lora, c.train);
-  eval::validate(c.evaluation);
-  preference::validate(c.rater.weights);
   if constexpr (E::needs_checkpoint) {
-    SPO_CHECK(c.preference_model && !c.preference_model->empty(),
-              "preference_model: this experiment uses the preference model \"" << E::preference_type::name
-                                                                             << "\" and needs its checkpoint");
-    SPO_CHECK(std::filesystem::exists(*c.preference_model), "file not found: " << *c.preference_model);
+    SPO_CONFIG_CHECK(c.preference_model && !c.preference_model->empty(), "preference_model",
+                     "this experiment uses the preference model \"" << E::preference_type::name
+                                                                    << "\" and needs its checkpoint");
+    validate_input_file("preference_model", *c.preference_model);
   } else {
-    SPO_CHECK(!c.preference_model, "preference_model is set, but this experiment scores with the oracle rater; "
-                                   "remove the key");
+    SPO_CONFIG_CHECK(!c.preference_model, "preference_model",
+                     "is set, but this experiment scores with the oracle rater; remove the key");
   }
-  for (const auto& p : {c.base.weights, c.rater.judge.weights, c.evaluation.held_out_judge.weights})
-    SPO_CHECK(std::filesystem::exists(p), "file not found: " << p);
   return base;
 }
 
@@ -189,6 +212,9 @@ struct Evaluator {
   diffusion::Ddim<diffusion::LinearBetas, diffusion::EpsilonPrediction> ddim;
   train::PretrainConfig base_config;
   SpoConfig config;
+  /// The rater's feature statistics when rater.feature_stats was missing or stale and they were computed; a run
+  /// keeps them in its output directory (start_run), never beside the input.
+  std::optional<preference::FeatureStats> computed_stats;
 
   template <class Model>
   std::pair<eval::Metrics, Tensor<float, cpu>> run(Model& model, std::int64_t seeds) {
@@ -200,12 +226,13 @@ struct Evaluator {
 };
 
 inline Evaluator make_evaluator(const SpoConfig& c, const train::PretrainConfig& base_config) {
-  auto rater = config::load_oracle_rater<float>(c.rater, c.data_dir, base_config.resolution);
+  std::optional<preference::FeatureStats> computed;
+  auto rater = config::load_oracle_rater<float>(c.rater, c.data_dir, base_config.resolution, &computed);
   auto held_out = config::load_judge<float>(c.evaluation.held_out_judge);
   auto real = eval::real_feature_stats(held_out, c.data_dir, c.evaluation.real_images, base_config.resolution);
   auto ddim = config::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(base_config.schedule);
   ddim.set_timesteps(base_config.sampling.num_inference_steps);
-  return {std::move(rater), std::move(held_out), std::move(real), std::move(ddim), base_config, c};
+  return {std::move(rater), std::move(held_out), std::move(real), std::move(ddim), base_config, c, std::move(computed)};
 }
 
 /// The base-vs-tuned table (Markdown) and JSON of a final evaluation.
@@ -237,7 +264,26 @@ Config load_run_config(const CommandLine& cli) {
   if (cli.length) config.train.rounds = *cli.length;
   if (cli.seed) config.seed = *cli.seed;
   if (cli.output) config.output_dir = *cli.output;
+  SPO_CONFIG_CHECK(!config.output_dir.empty(), "output_dir", "must name a directory, got \"\"");
   return config;
+}
+
+/*!
+  ENSURES
+    - with --resume and a checkpoint in `output_dir`: returns only when `resolved` (the run's config) equals the
+      config the checkpoint recorded, but for output_dir and, with --allow-<length>-change, the run length
+      `length_key`; otherwise throws input_error listing every changed key with both values (nothing is written)
+    - without either, returns at once
+!*/
+inline void check_resume(const CommandLine& cli, const std::string& output_dir, const nlohmann::json& resolved,
+                         const std::string& length_key, const std::string& length_flag) {
+  const auto ckpt = std::filesystem::path(output_dir) / "checkpoint.safetensors";
+  if (!cli.resume || !std::filesystem::exists(ckpt)) return;
+  io::ResumeRules rules;
+  rules.length_key = length_key;
+  rules.length_flag = "--allow-" + length_flag + "-change";
+  rules.allow_length_change = cli.allow_length_change;
+  io::check_resume_config(ckpt, resolved, rules);
 }
 
 /// How a fine-tuned model is named in the outputs of its run.
@@ -256,11 +302,25 @@ struct RunContext {
   std::chrono::steady_clock::time_point start;
 };
 
-/// Creates the output directory and starts the run's clock.
+/*!
+  REQUIRES
+    - every check and every load that can fail is done (a failed run must leave no output directory behind)
+  ENSURES
+    - creates the output directory, removes temporaries that killed processes left there (`*.tmp.<pid>` of pids
+      that no longer run), keeps statistics the run computed (feature_stats.safetensors) and starts the run's clock
+!*/
 inline RunContext start_run(const CommandLine& cli, const std::string& output_dir, const char* program,
-                            const char* source_dir) {
-  std::filesystem::create_directories(output_dir);
-  return {output_dir, program, source_dir, cli.resume, std::chrono::steady_clock::now()};
+                            const char* source_dir, const Evaluator* evaluator = nullptr) {
+  const std::filesystem::path out = output_dir;
+  std::filesystem::create_directories(out);
+  for (const auto& p : io::remove_orphaned_temporaries(out))
+    std::fprintf(stderr, "%s: removed %s, left by a process that no longer runs\n", program, p.string().c_str());
+  if (evaluator && evaluator->computed_stats) {
+    preference::save_feature_stats(out / "feature_stats.safetensors", *evaluator->computed_stats);
+    std::fprintf(stderr, "%s: wrote the computed rater statistics to %s\n", program,
+                 (out / "feature_stats.safetensors").string().c_str());
+  }
+  return {out, program, source_dir, cli.resume, std::chrono::steady_clock::now()};
 }
 
 /// The round a trainer's on_round callback reports: SPO passes its round's metrics, the round trainers the number.
@@ -359,14 +419,15 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
   const auto cli = parse_command_line(argc, argv, "rounds");
   if (!cli) return 2;
   const auto config = load_run_config<SpoConfig>(*cli);
-  const auto base_config = validate<E>(config);
-  const auto run = start_run(*cli, config.output_dir, argv[0], source_dir);
+  const auto base_config = io::in_config_file(cli->config, [&] { return validate<E>(config); });
+  check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");
 
   using Model = typename E::model_type;
   auto base = config::load_base_model<typename Model::base_model>(config.base);
   auto policy = make_policy<Model>(base_config.unet, base_config.text, base.model, config.lora, config.seed);
-  auto evaluator = make_evaluator(config, base_config);
+  auto evaluator = io::in_config_file(cli->config, [&] { return make_evaluator(config, base_config); });
   auto pm = make_preference_model<E>(config, evaluator.rater);
+  const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator);
   std::fprintf(stderr, "%s: preference model \"%s\", compare \"%s\", continuation \"%s\"; %lld LoRA parameters\n",
                argv[0], std::string(E::preference_type::name).c_str(), std::string(E::compare_type::name).c_str(),
                std::string(E::continuation_type::name).c_str(),

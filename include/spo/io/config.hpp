@@ -63,7 +63,7 @@ template <class T>
 inline constexpr bool dependent_false = false;
 
 [[noreturn]] inline void fail(std::string_view source, const std::string& path, const std::string& msg) {
-  throw error(std::string(source) + ": " + (path.empty() ? std::string("<root>") : path) + ": " + msg);
+  throw input_error(std::string(source) + ": " + (path.empty() ? std::string("<root>") : path) + ": " + msg);
 }
 
 inline std::string kind(const json& j) {

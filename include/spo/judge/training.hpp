@@ -2,6 +2,8 @@
 /// @brief Supervised training and evaluation of a judge classifier on Fashion-MNIST.
 #pragma once
 
+#include <cmath>
+
 #include <boost/hana/define_struct.hpp>
 
 #include "spo/data/fashion_mnist.hpp"
@@ -19,11 +21,15 @@ struct JudgeConfig {
 };
 
 inline void validate(const JudgeConfig& c) {
-  SPO_CHECK(c.data_half == "all" || c.data_half == "first" || c.data_half == "second",
-            "data_half must be \"all\", \"first\" or \"second\", got \"" << c.data_half << "\"");
-  SPO_CHECK(c.width >= 1 && c.epochs >= 1 && c.batch_size >= 1 && c.lr > 0 && c.weight_decay >= 0,
-            "width, epochs, batch_size, lr must be positive and weight_decay >= 0");
-  SPO_CHECK(c.resolution >= 28, "resolution must be >= 28, got " << c.resolution);
+  SPO_CONFIG_CHECK(c.data_half == "all" || c.data_half == "first" || c.data_half == "second", "data_half",
+                   "must be \"all\", \"first\" or \"second\", got \"" << c.data_half << "\"");
+  SPO_CONFIG_CHECK(c.width >= 1, "width", "must be >= 1, got " << c.width);
+  SPO_CONFIG_CHECK(c.epochs >= 1, "epochs", "must be >= 1, got " << c.epochs);
+  SPO_CONFIG_CHECK(c.batch_size >= 1, "batch_size", "must be >= 1, got " << c.batch_size);
+  SPO_CONFIG_CHECK(std::isfinite(c.lr) && c.lr > 0, "lr", "must be finite and > 0, got " << c.lr);
+  SPO_CONFIG_CHECK(std::isfinite(c.weight_decay) && c.weight_decay >= 0, "weight_decay",
+                   "must be finite and >= 0, got " << c.weight_decay);
+  SPO_CONFIG_CHECK(c.resolution >= 28, "resolution", "must be >= 28 (Fashion-MNIST is 28x28), got " << c.resolution);
 }
 
 /// Class predictions argmax(logits) for images [N, 1, R, R], in batches, without gradients.

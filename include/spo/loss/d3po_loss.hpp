@@ -24,9 +24,9 @@ inline constexpr D3poLossOptions d3po_default_loss_options{0.1, 0.1};
 
 /// beta finite and > 0; clip_eps finite with 0 < clip_eps < 1.
 inline void validate(const D3poLossOptions& o) {
-  SPO_CHECK(std::isfinite(o.beta) && o.beta > 0, "D3PO loss beta must be finite and > 0, got " << o.beta);
-  SPO_CHECK(std::isfinite(o.clip_eps) && o.clip_eps > 0 && o.clip_eps < 1,
-            "D3PO loss clip_eps must lie in (0, 1), got " << o.clip_eps);
+  SPO_CONFIG_CHECK(std::isfinite(o.beta) && o.beta > 0, "loss.beta", "must be finite and > 0, got " << o.beta);
+  SPO_CONFIG_CHECK(std::isfinite(o.clip_eps) && o.clip_eps > 0 && o.clip_eps < 1, "loss.clip_eps",
+                   "must lie in (0, 1), got " << o.clip_eps);
 }
 
 /// The sign vectors of a batch of pairs: sample 0 preferred (h0, h1) = (+1, -1), sample 1 preferred (-1, +1),

@@ -31,10 +31,10 @@ inline constexpr DdpoLossOptions ddpo_default_loss_options{1e-4, 5.0};
 
 /// clip_range finite with 0 < clip_range < 1; adv_clip_max finite and > 0.
 inline void validate(const DdpoLossOptions& o) {
-  SPO_CHECK(std::isfinite(o.clip_range) && o.clip_range > 0 && o.clip_range < 1,
-            "DDPO clip_range must lie in (0, 1), got " << o.clip_range);
-  SPO_CHECK(std::isfinite(o.adv_clip_max) && o.adv_clip_max > 0,
-            "DDPO adv_clip_max must be finite and > 0, got " << o.adv_clip_max);
+  SPO_CONFIG_CHECK(std::isfinite(o.clip_range) && o.clip_range > 0 && o.clip_range < 1, "loss.clip_range",
+                   "must lie in (0, 1), got " << o.clip_range);
+  SPO_CONFIG_CHECK(std::isfinite(o.adv_clip_max) && o.adv_clip_max > 0, "loss.adv_clip_max",
+                   "must be finite and > 0, got " << o.adv_clip_max);
 }
 
 /*!
@@ -131,9 +131,9 @@ inline constexpr StatTrackerOptions ddpo_default_tracker_options{16, 16};
 
 /// buffer_size >= 1 and 0 <= min_count <= buffer_size (a larger min_count would never use the per-prompt stats).
 inline void validate(const StatTrackerOptions& o) {
-  SPO_CHECK(o.buffer_size >= 1, "stat tracker buffer_size must be >= 1, got " << o.buffer_size);
-  SPO_CHECK(o.min_count >= 0 && o.min_count <= o.buffer_size,
-            "stat tracker min_count must lie in [0, buffer_size = " << o.buffer_size << "], got " << o.min_count);
+  SPO_CONFIG_CHECK(o.buffer_size >= 1, "stat_tracker.buffer_size", "must be >= 1, got " << o.buffer_size);
+  SPO_CONFIG_CHECK(o.min_count >= 0 && o.min_count <= o.buffer_size, "stat_tracker.min_count",
+                   "must lie in [0, buffer_size = " << o.buffer_size << "], got " << o.min_count);
 }
 
 /*!

@@ -24,7 +24,7 @@ inline constexpr DiffusionDpoOptions diffusion_dpo_sd15_options{5000.0};
 
 /// beta finite and > 0.
 inline void validate(const DiffusionDpoOptions& o) {
-  SPO_CHECK(std::isfinite(o.beta) && o.beta > 0, "Diffusion-DPO beta must be finite and > 0, got " << o.beta);
+  SPO_CONFIG_CHECK(std::isfinite(o.beta) && o.beta > 0, "loss.beta", "must be finite and > 0, got " << o.beta);
 }
 
 /*!

@@ -24,9 +24,9 @@ inline constexpr SpoLossOptions spo_sd15_loss_options{10.0, 0.1};
 
 /// beta finite and > 0; clip_eps finite with 0 < clip_eps < 1 (so that log(1 - clip_eps) exists).
 inline void validate(const SpoLossOptions& o) {
-  SPO_CHECK(std::isfinite(o.beta) && o.beta > 0, "SPO loss beta must be finite and > 0, got " << o.beta);
-  SPO_CHECK(std::isfinite(o.clip_eps) && o.clip_eps > 0 && o.clip_eps < 1,
-            "SPO loss clip_eps must lie in (0, 1), got " << o.clip_eps);
+  SPO_CONFIG_CHECK(std::isfinite(o.beta) && o.beta > 0, "loss.beta", "must be finite and > 0, got " << o.beta);
+  SPO_CONFIG_CHECK(std::isfinite(o.clip_eps) && o.clip_eps > 0 && o.clip_eps < 1, "loss.clip_eps",
+                   "must lie in (0, 1), got " << o.clip_eps);
 }
 
 /*!

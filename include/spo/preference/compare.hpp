@@ -6,6 +6,7 @@
 #include <concepts>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -75,8 +76,8 @@ struct RandomPairCompare {
 };
 
 /// The threshold on the softmax gap must lie in [0, 1).
-inline void check_threshold(double threshold) {
-  SPO_CHECK(threshold >= 0.0 && threshold < 1.0, "compare threshold must be in [0, 1), got " << threshold);
+inline void check_threshold(double threshold, std::string_view key = "threshold") {
+  SPO_CONFIG_CHECK(threshold >= 0.0 && threshold < 1.0, std::string(key), "must be in [0, 1), got " << threshold);
 }
 
 }  // namespace spo::preference

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/hana/define_struct.hpp>
@@ -36,11 +37,11 @@ struct LabelConfig {
 };
 
 /// temperature >= 0 (0: the deterministic limit) and tie_margin >= 0, both finite.
-inline void validate(const LabelConfig& c) {
-  SPO_CHECK(std::isfinite(c.temperature) && c.temperature >= 0,
-            "label temperature must be finite and >= 0, got " << c.temperature);
-  SPO_CHECK(std::isfinite(c.tie_margin) && c.tie_margin >= 0,
-            "label tie_margin must be finite and >= 0, got " << c.tie_margin);
+inline void validate(const LabelConfig& c, std::string_view key = "labels") {
+  SPO_CONFIG_CHECK(std::isfinite(c.temperature) && c.temperature >= 0, std::string(key) + ".temperature",
+                   "must be finite and >= 0, got " << c.temperature);
+  SPO_CONFIG_CHECK(std::isfinite(c.tie_margin) && c.tie_margin >= 0, std::string(key) + ".tie_margin",
+                   "must be finite and >= 0, got " << c.tie_margin);
 }
 
 /*!

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <charconv>
 #include <array>
 #include <cctype>
 #include <cmath>
@@ -49,12 +50,16 @@ struct OracleRaterConfig {
   BOOST_HANA_DEFINE_STRUCT(OracleRaterConfig, (double, align_weight), (double, quality_weight), (double, range_weight));
 };
 
-inline void validate(const OracleRaterConfig& c) {
-  SPO_CHECK(std::isfinite(c.align_weight) && std::isfinite(c.quality_weight) && std::isfinite(c.range_weight) &&
-                c.align_weight >= 0 && c.quality_weight >= 0 && c.range_weight >= 0,
-            "rater weights must be finite and >= 0, got align_weight "
-                << c.align_weight << ", quality_weight " << c.quality_weight << ", range_weight " << c.range_weight);
-  SPO_CHECK(c.align_weight > 0 || c.quality_weight > 0, "rater: align_weight and quality_weight are both 0");
+inline void validate(const OracleRaterConfig& c, std::string_view key = "rater.weights") {
+  const std::string k(key);
+  SPO_CONFIG_CHECK(std::isfinite(c.align_weight) && c.align_weight >= 0, k + ".align_weight",
+                   "must be finite and >= 0, got " << c.align_weight);
+  SPO_CONFIG_CHECK(std::isfinite(c.quality_weight) && c.quality_weight >= 0, k + ".quality_weight",
+                   "must be finite and >= 0, got " << c.quality_weight);
+  SPO_CONFIG_CHECK(std::isfinite(c.range_weight) && c.range_weight >= 0, k + ".range_weight",
+                   "must be finite and >= 0, got " << c.range_weight);
+  SPO_CONFIG_CHECK(c.align_weight > 0 || c.quality_weight > 0, k + ".quality_weight",
+                   "align_weight and quality_weight are both 0: the reward would ignore the image");
 }
 
 /// The class of an unconditional (empty) prompt.
@@ -175,7 +180,8 @@ template <Scalar T>
 FeatureStats compute_feature_stats(judge::Classifier<T>& net, const data::FashionMnist& d, std::int64_t resolution,
                                    std::int64_t images_per_class, std::int64_t batch = 256) {
   constexpr std::int64_t k = static_cast<std::int64_t>(data::fashion_mnist_classes.size());
-  SPO_CHECK(images_per_class >= 0 && batch >= 1, "images_per_class must be >= 0 and batch >= 1");
+  SPO_CONFIG_CHECK(images_per_class >= 0, "rater.images_per_class", "must be >= 0 (0: every image), got " << images_per_class);
+  SPO_CHECK(batch >= 1, "batch must be >= 1, got " << batch);
   std::vector<std::int64_t> idx, count(k, 0);
   for (std::int64_t i = 0; i < d.count; ++i) {
     const int c = d.labels[static_cast<std::size_t>(i)];
@@ -184,6 +190,12 @@ FeatureStats compute_feature_stats(judge::Classifier<T>& net, const data::Fashio
       ++count[c];
     }
   }
+  if (images_per_class > 0)
+    for (std::int64_t c = 0; c < k; ++c)
+      SPO_CONFIG_CHECK(count[c] == images_per_class, "rater.images_per_class",
+                       images_per_class << " exceeds the " << count[c] << " training images of class " << c << " ("
+                                        << data::fashion_mnist_classes[static_cast<std::size_t>(c)]
+                                        << "); use at most that, or 0 for every image");
   std::vector<std::vector<double>> feats(static_cast<std::size_t>(k));  // per class, [n_c, F]
   std::int64_t f_dim = 0;
   std::vector<std::int64_t> depths;
@@ -266,29 +278,54 @@ inline FeatureStats load_feature_stats(const std::filesystem::path& path) {
   SPO_CHECK(f_dim == s.mean.size(1),
             path << ": depths sum to " << f_dim << " but there are " << s.mean.size(1) << " features");
   for (const char* key : {"resolution", "images_per_class", "judge_fingerprint"})
-    SPO_CHECK(t.metadata.contains(key), path << ": metadata key \"" << key << "\" is missing");
-  s.resolution = std::stoll(t.metadata.at("resolution"));
-  s.images_per_class = std::stoll(t.metadata.at("images_per_class"));
+    SPO_EXPECT(t.metadata.contains(key), path.string() << ": metadata key \"" << key << "\" is missing");
+  auto count_of = [&](const char* key) {
+    const std::string& v = t.metadata.at(key);
+    std::int64_t n = -1;
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    SPO_EXPECT(ec == std::errc() && end == v.data() + v.size() && n >= 0,
+               path.string() << ": metadata \"" << key << "\" = \"" << v << "\" is not a count");
+    return n;
+  };
+  s.resolution = count_of("resolution");
+  s.images_per_class = count_of("images_per_class");
   s.judge_fingerprint = t.metadata.at("judge_fingerprint");
   return s;
 }
 
-/// The cached statistics at `cache` when they were computed for this judge, resolution and cap; otherwise computes
-/// them from the training split in `data_dir` and writes the cache.
+/// Feature statistics and where they came from.
+struct FeatureStatsSource {
+  FeatureStats stats;
+  bool computed = false;  ///< true: `stored` was missing or stale, the statistics were computed now
+  std::string reason;     ///< why they were computed ("" when read from `stored`)
+};
+
+/*!
+  ENSURES
+    - the statistics stored at `stored` when they were computed for this judge, resolution and cap; otherwise the
+      statistics computed from the training split in `data_dir`, with `computed` set and the reason
+    - never writes: `stored` is an input of the run (a caller that wants to keep computed statistics writes them
+      into its own output directory)
+!*/
 template <Scalar T>
-FeatureStats cached_feature_stats(judge::Classifier<T>& net, const std::filesystem::path& cache,
-                                  const std::filesystem::path& data_dir, std::int64_t resolution,
-                                  std::int64_t images_per_class) {
-  if (std::filesystem::exists(cache)) {
-    auto s = load_feature_stats(cache);
-    if (s.judge_fingerprint == judge_fingerprint(net) && s.resolution == resolution &&
-        s.images_per_class == images_per_class)
-      return s;
+FeatureStatsSource feature_stats_for(judge::Classifier<T>& net, const std::filesystem::path& stored,
+                                     const std::filesystem::path& data_dir, std::int64_t resolution,
+                                     std::int64_t images_per_class) {
+  std::string reason = stored.string() + " does not exist";
+  if (std::filesystem::exists(stored)) {
+    auto s = load_feature_stats(stored);
+    if (s.judge_fingerprint != judge_fingerprint(net))
+      reason = stored.string() + " was computed for another judge";
+    else if (s.resolution != resolution)
+      reason = stored.string() + " was computed at resolution " + std::to_string(s.resolution);
+    else if (s.images_per_class != images_per_class)
+      reason = stored.string() + " was computed with images_per_class " + std::to_string(s.images_per_class);
+    else
+      return {std::move(s), false, {}};
   }
   auto s =
       compute_feature_stats(net, data::load_fashion_mnist(data::Split::train, data_dir), resolution, images_per_class);
-  save_feature_stats(cache, s);
-  return s;
+  return {std::move(s), true, std::move(reason)};
 }
 
 /// Relative variance floor: sigma^2_{c,f} >= floor * (mean of sigma^2_{c,.} over the features of f's depth), so a

@@ -31,15 +31,17 @@ struct ResamplerOptions {
 /// k >= 2, 0 <= divert_start_step < num_inference_steps, threshold in [0, 1), eta > 0, guidance >= 0,
 /// 0 <= t_min <= t_max.
 inline void validate(const ResamplerOptions& o, int num_inference_steps) {
-  SPO_CHECK(o.k >= 2, "resampler: k (children per step) must be >= 2, got " << o.k);
-  SPO_CHECK(o.divert_start_step >= 0 && o.divert_start_step < num_inference_steps,
-            "resampler: divert_start_step must be in [0, " << num_inference_steps << ") (the number of inference "
-                                                            << "steps), got " << o.divert_start_step);
-  preference::check_threshold(o.threshold);
-  SPO_CHECK(std::isfinite(o.eta) && o.eta > 0, "resampler: eta must be > 0 (the step log-probs need noise), got " << o.eta);
-  SPO_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
-            "resampler: guidance_scale must be >= 0, got " << o.guidance_scale);
-  SPO_CHECK(o.t_min >= 0 && o.t_min <= o.t_max, "resampler: need 0 <= t_min <= t_max, got " << o.t_min << ", " << o.t_max);
+  SPO_CONFIG_CHECK(o.k >= 2, "resampler.k", "(children per step) must be >= 2, got " << o.k);
+  SPO_CONFIG_CHECK(o.divert_start_step >= 0 && o.divert_start_step < num_inference_steps, "resampler.divert_start_step",
+                   "must be in [0, " << num_inference_steps << ") (the base model's number of inference steps), got "
+                                     << o.divert_start_step);
+  preference::check_threshold(o.threshold, "resampler.threshold");
+  SPO_CONFIG_CHECK(std::isfinite(o.eta) && o.eta > 0, "resampler.eta",
+                   "must be finite and > 0 (the step log-probs need noise), got " << o.eta);
+  SPO_CONFIG_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0, "resampler.guidance_scale",
+                   "must be finite and >= 0, got " << o.guidance_scale);
+  SPO_CONFIG_CHECK(o.t_min >= 0, "resampler.t_min", "must be >= 0, got " << o.t_min);
+  SPO_CONFIG_CHECK(o.t_max >= o.t_min, "resampler.t_max", "must be >= t_min = " << o.t_min << ", got " << o.t_max);
 }
 
 /// The training items of one sampling round: item m is (x_t, x_{t-1}^w, x_{t-1}^l, t, prompt) with both children

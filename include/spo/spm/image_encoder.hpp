@@ -120,17 +120,18 @@ struct ImageEncoderConfig {
 };
 
 /// Throws naming the offending values when the config does not describe a tower.
-inline void validate(const ImageEncoderConfig& c) {
-  SPO_CHECK(c.resolution > 0 && c.channels > 0 && c.patch_size > 0 && c.width > 0 && c.depth >= 0 && c.heads > 0 &&
-                c.embed_dim > 0,
-            "ImageEncoderConfig: resolution " << c.resolution << ", channels " << c.channels << ", patch_size "
-                                              << c.patch_size << ", width " << c.width << ", depth " << c.depth
-                                              << ", heads " << c.heads << ", embed_dim " << c.embed_dim
-                                              << " must be positive (depth >= 0)");
-  SPO_CHECK(c.resolution % c.patch_size == 0,
-            "ImageEncoderConfig: resolution " << c.resolution << " is not a multiple of patch_size " << c.patch_size);
-  SPO_CHECK(c.width % c.heads == 0,
-            "ImageEncoderConfig: width " << c.width << " is not a multiple of heads " << c.heads);
+inline void validate(const ImageEncoderConfig& c, std::string_view key = "network.image") {
+  const std::string k(key);
+  SPO_CONFIG_CHECK(c.resolution > 0, k + ".resolution", "must be >= 1, got " << c.resolution);
+  SPO_CONFIG_CHECK(c.channels > 0, k + ".channels", "must be >= 1, got " << c.channels);
+  SPO_CONFIG_CHECK(c.patch_size > 0, k + ".patch_size", "must be >= 1, got " << c.patch_size);
+  SPO_CONFIG_CHECK(c.width > 0, k + ".width", "must be >= 1, got " << c.width);
+  SPO_CONFIG_CHECK(c.depth >= 0, k + ".depth", "must be >= 0, got " << c.depth);
+  SPO_CONFIG_CHECK(c.heads > 0, k + ".heads", "must be >= 1, got " << c.heads);
+  SPO_CONFIG_CHECK(c.embed_dim > 0, k + ".embed_dim", "must be >= 1, got " << c.embed_dim);
+  SPO_CONFIG_CHECK(c.resolution % c.patch_size == 0, k + ".patch_size",
+                   c.patch_size << " does not divide resolution " << c.resolution);
+  SPO_CONFIG_CHECK(c.width % c.heads == 0, k + ".heads", c.heads << " does not divide width " << c.width);
 }
 
 /// Width of the sinusoidal timestep features of the SPM (DiT's frequency_embedding_size; algorithm.md 4.1).

@@ -118,6 +118,17 @@ struct PreferenceNetworkConfig {
                            (std::int64_t, text_heads), (std::int64_t, text_max_length), (double, init_logit_scale));
 };
 
+/// Both towers' topologies in range (keys under `key`, "network" in a preference-model config).
+inline void validate(const PreferenceNetworkConfig& c, std::string_view key = "network") {
+  const std::string k(key);
+  validate(c.image, k + ".image");
+  SPO_CONFIG_CHECK(c.text_width > 0, k + ".text_width", "must be >= 1, got " << c.text_width);
+  SPO_CONFIG_CHECK(c.text_heads > 0 && c.text_width % c.text_heads == 0, k + ".text_heads",
+                   "must be >= 1 and divide text_width " << c.text_width << ", got " << c.text_heads);
+  SPO_CONFIG_CHECK(c.text_max_length > 0, k + ".text_max_length", "must be >= 1, got " << c.text_max_length);
+  SPO_CONFIG_CHECK(std::isfinite(c.init_logit_scale), k + ".init_logit_scale", "must be finite, got " << c.init_logit_scale);
+}
+
 /*!
   WHAT THIS REPRESENTS
     SPO's step-aware preference model network (algorithm.md 4.1; PickScore / CLIP scoring), for images [B, C, R, R],

@@ -16,6 +16,7 @@
 
 #include "spo/data/fashion_mnist.hpp"
 #include "spo/config/components.hpp"
+#include "spo/train/common_sections.hpp"
 #include "spo/io/checkpoint.hpp"
 #include "spo/loss/pair_preference.hpp"
 #include "spo/optim/adamw.hpp"
@@ -50,13 +51,18 @@ struct SpmConfig {
 
 inline void validate(const SpmConfig& c) {
   const auto& t = c.train;
-  SPO_CHECK(t.batch_size >= 1 && t.steps >= 1 && t.lr > 0 && std::isfinite(t.lr) && t.warmup_steps >= 0 &&
-                t.weight_decay >= 0 && t.max_grad_norm > 0 && t.log_every >= 1 && t.eval_every >= 1 &&
-                t.checkpoint_every >= 1,
-            "train: need batch_size, steps, log_every, eval_every, checkpoint_every >= 1, lr > 0, warmup_steps >= 0, "
-            "weight_decay >= 0, max_grad_norm > 0");
-  SPO_CHECK(!c.eval_timesteps.empty(), "eval_timesteps must not be empty");
-  for (auto s : c.eval_timesteps) SPO_CHECK(s >= 0, "eval_timesteps must be >= 0, got " << s);
+  train::validate_positive(t.batch_size, "batch_size");
+  train::validate_positive(t.steps, "steps");
+  train::validate_positive(t.log_every, "log_every");
+  train::validate_positive(t.eval_every, "eval_every");
+  train::validate_positive(t.checkpoint_every, "checkpoint_every");
+  SPO_CONFIG_CHECK(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0, got " << t.warmup_steps);
+  train::validate_optimizer(t.lr, t.weight_decay, t.max_grad_norm);
+  validate(c.network);
+  SPO_CONFIG_CHECK(!c.eval_timesteps.empty(), "eval_timesteps", "must name at least one timestep, got []");
+  for (std::size_t i = 0; i < c.eval_timesteps.size(); ++i)
+    SPO_CONFIG_CHECK(c.eval_timesteps[i] >= 0, "eval_timesteps[" + std::to_string(i) + "]",
+                     "must be >= 0, got " << c.eval_timesteps[i]);
 }
 
 /*!
@@ -84,10 +90,12 @@ class SpmTraining {
     validate(config);
     train_ = preference::load_pairs(config.pairs.train);
     validation_ = preference::load_pairs(config.pairs.validation);
-    SPO_CHECK(train_.images_a.size(2) == config.network.image.resolution &&
-                  validation_.images_a.shape().numel_from(1) == train_.images_a.shape().numel_from(1),
-              "pair images " << train_.images_a.shape() << " / " << validation_.images_a.shape()
-                             << " do not match the network resolution " << config.network.image.resolution);
+    SPO_CONFIG_CHECK(train_.images_a.size(2) == config.network.image.resolution &&
+                         validation_.images_a.shape().numel_from(1) == train_.images_a.shape().numel_from(1),
+                     "network.image.resolution",
+                     config.network.image.resolution << " does not match the pair images " << train_.images_a.shape()
+                                                     << " (pairs.train) / " << validation_.images_a.shape()
+                                                     << " (pairs.validation)");
     std::map<std::string, double> count;
     for (std::int64_t i = 0; i < train_.size(); ++i) count[train_.prompt(i)] += 1;
     for (std::int64_t i = 0; i < train_.size(); ++i) per_prompt_.push_back(count[train_.prompt(i)]);

@@ -32,12 +32,14 @@ struct DdpoTrainSection {
 };
 
 inline void validate(const DdpoTrainSection& t) {
-  SPO_CHECK(t.rounds >= 1 && t.prompts_per_round >= 1 && t.samples_per_prompt >= 1 && t.batch_size >= 1 &&
-                t.inner_epochs >= 1 && t.checkpoint_every >= 1,
-            "train: rounds, prompts_per_round, samples_per_prompt, batch_size, inner_epochs and checkpoint_every "
-            "must be >= 1");
-  SPO_CHECK(std::isfinite(t.timestep_fraction) && t.timestep_fraction > 0 && t.timestep_fraction <= 1,
-            "train.timestep_fraction must lie in (0, 1], got " << t.timestep_fraction);
+  validate_positive(t.rounds, "rounds");
+  validate_positive(t.prompts_per_round, "prompts_per_round");
+  validate_positive(t.samples_per_prompt, "samples_per_prompt");
+  validate_positive(t.batch_size, "batch_size");
+  validate_positive(t.inner_epochs, "inner_epochs");
+  validate_positive(t.checkpoint_every, "checkpoint_every");
+  SPO_CONFIG_CHECK(std::isfinite(t.timestep_fraction) && t.timestep_fraction > 0 && t.timestep_fraction <= 1,
+                   "train.timestep_fraction", "must lie in (0, 1], got " << t.timestep_fraction);
   validate_templates(t.templates);
   validate_optimizer(t.lr, t.weight_decay, t.max_grad_norm);
 }

@@ -28,8 +28,10 @@ struct DiffusionDpoTrainSection {
 };
 
 inline void validate(const DiffusionDpoTrainSection& t) {
-  SPO_CHECK(t.rounds >= 1 && t.steps_per_round >= 1 && t.batch_size >= 1 && t.checkpoint_every >= 1,
-            "train: rounds, steps_per_round, batch_size and checkpoint_every must be >= 1");
+  validate_positive(t.rounds, "rounds");
+  validate_positive(t.steps_per_round, "steps_per_round");
+  validate_positive(t.batch_size, "batch_size");
+  validate_positive(t.checkpoint_every, "checkpoint_every");
   validate_optimizer(t.lr, t.weight_decay, t.max_grad_norm);
 }
 

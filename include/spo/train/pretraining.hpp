@@ -19,6 +19,7 @@
 #include "spo/optim/ema.hpp"
 #include "spo/text/prompts.hpp"
 #include "spo/text/text_encoder.hpp"
+#include "spo/train/common_sections.hpp"
 #include "spo/train/metrics_log.hpp"
 #include "spo/train/progress.hpp"
 #include "spo/train/run_record.hpp"
@@ -41,13 +42,22 @@ struct PretrainConfig {
 
 inline void validate(const PretrainConfig& c) {
   const auto& t = c.train;
-  SPO_CHECK(c.resolution >= 28, "resolution must be >= 28 (Fashion-MNIST is 28x28, padded), got " << c.resolution);
-  SPO_CHECK(t.batch_size >= 1 && t.steps >= 1 && t.lr > 0 && t.warmup_steps >= 0 && t.weight_decay >= 0 &&
-                t.max_grad_norm > 0 && t.log_every >= 1 && t.checkpoint_every >= 1 && t.sample_every >= 1,
-            "train: batch_size, steps, lr, max_grad_norm, log/checkpoint/sample_every must be positive");
-  SPO_CHECK(t.cond_dropout >= 0 && t.cond_dropout < 1, "train.cond_dropout must be in [0, 1), got " << t.cond_dropout);
-  SPO_CHECK(t.ema_decay >= 0 && t.ema_decay < 1, "train.ema_decay must be in [0, 1), got " << t.ema_decay);
-  SPO_CHECK(c.text.max_length >= 1, "text.max_length must be positive");
+  SPO_CONFIG_CHECK(c.resolution >= 28, "resolution",
+                   "must be >= 28 (Fashion-MNIST is 28x28, padded), got " << c.resolution);
+  config::validate(c.unet);
+  const auto multiple = std::int64_t{1} << (c.unet.block_out_channels.size() - 1);
+  SPO_CONFIG_CHECK(c.resolution % multiple == 0, "resolution",
+                   c.resolution << " is not divisible by " << multiple << " (one 2x downsampling per UNet level but the last)");
+  validate_positive(t.batch_size, "batch_size");
+  validate_positive(t.steps, "steps");
+  validate_positive(t.log_every, "log_every");
+  validate_positive(t.checkpoint_every, "checkpoint_every");
+  validate_positive(t.sample_every, "sample_every");
+  SPO_CONFIG_CHECK(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0, got " << t.warmup_steps);
+  validate_optimizer(t.lr, t.weight_decay, t.max_grad_norm);
+  SPO_CONFIG_CHECK(t.cond_dropout >= 0 && t.cond_dropout < 1, "train.cond_dropout", "must be in [0, 1), got " << t.cond_dropout);
+  SPO_CONFIG_CHECK(t.ema_decay >= 0 && t.ema_decay < 1, "train.ema_decay", "must be in [0, 1), got " << t.ema_decay);
+  SPO_CONFIG_CHECK(c.text.max_length >= 1, "text.max_length", "must be >= 1, got " << c.text.max_length);
   config::validate(c.sampling, c.schedule.num_train_timesteps);
 }
 

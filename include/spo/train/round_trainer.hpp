@@ -25,6 +25,7 @@
 #include "spo/optim/clip_grad.hpp"
 #include "spo/tensor/allocator.hpp"
 #include "spo/text/prompts.hpp"
+#include "spo/train/common_sections.hpp"
 #include "spo/train/metrics_log.hpp"
 #include "spo/train/progress.hpp"
 
@@ -38,26 +39,10 @@ struct TrajectorySection {
 
 /// guidance_scale finite and >= 0; eta finite and > 0 (the step log-probs need noise).
 inline void validate(const TrajectorySection& s) {
-  SPO_CHECK(std::isfinite(s.guidance_scale) && s.guidance_scale >= 0,
-            "sampling.guidance_scale must be >= 0, got " << s.guidance_scale);
-  SPO_CHECK(std::isfinite(s.eta) && s.eta > 0, "sampling.eta must be > 0 (the step log-probs need noise), got " << s.eta);
-}
-
-/// Every template index names a training template (the others are held out for evaluation).
-inline void validate_templates(const std::vector<int>& templates) {
-  SPO_CHECK(!templates.empty(), "train.templates must name at least one prompt template");
-  for (int k : templates)
-    SPO_CHECK(k >= 0 && k < static_cast<int>(text::fashion_train_templates),
-              "train.templates: " << k << " is not a training template (0.." << text::fashion_train_templates - 1
-                                  << "; the others are held out for evaluation)");
-}
-
-/// The AdamW settings every trainer shares (betas 0.9 / 0.999, eps 1e-8 as in the reference trainers).
-inline void validate_optimizer(double lr, double weight_decay, double max_grad_norm) {
-  SPO_CHECK(std::isfinite(lr) && lr > 0 && std::isfinite(weight_decay) && weight_decay >= 0 &&
-                std::isfinite(max_grad_norm) && max_grad_norm > 0,
-            "train: need lr > 0, weight_decay >= 0, max_grad_norm > 0, got " << lr << ", " << weight_decay << ", "
-                                                                             << max_grad_norm);
+  SPO_CONFIG_CHECK(std::isfinite(s.guidance_scale) && s.guidance_scale >= 0, "sampling.guidance_scale",
+                   "must be finite and >= 0, got " << s.guidance_scale);
+  SPO_CONFIG_CHECK(std::isfinite(s.eta) && s.eta > 0, "sampling.eta",
+                   "must be finite and > 0 (the step log-probs need noise), got " << s.eta);
 }
 
 /// The number of training timesteps per trajectory: max(1, floor(N * fraction)) (ddpo/d3po num_train_timesteps).
@@ -181,7 +166,8 @@ class RoundTrainer {
         max_grad_norm_(max_grad_norm), resolved_(std::move(resolved)),
         optimizer_(optim::AdamWOptions{lr, 0.9, 0.999, 1e-8, weight_decay}), gen_{seed, 0} {
     validate_optimizer(lr, weight_decay, max_grad_norm);
-    SPO_CHECK(rounds >= 1 && checkpoint_every >= 1, "train: rounds and checkpoint_every must be >= 1");
+    validate_positive(rounds, "rounds");
+    validate_positive(checkpoint_every, "checkpoint_every");
   }
 
   std::int64_t round() const { return round_; }

@@ -18,11 +18,13 @@
 
 namespace spo::train {
 
-/// `git rev-parse HEAD` (with "-dirty" when the tree has changes) of the source tree, or "unknown".
+/// `git rev-parse HEAD` (with "-dirty" when the tree has changes) of the source tree, or "unknown". Read-only:
+/// `--no-optional-locks` keeps `git status` from refreshing the index, so a run never takes the index lock of the
+/// tree it was built from (a concurrent git command of the user would fail on it).
 inline std::string git_revision(const std::filesystem::path& source_dir) {
   auto run = [&](const std::string& cmd) {
     std::string out;
-    if (FILE* p = ::popen(("git -C '" + source_dir.string() + "' " + cmd + " 2>/dev/null").c_str(), "r")) {
+    if (FILE* p = ::popen(("git --no-optional-locks -C '" + source_dir.string() + "' " + cmd + " 2>/dev/null").c_str(), "r")) {
       std::array<char, 256> buf{};
       while (std::fgets(buf.data(), buf.size(), p)) out += buf.data();
       ::pclose(p);

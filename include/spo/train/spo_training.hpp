@@ -23,14 +23,11 @@
 #include "spo/resampler/stepwise.hpp"
 #include "spo/tensor/transfer.hpp"
 #include "spo/text/prompts.hpp"
+#include "spo/train/common_sections.hpp"
 #include "spo/train/metrics_log.hpp"
 #include "spo/train/progress.hpp"
 
 namespace spo::train {
-
-struct LoraSection {
-  BOOST_HANA_DEFINE_STRUCT(LoraSection, (std::int64_t, rank), (double, alpha));
-};
 
 /// One sampling round per "round": prompts_per_round prompts are drawn uniformly from the training prompts, the
 /// resampler collects valid pairs, and one pass of minibatches of batch_size items trains on them (SPO: no inner
@@ -42,16 +39,13 @@ struct SpoTrainSection {
 };
 
 inline void validate(const LoraSection& l, const SpoTrainSection& t) {
-  SPO_CHECK(l.rank >= 1 && l.alpha > 0, "lora: rank must be >= 1 and alpha > 0, got " << l.rank << ", " << l.alpha);
-  SPO_CHECK(t.rounds >= 1 && t.prompts_per_round >= 1 && t.batch_size >= 1 && t.checkpoint_every >= 1,
-            "train: rounds, prompts_per_round, batch_size and checkpoint_every must be >= 1");
-  SPO_CHECK(std::isfinite(t.lr) && t.lr > 0 && t.weight_decay >= 0 && t.max_grad_norm > 0,
-            "train: need lr > 0, weight_decay >= 0, max_grad_norm > 0");
-  SPO_CHECK(!t.templates.empty(), "train.templates must name at least one prompt template");
-  for (int k : t.templates)
-    SPO_CHECK(k >= 0 && k < static_cast<int>(text::fashion_train_templates),
-              "train.templates: " << k << " is not a training template (0.." << text::fashion_train_templates - 1
-                                  << "; the others are held out for evaluation)");
+  validate(l);
+  validate_positive(t.rounds, "rounds");
+  validate_positive(t.prompts_per_round, "prompts_per_round");
+  validate_positive(t.batch_size, "batch_size");
+  validate_positive(t.checkpoint_every, "checkpoint_every");
+  validate_optimizer(t.lr, t.weight_decay, t.max_grad_norm);
+  validate_templates(t.templates);
 }
 
 /// Metrics of one round.

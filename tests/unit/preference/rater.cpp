@@ -297,11 +297,24 @@ TEST_CASE("feature statistics: safetensors cache round trip, tied to the judge")
   auto edited = rater.stats();
   edited.count[0] = 12345;
   save_feature_stats(path, edited);
-  CHECK(cached_feature_stats(rater.judge(), path, data::fashion_mnist_default_dir, resolution, 100).count[0] == 12345);
-  // ... but one for another per-class cap is recomputed and rewritten
-  const auto fresh = cached_feature_stats(rater.judge(), path, data::fashion_mnist_default_dir, resolution, 3);
-  CHECK(fresh.count == std::vector<std::int64_t>(10, 3));
-  CHECK(load_feature_stats(path).images_per_class == 3);
+  const auto used = feature_stats_for(rater.judge(), path, data::fashion_mnist_default_dir, resolution, 100);
+  CHECK_FALSE(used.computed);
+  CHECK(used.stats.count[0] == 12345);
+  // ... but one for another per-class cap is recomputed in memory; the stored file is an input and stays as it was
+  const auto before = io::read_file_bytes(path);
+  const auto fresh = feature_stats_for(rater.judge(), path, data::fashion_mnist_default_dir, resolution, 3);
+  CHECK(fresh.computed);
+  CHECK(fresh.reason.find("images_per_class 100") != std::string::npos);
+  CHECK(fresh.stats.count == std::vector<std::int64_t>(10, 3));
+  CHECK(io::read_file_bytes(path) == before);
+  // a missing file is not created
+  const auto missing = dir / "missing.safetensors";
+  CHECK(feature_stats_for(rater.judge(), missing, data::fashion_mnist_default_dir, resolution, 3).computed);
+  CHECK_FALSE(fs::exists(missing));
+  // a cap above the images of a class is a config error, not "every image"
+  CHECK_THROWS_WITH_AS(feature_stats_for(rater.judge(), missing, data::fashion_mnist_default_dir, resolution, 7000),
+                       doctest::Contains("rater.images_per_class: 7000 exceeds the 6000 training images of class 0"),
+                       spo::config_error);
   // statistics of another judge are refused
   Generator gen{99, 0};
   auto other = judge::make_classifier<float>(32, gen);

@@ -70,13 +70,13 @@ TEST_CASE("SPO configs: unknown policies and out-of-range values are errors befo
   CHECK_NOTHROW(experiment::validate<E>(load()));
   auto c = load();
   c.policies.compare = "top_two";
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("policies.compare is \"top_two\""), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("policies.compare: is \"top_two\""), spo::error);
   c = load();
   c.policies.preference = "oracle";
   CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("compiled with \"step_aware\""), spo::error);
   c = load();
   c.resampler.k = 1;
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("k (children per step) must be >= 2"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("resampler.k: (children per step) must be >= 2, got 1"), spo::error);
   c = load();
   c.resampler.divert_start_step = 20;
   CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("divert_start_step"), spo::error);
@@ -85,16 +85,16 @@ TEST_CASE("SPO configs: unknown policies and out-of-range values are errors befo
   CHECK_THROWS_AS(experiment::validate<E>(c), spo::error);
   c = load();
   c.loss.clip_eps = 0.0;
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("clip_eps"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("loss.clip_eps: must lie in (0, 1), got 0"), spo::error);
   c = load();
   c.loss.beta = -1.0;
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("beta"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("loss.beta: must be finite and > 0, got -1"), spo::error);
   c = load();
   c.train.templates = {4};
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("held out"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("train.templates[0]: 4 is not a training template"), spo::error);
   c = load();
   c.preference_model.reset();
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("needs its checkpoint"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("preference_model: this experiment uses"), spo::error);
   // An unknown key in the JSON is refused by the reader.
   auto j = io::parse_json(io::read_file_text(in_source("configs/spo.json")), "spo.json");
   j["resampler"]["kk"] = 4;
