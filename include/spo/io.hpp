@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/// @brief Input/output: JSON parsing, crash-safe files, half-precision conversion and model files.
+/// @brief Input/output: JSON parsing, crash-safe files, half-precision conversion, model files and resume checks.
 #pragma once
 
 #include "spo/io/atomic_file.hpp"
@@ -9,5 +9,6 @@
 #include "spo/io/json.hpp"
 #include "spo/io/plot.hpp"
 #include "spo/io/png.hpp"
+#include "spo/io/resume.hpp"
 #include "spo/io/safetensors.hpp"
 #include "spo/io/state_dict.hpp"

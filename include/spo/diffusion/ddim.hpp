@@ -112,7 +112,8 @@ class Ddim {
     DdimPrediction<T, D> predict(const Tensor<T, D>& model_output, const Tensor<T, D>& x_t,
                                  std::span<const std::int64_t> t) const {
       check_same_shape(model_output.shape(), x_t.shape(), "Ddim::predict (model_output vs x_t)");
-      const auto [batch, per] = split_batch(x_t, t);
+      const auto split = split_batch(x_t, t);
+      const std::int64_t batch = split.first, per = split.second;  // plain variables: lambdas capture them portably
       DdimPrediction<T, D> p{Tensor<T, D>::uninitialized(x_t.shape()), Tensor<T, D>::uninitialized(x_t.shape())};
       if constexpr (!D::host_accessible) {
         std::vector<SampleWeights> w_x0, w_eps;  // x0 = w.a u + w.b x_t, likewise eps

@@ -161,7 +161,7 @@ typename Model::policy_model make_policy(const config::UNetSection& unet, const 
                                          std::uint64_t seed) {
   Generator init{0, 0};
   auto policy = model::make_fashion_model<typename Model::policy_model>(unet, text, init);
-  io::load_state_dict(policy, io::state_dict(base));
+  io::load_state_dict(policy, io::state_dict(base), {.strict = true, .prefix = {}, .check_finite = false});  // scanned when loaded
   nn::set_trainable(policy, false);
   Generator lora_gen{seed ^ 0x10a5ull, 0};
   policy.unet().attach_lora(lora.rank, lora.alpha, lora_gen);
@@ -184,12 +184,12 @@ void save_lora(const std::filesystem::path& path, Policy& policy, const train::L
 template <class Policy>
 void load_lora(Policy& policy, const std::filesystem::path& path) {
   const auto t = io::load_safetensors(path);
-  SPO_CHECK(t.metadata.contains("format") && t.metadata.at("format") == "spo.lora.v1",
+  SPO_EXPECT(t.metadata.contains("format") && t.metadata.at("format") == "spo.lora.v1",
             path << ": not a LoRA file (metadata \"format\" is not \"spo.lora.v1\")");
   const auto r = io::load_state_dict(policy, t, {.strict = false, .prefix = {}});
   for (const auto& k : r.missing)
-    SPO_CHECK(k.find("lora_") == std::string::npos, path << ": LoRA parameter \"" << k << "\" is missing");
-  SPO_CHECK(r.unexpected.empty(), path << ": unexpected keys, e.g. \"" << r.unexpected.front() << "\"");
+    SPO_EXPECT(k.find("lora_") == std::string::npos, path.string() << ": LoRA parameter \"" << k << "\" is missing");
+  SPO_EXPECT(r.unexpected.empty(), path.string() << ": unexpected keys, e.g. \"" << r.unexpected.front() << "\"");
 }
 
 /// The preference model of experiment E.

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MIT
-/// @brief Crash-safe file replacement: write `<path>.tmp.<pid>`, fsync, rename over the target, fsync the directory.
+/// @brief Crash-safe file replacement (write `<path>.tmp.<pid>`, fsync, rename over the target, fsync the directory),
+/// removal of temporaries orphaned by killed processes, and whole-file reads of regular files.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cerrno>
+#include <charconv>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -11,13 +15,15 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include "spo/core/error.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
 
 namespace spo::io {
 
@@ -111,8 +117,28 @@ inline void write_file_atomic(const std::filesystem::path& path, std::string_vie
   w.commit();
 }
 
-/// Whole file as bytes; a missing or unreadable file throws spo::error naming the path.
+/*!
+  ENSURES
+    - Returns normally when `path` names a regular file, following symbolic links.
+    - Otherwise throws spo::input_error "<path>: no such file", "<path>: is a directory, expected a file",
+      "<path>: not a regular file" (a FIFO, socket or device) or "<path>: cannot access: <reason>".
+    - Every reader of whole files (read_file_bytes, read_file_text, load_safetensors) calls it first, so that a
+      directory or a FIFO given where a file is expected is reported as such rather than read as garbage or waited on.
+!*/
+inline void require_regular_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  if (st.type() == std::filesystem::file_type::not_found) throw input_error(path.string() + ": no such file");
+  if (ec) throw input_error(path.string() + ": cannot access: " + ec.message());
+  if (st.type() == std::filesystem::file_type::directory)
+    throw input_error(path.string() + ": is a directory, expected a file");
+  if (st.type() != std::filesystem::file_type::regular) throw input_error(path.string() + ": not a regular file");
+}
+
+/// Whole file as bytes; a path that is not a regular file throws spo::input_error (require_regular_file), a failed
+/// read spo::error, both naming the path.
 inline std::vector<std::byte> read_file_bytes(const std::filesystem::path& path) {
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) detail::throw_io(path, "cannot open for reading", errno);
   in.seekg(0, std::ios::end);
@@ -127,6 +153,51 @@ inline std::vector<std::byte> read_file_bytes(const std::filesystem::path& path)
 inline std::string read_file_text(const std::filesystem::path& path) {
   const auto bytes = read_file_bytes(path);
   return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+namespace detail {
+/// The pid of a file name "<name>.tmp.<pid>" (as AtomicFileWriter names its temporaries): a non-empty <name> and
+/// <pid> all decimal digits, positive and within pid_t; otherwise 0.
+inline pid_t temporary_owner(std::string_view filename) {
+  const std::size_t dot = filename.rfind(".tmp.");
+  if (dot == std::string_view::npos || dot == 0) return 0;
+  const std::string_view digits = filename.substr(dot + 5);
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string_view::npos) return 0;
+  pid_t pid = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), pid);
+  if (ec != std::errc() || end != digits.data() + digits.size() || pid <= 0) return 0;
+  return pid;
+}
+}  // namespace detail
+
+/*!
+  WHAT THIS REPRESENTS
+    Clean-up after crashes: a process killed while an AtomicFileWriter was open (kill -9, power loss) leaves its
+    `<path>.tmp.<pid>` behind, and no later run would ever remove it.
+  ENSURES
+    - Removes every regular file directly in `dir` (not in subdirectories) named "<name>.tmp.<pid>" whose pid
+      names no live process (kill(pid, 0) fails with ESRCH), and returns the removed paths in directory order.
+    - Temporaries of live processes (this one included) are kept: they may be writes in progress. So are
+      directories, symbolic links and names that do not match. A missing `dir` removes nothing.
+    - Pids are those of this machine's (and pid namespace's) processes: call it only on directories that no process
+      of another machine or container writes to at the same time.
+    - A failure to list `dir` or to remove a file throws spo::error naming the path.
+!*/
+inline std::vector<std::filesystem::path> remove_orphaned_temporaries(const std::filesystem::path& dir) {
+  std::vector<std::filesystem::path> removed;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return removed;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec) throw error(dir.string() + ": cannot list directory: " + ec.message());
+  for (const auto& entry : it) {
+    const pid_t pid = detail::temporary_owner(entry.path().filename().native());
+    if (pid == 0 || !entry.is_regular_file(ec) || entry.is_symlink(ec)) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or alive under another user (EPERM)
+    if (!std::filesystem::remove(entry.path(), ec) && ec)
+      throw error(entry.path().string() + ": cannot remove orphaned temporary: " + ec.message());
+    removed.push_back(entry.path());
+  }
+  return removed;
 }
 
 }  // namespace spo::io

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
-/// @brief Training checkpoints: parameters, optimizer state, RNG position and run metadata in one atomic safetensors file.
+/// @brief Training checkpoints: parameters, optimizer state, RNG position and run metadata in one atomic safetensors
+/// file.
 #pragma once
 
 #include <algorithm>
+#include <charconv>
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -54,21 +57,29 @@ optim::OptimizerState<T, D> optimizer_state_on(optim::OptimizerState<T, cpu> s) 
   }
 }
 
+namespace detail {
+/// Strict decimal parse of a step count into `out`: the whole of `text` is digits (no sign, space or "0x") and the
+/// value fits int64. Returns false, leaving `out` unchanged, otherwise.
+inline bool parse_step_count(std::string_view text, std::int64_t& out) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string_view::npos) return false;
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size()) return false;
+  out = v;
+  return true;
+}
+}  // namespace detail
+
 /// The inverse of append_optimizer_state: every tensor whose key starts with `prefix`, and the step.
 template <Scalar T>
 optim::OptimizerState<T, cpu> read_optimizer_state(const NamedTensors& in, std::string_view prefix = {}) {
   optim::OptimizerState<T, cpu> s;
   const std::string step_key = std::string(prefix) + "step";
   auto it = in.metadata.find(step_key);
-  if (it == in.metadata.end()) throw error(in.source + ": optimizer state has no metadata \"" + step_key + "\"");
-  std::size_t used = 0;
-  try {
-    s.step = std::stoll(it->second, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != it->second.size() || s.step < 0)
-    throw error(in.source + ": metadata \"" + step_key + "\" = \"" + it->second + "\" is not a step count");
+  SPO_EXPECT(it != in.metadata.end(), in.source << ": optimizer state has no metadata \"" << step_key << "\"");
+  SPO_EXPECT(detail::parse_step_count(it->second, s.step), in.source << ": metadata \"" << step_key << "\" = \""
+                                                                     << it->second
+                                                                     << "\" is not a step count (decimal digits only)");
   for (const auto& [key, unused] : in.tensors())
     if (key.starts_with(prefix)) s.tensors.emplace(key.substr(prefix.size()), in.get<T>(key));
   return s;
@@ -76,9 +87,9 @@ optim::OptimizerState<T, cpu> read_optimizer_state(const NamedTensors& in, std::
 
 /// What a checkpoint records besides tensors.
 struct CheckpointInfo {
-  std::int64_t step = 0;             // training step
-  json config = json::object();      // the resolved run config
-  Generator rng;                     // Philox position to resume sampling exactly
+  std::int64_t step = 0;         // training step
+  json config = json::object();  // the resolved run config
+  Generator rng;                 // Philox position to resume sampling exactly
 };
 
 inline constexpr std::string_view checkpoint_format = "spo.checkpoint";
@@ -109,16 +120,20 @@ inline std::uint64_t tensors_crc32(const NamedTensors& t) {
 }
 
 [[noreturn]] inline void bad_checkpoint(const std::filesystem::path& path, const std::string& what) {
-  throw error(path.string() + ": invalid checkpoint: " + what);
+  throw input_error(path.string() + ": invalid checkpoint: " + what);
 }
 
 template <class T>
 T metadata_field(const json& meta, const char* key, const std::filesystem::path& path) {
   if (!meta.contains(key)) bad_checkpoint(path, std::string("metadata has no \"") + key + "\"");
   if constexpr (std::is_unsigned_v<T>) {
-    if (!meta[key].is_number_unsigned()) bad_checkpoint(path, std::string("metadata \"") + key + "\" is not an unsigned integer");
+    if (!meta[key].is_number_unsigned())
+      bad_checkpoint(path, std::string("metadata \"") + key + "\" is not an unsigned integer");
   } else if constexpr (std::is_integral_v<T>) {
     if (!meta[key].is_number_integer()) bad_checkpoint(path, std::string("metadata \"") + key + "\" is not an integer");
+    if (meta[key].is_number_unsigned() &&
+        meta[key].template get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<T>::max()))
+      bad_checkpoint(path, std::string("metadata \"") + key + "\" is out of range");
   }
   return meta[key].template get<T>();
 }
@@ -133,7 +148,8 @@ T metadata_field(const json& meta, const char* key, const std::filesystem::path&
   CPU's for the same values.
 !*/
 template <ParameterVisitable M, class Optimizer>
-void save_checkpoint(const std::filesystem::path& path, M& model, const Optimizer& optimizer, const CheckpointInfo& info) {
+void save_checkpoint(const std::filesystem::path& path, M& model, const Optimizer& optimizer,
+                     const CheckpointInfo& info) {
   NamedTensors t;
   t.source = path.string();
   StateDictSaveOptions so;
@@ -150,7 +166,8 @@ void save_checkpoint(const std::filesystem::path& path, M& model, const Optimize
     }
   }
   json opt = {{"type", std::string(Optimizer::name)}, {"step", state.step}};
-  if constexpr (ConfigStruct<std::remove_cvref_t<decltype(optimizer.options())>>) opt["options"] = to_json(optimizer.options());
+  if constexpr (ConfigStruct<std::remove_cvref_t<decltype(optimizer.options())>>)
+    opt["options"] = to_json(optimizer.options());
   const json meta = {{"version", checkpoint_version},
                      {"step", info.step},
                      {"config", info.config},
@@ -164,8 +181,8 @@ void save_checkpoint(const std::filesystem::path& path, M& model, const Optimize
 
 /// Reads a checkpoint written by save_checkpoint into `model` and `optimizer` and returns its info. Everything is
 /// verified before anything changes (file structure, format and version, checksum, every model key and shape,
-/// optimizer state); each error names the path and what is wrong. Tensors of a device model and optimizer are
-/// copied onto the device (Optimizer::device_type).
+/// finite values of every model and optimizer tensor, optimizer state); each error names the path and what is wrong.
+/// Tensors of a device model and optimizer are copied onto the device (Optimizer::device_type).
 template <ParameterVisitable M, class Optimizer>
 CheckpointInfo load_checkpoint(const std::filesystem::path& path, M& model, Optimizer& optimizer) {
   using T = typename Optimizer::scalar_type;
@@ -185,6 +202,7 @@ CheckpointInfo load_checkpoint(const std::filesystem::path& path, M& model, Opti
   if (crc != detail::tensors_crc32(t)) detail::bad_checkpoint(path, "CRC-32 mismatch: the tensor data is corrupted");
   CheckpointInfo info;
   info.step = detail::metadata_field<std::int64_t>(meta, "step", path);
+  if (info.step < 0) detail::bad_checkpoint(path, "metadata \"step\" is negative");
   if (!meta.contains("config")) detail::bad_checkpoint(path, "metadata has no \"config\"");
   info.config = meta["config"];
   if (!meta.contains("rng") || !meta["rng"].is_object()) detail::bad_checkpoint(path, "metadata has no \"rng\" object");
@@ -193,6 +211,7 @@ CheckpointInfo load_checkpoint(const std::filesystem::path& path, M& model, Opti
   if (!meta.contains("optimizer") || !meta["optimizer"].is_object())
     detail::bad_checkpoint(path, "metadata has no \"optimizer\" object");
   const auto opt_step = detail::metadata_field<std::int64_t>(meta["optimizer"], "step", path);
+  if (opt_step < 0) detail::bad_checkpoint(path, "metadata \"optimizer\" \"step\" is negative");
 
   std::vector<std::string> stray;
   for (const auto& [key, unused] : t.tensors())
@@ -201,7 +220,9 @@ CheckpointInfo load_checkpoint(const std::filesystem::path& path, M& model, Opti
 
   StateDictLoadOptions lo;
   lo.prefix = "model";
-  check_state_dict(model, t, lo);
+  check_state_dict(model, t, lo);  // with the scan for NaN and infinities
+  for (const auto& [key, unused] : t.tensors())
+    if (key.starts_with("optimizer.")) detail::expect_finite(t, key);
   optim::OptimizerState<T, cpu> state;
   state.step = opt_step;
   for (const auto& [key, unused] : t.tensors())
@@ -211,6 +232,7 @@ CheckpointInfo load_checkpoint(const std::filesystem::path& path, M& model, Opti
   } catch (const error& e) {
     throw error(path.string() + ": " + e.what());
   }
+  lo.check_finite = false;  // scanned above
   load_state_dict(model, t, lo);
   return info;
 }

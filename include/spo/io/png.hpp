@@ -1,40 +1,70 @@
 // SPDX-License-Identifier: MIT
-/// @brief PNG output of image batches and grids (libpng), written to a temporary file and renamed into place.
+/// @brief PNG output of image batches and grids (libpng): encoded in memory, then written with AtomicFileWriter.
 #pragma once
-
-#include <png.h>
 
 #include <algorithm>
 #include <cmath>
+#include <csetjmp>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <new>
 #include <string>
 #include <vector>
 
+#include <png.h>
+
 #include "spo/core/error.hpp"
+#include "spo/io/atomic_file.hpp"
 #include "spo/tensor/tensor.hpp"
 
 namespace spo::io {
 
-/// Writes 8-bit gray (channels = 1) or RGB (channels = 3) rows of width x height pixels.
-inline void write_png(const std::filesystem::path& path, const std::vector<std::uint8_t>& pixels, int width, int height,
-                      int channels) {
-  SPO_CHECK(channels == 1 || channels == 3, "PNG needs 1 or 3 channels, got " << channels);
-  SPO_CHECK(pixels.size() == static_cast<std::size_t>(width) * height * channels,
-            "PNG buffer of " << pixels.size() << " bytes for " << width << "x" << height << "x" << channels);
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  SPO_CHECK(f != nullptr, "cannot open " << tmp << " for writing");
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  png_infop info = png ? png_create_info_struct(png) : nullptr;
-  if (!png || !info || setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    std::fclose(f);
-    std::filesystem::remove(tmp);
-    SPO_CHECK(false, "libpng failed writing " << path);
+namespace detail {
+
+/// Where libpng's callbacks write: the encoded bytes, and the first error message. No C++ exception crosses libpng:
+/// errors longjmp back to encode_png.
+struct PngSink {
+  std::vector<std::byte>* out = nullptr;
+  char message[256] = {};
+};
+
+inline void png_sink_write(png_structp png, png_bytep data, png_size_t length) {
+  auto* sink = static_cast<PngSink*>(png_get_io_ptr(png));
+  bool out_of_memory = false;
+  try {
+    sink->out->insert(sink->out->end(), reinterpret_cast<const std::byte*>(data),
+                      reinterpret_cast<const std::byte*>(data) + length);
+  } catch (const std::bad_alloc&) {
+    out_of_memory = true;  // png_error longjmps: not from inside the handler
   }
-  png_init_io(png, f);
+  if (out_of_memory) png_error(png, "out of memory");
+}
+inline void png_sink_flush(png_structp) {}
+inline void png_sink_error(png_structp png, png_const_charp message) {
+  auto* sink = static_cast<PngSink*>(png_get_error_ptr(png));
+  std::snprintf(sink->message, sizeof sink->message, "%s", message ? message : "unknown error");
+  png_longjmp(png, 1);
+}
+inline void png_sink_warning(png_structp, png_const_charp) {}
+
+/// Encodes rows into `*sink.out`; returns false with `sink.message` set when libpng fails. No object with a destructor
+/// lives between setjmp and a longjmp.
+inline bool encode_png(const std::vector<std::uint8_t>& pixels, int width, int height, int channels, PngSink& sink) {
+  png_structp png =
+      png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, &detail::png_sink_error, &detail::png_sink_warning);
+  if (!png) {
+    std::snprintf(sink.message, sizeof sink.message, "%s", "cannot create the write structure");
+    return false;
+  }
+  png_infop info = png_create_info_struct(png);
+  if (!info || setjmp(png_jmpbuf(png))) {
+    if (!sink.message[0]) std::snprintf(sink.message, sizeof sink.message, "%s", "cannot create the info structure");
+    png_destroy_write_struct(&png, &info);
+    return false;
+  }
+  png_set_write_fn(png, &sink, &detail::png_sink_write, &detail::png_sink_flush);
   png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8,
                channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -43,10 +73,30 @@ inline void write_png(const std::filesystem::path& path, const std::vector<std::
     png_write_row(png, const_cast<png_bytep>(pixels.data() + static_cast<std::size_t>(y) * width * channels));
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
-  const bool ok = std::fflush(f) == 0;
-  std::fclose(f);
-  SPO_CHECK(ok, "cannot write " << tmp);
-  std::filesystem::rename(tmp, path);
+  return true;
+}
+
+}  // namespace detail
+
+/*!
+  Writes 8-bit gray (channels = 1) or RGB (channels = 3) rows of width x height pixels to `path`.
+  ENSURES
+    - The image is encoded in memory first and the file is replaced with AtomicFileWriter: readers see the old
+      file or the complete new one, and a failure (libpng, I/O) leaves `path` unchanged and no temporary behind.
+    - A libpng failure throws spo::error naming `path` and libpng's message.
+!*/
+inline void write_png(const std::filesystem::path& path, const std::vector<std::uint8_t>& pixels, int width, int height,
+                      int channels) {
+  SPO_CHECK(channels == 1 || channels == 3, "PNG needs 1 or 3 channels, got " << channels);
+  SPO_CHECK(width >= 0 && height >= 0, "PNG size " << width << "x" << height);
+  SPO_CHECK(pixels.size() == static_cast<std::size_t>(width) * height * channels,
+            "PNG buffer of " << pixels.size() << " bytes for " << width << "x" << height << "x" << channels);
+  std::vector<std::byte> encoded;
+  detail::PngSink sink;
+  sink.out = &encoded;
+  if (!detail::encode_png(pixels, width, height, channels, sink))
+    throw error(path.string() + ": cannot encode PNG: libpng: " + sink.message);
+  write_file_atomic(path, encoded);
 }
 
 /// Writes images [N, C, H, W] with values in [-1, 1] as a grid of `columns` columns with a 2-pixel border.

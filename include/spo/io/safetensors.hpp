@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief The safetensors format: named tensors (F64/F32/F16/BF16, raw I64/I32/U8) plus string metadata, validated on read.
+/// @brief The safetensors format: named tensors (F64/F32/F16/BF16, raw I64/I32/U8) plus string metadata, validated on
+/// read.
 #pragma once
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <span>
@@ -29,18 +31,19 @@
 
 namespace spo::io {
 
-static_assert(std::endian::native == std::endian::little, "safetensors stores little-endian data; big-endian hosts are not supported");
+static_assert(std::endian::native == std::endian::little,
+              "safetensors stores little-endian data; big-endian hosts are not supported");
 
 /// Element types of the format (spellings as in the header: "F64", "F32", ...).
 enum class Dtype { f64, f32, f16, bf16, i64, i32, u8 };
 
 inline constexpr std::array<std::pair<std::string_view, Dtype>, 7> dtype_names{{{"F64", Dtype::f64},
-                                                                                 {"F32", Dtype::f32},
-                                                                                 {"F16", Dtype::f16},
-                                                                                 {"BF16", Dtype::bf16},
-                                                                                 {"I64", Dtype::i64},
-                                                                                 {"I32", Dtype::i32},
-                                                                                 {"U8", Dtype::u8}}};
+                                                                                {"F32", Dtype::f32},
+                                                                                {"F16", Dtype::f16},
+                                                                                {"BF16", Dtype::bf16},
+                                                                                {"I64", Dtype::i64},
+                                                                                {"I32", Dtype::i32},
+                                                                                {"U8", Dtype::u8}}};
 
 inline std::string_view dtype_name(Dtype d) {
   for (const auto& [name, value] : dtype_names)
@@ -55,12 +58,16 @@ inline std::optional<Dtype> dtype_from_name(std::string_view name) {
 inline std::size_t dtype_size(Dtype d) {
   switch (d) {
     case Dtype::f64:
-    case Dtype::i64: return 8;
+    case Dtype::i64:
+      return 8;
     case Dtype::f32:
-    case Dtype::i32: return 4;
+    case Dtype::i32:
+      return 4;
     case Dtype::f16:
-    case Dtype::bf16: return 2;
-    case Dtype::u8: return 1;
+    case Dtype::bf16:
+      return 2;
+    case Dtype::u8:
+      return 1;
   }
   return 0;
 }
@@ -76,9 +83,12 @@ struct StoredTensor {
   std::vector<std::int64_t> shape;
   std::vector<std::byte> data;
 
+  /// The product of the extents; throws spo::error when a partial product leaves int64 (never undefined behaviour).
   std::int64_t numel() const {
     std::int64_t n = 1;
-    for (auto d : shape) n *= d;
+    for (auto d : shape)
+      if (__builtin_mul_overflow(n, d, &n))
+        throw error("tensor shape " + shape_str() + " has more than 2^63-1 elements");
     return n;
   }
   std::string shape_str() const {
@@ -103,17 +113,25 @@ void store_le(std::byte* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
-/// Element i of a stored tensor converted to T (floats round to nearest even; integers convert exactly when representable).
+/// Element i of a stored tensor converted to T (floats round to nearest even; integers convert exactly when
+/// representable).
 template <Scalar T>
 T decode_element(Dtype d, const std::byte* base, std::int64_t i) {
   switch (d) {
-    case Dtype::f64: return static_cast<T>(load_le<double>(base + 8 * i));
-    case Dtype::f32: return static_cast<T>(load_le<float>(base + 4 * i));
-    case Dtype::f16: return static_cast<T>(half_bits_to_float(load_le<std::uint16_t>(base + 2 * i)));
-    case Dtype::bf16: return static_cast<T>(bf16_bits_to_float(load_le<std::uint16_t>(base + 2 * i)));
-    case Dtype::i64: return static_cast<T>(load_le<std::int64_t>(base + 8 * i));
-    case Dtype::i32: return static_cast<T>(load_le<std::int32_t>(base + 4 * i));
-    case Dtype::u8: return static_cast<T>(std::to_integer<std::uint8_t>(base[i]));
+    case Dtype::f64:
+      return static_cast<T>(load_le<double>(base + 8 * i));
+    case Dtype::f32:
+      return static_cast<T>(load_le<float>(base + 4 * i));
+    case Dtype::f16:
+      return static_cast<T>(half_bits_to_float(load_le<std::uint16_t>(base + 2 * i)));
+    case Dtype::bf16:
+      return static_cast<T>(bf16_bits_to_float(load_le<std::uint16_t>(base + 2 * i)));
+    case Dtype::i64:
+      return static_cast<T>(load_le<std::int64_t>(base + 8 * i));
+    case Dtype::i32:
+      return static_cast<T>(load_le<std::int32_t>(base + 4 * i));
+    case Dtype::u8:
+      return static_cast<T>(std::to_integer<std::uint8_t>(base[i]));
   }
   return T(0);
 }
@@ -122,16 +140,79 @@ T decode_element(Dtype d, const std::byte* base, std::int64_t i) {
 template <Scalar T>
 void encode_element(Dtype d, std::byte* base, std::int64_t i, T v) {
   switch (d) {
-    case Dtype::f64: store_le<double>(base + 8 * i, static_cast<double>(v)); return;
-    case Dtype::f32: store_le<float>(base + 4 * i, static_cast<float>(v)); return;
-    case Dtype::f16: store_le<std::uint16_t>(base + 2 * i, float_to_half_bits(static_cast<float>(v))); return;
-    case Dtype::bf16: store_le<std::uint16_t>(base + 2 * i, float_to_bf16_bits(static_cast<float>(v))); return;
-    default: break;
+    case Dtype::f64:
+      store_le<double>(base + 8 * i, static_cast<double>(v));
+      return;
+    case Dtype::f32:
+      store_le<float>(base + 4 * i, static_cast<float>(v));
+      return;
+    case Dtype::f16:
+      store_le<std::uint16_t>(base + 2 * i, float_to_half_bits(static_cast<float>(v)));
+      return;
+    case Dtype::bf16:
+      store_le<std::uint16_t>(base + 2 * i, float_to_bf16_bits(static_cast<float>(v)));
+      return;
+    default:
+      break;
   }
   throw error("safetensors: cannot store floating-point values as " + std::string(dtype_name(d)));
 }
 
 }  // namespace detail
+
+/// An element of a floating-point tensor that is not finite: its row-major index and "NaN", "+Inf" or "-Inf".
+struct NonFiniteElement {
+  std::int64_t index = 0;
+  std::string_view kind;
+};
+
+namespace detail {
+
+/// The first element of `n` IEEE values of type Bits (stored little-endian at `p`) whose exponent bits are all set.
+/// Blocks are first tested without early exit (a loop the compiler vectorizes), and only a block holding such an
+/// element is searched for its index.
+template <class Bits>
+std::optional<NonFiniteElement> find_non_finite_bits(const std::byte* p, std::int64_t n, Bits exponent, Bits mantissa) {
+  constexpr std::int64_t block = 4096;
+  const auto sign = static_cast<Bits>(Bits(1) << (8 * sizeof(Bits) - 1));
+  for (std::int64_t start = 0; start < n; start += block) {
+    const std::int64_t stop = std::min(n, start + block);
+    Bits any = 0;
+    for (std::int64_t i = start; i < stop; ++i)
+      any |= Bits((load_le<Bits>(p + i * sizeof(Bits)) & exponent) == exponent);
+    if (!any) continue;
+    for (std::int64_t i = start; i < stop; ++i) {
+      const Bits b = load_le<Bits>(p + i * sizeof(Bits));
+      if ((b & exponent) != exponent) continue;
+      return NonFiniteElement{i, (b & mantissa) ? "NaN" : (b & sign) ? "-Inf" : "+Inf"};
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace detail
+
+/// The first NaN or infinity of a floating-point tensor, read from its stored bytes in their dtype (F64, F32, F16,
+/// BF16) without conversion; nullopt when every element is finite. Integer tensors hold no such values: nullopt.
+inline std::optional<NonFiniteElement> find_non_finite(const StoredTensor& t) {
+  const std::int64_t n = static_cast<std::int64_t>(t.data.size() / dtype_size(t.dtype));
+  const std::byte* p = t.data.data();
+  switch (t.dtype) {
+    case Dtype::f64:
+      return detail::find_non_finite_bits<std::uint64_t>(p, n, 0x7ff0000000000000ull, 0x000fffffffffffffull);
+    case Dtype::f32:
+      return detail::find_non_finite_bits<std::uint32_t>(p, n, 0x7f800000u, 0x007fffffu);
+    case Dtype::f16:
+      return detail::find_non_finite_bits<std::uint16_t>(p, n, 0x7c00u, 0x03ffu);
+    case Dtype::bf16:
+      return detail::find_non_finite_bits<std::uint16_t>(p, n, 0x7f80u, 0x007fu);
+    case Dtype::i64:
+    case Dtype::i32:
+    case Dtype::u8:
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
 
 /*!
   WHAT THIS REPRESENTS
@@ -148,8 +229,8 @@ class NamedTensors {
   /// Stores `t` under `name`, converted to `storage` (F64, F32, F16 or BF16). Replaces an existing entry.
   template <Scalar T>
   void set(std::string name, TensorView<const T, cpu> t, Dtype storage = native_dtype<T>) {
-    SPO_CHECK(is_floating(storage), source << ": tensor \"" << name << "\": cannot store floating-point values as "
-                                           << dtype_name(storage));
+    SPO_CHECK(is_floating(storage),
+              source << ": tensor \"" << name << "\": cannot store floating-point values as " << dtype_name(storage));
     StoredTensor s;
     s.dtype = storage;
     s.shape.assign(t.shape().begin(), t.shape().end());
@@ -169,10 +250,12 @@ class NamedTensors {
   void set_raw(std::string name, StoredTensor t) {
     SPO_CHECK(name != "__metadata__", source << ": \"__metadata__\" is reserved and cannot name a tensor");
     for (auto d : t.shape) SPO_CHECK(d >= 0, source << ": tensor \"" << name << "\" has negative extent " << d);
-    SPO_CHECK(t.data.size() == static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype),
+    std::size_t bytes = 0;
+    const bool too_large = __builtin_mul_overflow(static_cast<std::size_t>(t.numel()), dtype_size(t.dtype), &bytes);
+    SPO_CHECK(!too_large && t.data.size() == bytes,
               source << ": tensor \"" << name << "\" of shape " << t.shape_str() << " and dtype " << dtype_name(t.dtype)
-                     << " needs " << t.numel() * static_cast<std::int64_t>(dtype_size(t.dtype)) << " bytes, got "
-                     << t.data.size());
+                     << " needs " << (too_large ? std::string("more than 2^64-1") : std::to_string(bytes))
+                     << " bytes, got " << t.data.size());
     tensors_.insert_or_assign(std::move(name), std::move(t));
   }
 
@@ -188,15 +271,15 @@ class NamedTensors {
 
   const StoredTensor& at(std::string_view name) const {
     auto it = tensors_.find(name);
-    if (it == tensors_.end()) throw error(source + ": no tensor named \"" + std::string(name) + "\"");
+    if (it == tensors_.end()) throw input_error(source + ": no tensor named \"" + std::string(name) + "\"");
     return it->second;
   }
 
   /// The stored shape as a spo::Shape (rank <= Shape::max_rank).
   Shape shape_of(std::string_view name) const {
     const auto& t = at(name);
-    SPO_CHECK(static_cast<int>(t.shape.size()) <= Shape::max_rank,
-              source << ": tensor \"" << name << "\" has rank " << t.shape.size() << " > " << Shape::max_rank);
+    SPO_EXPECT(static_cast<int>(t.shape.size()) <= Shape::max_rank,
+               source << ": tensor \"" << name << "\" has rank " << t.shape.size() << " > " << Shape::max_rank);
     return Shape(t.shape.begin(), t.shape.end());
   }
 
@@ -211,8 +294,8 @@ class NamedTensors {
   template <Scalar T>
   void get_into(std::string_view name, TensorView<T, cpu> dst) const {
     const Shape s = shape_of(name);
-    SPO_CHECK(s == dst.shape(), source << ": tensor \"" << name << "\": stored shape " << s
-                                       << " does not match destination shape " << dst.shape());
+    SPO_EXPECT(s == dst.shape(), source << ": tensor \"" << name << "\": stored shape " << s
+                                        << " does not match destination shape " << dst.shape());
     decode_into<T>(name, dst.data());
   }
 
@@ -247,7 +330,7 @@ struct ParsedHeader {
 };
 
 [[noreturn]] inline void corrupt(std::string_view source, const std::string& what) {
-  throw error(std::string(source) + ": invalid safetensors file: " + what);
+  throw input_error(std::string(source) + ": invalid safetensors file: " + what);
 }
 
 inline std::uint64_t header_uint(const json& v, std::string_view source, const std::string& what) {
@@ -286,14 +369,27 @@ inline ParsedHeader parse_header(std::string_view text, std::uint64_t data_size,
     e.info.dtype = *dtype;
     const json& sh = value["shape"];
     if (!sh.is_array()) corrupt(source, where + ": shape must be an array");
-    std::uint64_t numel = 1;
-    bool overflow = false;
+    // Every partial product of the extents must fit int64, in any order (StoredTensor::numel() multiplies from the
+    // front, Shape::numel_from() from the back), so the product of the nonzero extents must, even when an extent of
+    // 0 makes the element count itself 0.
+    std::int64_t nonzero = 1;
+    bool has_zero = false, overflow = false;
     for (const auto& d : sh) {
       const std::uint64_t extent = header_uint(d, source, where + ": shape extent");
-      if (extent > static_cast<std::uint64_t>(INT64_MAX)) overflow = true;
-      e.info.shape.push_back(static_cast<std::int64_t>(extent));
-      overflow = overflow || __builtin_mul_overflow(numel, extent, &numel);
+      const auto signed_extent = static_cast<std::int64_t>(std::min<std::uint64_t>(extent, INT64_MAX));
+      e.info.shape.push_back(signed_extent);
+      if (extent == 0)
+        has_zero = true;
+      else
+        overflow = overflow || extent > static_cast<std::uint64_t>(INT64_MAX) ||
+                   __builtin_mul_overflow(nonzero, signed_extent, &nonzero);
     }
+    if (overflow) {
+      std::string shape = "[";
+      for (std::size_t i = 0; i < sh.size(); ++i) shape += (i ? ", " : "") + sh[i].dump();
+      corrupt(source, where + ": shape " + shape + "] is too large: the product of its nonzero extents exceeds 2^63-1");
+    }
+    const std::int64_t numel = has_zero ? 0 : nonzero;
     const json& off = value["data_offsets"];
     if (!off.is_array() || off.size() != 2) corrupt(source, where + ": data_offsets must be [begin, end]");
     e.begin = header_uint(off[0], source, where + ": data_offsets[0]");
@@ -303,7 +399,7 @@ inline ParsedHeader parse_header(std::string_view text, std::uint64_t data_size,
       corrupt(source, where + ": data_offsets end " + std::to_string(e.end) + " is past the end of the " +
                           std::to_string(data_size) + "-byte data buffer");
     std::uint64_t nbytes = 0;
-    overflow = overflow || __builtin_mul_overflow(numel, dtype_size(*dtype), &nbytes);
+    overflow = __builtin_mul_overflow(static_cast<std::uint64_t>(numel), dtype_size(*dtype), &nbytes);
     if (overflow || nbytes != e.end - e.begin)
       corrupt(source, where + ": shape " + e.info.shape_str() + " of " + std::string(dtype_name(*dtype)) +
                           " does not match its " + std::to_string(e.end - e.begin) + "-byte range");
@@ -311,8 +407,9 @@ inline ParsedHeader parse_header(std::string_view text, std::uint64_t data_size,
   }
   std::vector<const HeaderEntry*> order;
   for (const auto& e : out.entries) order.push_back(&e);
-  std::sort(order.begin(), order.end(),
-            [](const HeaderEntry* a, const HeaderEntry* b) { return std::tie(a->begin, a->end) < std::tie(b->begin, b->end); });
+  std::sort(order.begin(), order.end(), [](const HeaderEntry* a, const HeaderEntry* b) {
+    return std::tie(a->begin, a->end) < std::tie(b->begin, b->end);
+  });
   std::uint64_t expected = 0;
   for (const HeaderEntry* e : order) {
     if (e->begin < expected) corrupt(source, "tensor \"" + e->name + "\" overlaps the previous tensor");
@@ -321,15 +418,16 @@ inline ParsedHeader parse_header(std::string_view text, std::uint64_t data_size,
     expected = e->end;
   }
   if (expected != data_size)
-    corrupt(source, "the tensors cover " + std::to_string(expected) + " of " + std::to_string(data_size) +
-                        " data bytes");
+    corrupt(source,
+            "the tensors cover " + std::to_string(expected) + " of " + std::to_string(data_size) + " data bytes");
   return out;
 }
 
 /// Splits a file of `file_size` bytes into header length and header text using `read(offset, bytes, dst)`.
 template <class Read>
 NamedTensors read_safetensors_with(std::uint64_t file_size, std::string_view source, Read&& read) {
-  if (file_size < 8) corrupt(source, "file has " + std::to_string(file_size) + " bytes, fewer than the 8-byte header length");
+  if (file_size < 8)
+    corrupt(source, "file has " + std::to_string(file_size) + " bytes, fewer than the 8-byte header length");
   std::array<std::byte, 8> len_bytes;
   read(0, 8, len_bytes.data());
   const auto n = load_le<std::uint64_t>(len_bytes.data());
@@ -365,7 +463,9 @@ inline std::pair<std::string, std::vector<const std::pair<const std::string, Sto
   std::uint64_t offset = 0;
   for (auto* kv : order) {
     const auto& s = kv->second;
-    h[kv->first] = {{"dtype", std::string(dtype_name(s.dtype))}, {"shape", s.shape}, {"data_offsets", {offset, offset + s.data.size()}}};
+    h[kv->first] = {{"dtype", std::string(dtype_name(s.dtype))},
+                    {"shape", s.shape},
+                    {"data_offsets", {offset, offset + s.data.size()}}};
     offset += s.data.size();
   }
   if (!t.metadata.empty()) h["__metadata__"] = t.metadata;
@@ -386,16 +486,18 @@ void write_safetensors_with(const NamedTensors& t, Sink&& sink) {
 
 }  // namespace detail
 
-/// Parses a complete file image; any structural problem throws spo::error naming `source`.
+/// Parses a complete file image; any structural problem throws spo::input_error naming `source`.
 inline NamedTensors parse_safetensors(std::span<const std::byte> file, std::string_view source = "<memory>") {
   return detail::read_safetensors_with(file.size(), source, [&](std::uint64_t offset, std::uint64_t n, std::byte* dst) {
     std::memcpy(dst, file.data() + offset, n);
   });
 }
 
-/// Reads a file tensor by tensor (no second copy of the data); errors name the path.
+/// Reads a file tensor by tensor (no second copy of the data); errors name the path. A path that is not a regular
+/// file throws spo::input_error (require_regular_file).
 inline NamedTensors load_safetensors(const std::filesystem::path& path) {
   const std::string source = path.string();
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) ::spo::io::detail::throw_io(path, "cannot open for reading", errno);
   std::error_code ec;

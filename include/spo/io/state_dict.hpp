@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief State dicts: the parameters of any object with visit_parameters, saved to and loaded from safetensors by name.
+/// @brief State dicts: the parameters of any object with visit_parameters, saved to and loaded from safetensors by
+/// name.
 #pragma once
 
 #include <algorithm>
@@ -23,7 +24,9 @@ namespace spo::io {
 
 /// Objects whose parameters can be enumerated as (name, Parameter&) (every nn::Layer, whole models, LoRA wrappers).
 template <class M>
-concept ParameterVisitable = requires(M& m) { m.visit_parameters([](std::string_view, auto&) {}, std::string_view{}); };
+concept ParameterVisitable = requires(M& m) {
+  m.visit_parameters([](std::string_view, auto&) {}, std::string_view{});
+};
 
 struct StateDictSaveOptions {
   /// Storage type of floating-point parameters; nullopt keeps the native type (float -> F32, double -> F64).
@@ -40,6 +43,9 @@ struct StateDictLoadOptions {
   bool strict = true;
   /// Only keys starting with "prefix." are considered, with the prefix removed.
   std::string prefix;
+  /// Every loaded floating-point tensor is scanned for NaN and infinities, in its stored dtype, and one is an error
+  /// naming the file, the tensor, the element and its kind. False skips the scan.
+  bool check_finite = true;
 };
 
 /// What a load matched (torch's `_IncompatibleKeys`).
@@ -48,6 +54,15 @@ struct StateDictLoadResult {
 };
 
 namespace detail {
+/// Throws spo::input_error naming `dict.source`, `key` and the first NaN or infinity of that tensor, if it has one.
+inline void expect_finite(const NamedTensors& dict, const std::string& key) {
+  const StoredTensor& t = dict.at(key);
+  if (const auto bad = find_non_finite(t))
+    throw input_error(dict.source + ": tensor \"" + key + "\" (" + std::string(dtype_name(t.dtype)) + " " +
+                      t.shape_str() + "): element " + std::to_string(bad->index) + " is " + std::string(bad->kind) +
+                      " (non-finite values cannot be loaded)");
+}
+
 inline std::string key_list(const std::vector<std::string>& keys) {
   std::ostringstream os;
   for (std::size_t i = 0; i < keys.size(); ++i) os << (i ? ", " : "") << '"' << keys[i] << '"';
@@ -65,16 +80,20 @@ inline std::string key_list(const std::vector<std::string>& keys) {
 /// `t` readable on the host: t itself on the CPU, otherwise a host copy.
 template <Scalar T, Device D>
 decltype(auto) host_readable(const Tensor<T, D>& t) {
-  if constexpr (std::same_as<D, cpu>) return (t);  // const Tensor<T, cpu>&
-  else return to_host(t);                          // Tensor<T, cpu>
+  if constexpr (std::same_as<D, cpu>)
+    return (t);  // const Tensor<T, cpu>&
+  else
+    return to_host(t);  // Tensor<T, cpu>
 }
 
 /// dst = src elementwise for a host `src` and a `dst` of the same shape on any device.
 template <Scalar T, Device D>
 void assign_from_host(const Tensor<T, cpu>& src, TensorView<T, D> dst) {
   check_same_shape(src.shape(), dst.shape(), "assign_from_host");
-  if constexpr (std::same_as<D, cpu>) std::copy(src.data(), src.data() + src.numel(), dst.data());
-  else copy_to_device(src.view(), dst);
+  if constexpr (std::same_as<D, cpu>)
+    std::copy(src.data(), src.data() + src.numel(), dst.data());
+  else
+    copy_to_device(src.view(), dst);
 }
 
 }  // namespace detail
@@ -115,8 +134,9 @@ void save_state_dict(const std::filesystem::path& path, M& model, const StateDic
 }
 
 /// Checks `dict` against the model without changing anything: the returned lists say which keys would load.
-/// Throws spo::error naming `dict.source` when a shape differs (always, listing every offending key with both
-/// shapes) or, when strict, when keys are missing or unexpected (listing them).
+/// Throws spo::input_error naming `dict.source` when a shape differs (always, listing every offending key with both
+/// shapes), when strict, when keys are missing or unexpected (listing them), and, with options.check_finite, when a
+/// tensor that would load holds a NaN or an infinity (naming the tensor, the first such element and its kind).
 template <ParameterVisitable M>
 StateDictLoadResult check_state_dict(M& model, const NamedTensors& dict, const StateDictLoadOptions& options = {}) {
   StateDictLoadResult r;
@@ -138,7 +158,8 @@ StateDictLoadResult check_state_dict(M& model, const NamedTensors& dict, const S
         if (!same_shape) {
           mismatched.push_back("\"" + key + "\": file has " + st.shape_str() + ", model has " + want.str());
         } else if (!is_floating(st.dtype)) {
-          mismatched.push_back("\"" + key + "\": dtype " + std::string(dtype_name(st.dtype)) + " is not floating point");
+          mismatched.push_back("\"" + key + "\": dtype " + std::string(dtype_name(st.dtype)) +
+                               " is not floating point");
         } else {
           r.loaded.emplace_back(name);
         }
@@ -151,20 +172,23 @@ StateDictLoadResult check_state_dict(M& model, const NamedTensors& dict, const S
   if (!mismatched.empty()) {
     std::string msg = dict.source + ": state dict does not fit the model: ";
     for (std::size_t i = 0; i < mismatched.size(); ++i) msg += (i ? "; " : "") + mismatched[i];
-    throw error(msg);
+    throw input_error(msg);
   }
   if (options.strict && (!r.missing.empty() || !r.unexpected.empty())) {
     std::string msg = dict.source + ": state dict does not match the model (strict):";
     if (!r.missing.empty()) msg += " missing keys " + detail::key_list(r.missing) + ";";
     if (!r.unexpected.empty()) msg += " unexpected keys " + detail::key_list(r.unexpected) + ";";
     if (!prefix.empty()) msg += " (key prefix \"" + prefix + "\")";
-    throw error(msg);
+    throw input_error(msg);
   }
+  if (options.check_finite)
+    for (const auto& name : r.loaded) detail::expect_finite(dict, prefix + name);
   return r;
 }
 
 /// Loads matching parameters, converting the stored dtype to the parameter's scalar type (device parameters are
-/// filled from a host copy). All checks run before any parameter changes, so a failed load leaves the model untouched.
+/// filled from a host copy). All checks (check_state_dict, the NaN/infinity scan included) run before any parameter
+/// changes, so a failed load leaves the model untouched.
 template <ParameterVisitable M>
 StateDictLoadResult load_state_dict(M& model, const NamedTensors& dict, const StateDictLoadOptions& options = {}) {
   StateDictLoadResult r = check_state_dict(model, dict, options);
@@ -175,8 +199,10 @@ StateDictLoadResult load_state_dict(M& model, const NamedTensors& dict, const St
         using D = typename std::remove_cvref_t<decltype(p.value)>::device_type;
         const std::string key = prefix + std::string(name);
         if (!dict.contains(key)) return;
-        if constexpr (std::same_as<D, cpu>) dict.get_into<T>(key, p.value.view());
-        else detail::assign_from_host(dict.get<T>(key), p.value.view());
+        if constexpr (std::same_as<D, cpu>)
+          dict.get_into<T>(key, p.value.view());
+        else
+          detail::assign_from_host(dict.get<T>(key), p.value.view());
       },
       {});
   return r;

@@ -264,7 +264,7 @@ inline FeatureStats load_feature_stats(const std::filesystem::path& path) {
   s.var = t.get<double>("var");
   const auto count = t.get<double>("count");
   const auto depths = t.get<double>("depths");
-  SPO_CHECK(s.mean.rank() == 2 && s.var.shape() == s.mean.shape() && count.rank() == 1 &&
+  SPO_EXPECT(s.mean.rank() == 2 && s.var.shape() == s.mean.shape() && count.rank() == 1 &&
                 count.size(0) == s.mean.size(0) && depths.rank() == 1,
             path << ": feature statistics have shapes mean " << s.mean.shape() << ", var " << s.var.shape()
                  << ", count " << count.shape() << ", depths " << depths.shape()
@@ -275,7 +275,7 @@ inline FeatureStats load_feature_stats(const std::filesystem::path& path) {
     s.depths.push_back(static_cast<std::int64_t>(depths[d]));
     f_dim += s.depths.back();
   }
-  SPO_CHECK(f_dim == s.mean.size(1),
+  SPO_EXPECT(f_dim == s.mean.size(1),
             path << ": depths sum to " << f_dim << " but there are " << s.mean.size(1) << " features");
   for (const char* key : {"resolution", "images_per_class", "judge_fingerprint"})
     SPO_EXPECT(t.metadata.contains(key), path.string() << ": metadata key \"" << key << "\" is missing");

@@ -94,7 +94,7 @@ inline PreferenceModelFile read_preference_model(const std::filesystem::path& pa
   PreferenceModelFile f;
   f.tensors = io::load_safetensors(path);
   const auto& m = f.tensors.metadata;
-  SPO_CHECK(m.contains("format") && m.at("format") == checkpoint_format && m.contains("variant") &&
+  SPO_EXPECT(m.contains("format") && m.at("format") == checkpoint_format && m.contains("variant") &&
                 m.contains("network"),
             path << ": not a preference-model checkpoint (metadata \"format\" is not \"" << checkpoint_format << "\")");
   f.variant = m.at("variant");
@@ -107,10 +107,10 @@ inline PreferenceModelFile read_preference_model(const std::filesystem::path& pa
 template <class V, Scalar T, Device D = cpu>
 typename V::template network<T, D> load_preference_model(const std::filesystem::path& path) {
   auto f = read_preference_model(path);
-  SPO_CHECK(f.variant == V::name, path << " holds the preference model variant \"" << f.variant
+  SPO_EXPECT(f.variant == V::name, path << " holds the preference model variant \"" << f.variant
                                        << "\", but this program expects \"" << V::name << "\"");
   using F = typename V::image_format;
-  SPO_CHECK(f.network.image.channels == F::channels && f.network.image.resolution == F::height &&
+  SPO_EXPECT(f.network.image.channels == F::channels && f.network.image.resolution == F::height &&
                 F::height == F::width,
             path << " scores images of " << f.network.image.channels << " x " << f.network.image.resolution << " x "
                  << f.network.image.resolution << ", but this program's preference policy is built for "
@@ -127,7 +127,7 @@ typename V::template network<T, D> load_preference_model(const std::filesystem::
 template <class Net>
 void init_from_preference_model(Net& net, const std::filesystem::path& path) {
   auto f = read_preference_model(path);
-  SPO_CHECK(io::to_json(f.network) == io::to_json(net.config()),
+  SPO_EXPECT(io::to_json(f.network) == io::to_json(net.config()),
             path << ": network config " << io::to_json(f.network).dump() << " differs from this one "
                  << io::to_json(net.config()).dump());
   io::load_state_dict(net, f.tensors, {.strict = false, .prefix = {}});

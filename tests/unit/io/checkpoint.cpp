@@ -1,10 +1,16 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/io/checkpoint.hpp"
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <string>
+#include <tuple>
+#include <vector>
 
-#include "spo/io/checkpoint.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/nn/layer.hpp"
 #include "spo/nn/linear.hpp"
 #include "spo/tensor/ops.hpp"
@@ -156,5 +162,95 @@ TEST_CASE("a checkpoint for a different model or a plain safetensors file is rej
 
   // Optimizer state of a frozen parameter: the model must have the same trainable set.
   nn::set_trainable(m.b, false);
-  CHECK_THROWS_WITH_AS(load_checkpoint(dir.path / "ckpt.safetensors", m, o), doctest::Contains("frozen but has state"), error);
+  CHECK_THROWS_WITH_AS(load_checkpoint(dir.path / "ckpt.safetensors", m, o), doctest::Contains("frozen but has state"),
+                       error);
+}
+
+TEST_CASE("a checkpoint with a NaN or infinite model or optimizer tensor is rejected before anything changes") {
+  TempDir dir;
+  Model m = make_model(8);
+  optim::AdamW<float> opt;
+  Generator g{3, 0};
+  train(m, opt, 2, g);
+  const fs::path path = dir.path / "ckpt.safetensors";
+  const CheckpointInfo info{.step = 2, .config = json::object(), .rng = g};
+
+  const float saved = m.b.weight().value[5];
+  m.b.weight().value[5] = std::numeric_limits<float>::quiet_NaN();  // a diverged run saved its state
+  save_checkpoint(path, m, opt, info);
+  Model target = make_model(9);
+  const auto before = params_bytes(target);
+  optim::AdamW<float> o;
+  CHECK_THROWS_WITH_AS(
+      load_checkpoint(path, target, o),
+      doctest::Contains((path.string() + ": tensor \"model.b.weight\" (F32 [2, 4]): element 5 is NaN").c_str()),
+      input_error);
+  CHECK(params_bytes(target) == before);
+  CHECK(o.step_count() == 0);
+
+  // The same for optimizer moments: rewrite one with -Inf and a matching checksum.
+  m.b.weight().value[5] = saved;
+  save_checkpoint(path, m, opt, info);
+  NamedTensors t = load_safetensors(path);
+  auto moment = t.get<float>("optimizer.exp_avg_sq.a.bias");
+  moment[2] = -std::numeric_limits<float>::infinity();
+  t.set("optimizer.exp_avg_sq.a.bias", moment);
+  json meta = json::parse(t.metadata.at("spo.checkpoint"));
+  meta["crc32"] = io::detail::tensors_crc32(t);
+  t.metadata["spo.checkpoint"] = meta.dump();
+  save_safetensors(path, t);
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, target, o),
+                       doctest::Contains("\"optimizer.exp_avg_sq.a.bias\" (F32 [4]): element 2 is -Inf"), input_error);
+  CHECK(params_bytes(target) == before);
+  CHECK(o.step_count() == 0);
+}
+
+TEST_CASE("step counts in checkpoint metadata are parsed strictly") {
+  TempDir dir;
+  Model m = make_model(10);
+  optim::AdamW<float> opt;
+  Generator g{4, 0};
+  train(m, opt, 3, g);
+  NamedTensors file;
+  file.source = "resume.safetensors";
+  append_optimizer_state(file, opt.export_state(), "optimizer.");
+  CHECK(read_optimizer_state<float>(file, "optimizer.").step == 3);
+  for (const std::string bad :
+       {"", "+3", " 3", "3 ", "-0", "-3", "3x", "0x3", "3.0", "1e3", "9223372036854775808", "99999999999999999999"}) {
+    INFO("step \"" << bad << "\"");
+    file.metadata["optimizer.step"] = bad;
+    CHECK_THROWS_WITH_AS(
+        read_optimizer_state<float>(file, "optimizer."),
+        doctest::Contains(
+            ("resume.safetensors: metadata \"optimizer.step\" = \"" + bad + "\" is not a step count").c_str()),
+        input_error);
+  }
+  file.metadata["optimizer.step"] = "9223372036854775807";
+  CHECK(read_optimizer_state<float>(file, "optimizer.").step == INT64_MAX);
+  file.metadata["optimizer.step"] = "007";
+  CHECK(read_optimizer_state<float>(file, "optimizer.").step == 7);
+  file.metadata.erase("optimizer.step");
+  CHECK_THROWS_WITH_AS(read_optimizer_state<float>(file, "optimizer."),
+                       "resume.safetensors: optimizer state has no metadata \"optimizer.step\"", input_error);
+
+  // The JSON steps of a checkpoint: negative or beyond int64 is an error, not a wrapped value.
+  const fs::path path = dir.path / "ckpt.safetensors";
+  save_checkpoint(path, m, opt, {.step = 3, .config = json::object(), .rng = g});
+  const NamedTensors saved = load_safetensors(path);
+  for (const auto& [pointer, value, what] :
+       {std::tuple{"/step", json(-1), "metadata \"step\" is negative"},
+        std::tuple{"/step", json(std::uint64_t{1} << 63), "metadata \"step\" is out of range"},
+        std::tuple{"/optimizer/step", json(-2), "metadata \"optimizer\" \"step\" is negative"},
+        std::tuple{"/optimizer/step", json(~std::uint64_t{0}), "metadata \"step\" is out of range"}}) {
+    INFO(pointer << " = " << value.dump());
+    NamedTensors t = saved;
+    json meta = json::parse(t.metadata.at("spo.checkpoint"));
+    meta[json::json_pointer(pointer)] = value;
+    t.metadata["spo.checkpoint"] = meta.dump();
+    save_safetensors(path, t);
+    Model target = make_model(11);
+    optim::AdamW<float> o;
+    CHECK_THROWS_WITH_AS(load_checkpoint(path, target, o), (path.string() + ": invalid checkpoint: " + what).c_str(),
+                         input_error);
+  }
 }

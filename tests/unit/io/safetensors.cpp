@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/io/safetensors.hpp"
 
 #include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <random>
 #include <string>
+#include <utility>
 
-#include "spo/io/safetensors.hpp"
+#include <doctest/doctest.h>
 
 using namespace spo;
 using namespace spo::io;
@@ -47,7 +49,8 @@ void check_against_expected(const NamedTensors& t, const json& expected) {
     REQUIRE(st.numel() == static_cast<std::int64_t>(want.size()));
     if (st.dtype == Dtype::i64) {
       for (std::size_t i = 0; i < want.size(); ++i)
-        CHECK(io::detail::load_le<std::int64_t>(st.data.data() + 8 * i) == std::stoll(e["values"][i].get<std::string>()));
+        CHECK(io::detail::load_le<std::int64_t>(st.data.data() + 8 * i) ==
+              std::stoll(e["values"][i].get<std::string>()));
       continue;
     }
     const auto as_double = t.get<double>(name);
@@ -130,8 +133,10 @@ TEST_CASE("a file written by spo with every dtype reads back to the Python-round
     }
     const auto src = values_of(e.contains("source") ? e["source"] : e["values"]);
     Shape shape(e["shape"].begin(), e["shape"].end());
-    if (dtype == Dtype::f64) t.set(name, Tensor<double>(shape, src), dtype);
-    else t.set(name, Tensor<float>(shape, std::vector<float>(src.begin(), src.end())), dtype);
+    if (dtype == Dtype::f64)
+      t.set(name, Tensor<double>(shape, src), dtype);
+    else
+      t.set(name, Tensor<float>(shape, std::vector<float>(src.begin(), src.end())), dtype);
   }
   const char* env = std::getenv("SPO_SAFETENSORS_INTEROP_DIR");
   const fs::path dir = env ? fs::path(env) : temp_dir();
@@ -156,7 +161,7 @@ TEST_CASE("writer layout: 8-byte padded header, data sorted by element size then
   CHECK(h["c.double"]["data_offsets"] == json::array({0, 16}));   // F64 first
   CHECK(h["b.weight"]["data_offsets"] == json::array({16, 40}));  // then F32 by name
   CHECK(h["d.scalar"]["shape"] == json::array());
-  CHECK(h["a.half"]["data_offsets"] == json::array({44, 50}));    // F16 last
+  CHECK(h["a.half"]["data_offsets"] == json::array({44, 50}));  // F16 last
   CHECK(h["__metadata__"]["format"] == "pt");
   CHECK(f.size() == 8 + n + 50);
   const auto back = parse_safetensors(f, "mem");
@@ -196,16 +201,18 @@ TEST_CASE("corrupt files are errors that name the file and the problem") {
   expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "non-negative integer");
   expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8), "non-negative integer");
   expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", 8),
-               "does not match");
+               "is too large");
   expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", 8), "past the end");
   expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8), "begin > end");
   expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                        R"("y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8),
+                        R"("y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                        8),
                "overlaps");
   expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "gap of 4 bytes");
   expect_error(raw_file(ok, 12), "cover 8 of 12");
   expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                        R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
+                        R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                        8),
                "duplicate JSON key \"x\"");
   expect_error(raw_file(R"({"__metadata__":{"a":1},"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
                "must be a string");
@@ -213,6 +220,88 @@ TEST_CASE("corrupt files are errors that name the file and the problem") {
   expect_error(raw_file(R"({"x":{"dtype":"F32","shape":[2]}})", 8), "needs dtype, shape and data_offsets");
   CHECK_THROWS_WITH_AS(load_safetensors("/nonexistent/dir/file.safetensors"),
                        doctest::Contains("/nonexistent/dir/file.safetensors"), error);
+}
+
+TEST_CASE("a shape whose extents multiply past int64 is rejected, even when an extent of 0 makes it empty") {
+  auto header = [](const std::string& shape) {
+    return R"({"x":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,0]}})";
+  };
+  for (const std::string shape : {"[9223372036854775807,2,0]", "[0,4611686018427387904,4]",
+                                  "[2,0,9223372036854775807,2]", "[9223372036854775808]", "[3037000500,3037000500]"}) {
+    INFO("shape " << shape);
+    CHECK_THROWS_WITH_AS(parse_safetensors(raw_file(header(shape), 0), "huge.safetensors"),
+                         doctest::Contains("huge.safetensors: invalid safetensors file: tensor \"x\": shape ["),
+                         input_error);
+    CHECK_THROWS_WITH_AS(parse_safetensors(raw_file(header(shape), 0), "huge.safetensors"),
+                         doctest::Contains("] is too large: the product of its nonzero extents exceeds 2^63-1"),
+                         input_error);
+  }
+  CHECK_THROWS_WITH_AS(parse_safetensors(raw_file(header("[9223372036854775807,2,0]"), 0), "huge.safetensors"),
+                       doctest::Contains("shape [9223372036854775807, 2, 0] is too large"), input_error);
+  // Extents whose product fits int64 are fine, however large, when the tensor is empty.
+  const auto t = parse_safetensors(raw_file(header("[0,9223372036854775807]"), 0), "empty.safetensors");
+  CHECK(t.at("x").numel() == 0);
+  CHECK(t.get<float>("x").numel() == 0);
+  CHECK(parse_safetensors(raw_file(header("[3037000499,3037000499,0]"), 0)).at("x").numel() == 0);
+  // numel() itself never overflows silently.
+  StoredTensor s;
+  s.shape = {INT64_MAX, 2, 0};
+  CHECK_THROWS_WITH_AS(s.numel(), "tensor shape [9223372036854775807, 2, 0] has more than 2^63-1 elements", error);
+  s.shape = {INT64_MAX, 1};
+  CHECK(s.numel() == INT64_MAX);
+  // set_raw checks the byte count without wrapping: 2^62 F64 elements need 2^65 bytes, not 0.
+  s.dtype = Dtype::f64;
+  s.shape = {std::int64_t{1} << 62};
+  NamedTensors named;
+  CHECK_THROWS_WITH_AS(named.set_raw("x", s), doctest::Contains("needs more than 2^64-1 bytes, got 0"), error);
+}
+
+TEST_CASE("find_non_finite: the first NaN or infinity of each floating dtype, by its stored bits") {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const Dtype d : {Dtype::f32, Dtype::f64, Dtype::f16, Dtype::bf16}) {
+    INFO("dtype " << dtype_name(d));
+    NamedTensors t;
+    // Finite extremes: largest values, subnormals, signed zeros.
+    const float big = d == Dtype::f16 ? 65504.0f : d == Dtype::bf16 ? 0x1.fep127f : std::numeric_limits<float>::max();
+    const float tiny = d == Dtype::f16 ? 0x1p-24f : std::numeric_limits<float>::denorm_min();
+    Tensor<float> finite(Shape{5000});
+    for (std::int64_t i = 0; i < finite.numel(); ++i)
+      finite[i] = i % 5 == 0 ? big : i % 5 == 1 ? -big : i % 5 == 2 ? tiny : i % 5 == 3 ? -0.0f : 0.5f;
+    t.set("finite", finite, d);
+    CHECK(!find_non_finite(t.at("finite")).has_value());
+    for (const auto& [value, kind] :
+         {std::pair{nan, "NaN"}, std::pair{-nan, "NaN"}, std::pair{inf, "+Inf"}, std::pair{-inf, "-Inf"}}) {
+      for (const std::int64_t at : {std::int64_t{0}, std::int64_t{4095}, std::int64_t{4096}, std::int64_t{4999}}) {
+        Tensor<float> x = finite;
+        x[at] = value;
+        if (at + 7 < x.numel()) x[at + 7] = nan;  // only the first counts
+        t.set("x", x, d);
+        const auto bad = find_non_finite(t.at("x"));
+        REQUIRE(bad.has_value());
+        CHECK(bad->index == at);
+        CHECK(bad->kind == kind);
+      }
+    }
+  }
+  // F64 values beyond the float range are finite; integer tensors are never scanned.
+  NamedTensors t;
+  t.set("d", Tensor<double>(Shape{2}, {1e300, -1e-320}));
+  CHECK(!find_non_finite(t.at("d")).has_value());
+  StoredTensor ints{Dtype::i32, {1}, std::vector<std::byte>(4, std::byte{0xff})};
+  ints.data[2] = std::byte{0x80};  // the bits of a float NaN, as an integer
+  ints.data[3] = std::byte{0x7f};
+  CHECK(!find_non_finite(ints).has_value());
+  CHECK(!find_non_finite(StoredTensor{Dtype::f32, {0}, {}}).has_value());
+}
+
+TEST_CASE("load_safetensors rejects a directory, a device and a missing path with input_error naming it") {
+  const fs::path dir = temp_dir();
+  CHECK_THROWS_WITH_AS(load_safetensors(dir), (dir.string() + ": is a directory, expected a file").c_str(),
+                       input_error);
+  CHECK_THROWS_WITH_AS(load_safetensors("/dev/zero"), "/dev/zero: not a regular file", input_error);
+  CHECK_THROWS_WITH_AS(load_safetensors(dir / "none.safetensors"),
+                       (dir.string() + "/none.safetensors: no such file").c_str(), input_error);
+  fs::remove_all(dir);
 }
 
 TEST_CASE("fuzz: truncations and header byte flips throw spo::error or load consistently") {

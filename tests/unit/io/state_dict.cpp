@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: MIT
+#include "spo/io/state_dict.hpp"
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <vector>
+
 #include <doctest/doctest.h>
 
-#include <filesystem>
-#include <string>
-
-#include "spo/io/state_dict.hpp"
 #include "spo/nn/layer.hpp"
 #include "spo/nn/linear.hpp"
 #include "spo/tensor/ops.hpp"
@@ -38,8 +42,16 @@ TwoLayer<T> random_model(std::uint64_t seed) {
 template <class A, class B>
 bool same_values(A& a, B& b) {
   std::vector<double> va, vb;
-  a.visit_parameters([&](std::string_view, auto& p) { for (std::int64_t i = 0; i < p.value.numel(); ++i) va.push_back(p.value[i]); }, {});
-  b.visit_parameters([&](std::string_view, auto& p) { for (std::int64_t i = 0; i < p.value.numel(); ++i) vb.push_back(p.value[i]); }, {});
+  a.visit_parameters(
+      [&](std::string_view, auto& p) {
+        for (std::int64_t i = 0; i < p.value.numel(); ++i) va.push_back(p.value[i]);
+      },
+      {});
+  b.visit_parameters(
+      [&](std::string_view, auto& p) {
+        for (std::int64_t i = 0; i < p.value.numel(); ++i) vb.push_back(p.value[i]);
+      },
+      {});
   return va == vb;
 }
 
@@ -96,7 +108,7 @@ TEST_CASE("dtype conversion on save and load") {
   load_state_dict(b, f16);
   CHECK(b.proj.bias().value[0] == 0.25f);
   CHECK(b.proj.bias().value[1] == -1.5f);
-  CHECK(b.proj.bias().value[2] != 0.1f);                     // 0.1 is not representable in f16 ...
+  CHECK(b.proj.bias().value[2] != 0.1f);                              // 0.1 is not representable in f16 ...
   CHECK(std::abs(b.proj.bias().value[2] - 0.1f) <= 0.1f * 0x1p-11f);  // ... but within half an f16 ulp
   auto c = random_model<double>(5);
   load_state_dict(c, state_dict(a));  // F64 -> double: exact
@@ -162,4 +174,51 @@ TEST_CASE("trainable-only files (adapters) load non-strictly; prefixes select a 
   auto c = random_model<float>(12);
   load_state_dict(c, both, load_opts(true, "unet"));  // strict within the prefix; "ref.*" keys are outside it
   CHECK(same_values(a, c));
+}
+
+TEST_CASE(
+    "non-finite weights are rejected naming the file, tensor, element and kind; check_finite = false skips the scan") {
+  TempDir dir;
+  const float inf = std::numeric_limits<float>::infinity();
+  auto a = random_model<float>(13);
+  struct Case {
+    Dtype dtype;
+    float value;
+    const char* kind;
+  };
+  for (const Case c :
+       {Case{Dtype::f32, std::numeric_limits<float>::quiet_NaN(), "NaN"}, Case{Dtype::f64, inf, "+Inf"},
+        Case{Dtype::f16, -inf, "-Inf"}, Case{Dtype::bf16, std::numeric_limits<float>::quiet_NaN(), "NaN"},
+        Case{Dtype::f16, 1e6f, "+Inf"}}) {  // a float beyond the F16 range is stored as +Inf
+    INFO("dtype " << dtype_name(c.dtype) << ", value " << c.value);
+    auto bad = random_model<float>(13);
+    bad.proj.weight().value[7] = c.value;
+    const fs::path file = dir.path / "bad.safetensors";
+    save_state_dict(file, bad, save_opts(c.dtype));
+    auto b = random_model<float>(14);
+    const auto before = serialize_safetensors(state_dict(b));
+    const std::string expected = file.string() + ": tensor \"proj.weight\" (" + std::string(dtype_name(c.dtype)) +
+                                 " [4, 3]): element 7 is " + c.kind;
+    CHECK_THROWS_WITH_AS(load_state_dict(b, file), doctest::Contains(expected.c_str()), input_error);
+    CHECK(serialize_safetensors(state_dict(b)) == before);  // untouched
+    // In memory, under a prefix, non-strictly: the same check, naming the dict's source and the full key.
+    NamedTensors dict;
+    dict.source = "adapter.safetensors";
+    append_state_dict(bad, dict, save_opts(c.dtype, false, "unet"));
+    CHECK_THROWS_WITH_AS(load_state_dict(b, dict, load_opts(false, "unet")),
+                         doctest::Contains("adapter.safetensors: tensor \"unet.proj.weight\""), input_error);
+    CHECK(serialize_safetensors(state_dict(b)) == before);
+    // Opting out loads the value as stored.
+    StateDictLoadOptions skip;
+    skip.check_finite = false;
+    load_state_dict(b, file, skip);
+    CHECK(!std::isfinite(b.proj.weight().value[7]));
+    CHECK(b.proj.weight().value[6] == static_cast<float>(dict.get<float>("unet.proj.weight")[6]));
+  }
+  // Tensors that are not loaded (unexpected keys, other prefixes) are not scanned.
+  auto dict = state_dict(a);
+  dict.set("extra", Tensor<float>(Shape{2}, {std::numeric_limits<float>::quiet_NaN(), 0}));
+  auto b = random_model<float>(15);
+  CHECK(load_state_dict(b, dict, load_opts(false)).unexpected == std::vector<std::string>{"extra"});
+  CHECK(same_values(a, b));
 }
