@@ -8,6 +8,7 @@ packages=(
   libeigen3-dev libboost-dev nlohmann-json3-dev doctest-dev libbenchmark-dev
   zlib1g-dev libpng-dev libdnnl-dev ocl-icd-opencl-dev
   dataset-fashion-mnist
+  clang-14 libclang-rt-14-dev libomp-14-dev  # the libFuzzer harnesses of tests/fuzz (omp.h for clang: fuzz_config)
 )
 
 missing=()

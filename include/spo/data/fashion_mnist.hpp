@@ -2,16 +2,18 @@
 /// @brief Fashion-MNIST from the IDX files of Debian's dataset-fashion-mnist package (gzip, validated).
 #pragma once
 
-#include <zlib.h>
-
 #include <array>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <numeric>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <zlib.h>
 
 #include "spo/core/error.hpp"
 #include "spo/core/rng.hpp"
@@ -38,12 +40,20 @@ enum class Split { train, test };
 
 namespace detail {
 
-/// Reads a whole gzip file; corrupt or truncated streams are errors naming the file.
+/// Reads a whole gzip file. A missing path, a directory or other non-regular file, and corrupt or truncated streams
+/// are input errors naming the file.
 inline std::vector<std::uint8_t> read_gzip(const std::filesystem::path& path) {
-  SPO_CHECK(std::filesystem::exists(path), "dataset file " << path << " does not exist (install Debian's "
-                                           "dataset-fashion-mnist: tools/setup.sh)");
+  const std::string name = path.string();
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  SPO_EXPECT(std::filesystem::exists(status), "dataset file " << name
+                                                              << " does not exist (install Debian's "
+                                                                 "dataset-fashion-mnist: tools/setup.sh)");
+  SPO_EXPECT(std::filesystem::is_regular_file(status), "dataset file " << name << " is not a regular file");
+  errno = 0;
   gzFile f = gzopen(path.c_str(), "rb");
-  SPO_CHECK(f != nullptr, "cannot open " << path);
+  SPO_EXPECT(f != nullptr,
+             "cannot open dataset file " << name << ": " << (errno ? std::strerror(errno) : "out of memory"));
   std::vector<std::uint8_t> out;
   std::array<std::uint8_t, 1 << 16> buf;
   for (;;) {
@@ -52,7 +62,7 @@ inline std::vector<std::uint8_t> read_gzip(const std::filesystem::path& path) {
       int code = 0;
       const std::string msg = gzerror(f, &code);
       gzclose(f);
-      SPO_CHECK(false, "corrupt gzip stream in " << path << ": " << msg);
+      throw input_error("corrupt gzip stream in " + name + ": " + msg);
     }
     if (n == 0) break;
     out.insert(out.end(), buf.begin(), buf.begin() + n);
@@ -61,48 +71,69 @@ inline std::vector<std::uint8_t> read_gzip(const std::filesystem::path& path) {
   const char* msg = gzerror(f, &code);
   const std::string err = code != Z_OK && code != Z_STREAM_END && msg ? msg : "";
   gzclose(f);
-  SPO_CHECK(err.empty(), "corrupt gzip stream in " << path << ": " << err);
+  SPO_EXPECT(err.empty(), "corrupt gzip stream in " << name << ": " << err);
   return out;
 }
 
-inline std::uint32_t read_be32(const std::vector<std::uint8_t>& b, std::size_t at) {
+inline std::uint32_t read_be32(std::span<const std::uint8_t> b, std::size_t at) {
   return (std::uint32_t{b[at]} << 24) | (std::uint32_t{b[at + 1]} << 16) | (std::uint32_t{b[at + 2]} << 8) | b[at + 3];
 }
 
 }  // namespace detail
 
-/// Loads and validates one split: IDX magic numbers (0x803 images, 0x801 labels), 28x28, equal counts, exact sizes,
-/// labels in 0..9.
+/*!
+  WHAT THIS REPRESENTS
+    The parser of one split from its two IDX buffers, already decompressed: `images` holds magic 0x803, the counts
+    N, 28, 28 (big-endian 32-bit) and N*28*28 pixel bytes; `labels` holds magic 0x801, N and N label bytes.
+    `image_source` and `label_source` name the buffers (file paths) in messages.
+  ENSURES
+    - Returns the split with count N, rows = cols = 28, pixels and labels copied from the buffers.
+    - A short header, a bad magic number, images other than 28x28, differing counts, a buffer size that does not
+      match its header or a label outside 0..9 throws spo::input_error naming the offending source; no input reads
+      outside the buffers.
+!*/
+inline FashionMnist parse_fashion_mnist(std::span<const std::uint8_t> images, std::span<const std::uint8_t> labels,
+                                        std::string_view image_source = "<images>",
+                                        std::string_view label_source = "<labels>") {
+  SPO_EXPECT(images.size() >= 16, image_source << ": " << images.size() << " bytes is too short for an IDX header");
+  SPO_EXPECT(labels.size() >= 8, label_source << ": " << labels.size() << " bytes is too short for an IDX header");
+  const std::uint32_t image_magic = detail::read_be32(images, 0), label_magic = detail::read_be32(labels, 0);
+  SPO_EXPECT(image_magic == 0x803,
+             image_source << ": bad magic number 0x" << std::hex << image_magic << " (expected 0x803)");
+  SPO_EXPECT(label_magic == 0x801,
+             label_source << ": bad magic number 0x" << std::hex << label_magic << " (expected 0x801)");
+  FashionMnist d;
+  d.count = detail::read_be32(images, 4);
+  d.rows = detail::read_be32(images, 8);
+  d.cols = detail::read_be32(images, 12);
+  SPO_EXPECT(d.rows == 28 && d.cols == 28,
+             image_source << ": images are " << d.rows << "x" << d.cols << ", expected 28x28");
+  const std::int64_t label_count = detail::read_be32(labels, 4);
+  SPO_EXPECT(label_count == d.count, image_source << " holds " << d.count << " images but " << label_source << " holds "
+                                                  << label_count << " labels");
+  const auto expected_images = static_cast<std::size_t>(16 + d.count * d.rows * d.cols);
+  SPO_EXPECT(images.size() == expected_images, image_source << ": " << images.size() << " bytes, expected "
+                                                            << expected_images << " for " << d.count << " images");
+  const auto expected_labels = static_cast<std::size_t>(8 + label_count);
+  SPO_EXPECT(labels.size() == expected_labels, label_source << ": " << labels.size() << " bytes, expected "
+                                                            << expected_labels << " for " << label_count << " labels");
+  d.pixels.assign(images.begin() + 16, images.end());
+  d.labels.assign(labels.begin() + 8, labels.end());
+  for (std::size_t i = 0; i < d.labels.size(); ++i)
+    SPO_EXPECT(d.labels[i] < 10,
+               label_source << ": label " << int(d.labels[i]) << " at index " << i << " is not in 0..9");
+  return d;
+}
+
+/// Loads and validates one split from `dir`: "<train|t10k>-images-idx3-ubyte.gz" and "...-labels-idx1-ubyte.gz",
+/// gunzipped and checked by parse_fashion_mnist(); every error is a spo::input_error naming the file.
 inline FashionMnist load_fashion_mnist(Split split, const std::filesystem::path& dir = fashion_mnist_default_dir) {
   const std::string prefix = split == Split::train ? "train" : "t10k";
   const auto image_path = dir / (prefix + "-images-idx3-ubyte.gz");
   const auto label_path = dir / (prefix + "-labels-idx1-ubyte.gz");
   const auto images = detail::read_gzip(image_path);
   const auto labels = detail::read_gzip(label_path);
-  SPO_CHECK(images.size() >= 16, image_path << ": " << images.size() << " bytes is too short for an IDX header");
-  SPO_CHECK(labels.size() >= 8, label_path << ": " << labels.size() << " bytes is too short for an IDX header");
-  SPO_CHECK(detail::read_be32(images, 0) == 0x803, image_path << ": bad magic number 0x" << std::hex
-                                                              << detail::read_be32(images, 0) << " (expected 0x803)");
-  SPO_CHECK(detail::read_be32(labels, 0) == 0x801, label_path << ": bad magic number 0x" << std::hex
-                                                              << detail::read_be32(labels, 0) << " (expected 0x801)");
-  FashionMnist d;
-  d.count = detail::read_be32(images, 4);
-  d.rows = detail::read_be32(images, 8);
-  d.cols = detail::read_be32(images, 12);
-  SPO_CHECK(d.rows == 28 && d.cols == 28, image_path << ": images are " << d.rows << "x" << d.cols << ", expected 28x28");
-  const std::int64_t label_count = detail::read_be32(labels, 4);
-  SPO_CHECK(label_count == d.count, image_path << " holds " << d.count << " images but " << label_path << " holds "
-                                               << label_count << " labels");
-  const auto expected_images = static_cast<std::size_t>(16 + d.count * d.rows * d.cols);
-  SPO_CHECK(images.size() == expected_images, image_path << ": " << images.size() << " bytes, expected "
-                                                         << expected_images << " for " << d.count << " images");
-  SPO_CHECK(labels.size() == static_cast<std::size_t>(8 + label_count),
-            label_path << ": " << labels.size() << " bytes, expected " << 8 + label_count);
-  d.pixels.assign(images.begin() + 16, images.end());
-  d.labels.assign(labels.begin() + 8, labels.end());
-  for (std::size_t i = 0; i < d.labels.size(); ++i)
-    SPO_CHECK(d.labels[i] < 10, label_path << ": label " << int(d.labels[i]) << " at index " << i << " is not in 0..9");
-  return d;
+  return parse_fashion_mnist(images, labels, image_path.string(), label_path.string());
 }
 
 /// Images idx[0..n) as a float tensor [n, 1, resolution, resolution] in [-1, 1]: centred with the background (-1) as
@@ -111,9 +142,8 @@ template <Scalar T>
 Tensor<T, cpu> to_tensor(const FashionMnist& d, std::span<const std::int64_t> idx, std::int64_t resolution) {
   const std::int64_t n = static_cast<std::int64_t>(idx.size());
   const std::int64_t src = d.rows;
-  SPO_CHECK(resolution >= src || src % resolution == 0,
-            "resolution " << resolution << " must be >= 28 or divide 28");
-  Tensor<T, cpu> out(Shape{n, 1, resolution, resolution});                   // [n, 1, R, R]
+  SPO_CHECK(resolution >= src || src % resolution == 0, "resolution " << resolution << " must be >= 28 or divide 28");
+  Tensor<T, cpu> out(Shape{n, 1, resolution, resolution});  // [n, 1, R, R]
   for (std::int64_t b = 0; b < n; ++b) {
     SPO_CHECK(idx[b] >= 0 && idx[b] < d.count, "image index " << idx[b] << " outside [0, " << d.count << ")");
     const std::uint8_t* p = d.pixels.data() + idx[b] * src * src;

@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
-
-#include <zlib.h>
+#include "spo/data/fashion_mnist.hpp"
 
 #include <filesystem>
 #include <fstream>
 
-#include "spo/data/fashion_mnist.hpp"
+#include <doctest/doctest.h>
+#include <zlib.h>
 
 using namespace spo;
 using namespace spo::data;
@@ -26,10 +25,13 @@ void write_gz(const fs::path& p, const std::vector<std::uint8_t>& bytes) {
 }
 std::vector<std::uint8_t> idx_header(std::uint32_t magic, std::vector<std::uint32_t> dims) {
   std::vector<std::uint8_t> b;
-  for (std::uint32_t v : std::vector<std::uint32_t>{magic} ) for (int s = 24; s >= 0; s -= 8) b.push_back(std::uint8_t(v >> s));
-  for (std::uint32_t v : dims) for (int s = 24; s >= 0; s -= 8) b.push_back(std::uint8_t(v >> s));
+  for (std::uint32_t v : std::vector<std::uint32_t>{magic})
+    for (int s = 24; s >= 0; s -= 8) b.push_back(std::uint8_t(v >> s));
+  for (std::uint32_t v : dims)
+    for (int s = 24; s >= 0; s -= 8) b.push_back(std::uint8_t(v >> s));
   return b;
 }
+doctest::Contains contains(const std::string& s) { return doctest::Contains(s.c_str()); }
 /// A valid 3-image split written by hand.
 void write_split(const fs::path& dir, std::uint32_t image_magic = 0x803, std::uint32_t n_labels = 3,
                  std::size_t drop_bytes = 0, std::uint8_t label = 1) {
@@ -91,6 +93,124 @@ TEST_CASE("missing, truncated, mislabelled and corrupt files are clear errors") 
   std::ofstream(p, std::ios::binary) << "this is not an IDX file";
   CHECK_THROWS_AS(load_fashion_mnist(Split::test, dir), spo::error);
   fs::remove_all(dir);
+}
+
+TEST_CASE("file errors are input errors naming the file, without a source location") {
+  auto dir = temp_dir("files");
+  const auto images = dir / "t10k-images-idx3-ubyte.gz";
+  try {
+    load_fashion_mnist(Split::test, dir);
+    FAIL("a missing file loaded");
+  } catch (const spo::input_error& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find(images.string()) != std::string::npos);
+    CHECK(msg.find("does not exist") != std::string::npos);
+    CHECK(msg.find(".hpp") == std::string::npos);
+  }
+  // A directory where a dataset file should be.
+  fs::create_directories(images);
+  CHECK_THROWS_WITH_AS(load_fashion_mnist(Split::test, dir), contains(images.string() + " is not a regular file"),
+                       spo::input_error);
+  fs::remove_all(images);
+  // A gzip stream cut in half names the file.
+  write_split(dir);
+  fs::resize_file(images, fs::file_size(images) / 2);
+  CHECK_THROWS_WITH_AS(load_fashion_mnist(Split::test, dir), contains("corrupt gzip stream in " + images.string()),
+                       spo::input_error);
+  // A bad label names the label file.
+  write_split(dir, 0x803, 3, 0, 10);
+  CHECK_THROWS_WITH_AS(load_fashion_mnist(Split::test, dir),
+                       contains((dir / "t10k-labels-idx1-ubyte.gz").string() + ": label 10 at index 0"),
+                       spo::input_error);
+  fs::remove_all(dir);
+}
+
+namespace {
+/// A valid in-memory split of `n` images (pixels i % 256) with labels i % 10.
+struct Buffers {
+  std::vector<std::uint8_t> images, labels;
+};
+Buffers valid_buffers(std::uint32_t n) {
+  Buffers b{idx_header(0x803, {n, 28, 28}), idx_header(0x801, {n})};
+  for (std::uint32_t i = 0; i < n * 28 * 28; ++i) b.images.push_back(std::uint8_t(i % 256));
+  for (std::uint32_t i = 0; i < n; ++i) b.labels.push_back(std::uint8_t(i % 10));
+  return b;
+}
+FashionMnist parse(const Buffers& b) { return parse_fashion_mnist(b.images, b.labels, "imgs.idx", "labs.idx"); }
+}  // namespace
+
+TEST_CASE("the in-memory parser reads valid buffers exactly") {
+  auto b = valid_buffers(12);
+  auto d = parse(b);
+  CHECK(d.count == 12);
+  CHECK(d.rows == 28);
+  CHECK(d.cols == 28);
+  REQUIRE(d.pixels.size() == 12u * 28 * 28);
+  CHECK(d.pixels[1000] == 1000 % 256);
+  REQUIRE(d.labels.size() == 12u);
+  CHECK(d.labels[11] == 1);
+  auto empty = valid_buffers(0);
+  CHECK(parse(empty).count == 0);
+}
+
+TEST_CASE("the in-memory parser rejects malformed buffers with input errors naming the buffer") {
+  auto check_rejects = [](const Buffers& b, const std::string& message) {
+    CAPTURE(message);
+    CHECK_THROWS_WITH_AS(parse(b), contains(message), spo::input_error);
+  };
+  const auto valid = valid_buffers(3);
+  {
+    Buffers b = valid;
+    b.images.resize(15);
+    check_rejects(b, "imgs.idx: 15 bytes is too short for an IDX header");
+  }
+  {
+    Buffers b = valid;
+    b.labels.resize(7);
+    check_rejects(b, "labs.idx: 7 bytes is too short for an IDX header");
+  }
+  {
+    Buffers b = valid;
+    b.images[3] = 0x01;
+    check_rejects(b, "imgs.idx: bad magic number 0x801 (expected 0x803)");
+  }
+  {
+    Buffers b = valid;
+    b.labels[3] = 0x03;
+    check_rejects(b, "labs.idx: bad magic number 0x803 (expected 0x801)");
+  }
+  {
+    Buffers b = valid;
+    b.images[11] = 32;  // rows
+    check_rejects(b, "imgs.idx: images are 32x28, expected 28x28");
+  }
+  {
+    Buffers b = valid;
+    b.labels[7] = 4;
+    b.labels.push_back(0);
+    check_rejects(b, "imgs.idx holds 3 images but labs.idx holds 4 labels");
+  }
+  {
+    Buffers b = valid;
+    b.images.pop_back();
+    check_rejects(b, "imgs.idx: 2367 bytes, expected 2368 for 3 images");
+  }
+  {
+    Buffers b = valid;
+    b.images[4] = 0xff;  // a count of 4278190083 images in a 2368-byte buffer
+    b.labels[4] = 0xff;
+    check_rejects(b, "imgs.idx: 2368 bytes, expected 3354101025088 for 4278190083 images");
+  }
+  {
+    Buffers b = valid;
+    b.labels.push_back(0);
+    check_rejects(b, "labs.idx: 12 bytes, expected 11 for 3 labels");
+  }
+  {
+    Buffers b = valid;
+    b.labels[9] = 255;
+    check_rejects(b, "labs.idx: label 255 at index 1 is not in 0..9");
+  }
 }
 
 TEST_CASE("shuffling is a seeded permutation") {
