@@ -30,9 +30,12 @@ expect_error() {  # expect_error <name> <expected substring> <command...>: exit 
 }
 snapshot() { (cd models && find . -type f -printf '%p %s %T@\n' | sort && find . -type f -exec sha256sum {} + | sort); }
 
-# The miniature: one round of 2 prompts, 2 seeds per evaluation prompt, 50 real images, no progress evaluations,
-# feature statistics of 20 images per class (the stored ones hold 1000: stale, so they are computed).
-sed -e 's/"rounds": 12/"rounds": 1/' -e 's/"prompts_per_round": 10/"prompts_per_round": 2/' \
+# The miniature: 4 sampling steps (a copy of the base model's config), one round of 2 prompts, 2 seeds per
+# evaluation prompt, 50 real images, no progress evaluations, feature statistics of 20 images per class (the stored
+# ones hold 1000: stale, so they are computed).
+sed -i 's/"num_inference_steps": 20/"num_inference_steps": 4/' configs/pretrain_base.json
+grep -q '"num_inference_steps": 4' configs/pretrain_base.json || fail "pretrain_base.json: the sed edit did not apply"
+sed -e 's/"divert_start_step": 4/"divert_start_step": 1/' -e 's/"rounds": 12/"rounds": 1/' -e 's/"prompts_per_round": 10/"prompts_per_round": 2/' \
     -e 's/"seeds_per_prompt": 16/"seeds_per_prompt": 2/' -e 's/"real_images": 2000/"real_images": 50/' \
     -e 's/"progress_every_rounds": 4/"progress_every_rounds": 0/' -e 's/"images_per_class": 1000/"images_per_class": 20/' \
     -e 's|"output_dir": "runs/spo"|"output_dir": "out"|' configs/spo.json > mini.json

@@ -2,20 +2,21 @@
 // What a run may do with its inputs: config errors in the form "<file>: <key>: <problem>" (one key per check, no
 // source locations), --resume only with the recipe the checkpoint was trained with, config paths that are not files,
 // and reading the source tree's revision without touching its index.
-#include <doctest/doctest.h>
-
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 
+#include <doctest/doctest.h>
+
 #include "spo/experiment/baseline_experiment.hpp"
 #include "spo/io/resume.hpp"
 #include "spo/nn/linear.hpp"
 #include "spo/train/run_record.hpp"
+
 #include "support/train_fixtures.hpp"
+#include <unistd.h>
 
 using namespace spo;
 using namespace spo::test_support;
@@ -109,7 +110,8 @@ TEST_CASE("files named by a config: missing, a directory, the base model's own c
                  ": sampling.num_inference_steps: must be in [1, 1000] (schedule.num_train_timesteps), got 0");
   check_user_facing(m);
   // A config path that is a directory is refused by name (it was std::bad_alloc).
-  CHECK_THROWS_WITH_AS(io::load_config<experiment::SpoConfig>(dir), doctest::Contains(dir.string().c_str()), input_error);
+  CHECK_THROWS_WITH_AS(io::load_config<experiment::SpoConfig>(dir), doctest::Contains(dir.string().c_str()),
+                       input_error);
   fs::remove_all(dir);
 }
 
@@ -174,7 +176,8 @@ TEST_CASE("--resume refuses a changed recipe and names every changed key with bo
   cli.resume = true;
   CHECK_THROWS_AS(experiment::check_resume(cli, dir.string(), io::to_json(changed), "train.rounds", "rounds"),
                   input_error);
-  CHECK_NOTHROW(experiment::check_resume(cli, (dir / "fresh").string(), io::to_json(changed), "train.rounds", "rounds"));
+  CHECK_NOTHROW(
+      experiment::check_resume(cli, (dir / "fresh").string(), io::to_json(changed), "train.rounds", "rounds"));
   fs::remove_all(dir);
 }
 
@@ -194,12 +197,14 @@ TEST_CASE("the run record reads the source tree's revision without rewriting its
   if (std::system("git --version > /dev/null 2>&1") != 0) return;
   const auto dir = scratch("run_inputs_git");
   const std::string q = "'" + dir.string() + "'";
-  REQUIRE(std::system(("cd " + q + " && git init -q . && git config user.email t@t && git config user.name t && "
+  REQUIRE(std::system(("cd " + q +
+                       " && git init -q . && git config user.email t@t && git config user.name t && "
                        "echo a > f && git add f && git commit -qm a")
                           .c_str()) == 0);
   // A file whose stat data changed: a plain `git status` refreshes and rewrites the index (taking index.lock).
   REQUIRE(std::system(("sleep 1 && touch " + q + "/f").c_str()) == 0);
-  struct stat before {}, after {};
+  struct stat before {
+  }, after{};
   REQUIRE(::stat((dir / ".git" / "index").c_str(), &before) == 0);
   const auto rev = train::git_revision(dir);
   CHECK(rev.size() == 40);  // unchanged content: not dirty
