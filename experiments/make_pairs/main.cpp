@@ -3,13 +3,17 @@
 // split's templates) the base model samples 2 x pairs_per_prompt images (DDIM with the base model's sampling
 // settings), image 2i and 2i+1 form pair i, the oracle rater scores both and a Bradley-Terry label is drawn.
 // Training and validation pairs use disjoint prompt templates and disjoint seeds.
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "spo/config/components.hpp"
+#include "spo/experiment/command_line.hpp"
+#include "spo/io/config.hpp"
 #include "spo/preference/pairs.hpp"
 #include "spo/train/progress.hpp"
 #include "spo/train/run_record.hpp"
@@ -25,43 +29,68 @@ struct SplitSection {
 struct PairsConfig {
   BOOST_HANA_DEFINE_STRUCT(PairsConfig, (std::string, data_dir), (std::string, output_dir),
                            (spo::config::BaseModelSection, base), (spo::config::RaterSection, rater),
-                           (spo::preference::LabelConfig, labels), (std::uint64_t, label_seed),
-                           (SplitSection, train), (SplitSection, validation));
+                           (spo::preference::LabelConfig, labels), (std::uint64_t, label_seed), (SplitSection, train),
+                           (SplitSection, validation));
 };
 
-static void validate(const PairsConfig& c) {
+namespace {
+
+/// Sampling 2 x pairs_per_prompt images of a prompt takes one batch of about 13 MB per 32x32 image.
+constexpr std::int64_t max_pairs_per_prompt = 512;
+
+void validate(const PairsConfig& c) {
   spo::preference::validate(c.labels);
-  for (const auto* s : {&c.train, &c.validation}) {
-    SPO_CHECK(!s->templates.empty() && s->pairs_per_prompt >= 1, "each split needs templates and pairs_per_prompt >= 1");
-    for (int t : s->templates)
-      SPO_CHECK(t >= 0 && t < static_cast<int>(spo::text::fashion_templates.size()), "template index " << t << " out of range");
+  spo::preference::validate(c.rater.weights);
+  SPO_CONFIG_CHECK(!c.output_dir.empty(), "output_dir", "must not be empty");
+  for (const auto& [key, s] :
+       {std::pair{std::string("train"), &c.train}, std::pair{std::string("validation"), &c.validation}}) {
+    SPO_CONFIG_CHECK(!s->templates.empty(), key + ".templates", "must name at least one prompt template, got []");
+    SPO_CONFIG_CHECK(s->pairs_per_prompt >= 1 && s->pairs_per_prompt <= max_pairs_per_prompt, key + ".pairs_per_prompt",
+                     "must be in [1, " << max_pairs_per_prompt << "], got " << s->pairs_per_prompt);
+    for (std::size_t i = 0; i < s->templates.size(); ++i)
+      SPO_CONFIG_CHECK(s->templates[i] >= 0 && s->templates[i] < static_cast<int>(spo::text::fashion_templates.size()),
+                       key + ".templates[" + std::to_string(i) + "]",
+                       "must be a template index in [0, " << spo::text::fashion_templates.size() - 1 << "], got "
+                                                          << s->templates[i]);
   }
-  for (int a : c.train.templates)
-    for (int b : c.validation.templates)
-      SPO_CHECK(a != b, "template " << a << " is in both splits; the split is by prompt");
-  SPO_CHECK(c.train.seed != c.validation.seed, "the splits need different seeds");
+  for (std::size_t i = 0; i < c.validation.templates.size(); ++i)
+    for (int a : c.train.templates)
+      SPO_CONFIG_CHECK(a != c.validation.templates[i], "validation.templates[" + std::to_string(i) + "]",
+                       "template " << a << " is in train.templates too; the split is by prompt");
+  SPO_CONFIG_CHECK(c.train.seed != c.validation.seed, "validation.seed",
+                   "must differ from train.seed (" << c.train.seed << ")");
 }
 
+}  // namespace
+
 int main(int argc, char** argv) try {
-  if (argc != 2) {
-    std::cerr << "usage: make_pairs <config.json>\n";
-    return 2;
-  }
-  const auto config = spo::io::load_config<PairsConfig>(argv[1]);
-  validate(config);
+  std::string config_path;
+  spo::experiment::ArgumentParser args(
+      "make_pairs",
+      "The preference pairs: for each prompt of a split (every class x the split's templates) the base model samples "
+      "2 x pairs_per_prompt images, the oracle rater scores them and a Bradley-Terry label is drawn per pair. Writes "
+      "train.safetensors and validation.safetensors to the config's output_dir.");
+  args.positional("config.json", "the pairs' config (e.g. configs/preference_pairs.json)", config_path);
+  if (const auto exit_code = args.parse_main(argc, argv)) return *exit_code;
+
+  // Every check and every load that can fail comes before the output directory.
+  const auto config = spo::io::load_config<PairsConfig>(config_path);
+  spo::io::in_config_file(config_path, [&] { validate(config); });
+  auto base = spo::config::load_base_model<Model>(config.base);
+  auto ddim =
+      spo::config::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(base.config.schedule);
+  ddim.set_timesteps(base.config.sampling.num_inference_steps);
+  auto rater = spo::io::in_config_file(config_path, [&] {
+    return spo::config::load_oracle_rater<float>(config.rater, config.data_dir, base.config.resolution);
+  });
+  const std::int64_t res = base.config.resolution;
   const std::filesystem::path out = config.output_dir;
   std::filesystem::create_directories(out);
   spo::train::write_run_record(out, "make_pairs", spo::io::to_json(config), config.train.seed, SPO_SOURCE_DIR, 0);
 
-  auto base = spo::config::load_base_model<Model>(config.base);
-  auto ddim = spo::config::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(base.config.schedule);
-  ddim.set_timesteps(base.config.sampling.num_inference_steps);
-  auto rater = spo::config::load_oracle_rater<float>(config.rater, config.data_dir, base.config.resolution);
-  const std::int64_t res = base.config.resolution;
-
   spo::Generator label_gen{config.label_seed, 0};
-  for (const auto& [name, split] : {std::pair{std::string("train"), config.train},
-                                    std::pair{std::string("validation"), config.validation}}) {
+  for (const auto& [name, split] :
+       {std::pair{std::string("train"), config.train}, std::pair{std::string("validation"), config.validation}}) {
     spo::preference::PreferencePairs pairs;
     pairs.split = name;
     const std::int64_t per = split.pairs_per_prompt;
@@ -98,10 +127,14 @@ int main(int argc, char** argv) try {
         at += per;
         progress.update(at);
       }
-    pairs.generation = {{"base", spo::io::to_json(config.base)}, {"sampling", spo::io::to_json(base.config.sampling)},
-                        {"rater", spo::io::to_json(config.rater)}, {"labels", spo::io::to_json(config.labels)},
-                        {"label_seed", config.label_seed}, {"templates", split.templates},
-                        {"pairs_per_prompt", per}, {"seed", split.seed}};
+    pairs.generation = {{"base", spo::io::to_json(config.base)},
+                        {"sampling", spo::io::to_json(base.config.sampling)},
+                        {"rater", spo::io::to_json(config.rater)},
+                        {"labels", spo::io::to_json(config.labels)},
+                        {"label_seed", config.label_seed},
+                        {"templates", split.templates},
+                        {"pairs_per_prompt", per},
+                        {"seed", split.seed}};
     spo::preference::save_pairs(out / (name + ".safetensors"), pairs);
     // Summary: reward spread and label statistics.
     double gap = 0, agree = 0;
@@ -116,9 +149,10 @@ int main(int argc, char** argv) try {
       ++counted;
       agree += (pairs.reward_a[k] > pairs.reward_b[k]) == (pairs.labels[k] == spo::preference::label_a);
     }
-    std::printf("%s: %lld pairs, mean |r_a - r_b| %.4f, ties %lld (%.1f%%), labels agreeing with the reward order %.1f%%\n",
-                name.c_str(), static_cast<long long>(n), gap / static_cast<double>(n), static_cast<long long>(ties),
-                100.0 * static_cast<double>(ties) / static_cast<double>(n), 100.0 * agree / static_cast<double>(counted));
+    std::printf(
+        "%s: %lld pairs, mean |r_a - r_b| %.4f, ties %lld (%.1f%%), labels agreeing with the reward order %.1f%%\n",
+        name.c_str(), static_cast<long long>(n), gap / static_cast<double>(n), static_cast<long long>(ties),
+        100.0 * static_cast<double>(ties) / static_cast<double>(n), 100.0 * agree / static_cast<double>(counted));
   }
   return 0;
 } catch (const std::exception& e) {

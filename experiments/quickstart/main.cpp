@@ -6,9 +6,10 @@
 /// the parameters the model visits. Usage: quickstart [steps] [learning_rate]
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
+#include <exception>
 #include <numbers>
 
+#include "spo/experiment/command_line.hpp"
 #include "spo/spo.hpp"
 
 namespace {
@@ -31,9 +32,17 @@ double mse_loss(const spo::Tensor<float>& y, const spo::Tensor<float>& target, s
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const int steps = argc > 1 ? std::atoi(argv[1]) : 1000;
-  const double learning_rate = argc > 2 ? std::atof(argv[2]) : 1e-2;
+int main(int argc, char** argv) try {
+  int steps = 1000;
+  double learning_rate = 1e-2;
+  spo::experiment::ArgumentParser args("quickstart",
+                                       "Fits a 1-32-1 SiLU MLP to sin(x) on [-pi, pi] with full-batch AdamW; exits 0 "
+                                       "when the loss fell.");
+  args.positional("steps", "optimizer steps", steps, 1, 1000000)
+      .optional()
+      .positional("learning_rate", "the AdamW learning rate", learning_rate, 1e-9, 1.0)
+      .optional();
+  if (const auto exit_code = args.parse_main(argc, argv)) return *exit_code;
   constexpr std::int64_t samples = 256, hidden = 32;
   constexpr double pi = std::numbers::pi;
 
@@ -67,4 +76,7 @@ int main(int argc, char** argv) {
   }
   std::printf("quickstart: mse %.6f -> %.6f\n", first_loss, loss);
   return loss < first_loss ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "quickstart: error: %s\n", e.what());
+  return 1;
 }

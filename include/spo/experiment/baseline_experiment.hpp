@@ -100,7 +100,7 @@ template <class Config, class MakeTrainer>
 int run_baseline_experiment(int argc, char** argv, const char* source_dir, const std::string& method,
                             MakeTrainer&& make_trainer) try {
   const auto cli = parse_command_line(argc, argv, "rounds");
-  if (!cli) return 2;
+  if (!cli) return cli.exit_code;
   const auto config = load_run_config<Config>(*cli);
   const auto base_config = io::in_config_file(cli->config, [&] { return validate(config); });
   check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");

@@ -54,6 +54,10 @@ concept Number = (std::integral<T> && !std::same_as<T, bool>) || std::floating_p
 template <class T>
 concept Target = Number<typename element<T>::type> || std::same_as<typename element<T>::type, std::string>;
 
+/// A Target holding numbers.
+template <class T>
+concept NumberTarget = Number<typename element<T>::type>;
+
 /// The shortest decimal text that reads back as v.
 template <Number T>
 std::string format_number(T v) {
@@ -111,8 +115,8 @@ inline std::size_t edit_distance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
-/// `text` broken into lines of at most `width` columns (longer words stay whole); every line but the first starts
-/// with `indent` spaces, the first continues after `first_column` columns already used.
+/// `text` broken into lines of at most `width` columns at spaces outside brackets (longer words stay whole); every
+/// line but the first starts with `indent` spaces, the first continues after `first_column` columns already used.
 inline std::string wrap(std::string_view text, std::size_t width, std::size_t indent, std::size_t first_column) {
   std::string out;
   std::size_t column = first_column;
@@ -120,7 +124,7 @@ inline std::string wrap(std::string_view text, std::size_t width, std::size_t in
   std::size_t i = 0;
   while (i < text.size()) {
     if (text[i] == '\n') {
-      out += '\n' + std::string(indent, ' ');
+      out.append(1, '\n').append(indent, ' ');
       column = indent;
       line_empty = true;
       ++i;
@@ -131,10 +135,12 @@ inline std::string wrap(std::string_view text, std::size_t width, std::size_t in
       continue;
     }
     std::size_t j = i;
-    while (j < text.size() && text[j] != ' ' && text[j] != '\n') ++j;
+    int brackets = 0;  // "[0, 100]" stays on one line
+    for (; j < text.size() && (text[j] != ' ' || brackets > 0) && text[j] != '\n'; ++j)
+      brackets += text[j] == '[' ? 1 : text[j] == ']' ? -1 : 0;
     const std::string_view word = text.substr(i, j - i);
     if (!line_empty && column + 1 + word.size() > width) {
-      out += '\n' + std::string(indent, ' ');
+      out.append(1, '\n').append(indent, ' ');
       column = indent;
       line_empty = true;
     }
@@ -189,7 +195,8 @@ class ArgumentParser {
  public:
   enum class Outcome { run, help };
 
-  ArgumentParser(std::string program, std::string summary) : program_(std::move(program)), summary_(std::move(summary)) {}
+  ArgumentParser(std::string program, std::string summary)
+      : program_(std::move(program)), summary_(std::move(summary)) {}
 
   const std::string& program() const { return program_; }
 
@@ -202,8 +209,7 @@ class ArgumentParser {
   }
 
   /// An option with a value of the target's type (any value of it; numbers finite).
-  template <class T>
-    requires detail::command_line::Target<T>
+  template <detail::command_line::Target T>
   ArgumentParser& option(std::string name, std::string metavar, std::string help, T& target) {
     using E = typename detail::command_line::element<T>::type;
     Item& item = add_option(std::move(name), std::move(metavar), std::move(help));
@@ -216,10 +222,8 @@ class ArgumentParser {
   }
 
   /// An option with a number in [min, max].
-  template <class T, class B>
-    requires detail::command_line::Target<T> && detail::command_line::Number<typename detail::command_line::element<T>::type> &&
-             detail::command_line::Number<B>
-  ArgumentParser& option(std::string name, std::string metavar, std::string help, T& target, B min, B max) {
+  template <detail::command_line::NumberTarget T, detail::command_line::Number Lo, detail::command_line::Number Hi>
+  ArgumentParser& option(std::string name, std::string metavar, std::string help, T& target, Lo min, Hi max) {
     Item& item = add_option(std::move(name), std::move(metavar), std::move(help));
     bind(item, target, checked_bound<T>(min), checked_bound<T>(max));
     return *this;
@@ -227,8 +231,7 @@ class ArgumentParser {
 
   /// The next positional: required unless the target is std::optional or optional() follows; a std::vector target
   /// takes every remaining positional (at least one unless optional()).
-  template <class T>
-    requires detail::command_line::Target<T>
+  template <detail::command_line::Target T>
   ArgumentParser& positional(std::string name, std::string help, T& target) {
     using E = typename detail::command_line::element<T>::type;
     Item& item = add_positional(std::move(name), std::move(help));
@@ -241,10 +244,8 @@ class ArgumentParser {
   }
 
   /// The next positional, a number in [min, max].
-  template <class T, class B>
-    requires detail::command_line::Target<T> && detail::command_line::Number<typename detail::command_line::element<T>::type> &&
-             detail::command_line::Number<B>
-  ArgumentParser& positional(std::string name, std::string help, T& target, B min, B max) {
+  template <detail::command_line::NumberTarget T, detail::command_line::Number Lo, detail::command_line::Number Hi>
+  ArgumentParser& positional(std::string name, std::string help, T& target, Lo min, Hi max) {
     Item& item = add_positional(std::move(name), std::move(help));
     bind(item, target, checked_bound<T>(min), checked_bound<T>(max));
     return *this;
@@ -274,6 +275,12 @@ class ArgumentParser {
 
   /// Parses the arguments after the program name.
   Outcome parse(std::span<const std::string> args) {
+    bool optional_seen = false;
+    for (const auto& item : items_) {
+      if (!item.positional) continue;
+      SPO_CHECK(!(optional_seen && item.required), "required positional <" << item.name << "> follows an optional one");
+      optional_seen = optional_seen || !item.required;
+    }
     for (const auto& a : args) {
       if (a == "--") break;
       if (a == "--help" || a == "-h") return Outcome::help;
@@ -308,7 +315,8 @@ class ArgumentParser {
           item.last = value;
         }
         ++item.count;
-      } else if (!options_ended && a.size() > 1 && a[0] == '-' && !(std::isdigit(static_cast<unsigned char>(a[1])) || a[1] == '.')) {
+      } else if (!options_ended && a.size() > 1 && a[0] == '-' &&
+                 !(std::isdigit(static_cast<unsigned char>(a[1])) || a[1] == '.')) {
         throw input_error("unknown option '" + a + "'" + suggestion(a));
       } else {
         while (next_positional < items_.size() && !items_[next_positional].positional) ++next_positional;
@@ -371,7 +379,8 @@ class ArgumentParser {
   /// usage(), the summary, and one line per positional and option with its help and notes.
   std::string help() const {
     namespace cl = detail::command_line;
-    std::string out = usage() + "\n" + cl::wrap(summary_, width, 0, 0) + "\n";
+    std::string out = usage();
+    if (!summary_.empty()) out.append("\n").append(cl::wrap(summary_, width, 0, 0)).append("\n");
     std::vector<std::pair<std::string, std::string>> positionals, options;
     for (const auto& item : items_) {
       std::vector<std::string> notes;
@@ -383,8 +392,10 @@ class ArgumentParser {
       std::string text = item.help;
       for (std::size_t k = 0; k < notes.size(); ++k) text += (k == 0 ? " (" : "; ") + notes[k];
       if (!notes.empty()) text += ")";
-      if (item.positional) positionals.emplace_back("<" + item.name + ">", text);
-      else options.emplace_back(item.flag ? item.name : item.name + " " + item.metavar, text);
+      if (item.positional)
+        positionals.emplace_back("<" + item.name + ">", text);
+      else
+        options.emplace_back(item.flag ? item.name : item.name + " " + item.metavar, text);
     }
     options.emplace_back("-h, --help", "print this help and exit");
     std::size_t column = 0;
@@ -393,11 +404,13 @@ class ArgumentParser {
     column = std::min<std::size_t>(column, 28) + 4;
     auto table = [&](const char* title, const std::vector<std::pair<std::string, std::string>>& rows) {
       if (rows.empty()) return;
-      out += std::string("\n") + title + ":\n";
+      out.append("\n").append(title).append(":\n");
       for (const auto& [left, text] : rows) {
         std::string line = "  " + left;
-        if (line.size() + 2 > column) line += "\n" + std::string(column, ' ');
-        else line += std::string(column - line.size(), ' ');
+        if (line.size() + 2 > column)
+          line.append(1, '\n').append(column, ' ');
+        else
+          line.append(column - line.size(), ' ');
         out += line + cl::wrap(text, width, column, column) + "\n";
       }
     };
@@ -424,7 +437,8 @@ class ArgumentParser {
   Item& add_option(std::string name, std::string metavar, std::string help) {
     SPO_CHECK(name.size() > 2 && name.starts_with("--") && name.find('=') == std::string::npos && name != "--help",
               "option name \"" << name << "\"");
-    for (const auto& item : items_) SPO_CHECK(item.positional || item.name != name, "option " << name << " declared twice");
+    for (const auto& item : items_)
+      SPO_CHECK(item.positional || item.name != name, "option " << name << " declared twice");
     Item item;
     item.name = std::move(name);
     item.metavar = std::move(metavar);
@@ -435,8 +449,7 @@ class ArgumentParser {
 
   Item& add_positional(std::string name, std::string help) {
     for (const auto& item : items_)
-      SPO_CHECK(!item.positional || (item.required && !item.repeated),
-                "positional <" << name << "> follows an optional or repeated positional");
+      SPO_CHECK(!item.positional || !item.repeated, "positional <" << name << "> follows a repeated positional");
     Item item;
     item.name = std::move(name);
     item.help = std::move(help);
@@ -467,7 +480,8 @@ class ArgumentParser {
     if constexpr (cl::Number<V>) {
       SPO_CHECK(min <= max, "empty range of " << item.name);
       range = cl::describe_range<V>(min, max);
-      if constexpr (!cl::element<T>::optional && !cl::element<T>::repeated) item.default_value = cl::format_number(target);
+      if constexpr (!cl::element<T>::optional && !cl::element<T>::repeated)
+        item.default_value = cl::format_number(target);
     } else if constexpr (!cl::element<T>::optional && !cl::element<T>::repeated) {
       if (!target.empty()) item.default_value = "\"" + target + "\"";
     }
@@ -514,6 +528,31 @@ class ArgumentParser {
   std::vector<std::function<void()>> checks_;
 };
 
+/// A `name=path` argument, e.g. evaluate's `seed1=runs/spo/seed1/lora.safetensors`: the name labels what the file
+/// produces (a results key, samples_<name>.png).
+struct NamedFile {
+  std::string name;
+  std::filesystem::path path;
+};
+
+/// Parses `name=path`; throws spo::input_error naming the argument unless the name is letters, digits, '_', '-' and
+/// '.' (at least one) and the path names an existing regular file.
+inline NamedFile parse_named_file(const std::string& argument) {
+  const auto eq = argument.find('=');
+  SPO_EXPECT(eq != std::string::npos, "'" << argument << "': expected name=file");
+  NamedFile f{argument.substr(0, eq), argument.substr(eq + 1)};
+  SPO_EXPECT(!f.name.empty(), "'" << argument << "': the name before '=' is empty");
+  SPO_EXPECT(
+      std::ranges::all_of(
+          f.name,
+          [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.'; }),
+      "'" << argument << "': the name '" << f.name << "' may hold letters, digits, '_', '-' and '.' only");
+  SPO_EXPECT(!f.path.empty(), "'" << argument << "': the file after '=' is empty");
+  std::error_code ec;
+  SPO_EXPECT(std::filesystem::is_regular_file(f.path, ec), "'" << argument << "': file not found: " << f.path.string());
+  return f;
+}
+
 /// The command line of the training experiments (SPO, its ablations, the baselines, the preference models and the
 /// base model).
 struct CommandLine {
@@ -540,8 +579,9 @@ struct ParsedCommandLine {
 /// The parser of `<program> <config.json> [--resume] [--<length_flag> N] [--seed N] [--output DIR]
 /// [--allow-<length_flag>-change]` filling `c`.
 inline ArgumentParser command_line_parser(const std::string& program, const std::string& length_flag, CommandLine& c) {
-  ArgumentParser p(program, "Runs the experiment configured by <config.json>; the options override the config's run length (train." +
-                                length_flag + "), seed and output_dir.");
+  ArgumentParser p(
+      program, "Runs the experiment configured by <config.json>; the options override the config's run length (train." +
+                   length_flag + "), seed and output_dir.");
   p.positional("config.json", "the experiment's config", c.config)
       .flag("--resume", "continue from <output_dir>/checkpoint.safetensors when it exists", c.resume)
       .option("--" + length_flag, "N", "the run length: overrides train." + length_flag, c.length, 1,
@@ -553,7 +593,8 @@ inline ArgumentParser command_line_parser(const std::string& program, const std:
                 " differs from the resumed run's (every other key must match)",
             c.allow_length_change)
       .check([&c, length_flag] {
-        SPO_EXPECT(!c.allow_length_change || c.resume, "--allow-" << length_flag << "-change: applies to --resume only");
+        SPO_EXPECT(!c.allow_length_change || c.resume,
+                   "--allow-" << length_flag << "-change: applies to --resume only");
       });
   return p;
 }

@@ -29,7 +29,7 @@ int run_spm_experiment(int argc, char** argv, const char* source_dir) try {
   using Model = model::FashionModel<float>;
   const std::string program = fs::path(argv[0]).filename().string();
   const auto cli = parse_command_line(argc, argv, "steps");
-  if (!cli) return 2;
+  if (!cli) return cli.exit_code;
   auto config = io::load_config<spm::SpmConfig>(cli->config);
   if (cli->length) config.train.steps = *cli->length;
   if (cli->seed) config.seed = *cli->seed;

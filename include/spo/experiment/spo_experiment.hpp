@@ -417,7 +417,7 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
 template <class E>
 int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
   const auto cli = parse_command_line(argc, argv, "rounds");
-  if (!cli) return 2;
+  if (!cli) return cli.exit_code;
   const auto config = load_run_config<SpoConfig>(*cli);
   const auto base_config = io::in_config_file(cli->config, [&] { return validate<E>(config); });
   check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");
