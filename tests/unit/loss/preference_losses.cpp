@@ -402,7 +402,7 @@ TEST_CASE("invalid options and inputs are errors that name the values") {
   }
   CHECK(message([&] {
           validate(SpoLossOptions{10.0, 1.5});
-        }).find("clip_eps must lie in (0, 1), got 1.5") != std::string::npos);
+        }).find("loss.clip_eps: must lie in (0, 1), got 1.5") != std::string::npos);
   CHECK(message([&] { spo_loss(a, a, two, a, spo_sd15_loss_options); }).find("lp_w has 3 items but lp_l has 2") !=
         std::string::npos);
   CHECK(message([&] { spo_loss(a, a, a, nan, spo_sd15_loss_options); }).find("lp_l_ref[1] = nan is not finite") !=
@@ -436,7 +436,7 @@ TEST_CASE("invalid options and inputs are errors that name the values") {
   CHECK_THROWS_AS(PerPromptStatTracker({0, 0}), spo::error);
   CHECK(message([&] {
           PerPromptStatTracker({4, 5});
-        }).find("min_count must lie in [0, buffer_size = 4], got 5") != std::string::npos);
+        }).find("stat_tracker.min_count: must lie in [0, buffer_size = 4], got 5") != std::string::npos);
   PerPromptStatTracker t({4, 2});
   const std::vector<std::string> prompts{"a", "b", "a"};
   CHECK(message([&] { t.update(prompts, two); }).find("3 prompts but 2 rewards") != std::string::npos);

@@ -106,16 +106,16 @@ TEST_CASE("resampler: threshold, timestep range and continuation policies") {
 TEST_CASE("resampler: invalid options are clear errors before any work") {
   using resampler::ResamplerOptions;
   CHECK_THROWS_WITH_AS(resampler::validate(ResamplerOptions{1, 1, 0.3, 2.0, 1.0, 0, 1000}, 20),
-                       doctest::Contains("k (children per step) must be >= 2"), spo::error);
+                       doctest::Contains("resampler.k: (children per step) must be >= 2, got 1"), spo::error);
   CHECK_THROWS_WITH_AS(resampler::validate(ResamplerOptions{4, 20, 0.3, 2.0, 1.0, 0, 1000}, 20),
-                       doctest::Contains("divert_start_step must be in [0, 20)"), spo::error);
+                       doctest::Contains("resampler.divert_start_step: must be in [0, 20)"), spo::error);
   CHECK_THROWS_WITH_AS(resampler::validate(ResamplerOptions{4, 4, 1.0, 2.0, 1.0, 0, 1000}, 20),
-                       doctest::Contains("threshold must be in [0, 1)"), spo::error);
+                       doctest::Contains("resampler.threshold: must be in [0, 1)"), spo::error);
   CHECK_THROWS_WITH_AS(resampler::validate(ResamplerOptions{4, 4, -0.1, 2.0, 1.0, 0, 1000}, 20),
-                       doctest::Contains("threshold must be in [0, 1)"), spo::error);
+                       doctest::Contains("resampler.threshold: must be in [0, 1)"), spo::error);
   CHECK_THROWS_WITH_AS(resampler::validate(ResamplerOptions{4, 4, 0.3, 2.0, 0.0, 0, 1000}, 20),
-                       doctest::Contains("eta must be > 0"), spo::error);
+                       doctest::Contains("resampler.eta: must be finite and > 0"), spo::error);
   CHECK_THROWS_WITH_AS(resampler::validate(ResamplerOptions{4, 4, 0.3, 2.0, 1.0, 500, 100}, 20),
-                       doctest::Contains("t_min <= t_max"), spo::error);
+                       doctest::Contains("resampler.t_max: must be >= t_min = 500, got 100"), spo::error);
   CHECK_NOTHROW(resampler::validate(ResamplerOptions{4, 4, 0.3, 5.0, 1.0, 0, 1000}, 20));
 }

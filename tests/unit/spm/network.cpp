@@ -527,7 +527,7 @@ TEST_CASE("Shape errors name the shapes") {
                        doctest::Contains("gradient shape [3] does not match scores shape [2]"), error);
   using Plain = spm::ImageEncoder<double, spm::Unconditioned>;
   CHECK_THROWS_WITH_AS(Plain(spm::ImageEncoderConfig{30, 1, 4, 8, 1, 2, 4}),
-                       doctest::Contains("resolution 30 is not a multiple of patch_size 4"), error);
+                       doctest::Contains("network.image.patch_size: 4 does not divide resolution 30"), error);
 
   spm::AdaLNBlock<double, spm::StepConditioned> block(8, 2);
   CHECK_THROWS_WITH_AS(block.forward(Tensor<double>(Shape{2, 3, 8}), Tensor<double>(Shape{2, 4})),

@@ -124,7 +124,7 @@ TEST_CASE("Diffusion-DPO config: the committed config is valid; unknown keys and
   CHECK_THROWS_WITH_AS(experiment::validate(c), doctest::Contains("steps_per_round"), spo::error);
   c = load();
   c.pairs = "no/such/pairs.safetensors";
-  CHECK_THROWS_WITH_AS(experiment::validate(c), doctest::Contains("file not found"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate(c), doctest::Contains("pairs: no such file: \"no/such/pairs.safetensors\""), spo::error);
   auto j = io::parse_json(io::read_file_text(in_source(file)), "diffusion_dpo.json");
   j["train"]["stepz"] = 4;
   CHECK_THROWS_WITH_AS(io::from_json<experiment::DiffusionDpoConfig>(j, "diffusion_dpo.json"),
