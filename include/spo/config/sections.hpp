@@ -45,14 +45,17 @@ inline void validate(const UNetSection& s) {
                    "has " << s.attention.size() << " entries for " << s.block_out_channels.size() << " levels");
   SPO_CONFIG_CHECK(s.layers_per_block >= 1, "unet.layers_per_block", "must be >= 1, got " << s.layers_per_block);
   SPO_CONFIG_CHECK(s.attention_heads >= 1, "unet.attention_heads", "must be >= 1, got " << s.attention_heads);
-  SPO_CONFIG_CHECK(s.cross_attention_dim >= 1, "unet.cross_attention_dim", "must be >= 1, got " << s.cross_attention_dim);
+  SPO_CONFIG_CHECK(s.cross_attention_dim >= 1, "unet.cross_attention_dim",
+                   "must be >= 1, got " << s.cross_attention_dim);
   SPO_CONFIG_CHECK(s.norm_num_groups >= 1, "unet.norm_num_groups", "must be >= 1, got " << s.norm_num_groups);
   for (std::size_t i = 0; i < s.block_out_channels.size(); ++i) {
     const auto c = s.block_out_channels[i];
     const std::string key = "unet.block_out_channels[" + std::to_string(i) + "]";
     SPO_CONFIG_CHECK(c >= 1, key, "must be >= 1, got " << c);
-    SPO_CONFIG_CHECK(c % s.norm_num_groups == 0, key, c << " is not divisible by norm_num_groups " << s.norm_num_groups);
-    SPO_CONFIG_CHECK(c % s.attention_heads == 0, key, c << " is not divisible by attention_heads " << s.attention_heads);
+    SPO_CONFIG_CHECK(c % s.norm_num_groups == 0, key,
+                     c << " is not divisible by norm_num_groups " << s.norm_num_groups);
+    SPO_CONFIG_CHECK(c % s.attention_heads == 0, key,
+                     c << " is not divisible by attention_heads " << s.attention_heads);
   }
 }
 
@@ -83,7 +86,8 @@ diffusion::Ddim<S, P> make_scheduler(const ScheduleSection& s) {
                    "must lie in (0, 1), got " << s.beta_start);
   SPO_CONFIG_CHECK(std::isfinite(s.beta_end) && s.beta_end > s.beta_start && s.beta_end < 1, "schedule.beta_end",
                    "must lie in (beta_start = " << s.beta_start << ", 1), got " << s.beta_end);
-  SPO_CONFIG_CHECK(s.num_train_timesteps >= 2, "schedule.num_train_timesteps", "must be >= 2, got " << s.num_train_timesteps);
+  SPO_CONFIG_CHECK(s.num_train_timesteps >= 2, "schedule.num_train_timesteps",
+                   "must be >= 2, got " << s.num_train_timesteps);
   SPO_CONFIG_CHECK(s.steps_offset >= 0, "schedule.steps_offset", "must be >= 0, got " << s.steps_offset);
   try {
     (void)diffusion::parse_timestep_spacing(s.timestep_spacing);
@@ -103,10 +107,9 @@ diffusion::Ddim<S, P> make_scheduler(const ScheduleSection& s) {
 }
 
 inline void validate(const SamplingSection& s, int num_train_timesteps) {
-  SPO_CONFIG_CHECK(s.num_inference_steps >= 1 && s.num_inference_steps <= num_train_timesteps,
-                   "sampling.num_inference_steps",
-                   "must be in [1, " << num_train_timesteps << "] (schedule.num_train_timesteps), got "
-                                     << s.num_inference_steps);
+  SPO_CONFIG_CHECK(
+      s.num_inference_steps >= 1 && s.num_inference_steps <= num_train_timesteps, "sampling.num_inference_steps",
+      "must be in [1, " << num_train_timesteps << "] (schedule.num_train_timesteps), got " << s.num_inference_steps);
   SPO_CONFIG_CHECK(std::isfinite(s.guidance_scale) && s.guidance_scale >= 0, "sampling.guidance_scale",
                    "must be finite and >= 0, got " << s.guidance_scale);
   SPO_CONFIG_CHECK(std::isfinite(s.eta) && s.eta >= 0, "sampling.eta", "must be finite and >= 0, got " << s.eta);

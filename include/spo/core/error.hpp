@@ -52,24 +52,24 @@ namespace detail {
 
 /// SPO_CHECK(cond, stream-expression): throws spo::error when cond is false, e.g.
 ///   SPO_CHECK(a.shape() == b.shape(), "shapes " << a.shape() << " and " << b.shape() << " differ");
-#define SPO_CHECK(cond, ...)                                                   \
-  do {                                                                         \
-    if (!(cond)) [[unlikely]] {                                                \
-      std::ostringstream spo_check_os_;                                        \
-      spo_check_os_ << "" __VA_OPT__(<<) __VA_ARGS__;                          \
+#define SPO_CHECK(cond, ...)                                                      \
+  do {                                                                            \
+    if (!(cond)) [[unlikely]] {                                                   \
+      std::ostringstream spo_check_os_;                                           \
+      spo_check_os_ << "" __VA_OPT__(<<) __VA_ARGS__;                             \
       ::spo::detail::throw_check(__FILE__, __LINE__, #cond, spo_check_os_.str()); \
-    }                                                                          \
+    }                                                                             \
   } while (0)
 
 /// SPO_EXPECT(cond, stream-expression): throws spo::input_error with the message alone when cond is false; for
 /// conditions on user input (files, command lines), whose messages must name the input, not the code.
-#define SPO_EXPECT(cond, ...)                                 \
-  do {                                                        \
-    if (!(cond)) [[unlikely]] {                               \
-      std::ostringstream spo_expect_os_;                      \
-      spo_expect_os_ << "" __VA_OPT__(<<) __VA_ARGS__;        \
-      throw ::spo::input_error(spo_expect_os_.str());         \
-    }                                                         \
+#define SPO_EXPECT(cond, ...)                          \
+  do {                                                 \
+    if (!(cond)) [[unlikely]] {                        \
+      std::ostringstream spo_expect_os_;               \
+      spo_expect_os_ << "" __VA_OPT__(<<) __VA_ARGS__; \
+      throw ::spo::input_error(spo_expect_os_.str());  \
+    }                                                  \
   } while (0)
 
 /// SPO_CONFIG_CHECK(cond, key, stream-expression): throws spo::config_error(key, message) when cond is false, e.g.

@@ -98,37 +98,37 @@ class Ddim {
       tr.t_prev = std::clamp<std::int64_t>(tr.t_prev, 0, n_train - 1);
       tr.alpha_prev = schedule_.alpha_cumprod(tr.t_prev);
     } else {
-        tr.alpha_prev = tr.t_prev >= 0 ? schedule_.alpha_cumprod(tr.t_prev) : schedule_.final_alpha_cumprod();
-      }
-      const double variance = (1.0 - tr.alpha_prev) / (1.0 - tr.alpha_t) * (1.0 - tr.alpha_t / tr.alpha_prev);
-      tr.std = eta * std::sqrt(std::max(variance, 0.0));
-      tr.dir = std::sqrt(std::max(1.0 - tr.alpha_prev - tr.std * tr.std, 0.0));
-      return tr;
+      tr.alpha_prev = tr.t_prev >= 0 ? schedule_.alpha_cumprod(tr.t_prev) : schedule_.final_alpha_cumprod();
     }
+    const double variance = (1.0 - tr.alpha_prev) / (1.0 - tr.alpha_t) * (1.0 - tr.alpha_t / tr.alpha_prev);
+    tr.std = eta * std::sqrt(std::max(variance, 0.0));
+    tr.dir = std::sqrt(std::max(1.0 - tr.alpha_prev - tr.std * tr.std, 0.0));
+    return tr;
+  }
 
-    /// Predicted x0 (clipped when clip_sample) and eps from a model output; t per batch element.
-    /// Ref: DDIMScheduler.step steps 3-4; SPO ddim_step_fetch_x0.
-    template <Scalar T, Device D>
-    DdimPrediction<T, D> predict(const Tensor<T, D>& model_output, const Tensor<T, D>& x_t,
-                                 std::span<const std::int64_t> t) const {
-      check_same_shape(model_output.shape(), x_t.shape(), "Ddim::predict (model_output vs x_t)");
-      const auto split = split_batch(x_t, t);
-      const std::int64_t batch = split.first, per = split.second;  // plain variables: lambdas capture them portably
-      DdimPrediction<T, D> p{Tensor<T, D>::uninitialized(x_t.shape()), Tensor<T, D>::uninitialized(x_t.shape())};
-      if constexpr (!D::host_accessible) {
-        std::vector<SampleWeights> w_x0, w_eps;  // x0 = w.a u + w.b x_t, likewise eps
-        for (std::int64_t b = 0; b < batch; ++b) {
-          const double a = schedule_.alpha_cumprod(t[static_cast<std::size_t>(b)]);
-          const X0Eps du = P::interpret(1.0, 0.0, a), dx = P::interpret(0.0, 1.0, a);
-          w_x0.push_back({du.x0, dx.x0});
-          w_eps.push_back({du.eps, dx.eps});
-        }
-        per_sample_affine(model_output.view(), x_t.view(), std::span<const SampleWeights>(w_x0), p.x0.view());
-        per_sample_affine(model_output.view(), x_t.view(), std::span<const SampleWeights>(w_eps), p.eps.view());
-        if (config_.clip_sample)
-          clamp_inplace(p.x0, static_cast<T>(-config_.clip_sample_range), static_cast<T>(config_.clip_sample_range));
-        return p;
-      } else {
+  /// Predicted x0 (clipped when clip_sample) and eps from a model output; t per batch element.
+  /// Ref: DDIMScheduler.step steps 3-4; SPO ddim_step_fetch_x0.
+  template <Scalar T, Device D>
+  DdimPrediction<T, D> predict(const Tensor<T, D>& model_output, const Tensor<T, D>& x_t,
+                               std::span<const std::int64_t> t) const {
+    check_same_shape(model_output.shape(), x_t.shape(), "Ddim::predict (model_output vs x_t)");
+    const auto split = split_batch(x_t, t);
+    const std::int64_t batch = split.first, per = split.second;  // plain variables: lambdas capture them portably
+    DdimPrediction<T, D> p{Tensor<T, D>::uninitialized(x_t.shape()), Tensor<T, D>::uninitialized(x_t.shape())};
+    if constexpr (!D::host_accessible) {
+      std::vector<SampleWeights> w_x0, w_eps;  // x0 = w.a u + w.b x_t, likewise eps
+      for (std::int64_t b = 0; b < batch; ++b) {
+        const double a = schedule_.alpha_cumprod(t[static_cast<std::size_t>(b)]);
+        const X0Eps du = P::interpret(1.0, 0.0, a), dx = P::interpret(0.0, 1.0, a);
+        w_x0.push_back({du.x0, dx.x0});
+        w_eps.push_back({du.eps, dx.eps});
+      }
+      per_sample_affine(model_output.view(), x_t.view(), std::span<const SampleWeights>(w_x0), p.x0.view());
+      per_sample_affine(model_output.view(), x_t.view(), std::span<const SampleWeights>(w_eps), p.eps.view());
+      if (config_.clip_sample)
+        clamp_inplace(p.x0, static_cast<T>(-config_.clip_sample_range), static_cast<T>(config_.clip_sample_range));
+      return p;
+    } else {
       parallel_for(0, batch, [&](std::int64_t b) {
         const double a = schedule_.alpha_cumprod(t[static_cast<std::size_t>(b)]);
         const std::int64_t o = b * per;
@@ -148,7 +148,7 @@ class Ddim {
   Tensor<T, D> mean(const DdimPrediction<T, D>& p, std::span<const Transition> tr) const {
     const std::int64_t batch = p.x0.size(0), per = p.x0.numel() / std::max<std::int64_t>(batch, 1);
     SPO_CHECK(static_cast<std::int64_t>(tr.size()) == batch, tr.size() << " transitions for batch " << batch);
-    auto mu = Tensor<T, D>::uninitialized(p.x0.shape());                    // x0.shape
+    auto mu = Tensor<T, D>::uninitialized(p.x0.shape());  // x0.shape
     if constexpr (!D::host_accessible) {
       std::vector<SampleWeights> w;
       for (const auto& x : tr) w.push_back({std::sqrt(x.alpha_prev), x.dir});
@@ -157,8 +157,7 @@ class Ddim {
     } else {
       parallel_for(0, batch, [&](std::int64_t b) {
         const double ca = std::sqrt(tr[b].alpha_prev), cd = tr[b].dir;
-        for (std::int64_t i = b * per; i < (b + 1) * per; ++i)
-          mu[i] = static_cast<T>(ca * p.x0[i] + cd * p.eps[i]);
+        for (std::int64_t i = b * per; i < (b + 1) * per; ++i) mu[i] = static_cast<T>(ca * p.x0[i] + cd * p.eps[i]);
       });
       return mu;
     }
@@ -173,7 +172,7 @@ class Ddim {
     std::vector<std::int64_t> ts(static_cast<std::size_t>(batch), t);
     auto pred = predict(model_output, x_t, ts);
     std::vector<Transition> tr(static_cast<std::size_t>(batch), transition(t, eta, PrevTimestepRule::diffusers));
-    auto prev = mean(pred, tr);                                               // x_t.shape
+    auto prev = mean(pred, tr);  // x_t.shape
     if (eta > 0.0) {
       Tensor<T, D> z;
       if (variance_noise) {
@@ -204,12 +203,12 @@ class Ddim {
     Shape s;
     s.push_back(k);
     for (auto d : mu.shape()) s.push_back(d);
-    auto children = random_normal<T, D>(s, gen);                               // [k, B, ...]
+    auto children = random_normal<T, D>(s, gen);  // [k, B, ...]
     if constexpr (!D::host_accessible) {
       std::vector<SampleWeights> w;
       for (const auto& x : tr) w.push_back({1.0, x.std});
       for (int c = 0; c < k; ++c) {
-        auto z = children.view().slice(c, 1).reshaped(mu.shape());              // [B, ...]
+        auto z = children.view().slice(c, 1).reshaped(mu.shape());  // [B, ...]
         per_sample_affine(mu.view(), TensorView<const T, D>(z), std::span<const SampleWeights>(w), z);
       }
       return children;
@@ -231,14 +230,14 @@ class Ddim {
     check_same_shape(x_prev.shape(), x_t.shape(), "Ddim::log_prob (x_prev vs x_t)");
     SPO_CHECK(eta > 0.0, "Ddim::log_prob needs eta > 0 (std = 0 makes the density degenerate), got " << eta);
     const auto tr = transitions(t, eta);
-    const auto mu = mean(predict(model_output, x_t, t), tr);                  // x_t.shape
+    const auto mu = mean(predict(model_output, x_t, t), tr);  // x_t.shape
     if constexpr (!D::host_accessible) {
       std::vector<double> sd;
       for (const auto& x : tr) sd.push_back(x.std);
-      return gaussian_log_prob(x_prev, mu, std::span<const double>(sd));      // [B]
+      return gaussian_log_prob(x_prev, mu, std::span<const double>(sd));  // [B]
     } else {
       const std::int64_t batch = x_t.size(0), per = x_t.numel() / batch;
-      Tensor<T, cpu> lp(Shape{batch});                                          // [B]
+      Tensor<T, cpu> lp(Shape{batch});  // [B]
       constexpr double log_sqrt_2pi = 0.91893853320467274178;
       for (std::int64_t b = 0; b < batch; ++b) {
         const double sd = tr[b].std, inv2var = 1.0 / (2.0 * sd * sd);
@@ -264,12 +263,15 @@ class Ddim {
     const auto pred = predict(model_output, x_t, t);
     const auto mu = mean(pred, tr);
     const std::int64_t batch = x_t.size(0), per = x_t.numel() / batch;
-    SPO_CHECK(grad_log_prob.numel() == batch, "log_prob_backward: " << grad_log_prob.shape() << " gradient for batch " << batch);
+    SPO_CHECK(grad_log_prob.numel() == batch,
+              "log_prob_backward: " << grad_log_prob.shape() << " gradient for batch " << batch);
     if constexpr (!D::host_accessible) {
-      // grad_b = c_b (x_prev_b - mu_b) with c_b = g_b dmu_b / (std_b^2 CHW), dmu_b = sqrt(abar_prev) dx0/du + dir deps/du
-      SPO_CHECK(!config_.clip_sample, "Ddim::log_prob_backward on a device: clip_sample makes d x0 / d u depend on "
-                                      "each element; it is implemented on the CPU only");
-      const auto g = transfer<cpu>(grad_log_prob);                            // [B]
+      // grad_b = c_b (x_prev_b - mu_b) with c_b = g_b dmu_b / (std_b^2 CHW), dmu_b = sqrt(abar_prev) dx0/du + dir
+      // deps/du
+      SPO_CHECK(!config_.clip_sample,
+                "Ddim::log_prob_backward on a device: clip_sample makes d x0 / d u depend on "
+                "each element; it is implemented on the CPU only");
+      const auto g = transfer<cpu>(grad_log_prob);  // [B]
       std::vector<SampleWeights> w;
       for (std::int64_t b = 0; b < batch; ++b) {
         const X0Eps jac = P::jacobian(tr[b].alpha_t);
@@ -277,11 +279,11 @@ class Ddim {
         const double c = static_cast<double>(g[b]) * dmu / (tr[b].std * tr[b].std * static_cast<double>(per));
         w.push_back({c, -c});
       }
-      auto grad = Tensor<T, D>::uninitialized(x_t.shape());                  // model_output.shape
+      auto grad = Tensor<T, D>::uninitialized(x_t.shape());  // model_output.shape
       per_sample_affine(x_prev.view(), mu.view(), std::span<const SampleWeights>(w), grad.view());
       return grad;
     } else {
-      auto grad = Tensor<T, cpu>::uninitialized(x_t.shape());                  // model_output.shape
+      auto grad = Tensor<T, cpu>::uninitialized(x_t.shape());  // model_output.shape
       parallel_for(0, batch, [&](std::int64_t b) {
         const X0Eps jac = P::jacobian(tr[b].alpha_t);
         const double ca = std::sqrt(tr[b].alpha_prev), cd = tr[b].dir;
@@ -319,14 +321,15 @@ class Ddim {
 template <Scalar T, Device D>
 Tensor<T, D> guide(const Tensor<T, D>& eps_uncond, const Tensor<T, D>& eps_cond, double g) {
   check_same_shape(eps_uncond.shape(), eps_cond.shape(), "classifier-free guidance");
-  auto out = Tensor<T, D>::uninitialized(eps_cond.shape());               // eps_cond.shape
+  auto out = Tensor<T, D>::uninitialized(eps_cond.shape());  // eps_cond.shape
   if constexpr (!D::host_accessible) {
     const Shape flat{1, out.numel()};
     const SampleWeights w{1.0 - g, g};
     per_sample_affine(eps_uncond.view().reshaped(flat), eps_cond.view().reshaped(flat),
                       std::span<const SampleWeights>(&w, 1), out.view().reshaped(flat));
   } else {
-    as_array(out.view()) = as_array(eps_uncond.view()) + static_cast<T>(g) * (as_array(eps_cond.view()) - as_array(eps_uncond.view()));
+    as_array(out.view()) =
+        as_array(eps_uncond.view()) + static_cast<T>(g) * (as_array(eps_cond.view()) - as_array(eps_uncond.view()));
   }
   return out;
 }

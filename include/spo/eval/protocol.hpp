@@ -7,19 +7,19 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
-#include <numeric>
 #include <filesystem>
+#include <numeric>
 #include <span>
 #include <string>
 #include <vector>
 
 #include <boost/hana/define_struct.hpp>
 
+#include "spo/config/components.hpp"
 #include "spo/core/rng.hpp"
 #include "spo/data/fashion_mnist.hpp"
 #include "spo/eval/frechet.hpp"
 #include "spo/eval/statistics.hpp"
-#include "spo/config/components.hpp"
 #include "spo/judge/training.hpp"
 #include "spo/preference/rater.hpp"
 #include "spo/tensor/transfer.hpp"
@@ -32,9 +32,8 @@ namespace spo::eval {
 /// training (for metric-vs-time curves; 0 rounds: none).
 struct EvalSection {
   BOOST_HANA_DEFINE_STRUCT(EvalSection, (std::vector<int>, templates), (std::int64_t, seeds_per_prompt),
-                           (std::uint64_t, seed), (config::JudgeSection, held_out_judge),
-                           (std::int64_t, real_images), (std::int64_t, progress_seeds_per_prompt),
-                           (std::int64_t, progress_every_rounds));
+                           (std::uint64_t, seed), (config::JudgeSection, held_out_judge), (std::int64_t, real_images),
+                           (std::int64_t, progress_seeds_per_prompt), (std::int64_t, progress_every_rounds));
 };
 
 inline void validate(const EvalSection& e) {
@@ -84,7 +83,8 @@ Tensor<typename Model::scalar_type, cpu> generate(Model& model, const Scheduler&
 
 /// The held-out judge's penultimate ("pool") features [N, F] of images (clamped to [-1, 1], as displayed).
 template <Scalar T>
-Tensor<double, cpu> judge_pool_features(judge::Classifier<T>& judge, const Tensor<T, cpu>& images, std::int64_t batch = 256) {
+Tensor<double, cpu> judge_pool_features(judge::Classifier<T>& judge, const Tensor<T, cpu>& images,
+                                        std::int64_t batch = 256) {
   const std::int64_t n = images.size(0), per = images.numel() / std::max<std::int64_t>(n, 1);
   Tensor<double, cpu> out;
   std::int64_t f = 0;
@@ -92,12 +92,12 @@ Tensor<double, cpu> judge_pool_features(judge::Classifier<T>& judge, const Tenso
     const std::int64_t m = std::min(batch, n - i);
     Shape s = images.shape();
     s[0] = m;
-    auto x = Tensor<T, cpu>::uninitialized(s);                              // [m, 1, R, R]
+    auto x = Tensor<T, cpu>::uninitialized(s);  // [m, 1, R, R]
     for (std::int64_t j = 0; j < m * per; ++j) x[j] = std::clamp(images[i * per + j], T(-1), T(1));
     const auto o = preference::judge_forward(judge, x);
     f = o.depths.back();
     const std::int64_t all = o.features.size(1), first = all - f;
-    if (out.numel() == 0) out = Tensor<double, cpu>(Shape{n, f});           // [N, F]
+    if (out.numel() == 0) out = Tensor<double, cpu>(Shape{n, f});  // [N, F]
     for (std::int64_t r = 0; r < m; ++r)
       for (std::int64_t k = 0; k < f; ++k) out[(i + r) * f + k] = static_cast<double>(o.features[r * all + first + k]);
   }
@@ -106,24 +106,24 @@ Tensor<double, cpu> judge_pool_features(judge::Classifier<T>& judge, const Tenso
 
 /// Feature statistics of the first `count` real test images under the held-out judge.
 template <Scalar T>
-GaussianStats real_feature_stats(judge::Classifier<T>& judge, const std::filesystem::path& data_dir,
-                                 std::int64_t count, std::int64_t resolution) {
+GaussianStats real_feature_stats(judge::Classifier<T>& judge, const std::filesystem::path& data_dir, std::int64_t count,
+                                 std::int64_t resolution) {
   const auto test = data::load_fashion_mnist(data::Split::test, data_dir);
   SPO_CONFIG_CHECK(count <= test.count, "evaluation.real_images",
                    count << " exceeds the " << test.count << " test images in " << data_dir.string());
   std::vector<std::int64_t> idx(static_cast<std::size_t>(count));
   std::iota(idx.begin(), idx.end(), 0);
-  const auto x = data::to_tensor<T>(test, idx, resolution);                  // [count, 1, R, R]
+  const auto x = data::to_tensor<T>(test, idx, resolution);  // [count, 1, R, R]
   return gaussian_stats(judge_pool_features(judge, x));
 }
 
 /// The metrics of one model's evaluation images.
 struct Metrics {
-  Summary reward;                  ///< the rater's reward over images, with its 95% t interval
-  std::vector<double> rewards;     ///< per image (prompt-major, paired with other models' by seed)
-  double alignment = 0, quality = 0;  ///< means of the reward's parts
-  double class_accuracy = 0;       ///< held-out judge's argmax == prompt class
-  double frechet = 0;              ///< Frechet distance to the real test images (held-out judge features)
+  Summary reward;                        ///< the rater's reward over images, with its 95% t interval
+  std::vector<double> rewards;           ///< per image (prompt-major, paired with other models' by seed)
+  double alignment = 0, quality = 0;     ///< means of the reward's parts
+  double class_accuracy = 0;             ///< held-out judge's argmax == prompt class
+  double frechet = 0;                    ///< Frechet distance to the real test images (held-out judge features)
   std::array<double, 2> frechet_ci95{};  ///< +- 1.96 bootstrap s.d. over the generated images (real statistics fixed)
 };
 
@@ -136,12 +136,14 @@ inline std::array<double, 2> frechet_bootstrap(const Tensor<double, cpu>& featur
   const std::int64_t n = features.size(0), f = features.size(1);
   Generator gen{seed, 0};
   double sum = 0, sq = 0;
-  Tensor<double, cpu> x(features.shape());                                  // [N, F]
+  Tensor<double, cpu> x(features.shape());  // [N, F]
   for (int r = 0; r < resamples; ++r) {
     const std::uint64_t first = gen.reserve(static_cast<std::uint64_t>(n));
     for (std::int64_t i = 0; i < n; ++i) {
       const auto j = std::min<std::int64_t>(
-          static_cast<std::int64_t>(rng::uniform_at(gen.seed, first, static_cast<std::uint64_t>(i)) * static_cast<double>(n)), n - 1);
+          static_cast<std::int64_t>(rng::uniform_at(gen.seed, first, static_cast<std::uint64_t>(i)) *
+                                    static_cast<double>(n)),
+          n - 1);
       std::copy_n(features.data() + j * f, f, x.data() + i * f);
     }
     const double d = frechet_distance(gaussian_stats(x), real);
@@ -167,17 +169,21 @@ Metrics measure(R& rater, judge::Classifier<T>& held_out, const GaussianStats& r
   std::int64_t correct = 0;
   for (std::size_t i = 0; i < pred.size(); ++i) correct += pred[i] == preference::prompt_class(prompts[i]);
   m.class_accuracy = static_cast<double>(correct) / static_cast<double>(pred.size());
-  const auto features = judge_pool_features(held_out, images);             // [N, F]
+  const auto features = judge_pool_features(held_out, images);  // [N, F]
   m.frechet = frechet_distance(gaussian_stats(features), real);
   m.frechet_ci95 = frechet_bootstrap(features, real, m.frechet);
   return m;
 }
 
 inline nlohmann::json to_json(const Metrics& m) {
-  return {{"reward_mean", m.reward.mean},      {"reward_ci95", {m.reward.ci95_low, m.reward.ci95_high}},
-          {"reward_std", m.reward.std},        {"images", m.reward.n},
-          {"alignment", m.alignment},          {"quality", m.quality},
-          {"class_accuracy", m.class_accuracy}, {"frechet", m.frechet},
+  return {{"reward_mean", m.reward.mean},
+          {"reward_ci95", {m.reward.ci95_low, m.reward.ci95_high}},
+          {"reward_std", m.reward.std},
+          {"images", m.reward.n},
+          {"alignment", m.alignment},
+          {"quality", m.quality},
+          {"class_accuracy", m.class_accuracy},
+          {"frechet", m.frechet},
           {"frechet_ci95", {m.frechet_ci95[0], m.frechet_ci95[1]}}};
 }
 

@@ -110,9 +110,8 @@ int run_baseline_experiment(int argc, char** argv, const char* source_dir, const
   auto evaluator = io::in_config_file(cli->config, [&] { return make_baseline_evaluator(config, base_config); });
   std::fprintf(stderr, "%s: %s; %lld LoRA parameters\n", argv[0], method.c_str(),
                static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
-  auto training = io::in_config_file(cli->config, [&] {
-    return make_trainer(config, base_config, policy, base.model, evaluator);
-  });
+  auto training =
+      io::in_config_file(cli->config, [&] { return make_trainer(config, base_config, policy, base.model, evaluator); });
   const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator);
   train_and_report(run, config, training, evaluator, base.model, policy, {method, method}, [&] {
     return nlohmann::json{
