@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-# spo_cuda: what a target that compiles spo's CUDA headers (include/spo/tensor/cuda/) links, on top of spo::spo.
+# spo_cuda: what a target that compiles spo's CUDA headers (include/spo/*/cuda/) links, on top of spo::spo.
 #   - C++20 for CUDA sources;
 #   - --expt-relaxed-constexpr: core/rng.hpp's SPO_HOST_DEVICE Philox calls std::array's constexpr operator[];
 #   - cudart and cuBLAS.
@@ -18,10 +18,10 @@ if(SPO_CUDNN_INCLUDE_DIR AND SPO_CUDNN_LIBRARY)
   target_link_libraries(spo_cudnn INTERFACE ${SPO_CUDNN_LIBRARY})
 endif()
 
-# spo_cuda_kernels: the device kernels instantiated for float and double (include/spo/tensor/cuda/instantiate/*.cu),
-# so that everything above them (layers, models, trainers on spo::cuda) is plain C++ built by the host compiler
-# against the declarations in include/spo/tensor/cuda/*.hpp and include/spo/nn/cuda/*.hpp.
-file(GLOB spo_cuda_kernel_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/include/spo/tensor/cuda/instantiate/*.cu)
+# spo_cuda_kernels: the device kernels instantiated for float and double (include/spo/<module>/cuda/instantiate/*.cu:
+# tensor, diffusion, optim, spm), so that everything above them (layers, models, trainers on spo::cuda) is plain C++
+# built by the host compiler against the declarations in include/spo/<module>/cuda/*.hpp.
+file(GLOB spo_cuda_kernel_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/include/spo/*/cuda/instantiate/*.cu)
 add_library(spo_cuda_kernels STATIC ${spo_cuda_kernel_sources})
 target_link_libraries(spo_cuda_kernels PUBLIC spo_cuda)
 if(TARGET spo_cudnn)

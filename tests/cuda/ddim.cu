@@ -13,7 +13,7 @@
 
 #include <doctest/doctest.h>
 
-#include "spo/tensor/cuda/ddim.cuh"
+#include "spo/diffusion/cuda/ddim_kernels.cuh"
 #include "spo/tensor/cuda/memory.hpp"
 
 #include "reference.hpp"
@@ -42,7 +42,7 @@ TEST_CASE_TEMPLATE("transition_mean and transition_log_prob == Ddim::mean and Dd
     for (const double eta : {1.0, 0.3}) {
       INFO("shape " << s << ", eta " << eta << ", seed " << seed);
       const auto ref = cpu_case<T>(s, eta, seed++);
-      const auto coeffs = cuda_kernels::ddim_coefficients(ref.transitions);
+      const auto coeffs = diffusion::cuda_kernels::ddim_coefficients(ref.transitions);
 
       const auto mu = diffusion::transition_mean(to_device(ref.x0), to_device(ref.eps), coeffs);  // s
       CHECK(mu.shape() == s);
@@ -63,10 +63,10 @@ TEST_CASE_TEMPLATE("transition_mean and transition_log_prob == Ddim::mean and Dd
 
 TEST_CASE("transition_log_prob is deterministic and uses a caller's workspace when given") {
   const auto ref = cuda_test::cpu_ddim_case_float(Shape{4, 3, 64, 64}, 1.0, 77);
-  const auto coeffs = cuda_kernels::ddim_coefficients(ref.transitions);
+  const auto coeffs = diffusion::cuda_kernels::ddim_coefficients(ref.transitions);
   const auto x_prev = to_device(ref.x_prev), mu = to_device(ref.mu);
   const auto first = to_host(diffusion::transition_log_prob(x_prev, mu, coeffs));
-  using LogProb = cuda_kernels::DdimLogProb<float>;
+  using LogProb = diffusion::cuda_kernels::DdimLogProb<float>;
   Tensor<float, cuda> lp(Shape{4});
   LogProb::Arguments args{4, 3 * 64 * 64, x_prev.data(), mu.data(), lp.data(), coeffs, nullptr};
   auto ws = Tensor<double, cuda>::uninitialized(Shape{static_cast<std::int64_t>(LogProb::workspace_size(args) / 8)});
@@ -80,7 +80,7 @@ TEST_CASE("transition_log_prob is deterministic and uses a caller's workspace wh
 
 TEST_CASE("transition ops reject mismatched shapes and coefficient counts") {
   Tensor<float, cuda> a(Shape{2, 3}), b(Shape{2, 4});
-  const std::vector<cuda_kernels::DdimCoefficients> c(2, {0.9, 0.3, 0.1});
+  const std::vector<diffusion::cuda_kernels::DdimCoefficients> c(2, {0.9, 0.3, 0.1});
   CHECK_THROWS_WITH_AS(diffusion::transition_mean(a, b, c), doctest::Contains("[2, 4]"), spo::error);
   CHECK_THROWS_WITH_AS(diffusion::transition_log_prob(a, a, std::span(c).first(1)),
                        doctest::Contains("1 coefficient sets for batch 2"), spo::error);

@@ -9,7 +9,7 @@
 
 #include <doctest/doctest.h>
 
-#include "spo/tensor/cuda/gemm.cuh"
+#include "spo/tensor/cuda/gemm.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 
 #include "reference.hpp"

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "spo/tensor/cuda/ddim.cuh"
+#include "spo/diffusion/cuda/ddim_kernels.cuh"
 #include "spo/tensor/cuda/elementwise.cuh"
-#include "spo/tensor/cuda/gemm.cuh"
+#include "spo/tensor/cuda/gemm.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/rng.cuh"
 #include "spo/tensor/cuda/runtime.hpp"
@@ -129,9 +129,9 @@ TEST_CASE("DDIM ops: coefficients from transitions; can_implement checks batch, 
   struct Tr {
     double alpha_prev, dir, std;
   };
-  static_assert(cuda_kernels::TransitionLike<Tr>);
+  static_assert(diffusion::cuda_kernels::TransitionLike<Tr>);
   const std::vector<Tr> trs{{0.25, 0.5, 0.1}, {0.81, 0.3, 0.2}};
-  const auto c = cuda_kernels::ddim_coefficients(trs);
+  const auto c = diffusion::cuda_kernels::ddim_coefficients(trs);
   REQUIRE(c.size() == 2);
   CHECK(c[0].sqrt_alpha_prev == 0.5);
   CHECK(c[1].sqrt_alpha_prev == doctest::Approx(0.9).epsilon(1e-15));
@@ -140,7 +140,7 @@ TEST_CASE("DDIM ops: coefficients from transitions; can_implement checks batch, 
 
   float x[8]{}, lp[2]{};
   std::string why;
-  using LogProb = cuda_kernels::DdimLogProb<float>;
+  using LogProb = diffusion::cuda_kernels::DdimLogProb<float>;
   CHECK(LogProb::can_implement({2, 4, x, x, lp, c, nullptr}));
   CHECK(!LogProb::can_implement({3, 4, x, x, lp, c, nullptr}, &why));
   CHECK(why.find("2 coefficient sets for batch 3") != std::string::npos);
@@ -155,5 +155,5 @@ TEST_CASE("DDIM ops: coefficients from transitions; can_implement checks batch, 
   CHECK(LogProb::chunks(1025) == 2);
   CHECK(LogProb::chunks(std::int64_t{1} << 30) == 256);
   CHECK(LogProb::workspace_size({2, 3 * 64 * 64, x, x, lp, c, nullptr}) == 2 * 12 * sizeof(double));
-  CHECK(!cuda_kernels::DdimMean<float>::can_implement({2, 4, x, nullptr, x, c}));
+  CHECK(!diffusion::cuda_kernels::DdimMean<float>::can_implement({2, 4, x, nullptr, x, c}));
 }

@@ -11,7 +11,6 @@
 #include "reference.hpp"
 #include "spo/core/rng.hpp"
 #include "spo/nn/cuda/linear.hpp"
-#include "spo/nn/cuda/lora.hpp"
 #include "spo/nn/cuda/transfer.hpp"
 #include "spo/nn/layer.hpp"
 #include "spo/nn/linear.hpp"
@@ -21,6 +20,7 @@
 
 using namespace spo;
 
+static_assert(kernels_declared<cuda>);
 static_assert(nn::Layer<nn::Linear<float, cuda>>);
 static_assert(nn::Layer<nn::Linear<double, cuda>>);
 static_assert(nn::Layer<nn::LoRA<nn::Linear<float, cuda>>>);

@@ -32,7 +32,7 @@
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
 #include "spo/tensor/cuda/memory.hpp"
-#include "spo/tensor/cuda/optim.hpp"
+#include "spo/optim/cuda/optim_kernels.hpp"
 #include "spo/tensor/ops.hpp"
 
 using namespace spo;

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
-/// @brief Attention: multi-head self- and cross-attention (diffusers' Attention in SD's Transformer2DModel blocks).
+/// @brief Attention: multi-head self- and cross-attention (diffusers' Attention in SD's Transformer2DModel blocks), on
+/// any device with kernels (the CPU ones here, fused and blocked; the spo::cuda ones in nn/cuda/attention.hpp).
 #pragma once
 
 #include <cmath>
-#include <sstream>
-#include <string>
 #include <concepts>
 #include <cstdint>
+#include <sstream>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -16,7 +17,52 @@
 #include "spo/nn/layer.hpp"
 #include "spo/nn/linear.hpp"
 #include "spo/tensor/cpu/attention_kernels.hpp"
+#include "spo/tensor/eigen.hpp"
+#include "spo/tensor/layout.hpp"
 #include "spo/tensor/ops.hpp"
+
+namespace spo::inline kernels {
+
+/*!
+  The attention kernels, with one overload per device. q, o: [B, N, H d] and k, v: [B, M, H d] are the
+  projections' outputs, head h in columns [h d, (h + 1) d) (read in place, no split copy); lse: [B, H, N].
+  attention_forward(s, q, k, v, o, lse, scale)
+    ENSURES o = softmax(scale q k^T) v per (batch, head), lse = the rows' log-sum-exp of scale q k^T
+  attention_backward(s, q, k, v, o, dout, lse, dq, dk, dv, scale)
+    REQUIRES q, k, v, o, lse from attention_forward; dout like o, dq like q, dk and dv like k
+    ENSURES  dq, dk, dv are overwritten with the gradients of sum(o * dout)
+  accumulate_sum(acc, a, b)
+    ENSURES acc += a + b elementwise (same shapes); the CPU rounds a + b first, spo::cuda adds a, then b
+!*/
+template <Scalar T>
+void attention_forward(const cpu_kernels::AttentionShape& s, const Tensor<T, cpu>& q, const Tensor<T, cpu>& k,
+                       const Tensor<T, cpu>& v, Tensor<T, cpu>& o, Tensor<T, cpu>& lse, T scale) {
+  using cpu_kernels::interleaved_heads;
+  cpu_kernels::attention_forward<T>(s, interleaved_heads(q.data(), s.heads, s.n, s.d),
+                                    interleaved_heads(k.data(), s.heads, s.m, s.d),
+                                    interleaved_heads(v.data(), s.heads, s.m, s.d),
+                                    interleaved_heads(o.data(), s.heads, s.n, s.d), lse.data(), scale);
+}
+
+template <Scalar T>
+void attention_backward(const cpu_kernels::AttentionShape& s, const Tensor<T, cpu>& q, const Tensor<T, cpu>& k,
+                        const Tensor<T, cpu>& v, const Tensor<T, cpu>& o, const Tensor<T, cpu>& dout,
+                        const Tensor<T, cpu>& lse, Tensor<T, cpu>& dq, Tensor<T, cpu>& dk, Tensor<T, cpu>& dv,
+                        T scale) {
+  using cpu_kernels::interleaved_heads;
+  cpu_kernels::attention_backward<T>(
+      s, interleaved_heads(q.data(), s.heads, s.n, s.d), interleaved_heads(k.data(), s.heads, s.m, s.d),
+      interleaved_heads(v.data(), s.heads, s.m, s.d), interleaved_heads(o.data(), s.heads, s.n, s.d),
+      interleaved_heads(dout.data(), s.heads, s.n, s.d), lse.data(), interleaved_heads(dq.data(), s.heads, s.n, s.d),
+      interleaved_heads(dk.data(), s.heads, s.m, s.d), interleaved_heads(dv.data(), s.heads, s.m, s.d), scale);
+}
+
+template <Scalar T>
+void accumulate_sum(Tensor<T, cpu>& acc, const Tensor<T, cpu>& a, const Tensor<T, cpu>& b) {
+  as_array(acc) += as_array(a) + as_array(b);
+}
+
+}  // namespace spo::inline kernels
 
 namespace spo::nn {
 
@@ -28,15 +74,17 @@ namespace spo::nn {
     parameters, identity here). Keys: to_q.weight, to_k.weight, to_v.weight [inner, in], to_out.0.weight
     [query_dim, inner], to_out.0.bias, inner = heads * dim_head.
     Proj is the projection layer type, constructed as Proj(in, out, bias), e.g. Linear<T, D> or LoRA<Linear<T, D>>.
+    The core runs in the device's attention kernels (spo::kernels): no [B, H, N, M] tensor is kept; backward keeps
+    q, k, v, the core output and the row logsumexp [B, H, N].
   CALL FORMS
     - Layer (self-attention): forward(x [B, N, query_dim]) then backward(dy) -> dx; needs context_dim == query_dim.
     - ContextLayer: forward(x [B, N, query_dim], context [B, M, context_dim]) then backward_context(dy) ->
       {dx, dcontext}.
-  The attention core runs fused (cpu_kernels::attention_forward / attention_backward): no [B, H, N, M] tensor is
-  kept; backward keeps q, k, v, the core output and the row logsumexp [B, H, N].
 !*/
 template <Scalar T, Device D = cpu, class Proj = Linear<T, D>>
 class Attention {
+  static_assert(kernels_declared<D>,
+                "spo::nn::Attention<T, D, Proj>: no kernels of device D are declared; include spo/cuda.hpp");
   static_assert(Layer<Proj>, "Attention<T, D, Proj>: Proj must model spo::nn::Layer");
   static_assert(std::constructible_from<Proj, std::int64_t, std::int64_t, bool>,
                 "Attention<T, D, Proj>: Proj must be constructible as Proj(in_features, out_features, bias)");
@@ -66,8 +114,7 @@ class Attention {
   }
 
   /// torch.nn.Linear's default init for every projection.
-  void reset_parameters(Generator& gen)
-    requires requires(Proj& p) { p.reset_parameters(gen); }
+  void reset_parameters(Generator& gen) requires requires(Proj& p) { p.reset_parameters(gen); }
   {
     to_q_.reset_parameters(gen);
     to_k_.reset_parameters(gen);
@@ -77,7 +124,8 @@ class Attention {
 
   /// Self-attention: context = x.
   tensor forward(const tensor& x) {
-    SPO_CHECK(context_dim_ == query_dim_, describe() << ": self-attention needs context_dim == query_dim; pass a context");
+    SPO_CHECK(context_dim_ == query_dim_, describe()
+                                              << ": self-attention needs context_dim == query_dim; pass a context");
     check_input(x);
     return run_forward(x, x, Mode::self);
   }
@@ -91,14 +139,14 @@ class Attention {
     return run_forward(x, context, Mode::cross);
   }
 
-  /// dx of the self-attention form (after forward(x)).
+  /// dx of the self-attention form (after forward(x)): dx = dx_q + dx_k + dx_v.
   tensor backward(const tensor& dy) {
     SPO_CHECK(mode_ != Mode::cross, describe() << ": backward after forward(x, context); use backward_context");
     auto [dq, dk, dv] = core_backward(dy);
-    tensor dx = to_q_.backward(dq);                                        // [B, N, query_dim]
-    tensor dx_k = to_k_.backward(dk);                                      // [B, N, query_dim]
-    tensor dx_v = to_v_.backward(dv);                                      // [B, N, query_dim]
-    as_array(dx) += as_array(dx_k) + as_array(dx_v);
+    tensor dx = to_q_.backward(dq);    // [B, N, query_dim]
+    tensor dx_k = to_k_.backward(dk);  // [B, N, query_dim]
+    tensor dx_v = to_v_.backward(dv);  // [B, N, query_dim]
+    accumulate_sum(dx, dx_k, dx_v);
     return dx;
   }
 
@@ -106,9 +154,9 @@ class Attention {
   ContextGradients<T, D> backward_context(const tensor& dy) {
     SPO_CHECK(mode_ != Mode::self, describe() << ": backward_context after forward(x) without a context; use backward");
     auto [dq, dk, dv] = core_backward(dy);
-    ContextGradients<T, D> g{to_q_.backward(dq), to_k_.backward(dk)};     // [B, N, query_dim], [B, M, context_dim]
-    tensor dc_v = to_v_.backward(dv);                                      // [B, M, context_dim]
-    as_array(g.dcontext) += as_array(dc_v);
+    ContextGradients<T, D> g{to_q_.backward(dq), to_k_.backward(dk)};  // [B, N, query_dim], [B, M, context_dim]
+    tensor dc_v = to_v_.backward(dv);                                  // [B, M, context_dim]
+    add_inplace(g.dcontext, dc_v);
     return g;
   }
 
@@ -153,19 +201,14 @@ class Attention {
   tensor run_forward(const tensor& x, const tensor& context, Mode mode) {
     const std::int64_t batch = x.shape()[0], n = x.shape()[1], m = context.shape()[1], inner = inner_dim();
     SPO_CHECK(m > 0 || n == 0, describe() << ": context shape " << context.shape() << " has no tokens");
-    tensor q = to_q_.forward(x);                                            // [B, N, inner]
-    tensor k = to_k_.forward(context);                                      // [B, M, inner]
-    tensor v = to_v_.forward(context);                                      // [B, M, inner]
-    auto o = tensor::uninitialized(Shape{batch, n, inner});                 // [B, N, inner]
-    auto lse = tensor::uninitialized(Shape{batch, heads_, n});              // [B, H, N]
+    tensor q = to_q_.forward(x);                                // [B, N, inner]
+    tensor k = to_k_.forward(context);                          // [B, M, inner]
+    tensor v = to_v_.forward(context);                          // [B, M, inner]
+    auto o = tensor::uninitialized(Shape{batch, n, inner});     // [B, N, inner]
+    auto lse = tensor::uninitialized(Shape{batch, heads_, n});  // [B, H, N]
     const cpu_kernels::AttentionShape s{batch, heads_, n, m, dim_head_};
-    if constexpr (std::same_as<D, cpu>) {
-      cpu_kernels::attention_forward<T>(s, heads_of(q, n), heads_of(k, m), heads_of(v, m), heads_of(o, n),
-                                        lse.data(), scale());
-    } else {
-      static_assert(std::same_as<D, cpu>, "Attention: no attention kernels for this device yet");
-    }
-    tensor y = to_out_.forward(o);                                          // [B, N, query_dim]
+    attention_forward(s, q, k, v, o, lse, scale());
+    tensor y = to_out_.forward(o);  // [B, N, query_dim]
     if (grad_enabled()) {
       shape_ = s;
       mode_ = mode;
@@ -183,27 +226,16 @@ class Attention {
   CoreGradients core_backward(const tensor& dy) {
     SPO_CHECK(mode_ != Mode::none, describe() << ": backward without a forward in grad mode");
     const Shape y_shape{shape_.batch, shape_.n, query_dim_};
-    SPO_CHECK(dy.shape() == y_shape, describe() << ": gradient shape " << dy.shape() << " does not match output shape "
-                                                << y_shape);
-    tensor d_o = to_out_.backward(dy);                                      // [B, N, inner]
+    SPO_CHECK(dy.shape() == y_shape,
+              describe() << ": gradient shape " << dy.shape() << " does not match output shape " << y_shape);
+    tensor d_o = to_out_.backward(dy);  // [B, N, inner]
     CoreGradients g{tensor::uninitialized(q_.shape()), tensor::uninitialized(k_.shape()),
-                    tensor::uninitialized(v_.shape())};                     // [B, N, inner], [B, M, inner] x2
-    const std::int64_t n = shape_.n, m = shape_.m;
-    if constexpr (std::same_as<D, cpu>) {
-      cpu_kernels::attention_backward<T>(shape_, heads_of(q_, n), heads_of(k_, m), heads_of(v_, m), heads_of(o_, n),
-                                         heads_of(d_o, n), lse_.data(), heads_of(g.dq, n), heads_of(g.dk, m),
-                                         heads_of(g.dv, m), scale());
-    }
+                    tensor::uninitialized(v_.shape())};  // [B, N, inner], [B, M, inner] x2
+    attention_backward(shape_, q_, k_, v_, o_, d_o, lse_, g.dq, g.dk, g.dv, scale());
     release();
     return g;
   }
 
-  cpu_kernels::HeadMatrices<T> heads_of(tensor& t, std::int64_t rows) const {
-    return cpu_kernels::interleaved_heads(t.data(), heads_, rows, dim_head_);
-  }
-  cpu_kernels::HeadMatrices<const T> heads_of(const tensor& t, std::int64_t rows) const {
-    return cpu_kernels::interleaved_heads(t.data(), heads_, rows, dim_head_);
-  }
   void release() {
     mode_ = Mode::none;
     q_ = tensor();

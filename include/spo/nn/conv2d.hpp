@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 /// @brief Conv2d: 2-D cross-correlation over NCHW tensors (torch.nn.Conv2d, groups = 1, dilation = 1;
-/// keys `weight` [out, in, kh, kw], `bias` [out]).
+/// keys `weight` [out, in, kh, kw], `bias` [out]), on any device with kernels (the CPU ones here, oneDNN and
+/// im2col; the spo::cuda ones in nn/cuda/conv2d.hpp, cuDNN).
 #pragma once
 
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <string_view>
 
 #include "spo/core/rng.hpp"
@@ -12,6 +14,49 @@
 #include "spo/nn/parameter.hpp"
 #include "spo/tensor/cpu/conv2d.hpp"
 #include "spo/tensor/ops.hpp"
+#include "spo/tensor/tensor.hpp"
+
+namespace spo::inline kernels {
+
+/// What the conv2d_backward of device D needs from its conv2d_forward; specialised beside each device's kernels.
+template <Scalar T, Device D>
+struct Conv2dState;
+
+/// The CPU keeps the input in the layout of the forward primitive's source (cpu_kernels::Conv2dSaved).
+template <Scalar T>
+struct Conv2dState<T, cpu> {
+  cpu_kernels::Conv2dSaved<T> saved;
+
+  void clear() { saved.clear(); }
+};
+
+/*!
+  The Conv2d kernels, with one overload per device; s is the geometry (cpu_kernels::Conv2dShape).
+  conv2d_forward(s, x, w, b, y, state, weight_grad)
+    REQUIRES x [B, Cin, H, W], w [Cout, Cin, kh, kw], b [Cout] or null, y [B, Cout, Ho, Wo]
+    ENSURES  y = conv(x, w) + b; when state is not null it receives what conv2d_backward needs to form dx, and dw
+             when weight_grad (the CPU keeps its reordered input whatever weight_grad is)
+  conv2d_backward(s, state, w, dy, dx, dw, db)
+    REQUIRES state from conv2d_forward on the same geometry; dw [Cout, Cin, kh, kw] or null (then weight_grad
+             may have been false), db [Cout] or null
+    ENSURES  dx = d(sum y dy)/dx (overwritten); dw += d/dw and db += d/db, each when not null
+!*/
+template <Scalar T>
+void conv2d_forward(const cpu_kernels::Conv2dShape& s, const Tensor<T, cpu>& x, const Tensor<T, cpu>& w,
+                    const Tensor<T, cpu>* b, Tensor<T, cpu>& y, Conv2dState<T, cpu>* state, bool weight_grad) {
+  (void)weight_grad;
+  cpu_kernels::conv2d_forward<T>(s, x.data(), w.data(), b ? b->data() : nullptr, y.data(),
+                                 state ? &state->saved : nullptr);
+}
+
+template <Scalar T>
+void conv2d_backward(const cpu_kernels::Conv2dShape& s, const Conv2dState<T, cpu>& state, const Tensor<T, cpu>& w,
+                     const Tensor<T, cpu>& dy, Tensor<T, cpu>& dx, Tensor<T, cpu>* dw, Tensor<T, cpu>* db) {
+  cpu_kernels::conv2d_backward<T>(s, state.saved, w.data(), dy.data(), dx.data(), dw ? dw->data() : nullptr,
+                                  db ? db->data() : nullptr);
+}
+
+}  // namespace spo::inline kernels
 
 namespace spo::nn {
 
@@ -23,8 +68,18 @@ struct Conv2dOptions {
   bool bias = true;
 };
 
+/*!
+  WHAT THIS REPRESENTS
+    torch.nn.Conv2d(in, out, kernel, stride, padding, bias) with groups = 1 and dilation = 1: y = conv(x, w) + b
+    on NCHW tensors, keys `weight` [out, in, kh, kw] and `bias` [out]. forward keeps, in grad mode, the input
+    shape and what the device's conv2d_backward needs (Conv2dState<T, D>); on spo::cuda a frozen weight keeps no
+    copy of the input, and backward then forms dx alone. The arithmetic is the device's conv2d_* kernels.
+!*/
 template <Scalar T, Device D = cpu>
 class Conv2d {
+  static_assert(kernels_declared<D>,
+                "spo::nn::Conv2d<T, D>: no kernels of device D are declared; include spo/cuda.hpp");
+
  public:
   using scalar_type = T;
   using device_type = D;
@@ -37,17 +92,18 @@ class Conv2d {
       : Conv2d(in_channels, out_channels,
                Conv2dOptions{{kernel_size, kernel_size}, {stride, stride}, {padding, padding}, bias}) {}
   Conv2d(std::int64_t in_channels, std::int64_t out_channels, Conv2dOptions opt)
-      : in_(in_channels), out_(out_channels), opt_(opt),
-        weight_(Shape{out_channels, in_channels, opt.kernel[0], opt.kernel[1]}) {
-    SPO_CHECK(in_channels >= 1 && out_channels >= 1 && opt.kernel[0] >= 1 && opt.kernel[1] >= 1 &&
-                  opt.stride[0] >= 1 && opt.stride[1] >= 1 && opt.padding[0] >= 0 && opt.padding[1] >= 0,
+      : in_(in_channels), out_(out_channels), opt_(opt) {
+    SPO_CHECK(in_channels >= 1 && out_channels >= 1 && opt.kernel[0] >= 1 && opt.kernel[1] >= 1 && opt.stride[0] >= 1 &&
+                  opt.stride[1] >= 1 && opt.padding[0] >= 0 && opt.padding[1] >= 0,
               "Conv2d(" << in_channels << " -> " << out_channels << "): invalid kernel (" << opt.kernel[0] << ", "
-                        << opt.kernel[1] << "), stride (" << opt.stride[0] << ", " << opt.stride[1]
-                        << ") or padding (" << opt.padding[0] << ", " << opt.padding[1] << ")");
-    if (opt.bias) bias_ = Parameter<T, D>(Shape{out_channels});
+                        << opt.kernel[1] << "), stride (" << opt.stride[0] << ", " << opt.stride[1] << ") or padding ("
+                        << opt.padding[0] << ", " << opt.padding[1] << ")");
+    weight_ = Parameter<T, D>(Shape{out_channels, in_channels, opt.kernel[0], opt.kernel[1]});  // [out, in, kh, kw]
+    if (opt.bias) bias_ = Parameter<T, D>(Shape{out_channels});                                 // [out]
   }
 
-  /// torch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, fan_in = in kh kw.
+  /// torch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, fan_in = in kh kw (the same
+  /// numbers on every device).
   void reset_parameters(Generator& gen) {
     const T bound = T(1) / std::sqrt(static_cast<T>(in_ * opt_.kernel[0] * opt_.kernel[1]));
     fill_uniform(weight_.value.view(), gen, -bound, bound);
@@ -58,8 +114,9 @@ class Conv2d {
   cpu_kernels::Conv2dShape geometry(const Shape& shape) const {
     SPO_CHECK(shape.rank() == 4 && shape[1] == in_ && shape[0] >= 1,
               "Conv2d(" << in_ << " -> " << out_ << "): input shape " << shape << " is not [B, " << in_ << ", H, W]");
-    cpu_kernels::Conv2dShape s{shape[0],      shape[1],      shape[2],      shape[3],       out_,          opt_.kernel[0],
-                               opt_.kernel[1], opt_.stride[0], opt_.stride[1], opt_.padding[0], opt_.padding[1]};
+    cpu_kernels::Conv2dShape s{shape[0],       shape[1],        shape[2],       shape[3],
+                               out_,           opt_.kernel[0],  opt_.kernel[1], opt_.stride[0],
+                               opt_.stride[1], opt_.padding[0], opt_.padding[1]};
     SPO_CHECK(s.height + 2 * s.pad_h >= s.kernel_h && s.width + 2 * s.pad_w >= s.kernel_w,
               "Conv2d(" << in_ << " -> " << out_ << "): input shape " << shape << " with padding (" << s.pad_h << ", "
                         << s.pad_w << ") is smaller than the kernel (" << s.kernel_h << ", " << s.kernel_w << ")");
@@ -68,25 +125,32 @@ class Conv2d {
 
   tensor forward(const tensor& x) {
     const auto s = geometry(x.shape());
-    auto y = tensor::uninitialized(Shape{s.batch, out_, s.out_h(), s.out_w()});   // [B, Cout, Ho, Wo]
-    saved_.clear();
-    cpu_kernels::conv2d_forward<T>(s, x.data(), weight_.value.data(), opt_.bias ? bias_.value.data() : nullptr,
-                                   y.data(), grad_enabled() ? &saved_ : nullptr);
-    if (grad_enabled()) input_shape_ = x.shape();
+    auto y = tensor::uninitialized(Shape{s.batch, out_, s.out_h(), s.out_w()});  // [B, Cout, Ho, Wo]
+    has_forward_ = grad_enabled();
+    state_.clear();
+    conv2d_forward(s, x, weight_.value, opt_.bias ? &bias_.value : nullptr, y, has_forward_ ? &state_ : nullptr,
+                   weight_.trainable);
+    if (has_forward_) input_shape_ = x.shape();
     return y;
   }
 
   tensor backward(const tensor& dy) {
-    SPO_CHECK(!saved_.empty(), "Conv2d::backward without a forward in grad mode");
+    SPO_CHECK(has_forward_, "Conv2d::backward without a forward in grad mode");
     const auto s = geometry(input_shape_);
     const Shape ys{s.batch, out_, s.out_h(), s.out_w()};
     SPO_CHECK(dy.shape() == ys, "Conv2d::backward: gradient shape " << dy.shape() << " does not match output shape "
-                                                                     << ys << " of input " << input_shape_);
-    auto dx = tensor::uninitialized(input_shape_);                                // [B, Cin, H, W]
-    cpu_kernels::conv2d_backward<T>(s, saved_, weight_.value.data(), dy.data(), dx.data(),
-                                    weight_.trainable ? weight_.grad.data() : nullptr,
-                                    opt_.bias && bias_.trainable ? bias_.grad.data() : nullptr);
-    saved_.clear();
+                                                                    << ys << " of input " << input_shape_);
+    SPO_CHECK(!weight_.trainable || weight_.grad.shape() == weight_.value.shape(),
+              "Conv2d::backward: weight gradient of shape " << weight_.grad.shape() << " for a weight of shape "
+                                                            << weight_.value.shape());
+    SPO_CHECK(!(opt_.bias && bias_.trainable) || bias_.grad.shape() == bias_.value.shape(),
+              "Conv2d::backward: bias gradient of shape " << bias_.grad.shape() << " for a bias of shape "
+                                                          << bias_.value.shape());
+    auto dx = tensor::uninitialized(input_shape_);  // [B, Cin, H, W]
+    conv2d_backward(s, state_, weight_.value, dy, dx, weight_.trainable ? &weight_.grad : nullptr,
+                    opt_.bias && bias_.trainable ? &bias_.grad : nullptr);
+    state_.clear();
+    has_forward_ = false;
     return dx;
   }
 
@@ -106,8 +170,9 @@ class Conv2d {
   std::int64_t in_ = 0, out_ = 0;
   Conv2dOptions opt_;
   Parameter<T, D> weight_, bias_;
-  cpu_kernels::Conv2dSaved<T> saved_;  // the input, in the layout the backward kernels read
+  Conv2dState<T, D> state_;  // what backward needs from forward, in the device's form
   Shape input_shape_;
+  bool has_forward_ = false;
 };
 
 }  // namespace spo::nn

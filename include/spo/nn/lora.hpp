@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief LoRA<Base>: a frozen base projection plus a trainable low-rank update, y = base(x) + (alpha / r) x A^T B^T.
+/// @brief LoRA<Base>: a frozen base projection plus a trainable low-rank update, y = base(x) + (alpha / r) x A^T B^T,
+/// on the device of Base (its products are the device's gemm kernel).
 #pragma once
 
 #include <concepts>
@@ -54,14 +55,12 @@ class LoRA {
 
   LoRA() = default;
   template <class... Args>
-    requires(sizeof...(Args) > 0 && std::constructible_from<Base, Args...>)
-  explicit(sizeof...(Args) == 1) LoRA(Args&&... args) : base_(std::forward<Args>(args)...) {}
+  requires(sizeof...(Args) > 0 && std::constructible_from<Base, Args...>) explicit(sizeof...(Args) == 1)
+      LoRA(Args&&... args)
+      : base_(std::forward<Args>(args)...) {}
 
-  void reset_parameters(Generator& gen)
-    requires requires(Base& b, Generator& g) { b.reset_parameters(g); }
-  {
-    base_.reset_parameters(gen);
-  }
+  void reset_parameters(Generator& gen) requires requires(Base& b, Generator& g) { b.reset_parameters(g); }
+  { base_.reset_parameters(gen); }
 
   /// Adds a rank-r adapter with scale alpha / r and freezes the base (A ~ N(0, 1/r^2), B = 0).
   void attach(std::int64_t rank, double alpha, Generator& gen) {
@@ -73,8 +72,8 @@ class LoRA {
     set_trainable(base_, false);
     rank_ = rank;
     scale_ = static_cast<T>(alpha / static_cast<double>(rank));
-    lora_a_ = Parameter<T, D>(Shape{rank, in_features()});                     // [r, in]
-    lora_b_ = Parameter<T, D>(Shape{out_features(), rank});                    // [out, r] = 0
+    lora_a_ = Parameter<T, D>(Shape{rank, in_features()});   // [r, in]
+    lora_b_ = Parameter<T, D>(Shape{out_features(), rank});  // [out, r] = 0
     fill_normal(lora_a_.value.view(), gen, T(0), T(1) / static_cast<T>(rank));
   }
 
@@ -84,9 +83,11 @@ class LoRA {
   void detach() {
     if (!attached()) return;
     std::size_t i = 0;
-    base_.visit_parameters([&](std::string_view, auto& p) {
-      if (i < saved_trainable_.size()) p.set_trainable(saved_trainable_[i++]);
-    }, {});
+    base_.visit_parameters(
+        [&](std::string_view, auto& p) {
+          if (i < saved_trainable_.size()) p.set_trainable(saved_trainable_[i++]);
+        },
+        {});
     lora_a_ = Parameter<T, D>();
     lora_b_ = Parameter<T, D>();
     rank_ = 0;
@@ -95,27 +96,24 @@ class LoRA {
   }
 
   /// Folds the adapter into the base weight, W += (alpha / r) B A, then detaches it.
-  void merge()
-    requires requires(Base& b) { b.weight().value; }
+  void merge() requires requires(Base& b) { b.weight().value; }
   {
     if (!attached()) return;
-    auto& w = base_.weight().value;                                            // [out, in]
+    auto& w = base_.weight().value;  // [out, in]
     check_same_shape(w.shape(), Shape{out_features(), in_features()}, "LoRA::merge (base weight vs [out, in])");
-    cpu_kernels::gemm(false, false, out_features(), in_features(), rank_, scale_, lora_b_.value.data(), rank_,
-                      lora_a_.value.data(), in_features(), T(1), w.data(), in_features());
+    gemm(false, false, out_features(), in_features(), rank_, scale_, lora_b_.value, lora_a_.value, T(1), w);
     detach();
   }
 
   tensor forward(const tensor& x) {
-    tensor y = base_.forward(x);                                               // [..., out]
+    tensor y = base_.forward(x);  // [..., out]
     if (!attached()) return y;
     const std::int64_t in = in_features(), out = out_features(), rows = in ? x.numel() / in : 0;
     Shape us = x.shape();
     us[-1] = rank_;
-    auto u = tensor::uninitialized(us);                                        // [..., r] = x A^T
-    cpu_kernels::gemm(false, true, rows, rank_, in, T(1), x.data(), in, lora_a_.value.data(), in, T(0), u.data(), rank_);
-    cpu_kernels::gemm(false, true, rows, out, rank_, scale_, u.data(), rank_, lora_b_.value.data(), rank_, T(1),
-                      y.data(), out);                                          // y += s u B^T  [..., out]
+    auto u = tensor::uninitialized(us);  // [..., r] = x A^T
+    gemm(false, true, rows, rank_, in, T(1), x, lora_a_.value, T(0), u);
+    gemm(false, true, rows, out, rank_, scale_, u, lora_b_.value, T(1), y);  // y += s u B^T  [..., out]
     if (grad_enabled()) {
       input_ = x;
       down_ = std::move(u);
@@ -127,21 +125,17 @@ class LoRA {
   }
 
   tensor backward(const tensor& dy) {
-    tensor dx = base_.backward(dy);                                            // [..., in]
+    tensor dx = base_.backward(dy);  // [..., in]
     if (!attached()) return dx;
     SPO_CHECK(!down_.empty() || input_.numel() == 0, "LoRA::backward without a forward in grad mode");
     const std::int64_t in = in_features(), out = out_features(), rows = in ? input_.numel() / in : 0;
-    if (lora_b_.trainable)                                                     // dB += s dy^T u  [out, r]
-      cpu_kernels::gemm(true, false, out, rank_, rows, scale_, dy.data(), out, down_.data(), rank_, T(1),
-                        lora_b_.grad.data(), rank_);
-    auto du = tensor::uninitialized(down_.shape());                            // [..., r] = s dy B
-    cpu_kernels::gemm(false, false, rows, rank_, out, scale_, dy.data(), out, lora_b_.value.data(), rank_, T(0),
-                      du.data(), rank_);
-    if (lora_a_.trainable)                                                     // dA += du^T x  [r, in]
-      cpu_kernels::gemm(true, false, rank_, in, rows, T(1), du.data(), rank_, input_.data(), in, T(1),
-                        lora_a_.grad.data(), in);
-    cpu_kernels::gemm(false, false, rows, in, rank_, T(1), du.data(), rank_, lora_a_.value.data(), in, T(1), dx.data(),
-                      in);                                                     // dx += du A  [..., in]
+    if (lora_b_.trainable)  // dB += s dy^T u  [out, r]
+      gemm(true, false, out, rank_, rows, scale_, dy, down_, T(1), lora_b_.grad);
+    auto du = tensor::uninitialized(down_.shape());  // [..., r] = s dy B
+    gemm(false, false, rows, rank_, out, scale_, dy, lora_b_.value, T(0), du);
+    if (lora_a_.trainable)  // dA += du^T x  [r, in]
+      gemm(true, false, rank_, in, rows, T(1), du, input_, T(1), lora_a_.grad);
+    gemm(false, false, rows, in, rank_, T(1), du, lora_a_.value, T(1), dx);  // dx += du A  [..., in]
     input_ = tensor();
     down_ = tensor();
     return dx;
@@ -164,16 +158,10 @@ class LoRA {
   Parameter<T, D>& lora_A() { return lora_a_; }
   Parameter<T, D>& lora_B() { return lora_b_; }
   /// Forwarded so that code written against Linear (e.g. weight loading) keeps working on LoRA<Linear>.
-  auto& weight()
-    requires requires(Base& b) { b.weight(); }
-  {
-    return base_.weight();
-  }
-  auto& bias()
-    requires requires(Base& b) { b.bias(); }
-  {
-    return base_.bias();
-  }
+  auto& weight() requires requires(Base& b) { b.weight(); }
+  { return base_.weight(); }
+  auto& bias() requires requires(Base& b) { b.bias(); }
+  { return base_.bias(); }
 
  private:
   Base base_;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief Sinusoidal timestep embedding (diffusers get_timestep_embedding / Timesteps) and the TimestepEmbedding MLP.
+/// @brief Sinusoidal timestep embedding (diffusers get_timestep_embedding / Timesteps) and the TimestepEmbedding MLP,
+/// on any device with kernels (the CPU ones here, the spo::cuda ones in nn/cuda/timestep_embedding.hpp).
 #pragma once
 
 #include <cmath>
@@ -44,7 +45,8 @@ namespace spo::cpu_kernels {
 /// Frequency f_k of the sinusoidal embedding, computed in double on every device.
 inline double sinusoid_frequency(const nn::SinusoidalEmbeddingOptions& o, std::int64_t k) {
   const std::int64_t half = o.embedding_dim / 2;
-  return std::exp(-std::log(o.max_period) * static_cast<double>(k) / (static_cast<double>(half) - o.downscale_freq_shift));
+  return std::exp(-std::log(o.max_period) * static_cast<double>(k) /
+                  (static_cast<double>(half) - o.downscale_freq_shift));
 }
 
 /// emb [n, dim] from t [n]; arguments and sin/cos in double, rounded once to T.
@@ -75,7 +77,8 @@ void sinusoidal_embedding_backward(const T* t, const T* demb, T* dt, std::int64_
     for (std::int64_t k = 0; k < half; ++k) {
       const double w = o.scale * sinusoid_frequency(o, k);
       const double arg = w * static_cast<double>(t[i]);
-      acc += w * (static_cast<double>(row[sin_at + k]) * std::cos(arg) - static_cast<double>(row[cos_at + k]) * std::sin(arg));
+      acc += w * (static_cast<double>(row[sin_at + k]) * std::cos(arg) -
+                  static_cast<double>(row[cos_at + k]) * std::sin(arg));
     }
     dt[i] = static_cast<T>(acc);
   }
@@ -83,17 +86,41 @@ void sinusoidal_embedding_backward(const T* t, const T* demb, T* dt, std::int64_
 
 }  // namespace spo::cpu_kernels
 
+namespace spo::inline kernels {
+
+/*!
+  The sinusoidal embedding kernels, with one overload per device (arguments and sin/cos in double, rounded once).
+  sinusoidal_embedding_forward(t, emb, o): emb [N, dim] from t [N]
+  sinusoidal_embedding_backward(t, demb, dt, o): dt[i] = sum_k scale f_k (demb_sin[i, k] cos(arg_ik) -
+    demb_cos[i, k] sin(arg_ik))
+!*/
+template <Scalar T>
+void sinusoidal_embedding_forward(const Tensor<T, cpu>& t, Tensor<T, cpu>& emb,
+                                  const nn::SinusoidalEmbeddingOptions& o) {
+  cpu_kernels::sinusoidal_embedding_forward(t.data(), emb.data(), t.numel(), o);
+}
+
+template <Scalar T>
+void sinusoidal_embedding_backward(const Tensor<T, cpu>& t, const Tensor<T, cpu>& demb, Tensor<T, cpu>& dt,
+                                   const nn::SinusoidalEmbeddingOptions& o) {
+  cpu_kernels::sinusoidal_embedding_backward(t.data(), demb.data(), dt.data(), t.numel(), o);
+}
+
+}  // namespace spo::inline kernels
+
 namespace spo::nn {
 
-/// get_timestep_embedding as a function: timesteps [N] -> [N, embedding_dim].
-template <Scalar T>
-Tensor<T, cpu> timestep_embedding(const Tensor<T, cpu>& timesteps, const SinusoidalEmbeddingOptions& o) {
+/// get_timestep_embedding as a function: timesteps [N] -> [N, embedding_dim], on the device of the timesteps.
+template <Scalar T, Device D>
+Tensor<T, D> timestep_embedding(const Tensor<T, D>& timesteps, const SinusoidalEmbeddingOptions& o) {
+  static_assert(kernels_declared<D>,
+                "spo::nn::timestep_embedding: no kernels of device D are declared; include spo/cuda.hpp");
   SPO_CHECK(timesteps.rank() == 1, "timestep_embedding: timesteps shape " << timesteps.shape() << " is not [N]");
   SPO_CHECK(o.embedding_dim >= 2 && static_cast<double>(o.embedding_dim / 2) != o.downscale_freq_shift,
             "timestep_embedding: embedding_dim " << o.embedding_dim << " with downscale_freq_shift "
                                                  << o.downscale_freq_shift << " gives no finite frequencies");
-  auto emb = Tensor<T, cpu>::uninitialized(Shape{timesteps.shape()[0], o.embedding_dim});  // [N, dim]
-  cpu_kernels::sinusoidal_embedding_forward(timesteps.data(), emb.data(), timesteps.shape()[0], o);
+  auto emb = Tensor<T, D>::uninitialized(Shape{timesteps.shape()[0], o.embedding_dim});  // [N, dim]
+  sinusoidal_embedding_forward(timesteps, emb, o);
   return emb;
 }
 
@@ -104,6 +131,9 @@ Tensor<T, cpu> timestep_embedding(const Tensor<T, cpu>& timesteps, const Sinusoi
 !*/
 template <Scalar T, Device D = cpu>
 class Timesteps {
+  static_assert(kernels_declared<D>,
+                "spo::nn::Timesteps<T, D>: no kernels of device D are declared; include spo/cuda.hpp");
+
  public:
   using scalar_type = T;
   using device_type = D;
@@ -116,7 +146,7 @@ class Timesteps {
       : options_{embedding_dim, flip_sin_to_cos, downscale_freq_shift, scale, max_period} {}
 
   tensor forward(const tensor& t) {
-    tensor emb = timestep_embedding(t, options_);                             // [N, dim]
+    tensor emb = timestep_embedding(t, options_);  // [N, dim]
     input_ = grad_enabled() ? t : tensor();
     return emb;
   }
@@ -126,8 +156,8 @@ class Timesteps {
               "Timesteps::backward without a forward in grad mode");
     check_same_shape(demb.shape(), Shape{input_.shape()[0], options_.embedding_dim},
                      "Timesteps::backward (gradient vs output)");
-    auto dt = tensor::uninitialized(input_.shape());                          // [N]
-    cpu_kernels::sinusoidal_embedding_backward(input_.data(), demb.data(), dt.data(), input_.shape()[0], options_);
+    auto dt = tensor::uninitialized(input_.shape());  // [N]
+    sinusoidal_embedding_backward(input_, demb, dt, options_);
     input_ = tensor();
     return dt;
   }
@@ -165,11 +195,11 @@ class TimestepEmbedding {
   }
 
   tensor forward(const tensor& x) {
-    return linear_2_.forward(act_.forward(linear_1_.forward(x)));           // [..., out_dim]
+    return linear_2_.forward(act_.forward(linear_1_.forward(x)));  // [..., out_dim]
   }
 
   tensor backward(const tensor& dy) {
-    return linear_1_.backward(act_.backward(linear_2_.backward(dy)));       // [..., in_channels]
+    return linear_1_.backward(act_.backward(linear_2_.backward(dy)));  // [..., in_channels]
   }
 
   template <class V>

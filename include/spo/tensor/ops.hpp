@@ -2,6 +2,7 @@
 /// @brief Elementwise and reduction operations on host tensors used across layers, losses and tests.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -36,6 +37,12 @@ void fill_uniform(TensorView<T, cpu> t, Generator& gen, T lo = T(0), T hi = T(1)
   parallel_for(0, t.numel(), [&](std::int64_t i) {
     p[i] = lo + (hi - lo) * static_cast<T>(rng::uniform_at(seed, first, static_cast<std::uint64_t>(i)));
   }, 4096);
+}
+
+/// Every element of t set to value.
+template <Scalar T>
+void fill(TensorView<T, cpu> t, T value) {
+  std::fill_n(t.data(), t.numel(), value);
 }
 
 template <Scalar T>

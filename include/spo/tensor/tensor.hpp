@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
@@ -194,3 +195,22 @@ inline void check_same_shape(const Shape& a, const Shape& b, const char* what) {
 }
 
 }  // namespace spo
+
+/*!
+  WHAT THIS REPRESENTS
+    spo::kernels holds the device kernels of the layers and tensor operations: one overload per device, taking
+    Tensor<T, cpu> or Tensor<T, cuda>, with the same name and contract. The CPU overloads are declared in the CPU
+    headers beside the code that calls them, the CUDA overloads in the CUDA headers (spo/cuda.hpp includes them all).
+    The namespace is inline in spo, so that a call made without qualification inside a device-generic template
+    (e.g. gemm(...) in nn::Linear<T, D>) finds the overload of D by argument-dependent lookup on Tensor<T, D>, even
+    when the CUDA headers are included after the template.
+!*/
+namespace spo::inline kernels {
+
+/// True for a device whose kernel overloads are declared in this translation unit: spo::cpu always, spo::cuda once
+/// a CUDA kernel header (tensor/cuda/kernels.hpp, included by all of them) is included. The device-generic layers
+/// check it, so that forgetting spo/cuda.hpp is a readable static_assert rather than an overload error.
+template <Device D>
+inline constexpr bool kernels_declared = std::same_as<D, cpu>;
+
+}  // namespace spo::inline kernels

@@ -8,6 +8,8 @@ using namespace spo;
 
 static_assert(nn::Layer<nn::Linear<double>>);
 static_assert(nn::Layer<nn::Linear<float>>);
+// The CPU headers declare the CPU kernels only: the spo::cuda overloads come with spo/cuda.hpp.
+static_assert(kernels_declared<cpu> && !kernels_declared<cuda>);
 
 TEST_CASE("Linear forward matches x W^T + b") {
   nn::Linear<double> lin(3, 2);

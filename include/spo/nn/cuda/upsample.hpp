@@ -1,52 +1,27 @@
 // SPDX-License-Identifier: MIT
-/// @brief Upsample2x<T, cuda>: nearest-neighbour 2x upsampling of [B, C, H, W] on the device (the twin of
-/// nn/upsample.hpp; F.interpolate(scale_factor=2, mode="nearest")).
+/// @brief The spo::cuda kernels of nn::Upsample2x (upsample_nearest2x_forward, upsample_nearest2x_backward; contracts
+/// in nn/upsample.hpp): cuda_kernels::upsample_nearest2x_* of tensor/cuda/pointwise.hpp.
 #pragma once
 
-#include <string_view>
-
 #include "spo/core/device.hpp"
-#include "spo/core/error.hpp"
-#include "spo/nn/grad_mode.hpp"
 #include "spo/nn/upsample.hpp"
+#include "spo/tensor/cuda/kernels.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/pointwise.hpp"
 #include "spo/tensor/tensor.hpp"
 
-namespace spo::nn {
+namespace spo::inline kernels {
 
-/// [B, C, H, W] -> [B, C, 2H, 2W]; backward sums each 2x2 block of the gradient. No parameters.
 template <Scalar T>
-class Upsample2x<T, cuda> {
- public:
-  using scalar_type = T;
-  using device_type = cuda;
-  using tensor = Tensor<T, cuda>;
+void upsample_nearest2x_forward(const Tensor<T, cuda>& x, Tensor<T, cuda>& y) {
+  const Shape& s = x.shape();
+  cuda_kernels::upsample_nearest2x_forward<T>(x.data(), y.data(), s[0] * s[1], s[2], s[3]);
+}
 
-  tensor forward(const tensor& x) {
-    SPO_CHECK(x.rank() == 4, "Upsample2x: input shape " << x.shape() << " is not [B, C, H, W]");
-    const Shape& s = x.shape();
-    auto y = tensor::uninitialized(Shape{s[0], s[1], 2 * s[2], 2 * s[3]});  // [B, C, 2H, 2W]
-    cuda_kernels::upsample_nearest2x_forward<T>(x.data(), y.data(), s[0] * s[1], s[2], s[3]);
-    input_shape_ = grad_enabled() ? s : Shape{};
-    return y;
-  }
+template <Scalar T>
+void upsample_nearest2x_backward(const Tensor<T, cuda>& dy, Tensor<T, cuda>& dx) {
+  const Shape& s = dx.shape();
+  cuda_kernels::upsample_nearest2x_backward<T>(dy.data(), dx.data(), s[0] * s[1], s[2], s[3]);
+}
 
-  tensor backward(const tensor& dy) {
-    SPO_CHECK(input_shape_.rank() == 4, "Upsample2x::backward without a forward in grad mode");
-    const Shape& s = input_shape_;
-    check_same_shape(dy.shape(), Shape{s[0], s[1], 2 * s[2], 2 * s[3]}, "Upsample2x::backward (gradient vs output)");
-    auto dx = tensor::uninitialized(s);                                       // [B, C, H, W]
-    cuda_kernels::upsample_nearest2x_backward<T>(dy.data(), dx.data(), s[0] * s[1], s[2], s[3]);
-    input_shape_ = Shape{};
-    return dx;
-  }
-
-  template <class V>
-  void visit_parameters(V&&, std::string_view) {}
-
- private:
-  Shape input_shape_;
-};
-
-}  // namespace spo::nn
+}  // namespace spo::inline kernels

@@ -10,6 +10,7 @@
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
 #include "spo/tensor/cpu/dnnl_context.hpp"
+#include "spo/tensor/tensor.hpp"
 
 namespace spo::cpu_kernels {
 
@@ -151,3 +152,21 @@ void gemm_batched(std::int64_t batch, bool trans_a, bool trans_b, std::int64_t m
 }
 
 }  // namespace spo::cpu_kernels
+
+namespace spo::inline kernels {
+
+/*!
+  C = alpha op(A) op(B) + beta C on contiguous row-major matrices held in tensors of any rank: op(A) is [m, k],
+  op(B) is [k, n], C is [m, n], and each leading dimension is the stored row length (A: trans_a ? m : k,
+  B: trans_b ? k : n, C: n). The CPU overload is cpu_kernels::gemm; beta == 0 never reads C.
+  REQUIRES
+    - a, b and c hold at least the elements of their matrices
+!*/
+template <Scalar T>
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const Tensor<T, cpu>& a,
+          const Tensor<T, cpu>& b, T beta, Tensor<T, cpu>& c) {
+  cpu_kernels::gemm(trans_a, trans_b, m, n, k, alpha, a.data(), trans_a ? m : k, b.data(), trans_b ? k : n, beta,
+                    c.data(), n);
+}
+
+}  // namespace spo::inline kernels

@@ -17,7 +17,7 @@
 #include "spo/core/error.hpp"
 #include "spo/tensor/cuda/attention.hpp"
 #include "spo/tensor/cuda/elementwise.cuh"
-#include "spo/tensor/cuda/gemm.cuh"
+#include "spo/tensor/cuda/gemm.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
 #include "spo/tensor/tensor.hpp"

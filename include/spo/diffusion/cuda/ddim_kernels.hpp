@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /// @brief Host declarations of the DDIM device operations (transition mean, step log-probability, per-sample affine
-/// combinations, clamping) for code that the C++ compiler builds; definitions in ddim.cuh, instantiated for float and
-/// double by tensor/cuda/instantiate/ddim.cu.
+/// combinations, clamping) for code that the C++ compiler builds; definitions in ddim_kernels.cuh, instantiated for
+/// float and double by diffusion/cuda/instantiate/ddim_kernels.cu.
 #pragma once
 
 #include <cmath>
@@ -12,10 +12,11 @@
 #include <vector>
 
 #include "spo/core/device.hpp"
+#include "spo/tensor/cuda/kernels.hpp"
 #include "spo/tensor/per_sample.hpp"
 #include "spo/tensor/tensor.hpp"
 
-namespace spo::cuda_kernels {
+namespace spo::diffusion::cuda_kernels {
 
 /// The per-batch-element numbers of one DDIM transition x_prev ~ N(sqrt(abar_prev) x0 + dir * eps, stddev^2).
 struct DdimCoefficients {
@@ -43,8 +44,10 @@ requires TransitionLike<std::ranges::range_value_t<R>> std::vector<DdimCoefficie
   return c;
 }
 
-}  // namespace spo::cuda_kernels
+}  // namespace spo::diffusion::cuda_kernels
 
+// The device forms of the per-sample arithmetic of diffusion::Ddim, in namespace spo: Ddim calls them unqualified
+// with spo::Tensor and spo::SampleWeights arguments, so argument-dependent lookup finds them there.
 namespace spo {
 
 /// out[b, i] = w_b.a * a[b, i] + w_b.b * b[b, i], in double, rounded to T once; a, b, out: [B, ...] with one weight

@@ -16,13 +16,13 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
-#include "spo/tensor/cuda/ddim.hpp"
+#include "spo/diffusion/cuda/ddim_kernels.hpp"
 #include "spo/tensor/cuda/elementwise.cuh"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
 #include "spo/tensor/tensor.hpp"
 
-namespace spo::cuda_kernels {
+namespace spo::diffusion::cuda_kernels {
 
 /// Batch elements per launch: their coefficients travel by value as a kernel parameter (3 KiB), so a call needs
 /// no device upload; longer batches are split into several launches.
@@ -33,6 +33,10 @@ struct DdimCoefficientTable {
 };
 
 namespace detail {
+
+using spo::cuda_kernels::detail::grid_first;
+using spo::cuda_kernels::detail::grid_stride;
+using spo::cuda_kernels::detail::null_pointer_reason;
 
 inline DdimCoefficientTable coefficient_table(std::span<const DdimCoefficients> c) {
   DdimCoefficientTable t{};
@@ -127,7 +131,7 @@ struct DdimMean {
   }
   static void run(const Arguments& args, cudaStream_t stream = nullptr) {
     std::string why;
-    SPO_CHECK(can_implement(args, &why), "cuda_kernels::DdimMean: " << why);
+    SPO_CHECK(can_implement(args, &why), "diffusion::cuda_kernels::DdimMean: " << why);
     if (args.batch == 0 || args.per == 0) return;
     for (std::int64_t b0 = 0; b0 < args.batch; b0 += ddim_batch_per_launch) {
       const std::int64_t nb = std::min<std::int64_t>(ddim_batch_per_launch, args.batch - b0);
@@ -144,7 +148,7 @@ struct DdimMean {
 /*!
   WHAT THIS REPRESENTS
     log p(x_prev | x_t) per batch element [B] for a Gaussian DDIM transition with mean mu (DDPO/D3PO/SPO
-    convention, algorithm.md 1.3; diffusion::Ddim::log_prob once mu is known):
+    convention, docs/algorithm.md 1.3 and 2; diffusion::Ddim::log_prob once mu is known):
       log p_b = mean_CHW[ -(x_prev - mu)^2 / (2 stddev_b^2) - log stddev_b - log sqrt(2 pi) ]
     The squared distance is summed in double in a fixed order (per-chunk block trees, then a tree over chunks),
     so the result is deterministic for a given shape.
@@ -189,7 +193,7 @@ struct DdimLogProb {
   }
   static void run(const Arguments& args, cudaStream_t stream = nullptr) {
     std::string why;
-    SPO_CHECK(can_implement(args, &why), "cuda_kernels::DdimLogProb: " << why);
+    SPO_CHECK(can_implement(args, &why), "diffusion::cuda_kernels::DdimLogProb: " << why);
     if (args.batch == 0) return;
     Tensor<double, cuda> scratch;
     double* partial = static_cast<double*>(args.workspace);
@@ -214,16 +218,13 @@ struct DdimLogProb {
   }
 };
 
-}  // namespace spo::cuda_kernels
-
-namespace spo::cuda_kernels {
-
 template <Scalar T>
 __global__ void clamp_kernel(std::int64_t n, T lo, T hi, T* x) {
-  for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) x[i] = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
+  for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride())
+    x[i] = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
 }
 
-}  // namespace spo::cuda_kernels
+}  // namespace spo::diffusion::cuda_kernels
 
 namespace spo {
 
@@ -234,24 +235,24 @@ void per_sample_affine(TensorView<const T, cuda> a, TensorView<const T, cuda> b,
   check_same_shape(a.shape(), out.shape(), "per_sample_affine (a vs out)");
   SPO_CHECK(a.rank() >= 1, "per_sample_affine: expected a batched tensor, got shape " << a.shape());
   const std::int64_t batch = a.size(0), per = batch == 0 ? 0 : a.numel() / batch;
-  std::vector<cuda_kernels::DdimCoefficients> c;
+  std::vector<diffusion::cuda_kernels::DdimCoefficients> c;
   for (const auto& x : w) c.push_back({x.a, x.b, 0.0});
-  cuda_kernels::DdimMean<T>::run({batch, per, a.data(), b.data(), out.data(), c});
+  diffusion::cuda_kernels::DdimMean<T>::run({batch, per, a.data(), b.data(), out.data(), c});
 }
 
 template <Scalar T>
 Tensor<T, cuda> gaussian_log_prob(const Tensor<T, cuda>& x, const Tensor<T, cuda>& mu, std::span<const double> stddev) {
-  std::vector<cuda_kernels::DdimCoefficients> c;
+  std::vector<diffusion::cuda_kernels::DdimCoefficients> c;
   for (const double s : stddev) c.push_back({0.0, 0.0, s});
-  return diffusion::transition_log_prob(x, mu, std::span<const cuda_kernels::DdimCoefficients>(c));
+  return diffusion::transition_log_prob(x, mu, std::span<const diffusion::cuda_kernels::DdimCoefficients>(c));
 }
 
 template <Scalar T>
 void clamp_inplace(Tensor<T, cuda>& x, T lo, T hi) {
   SPO_CHECK(!(hi < lo), "clamp_inplace: empty range [" << lo << ", " << hi << "]");
   if (x.numel() == 0) return;
-  cuda_kernels::clamp_kernel<T><<<std::min(cuda_runtime::grid_1d(x.numel()), 4096u), cuda_runtime::block_1d>>>(
-      x.numel(), lo, hi, x.data());
+  diffusion::cuda_kernels::clamp_kernel<T>
+      <<<std::min(cuda_runtime::grid_1d(x.numel()), 4096u), cuda_runtime::block_1d>>>(x.numel(), lo, hi, x.data());
   SPO_CUDA_CHECK_LAUNCH("clamp_kernel");
 }
 

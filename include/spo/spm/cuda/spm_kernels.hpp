@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /// @brief The preference network's own operations on spo::cuda (adaLN modulate and gate, ViT patch tokens, token
 /// embedding lookup, masked mean pooling, CLIP cosine scores) with their backward: the device twins of the CPU free
-/// functions in spm/*.hpp and text/text_encoder.hpp, found by ADL from those templates. Launchers are defined in
-/// spm.cuh and instantiated in instantiate/spm.cu.
+/// functions in spm/*.hpp and text/text_encoder.hpp, in namespace spo as those are, and found by ADL from the
+/// templates. The launchers (spm::cuda_kernels) are defined in spm_kernels.cuh and instantiated for float and double
+/// in spm/cuda/instantiate/spm_kernels.cu.
 #pragma once
 
 #include <algorithm>
@@ -15,11 +16,12 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
+#include "spo/tensor/cuda/kernels.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
 #include "spo/tensor/tensor.hpp"
 
-namespace spo::cuda_kernels {
+namespace spo::spm::cuda_kernels {
 
 /// A modulation mod [batch, stride] read in chunks of `width` (chunk c starts at c * width) and applied to
 /// x [batch, tokens, width], broadcast over the tokens.
@@ -87,7 +89,7 @@ template <Scalar T>
 void clip_scores_backward(const T* ds, const T* u, const T* v, const T* norms, const T* scores, const T* logit_scale,
                           T* df, T* dg, T* dlogit_scale, std::int64_t batch, std::int64_t dim);
 
-}  // namespace spo::cuda_kernels
+}  // namespace spo::spm::cuda_kernels
 
 namespace spo {
 
@@ -95,8 +97,8 @@ namespace spm_detail {
 
 /// The layout of x [B, ..., W] under mod [B, stride] with chunks of W; checks that `chunks` chunks fit.
 template <Scalar T, Device D>
-cuda_kernels::ModulationShape modulation_shape(const Tensor<T, D>& x, const Tensor<T, D>& mod, std::int64_t chunks,
-                                               const char* what) {
+spm::cuda_kernels::ModulationShape modulation_shape(const Tensor<T, D>& x, const Tensor<T, D>& mod, std::int64_t chunks,
+                                                    const char* what) {
   SPO_CHECK(x.rank() >= 2 && mod.rank() == 2 && mod.size(0) == x.size(0) && chunks * x.shape()[-1] <= mod.size(1),
             what << ": modulation shape " << mod.shape() << " does not fit input shape " << x.shape());
   const std::int64_t batch = x.size(0), width = x.shape()[-1];
@@ -107,8 +109,7 @@ cuda_kernels::ModulationShape modulation_shape(const Tensor<T, D>& x, const Tens
 inline Tensor<std::int32_t, cuda> upload_ids(std::span<const std::int32_t> values) {
   auto dev = Tensor<std::int32_t, cuda>::uninitialized(Shape{static_cast<std::int64_t>(values.size())});
   if (!values.empty())
-    SPO_CUDA_CHECK(cudaMemcpy(dev.data(), values.data(), values.size() * sizeof(std::int32_t),
-                              cudaMemcpyHostToDevice));
+    SPO_CUDA_CHECK(cudaMemcpy(dev.data(), values.data(), values.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice));
   return dev;
 }
 
@@ -119,33 +120,31 @@ template <Scalar T>
 Tensor<T, cuda> adaln_modulate(const Tensor<T, cuda>& x, const Tensor<T, cuda>& mod, std::int64_t shift_chunk,
                                std::int64_t scale_chunk) {
   const auto s = spm_detail::modulation_shape(x, mod, std::max(shift_chunk, scale_chunk) + 1, "adaln_modulate");
-  auto y = Tensor<T, cuda>::uninitialized(x.shape());                         // x.shape
-  cuda_kernels::adaln_modulate_forward<T>(s, x.data(), mod.data(), shift_chunk, scale_chunk, y.data());
+  auto y = Tensor<T, cuda>::uninitialized(x.shape());  // x.shape
+  spm::cuda_kernels::adaln_modulate_forward<T>(s, x.data(), mod.data(), shift_chunk, scale_chunk, y.data());
   return y;
 }
 
 /// Backward of adaln_modulate: returns dx; accumulates the shift and scale chunks of dmod [B, k W].
 template <Scalar T>
-Tensor<T, cuda> adaln_modulate_backward(const Tensor<T, cuda>& dy, const Tensor<T, cuda>& x,
-                                        const Tensor<T, cuda>& mod, std::int64_t shift_chunk,
-                                        std::int64_t scale_chunk, Tensor<T, cuda>& dmod) {
+Tensor<T, cuda> adaln_modulate_backward(const Tensor<T, cuda>& dy, const Tensor<T, cuda>& x, const Tensor<T, cuda>& mod,
+                                        std::int64_t shift_chunk, std::int64_t scale_chunk, Tensor<T, cuda>& dmod) {
   check_same_shape(dy.shape(), x.shape(), "adaln_modulate_backward (gradient vs input)");
   check_same_shape(dmod.shape(), mod.shape(), "adaln_modulate_backward (dmod vs mod)");
   const auto s =
       spm_detail::modulation_shape(x, mod, std::max(shift_chunk, scale_chunk) + 1, "adaln_modulate_backward");
-  auto dx = Tensor<T, cuda>::uninitialized(x.shape());                        // x.shape
-  cuda_kernels::adaln_modulate_backward<T>(s, dy.data(), x.data(), mod.data(), shift_chunk, scale_chunk, dx.data(),
-                                           dmod.data());
+  auto dx = Tensor<T, cuda>::uninitialized(x.shape());  // x.shape
+  spm::cuda_kernels::adaln_modulate_backward<T>(s, dy.data(), x.data(), mod.data(), shift_chunk, scale_chunk, dx.data(),
+                                                dmod.data());
   return dx;
 }
 
 /// adaLN-Zero's gated residual on the device: h += mod[gate_chunk] a (broadcast over the tokens).
 template <Scalar T>
-void adaln_gate_add(Tensor<T, cuda>& h, const Tensor<T, cuda>& a, const Tensor<T, cuda>& mod,
-                    std::int64_t gate_chunk) {
+void adaln_gate_add(Tensor<T, cuda>& h, const Tensor<T, cuda>& a, const Tensor<T, cuda>& mod, std::int64_t gate_chunk) {
   check_same_shape(a.shape(), h.shape(), "adaln_gate_add (branch vs residual)");
   const auto s = spm_detail::modulation_shape(h, mod, gate_chunk + 1, "adaln_gate_add");
-  cuda_kernels::adaln_gate_forward<T>(s, h.data(), a.data(), mod.data(), gate_chunk);
+  spm::cuda_kernels::adaln_gate_forward<T>(s, h.data(), a.data(), mod.data(), gate_chunk);
 }
 
 /// Backward of adaln_gate_add w.r.t. the branch: returns da = gate dy; accumulates the gate chunk of dmod.
@@ -155,8 +154,8 @@ Tensor<T, cuda> adaln_gate_backward(const Tensor<T, cuda>& dy, const Tensor<T, c
   check_same_shape(dy.shape(), a.shape(), "adaln_gate_backward (gradient vs branch)");
   check_same_shape(dmod.shape(), mod.shape(), "adaln_gate_backward (dmod vs mod)");
   const auto s = spm_detail::modulation_shape(a, mod, gate_chunk + 1, "adaln_gate_backward");
-  auto da = Tensor<T, cuda>::uninitialized(a.shape());                        // a.shape
-  cuda_kernels::adaln_gate_backward<T>(s, dy.data(), a.data(), mod.data(), gate_chunk, da.data(), dmod.data());
+  auto da = Tensor<T, cuda>::uninitialized(a.shape());  // a.shape
+  spm::cuda_kernels::adaln_gate_backward<T>(s, dy.data(), a.data(), mod.data(), gate_chunk, da.data(), dmod.data());
   return da;
 }
 
@@ -168,8 +167,8 @@ Tensor<T, cuda> patch_tokens(const Tensor<T, cuda>& patches, const Tensor<T, cud
             "patch_tokens: patches " << patches.shape() << ", class embedding " << cls.shape()
                                      << " and positional embedding " << pos.shape() << " do not agree");
   const std::int64_t batch = patches.size(0), w = patches.size(1), np = patches.size(2) * patches.size(3);
-  auto seq = Tensor<T, cuda>::uninitialized(Shape{batch, np + 1, w});         // [B, N + 1, W]
-  cuda_kernels::patch_tokens_forward<T>(patches.data(), cls.data(), pos.data(), seq.data(), batch, np, w);
+  auto seq = Tensor<T, cuda>::uninitialized(Shape{batch, np + 1, w});  // [B, N + 1, W]
+  spm::cuda_kernels::patch_tokens_forward<T>(patches.data(), cls.data(), pos.data(), seq.data(), batch, np, w);
   return seq;
 }
 
@@ -185,8 +184,8 @@ Tensor<T, cuda> patch_tokens_backward(const Tensor<T, cuda>& dseq, std::int64_t 
   SPO_CHECK(!dpos || dpos->shape() == (Shape{np + 1, w}),
             "patch_tokens_backward: positional gradient shape " << dpos->shape());
   auto dpatches = Tensor<T, cuda>::uninitialized(Shape{batch, w, grid, grid});  // [B, W, g, g]
-  cuda_kernels::patch_tokens_backward<T>(dseq.data(), dpatches.data(), dcls ? dcls->data() : nullptr,
-                                         dpos ? dpos->data() : nullptr, batch, np, w);
+  spm::cuda_kernels::patch_tokens_backward<T>(dseq.data(), dpatches.data(), dcls ? dcls->data() : nullptr,
+                                              dpos ? dpos->data() : nullptr, batch, np, w);
   return dpatches;
 }
 
@@ -195,7 +194,7 @@ template <Scalar T>
 Tensor<T, cuda> first_token(const Tensor<T, cuda>& h) {
   SPO_CHECK(h.rank() == 3 && h.size(1) >= 1, "first_token: shape " << h.shape() << " is not [B, N >= 1, W]");
   const std::int64_t batch = h.size(0), n = h.size(1), w = h.size(2);
-  auto cls = Tensor<T, cuda>::uninitialized(Shape{batch, w});                 // [B, W]
+  auto cls = Tensor<T, cuda>::uninitialized(Shape{batch, w});  // [B, W]
   const auto row = static_cast<std::size_t>(w) * sizeof(T);
   if (batch * w > 0)
     SPO_CUDA_CHECK(cudaMemcpy2DAsync(cls.data(), row, h.data(), static_cast<std::size_t>(n) * row, row,
@@ -209,7 +208,7 @@ Tensor<T, cuda> first_token_backward(const Tensor<T, cuda>& dcls, std::int64_t t
   SPO_CHECK(dcls.rank() == 2 && tokens >= 1,
             "first_token_backward: gradient shape " << dcls.shape() << " with " << tokens << " tokens");
   const std::int64_t batch = dcls.size(0), w = dcls.size(1);
-  Tensor<T, cuda> dh(Shape{batch, tokens, w});                                // [B, N, W] zeros
+  Tensor<T, cuda> dh(Shape{batch, tokens, w});  // [B, N, W] zeros
   const auto row = static_cast<std::size_t>(w) * sizeof(T);
   if (batch * w > 0)
     SPO_CUDA_CHECK(cudaMemcpy2DAsync(dh.data(), static_cast<std::size_t>(tokens) * row, dcls.data(), row, row,
@@ -227,8 +226,8 @@ Tensor<T, cuda> embedding_lookup(const Tensor<T, cuda>& token, const Tensor<T, c
                                  << ", position table " << position.shape());
   const std::int64_t length = position.size(0), w = position.size(1);
   const auto dev_ids = spm_detail::upload_ids(ids);
-  auto out = Tensor<T, cuda>::uninitialized(Shape{batch, length, w});         // [B, L, W]
-  cuda_kernels::embedding_forward<T>(token.data(), position.data(), dev_ids.data(), out.data(), batch, length, w);
+  auto out = Tensor<T, cuda>::uninitialized(Shape{batch, length, w});  // [B, L, W]
+  spm::cuda_kernels::embedding_forward<T>(token.data(), position.data(), dev_ids.data(), out.data(), batch, length, w);
   return out;
 }
 
@@ -263,13 +262,13 @@ void embedding_lookup_backward(const Tensor<T, cuda>& dfeatures, std::span<const
     const auto dev_unique = spm_detail::upload_ids(unique);
     const auto dev_offsets = spm_detail::upload_ids(offsets);
     const auto dev_positions = spm_detail::upload_ids(positions);
-    cuda_kernels::embedding_token_backward<T>(dfeatures.data(), dev_unique.data(), dev_offsets.data(),
-                                              dev_positions.data(), dtoken->data(),
-                                              static_cast<std::int64_t>(unique.size()), w);
+    spm::cuda_kernels::embedding_token_backward<T>(dfeatures.data(), dev_unique.data(), dev_offsets.data(),
+                                                   dev_positions.data(), dtoken->data(),
+                                                   static_cast<std::int64_t>(unique.size()), w);
   }
   if (dposition) {
     check_same_shape(dposition->shape(), Shape{length, w}, "embedding_lookup_backward (position gradient)");
-    cuda_kernels::embedding_position_backward<T>(dfeatures.data(), dposition->data(), batch, length, w);
+    spm::cuda_kernels::embedding_position_backward<T>(dfeatures.data(), dposition->data(), batch, length, w);
   }
 }
 
@@ -279,8 +278,8 @@ Tensor<T, cuda> weighted_token_sum(const Tensor<T, cuda>& h, const Tensor<T, cud
   SPO_CHECK(h.rank() == 3 && weights.shape() == (Shape{h.size(0), h.size(1)}),
             "weighted_token_sum: weights shape " << weights.shape() << " does not match tokens " << h.shape());
   const std::int64_t batch = h.size(0), length = h.size(1), w = h.size(2);
-  auto out = Tensor<T, cuda>::uninitialized(Shape{batch, w});                 // [B, W]
-  cuda_kernels::weighted_token_sum_forward<T>(h.data(), weights.data(), out.data(), batch, length, w);
+  auto out = Tensor<T, cuda>::uninitialized(Shape{batch, w});  // [B, W]
+  spm::cuda_kernels::weighted_token_sum_forward<T>(h.data(), weights.data(), out.data(), batch, length, w);
   return out;
 }
 
@@ -290,8 +289,8 @@ Tensor<T, cuda> weighted_token_sum_backward(const Tensor<T, cuda>& dout, const T
   SPO_CHECK(weights.rank() == 2 && dout.rank() == 2 && dout.size(0) == weights.size(0),
             "weighted_token_sum_backward: gradient shape " << dout.shape() << " for weights " << weights.shape());
   const std::int64_t batch = weights.size(0), length = weights.size(1), w = dout.size(1);
-  auto dh = Tensor<T, cuda>::uninitialized(Shape{batch, length, w});          // [B, L, W]
-  cuda_kernels::weighted_token_sum_backward<T>(dout.data(), weights.data(), dh.data(), batch, length, w);
+  auto dh = Tensor<T, cuda>::uninitialized(Shape{batch, length, w});  // [B, L, W]
+  spm::cuda_kernels::weighted_token_sum_backward<T>(dout.data(), weights.data(), dh.data(), batch, length, w);
   return dh;
 }
 
@@ -304,12 +303,12 @@ Tensor<T, cuda> clip_scores(const Tensor<T, cuda>& f, const Tensor<T, cuda>& g, 
             "clip_scores: image features " << f.shape() << ", text features " << g.shape() << ", logit scale "
                                            << logit_scale.shape());
   const std::int64_t batch = f.size(0), e = f.size(1);
-  u = Tensor<T, cuda>::uninitialized(f.shape());                              // [B, E]
-  v = Tensor<T, cuda>::uninitialized(g.shape());                              // [B, E]
-  norms = Tensor<T, cuda>::uninitialized(Shape{batch, 2});                    // [B, 2]
-  auto scores = Tensor<T, cuda>::uninitialized(Shape{batch});                 // [B]
-  cuda_kernels::clip_scores_forward<T>(f.data(), g.data(), logit_scale.data(), u.data(), v.data(), norms.data(),
-                                       scores.data(), batch, e);
+  u = Tensor<T, cuda>::uninitialized(f.shape());               // [B, E]
+  v = Tensor<T, cuda>::uninitialized(g.shape());               // [B, E]
+  norms = Tensor<T, cuda>::uninitialized(Shape{batch, 2});     // [B, 2]
+  auto scores = Tensor<T, cuda>::uninitialized(Shape{batch});  // [B]
+  spm::cuda_kernels::clip_scores_forward<T>(f.data(), g.data(), logit_scale.data(), u.data(), v.data(), norms.data(),
+                                            scores.data(), batch, e);
   return scores;
 }
 
@@ -321,11 +320,11 @@ void clip_scores_backward(const Tensor<T, cuda>& ds, const Tensor<T, cuda>& u, c
                           Tensor<T, cuda>* dlogit_scale) {
   check_same_shape(ds.shape(), scores.shape(), "clip_scores_backward (gradient vs scores)");
   const std::int64_t batch = u.size(0), e = u.size(1);
-  df = Tensor<T, cuda>::uninitialized(u.shape());                             // [B, E]
-  dg = Tensor<T, cuda>::uninitialized(v.shape());                             // [B, E]
-  cuda_kernels::clip_scores_backward<T>(ds.data(), u.data(), v.data(), norms.data(), scores.data(),
-                                        logit_scale.data(), df.data(), dg.data(),
-                                        dlogit_scale ? dlogit_scale->data() : nullptr, batch, e);
+  df = Tensor<T, cuda>::uninitialized(u.shape());  // [B, E]
+  dg = Tensor<T, cuda>::uninitialized(v.shape());  // [B, E]
+  spm::cuda_kernels::clip_scores_backward<T>(ds.data(), u.data(), v.data(), norms.data(), scores.data(),
+                                             logit_scale.data(), df.data(), dg.data(),
+                                             dlogit_scale ? dlogit_scale->data() : nullptr, batch, e);
 }
 
 }  // namespace spo

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /// @brief Kernels of the preference network on spo::cuda: adaLN modulate / gate, ViT patch tokens, token embeddings,
 /// weighted token sums and CLIP cosine scores, forward and backward. Every reduction runs in double in a fixed order
-/// (no atomics); host declarations in spm.hpp.
+/// (no atomics); host declarations in spm_kernels.hpp.
 #pragma once
 
 #include <algorithm>
@@ -12,12 +12,20 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
+#include "spo/spm/cuda/spm_kernels.hpp"
 #include "spo/tensor/cuda/elementwise.cuh"
 #include "spo/tensor/cuda/layout.cuh"
 #include "spo/tensor/cuda/runtime.hpp"
-#include "spo/tensor/cuda/spm.hpp"
 
-namespace spo::cuda_kernels::spm_detail {
+namespace spo::spm::cuda_kernels {
+
+// The grid-stride and block-reduction helpers of spo's elementwise and layout kernels.
+namespace detail = spo::cuda_kernels::detail;
+namespace layout_detail = spo::cuda_kernels::layout_detail;
+
+}  // namespace spo::spm::cuda_kernels
+
+namespace spo::spm::cuda_kernels::spm_detail {
 
 /// torch.nn.functional.normalize's eps: norms below it are taken as it.
 inline constexpr double norm_floor = 1e-12;
@@ -265,9 +273,9 @@ __global__ void logit_scale_grad_kernel(const T* ds, const T* scores, T* dls, st
   if (threadIdx.x == 0) dls[0] += static_cast<T>(acc[0]);
 }
 
-}  // namespace spo::cuda_kernels::spm_detail
+}  // namespace spo::spm::cuda_kernels::spm_detail
 
-namespace spo::cuda_kernels {
+namespace spo::spm::cuda_kernels {
 
 template <Scalar T>
 void adaln_modulate_forward(const ModulationShape& s, const T* x, const T* mod, std::int64_t shift_chunk,
@@ -286,8 +294,8 @@ void adaln_modulate_backward(const ModulationShape& s, const T* dy, const T* x, 
   if (n == 0) return;
   spm_detail::modulate_dx_kernel<T><<<cuda_runtime::grid_1d(n), cuda_runtime::block_1d>>>(s, dy, mod, scale_chunk, dx);
   SPO_CUDA_CHECK_LAUNCH("modulate_dx_kernel");
-  spm_detail::modulate_dmod_kernel<T><<<cuda_runtime::grid_1d(s.batch * s.width), cuda_runtime::block_1d>>>(
-      s, dy, x, shift_chunk, scale_chunk, dmod);
+  spm_detail::modulate_dmod_kernel<T>
+      <<<cuda_runtime::grid_1d(s.batch * s.width), cuda_runtime::block_1d>>>(s, dy, x, shift_chunk, scale_chunk, dmod);
   SPO_CUDA_CHECK_LAUNCH("modulate_dmod_kernel");
 }
 
@@ -410,4 +418,4 @@ void clip_scores_backward(const T* ds, const T* u, const T* v, const T* norms, c
   }
 }
 
-}  // namespace spo::cuda_kernels
+}  // namespace spo::spm::cuda_kernels

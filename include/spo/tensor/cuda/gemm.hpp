@@ -15,7 +15,9 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
+#include "spo/tensor/cuda/kernels.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
+#include "spo/tensor/tensor.hpp"
 
 namespace spo::cuda_kernels {
 
@@ -124,3 +126,16 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
 }
 
 }  // namespace spo::cuda_kernels
+
+namespace spo::inline kernels {
+
+/// The spo::cuda overload of kernels::gemm (tensor/cpu/gemm.hpp): the same contract on device tensors, through
+/// cuBLAS; float products use TF32 only under cuda_runtime::allow_tf32().
+template <Scalar T>
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const Tensor<T, cuda>& a,
+          const Tensor<T, cuda>& b, T beta, Tensor<T, cuda>& c) {
+  cuda_kernels::Gemm<T>::run({trans_a, trans_b, m, n, k, alpha, a.data(), trans_a ? m : k, b.data(), trans_b ? k : n,
+                              beta, c.data(), n, std::is_same_v<T, float> && cuda_runtime::allow_tf32()});
+}
+
+}  // namespace spo::inline kernels

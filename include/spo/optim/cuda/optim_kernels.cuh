@@ -13,15 +13,19 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
+#include "spo/optim/cuda/optim_kernels.hpp"
 #include "spo/tensor/cuda/elementwise.cuh"
 #include "spo/tensor/cuda/memory.hpp"
-#include "spo/tensor/cuda/optim.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
 #include "spo/tensor/tensor.hpp"
 
-namespace spo::cuda_kernels {
+namespace spo::optim::cuda_kernels {
 
 namespace detail {
+
+using spo::cuda_kernels::detail::grid_first;
+using spo::cuda_kernels::detail::grid_stride;
+using spo::cuda_kernels::detail::null_pointer_reason;
 
 __device__ inline float sqrt_of(float x) { return sqrtf(x); }
 __device__ inline double sqrt_of(double x) { return sqrt(x); }
@@ -104,10 +108,10 @@ struct AdamWUpdate {
   }
   static void run(const Arguments& args, cudaStream_t stream = nullptr) {
     std::string why;
-    SPO_CHECK(can_implement(args, &why), "cuda_kernels::AdamWUpdate: " << why);
+    SPO_CHECK(can_implement(args, &why), "optim::cuda_kernels::AdamWUpdate: " << why);
     if (args.n == 0) return;
-    adamw_kernel<T><<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(
-        args.n, args.scalars, args.p, args.g, args.m, args.v);
+    adamw_kernel<T><<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(args.n, args.scalars, args.p,
+                                                                                          args.g, args.m, args.v);
     SPO_CUDA_CHECK_LAUNCH("adamw_kernel");
   }
 };
@@ -142,7 +146,7 @@ struct SumOfSquares {
   }
   static void run(const Arguments& args, cudaStream_t stream = nullptr) {
     std::string why;
-    SPO_CHECK(can_implement(args, &why), "cuda_kernels::SumOfSquares: " << why);
+    SPO_CHECK(can_implement(args, &why), "optim::cuda_kernels::SumOfSquares: " << why);
     const int nc = chunks(args.n);
     if (nc == 1) {
       sum_of_squares_partial_kernel<T><<<1, detail::sumsq_block, 0, stream>>>(args.n, args.x, args.out);
@@ -172,7 +176,7 @@ struct Scale {
   }
   static void run(const Arguments& args, cudaStream_t stream = nullptr) {
     std::string why;
-    SPO_CHECK(can_implement(args, &why), "cuda_kernels::Scale: " << why);
+    SPO_CHECK(can_implement(args, &why), "optim::cuda_kernels::Scale: " << why);
     if (args.n == 0) return;
     scale_kernel<T><<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(args.n, args.alpha, args.x);
     SPO_CUDA_CHECK_LAUNCH("scale_kernel");
@@ -188,7 +192,7 @@ void adamw_update(TensorView<T, cuda> p, TensorView<const T, cuda> g, TensorView
   AdamWUpdate<T>::run({p.numel(), s, p.data(), g.data(), m.data(), v.data()});
 }
 
-}  // namespace spo::cuda_kernels
+}  // namespace spo::optim::cuda_kernels
 
 namespace spo {
 
@@ -196,12 +200,12 @@ template <Scalar T>
 double sum_of_squares(std::span<const TensorView<const T, cuda>> xs) {
   if (xs.empty()) return 0.0;
   int most_chunks = 1;
-  for (const auto& x : xs) most_chunks = std::max(most_chunks, cuda_kernels::SumOfSquares<T>::chunks(x.numel()));
+  for (const auto& x : xs) most_chunks = std::max(most_chunks, optim::cuda_kernels::SumOfSquares<T>::chunks(x.numel()));
   Tensor<double, cuda> sums(Shape{static_cast<std::int64_t>(xs.size())});  // [views], zero (empty views stay 0)
   auto partial = Tensor<double, cuda>::uninitialized(Shape{most_chunks});  // reused: launches are stream-ordered
   for (std::size_t j = 0; j < xs.size(); ++j) {
     if (xs[j].numel() == 0) continue;
-    cuda_kernels::SumOfSquares<T>::run({xs[j].numel(), xs[j].data(), sums.data() + j, partial.data()});
+    optim::cuda_kernels::SumOfSquares<T>::run({xs[j].numel(), xs[j].data(), sums.data() + j, partial.data()});
   }
   const Tensor<double, cpu> host = to_host(sums);  // waits for the kernels
   double total = 0.0;
@@ -211,7 +215,7 @@ double sum_of_squares(std::span<const TensorView<const T, cuda>> xs) {
 
 template <Scalar T>
 void scale_inplace(TensorView<T, cuda> x, T alpha) {
-  cuda_kernels::Scale<T>::run({x.numel(), alpha, x.data()});
+  optim::cuda_kernels::Scale<T>::run({x.numel(), alpha, x.data()});
 }
 
 }  // namespace spo
