@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
-/// @brief Diffusion: beta schedules, timestep spacings, parameterizations, DDIM with log-probabilities, denoising loss.
+/// @brief Diffusion: contracts, beta schedules, timestep spacings, parameterizations, DDIM with log-probabilities,
+/// denoising loss.
 #pragma once
 
+#include "spo/diffusion/concepts.hpp"
 #include "spo/diffusion/beta_schedule.hpp"
 #include "spo/diffusion/ddim.hpp"
 #include "spo/diffusion/denoising_loss.hpp"

@@ -2,6 +2,7 @@
 /// @brief Optimizers that update nn::Parameter values from their gradients.
 #pragma once
 
+#include "spo/optim/concepts.hpp"
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
 #include "spo/optim/ema.hpp"

@@ -2,6 +2,7 @@
 /// @brief Preference: compare policies, raters (the oracle reward) and Bradley-Terry preference labels.
 #pragma once
 
+#include "spo/preference/concepts.hpp"
 #include "spo/preference/compare.hpp"
 #include "spo/preference/labels.hpp"
 #include "spo/preference/pairs.hpp"

@@ -2,5 +2,6 @@
 /// @brief Step-wise resampler: SPO's k-children sampling, pair recording and continuation rules.
 #pragma once
 
+#include "spo/resampler/concepts.hpp"
 #include "spo/resampler/continuation.hpp"
 #include "spo/resampler/stepwise.hpp"

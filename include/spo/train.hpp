@@ -3,6 +3,7 @@
 /// (Diffusion-DPO, D3PO, DDPO).
 #pragma once
 
+#include "spo/train/concepts.hpp"
 #include "spo/train/common_sections.hpp"
 #include "spo/train/d3po_training.hpp"
 #include "spo/train/ddpo_training.hpp"

@@ -4,28 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <concepts>
 #include <numbers>
 #include <string_view>
 #include <vector>
 
 #include "spo/core/error.hpp"
+#include "spo/diffusion/concepts.hpp"
 
 namespace spo::diffusion {
-
-/*!
-  WHAT THIS REPRESENTS
-    A policy producing the T betas of a diffusion process, in float32 exactly as diffusers computes them
-    (Ref: diffusers scheduling_ddim.py, DDIMScheduler.__init__ and betas_for_alpha_bar).
-  REQUIRES
-    - S::name is the diffusers `beta_schedule` string
-    - s.betas(T) returns T values in (0, 1)
-!*/
-template <class S>
-concept BetaSchedule = requires(const S& s, int num_train_timesteps) {
-  { S::name } -> std::convertible_to<std::string_view>;
-  { s.betas(num_train_timesteps) } -> std::same_as<std::vector<float>>;
-};
 
 namespace detail {
 /// float32 a * b rounded to float. The volatile store keeps the rounding: without it the compiler may fuse the

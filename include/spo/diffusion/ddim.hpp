@@ -14,6 +14,7 @@
 #include "spo/core/rng.hpp"
 #include "spo/diffusion/noise_schedule.hpp"
 #include "spo/diffusion/prediction.hpp"
+#include "spo/diffusion/sampler_policy.hpp"
 #include "spo/diffusion/timesteps.hpp"
 #include "spo/tensor/ops.hpp"
 #include "spo/tensor/per_sample.hpp"
@@ -59,12 +60,12 @@ struct DdimStepOutput {
 /*!
   WHAT THIS REPRESENTS
     diffusers' DDIMScheduler (Song et al. 2021) for beta schedule S and parameterization P, plus the
-    log-probability of a transition as DDPO/D3PO/SPO compute it (algorithm.md sections 1.3 and 2):
+    log-probability of a transition as DDPO/D3PO/SPO compute it (docs/algorithm.md sections 1.3 and 2):
       log p(x_prev | x_t) = mean_CHW[ -(x_prev - mu)^2 / (2 std^2) - log std - log sqrt(2 pi) ]
     with the previous timestep clamped to [0, T-1], constants included, mean (not sum) over non-batch axes.
     Every operation takes tensors of any device D: the host computes per-sample coefficients (all parameterizations
     are linear in (u, x_t)), a device that is not host-accessible applies them through per_sample_affine /
-    gaussian_log_prob (tensor/cuda/ddim.hpp) and draws its noise from the same generator stream as the CPU.
+    gaussian_log_prob (diffusion/cuda/ddim_kernels.hpp) and draws its noise from the same generator stream as the CPU.
 !*/
 template <BetaSchedule S, Parameterization P>
 class Ddim {
@@ -333,5 +334,13 @@ Tensor<T, D> guide(const Tensor<T, D>& eps_uncond, const Tensor<T, D>& eps_cond,
   }
   return out;
 }
+
+/// The scheduler policy of an experiment (diffusion::SchedulerPolicy): DDIM with beta schedule S and
+/// parameterization P trains and evaluates, and Sampler draws the children.
+template <BetaSchedule S, Parameterization P, SamplerPolicy Sampler = AncestralDdim>
+struct DdimScheduler {
+  using scheduler_type = Ddim<S, P>;
+  using sampler_type = Sampler;
+};
 
 }  // namespace spo::diffusion

@@ -3,36 +3,12 @@
 #pragma once
 
 #include <cmath>
-#include <concepts>
 #include <string_view>
 
 #include "spo/core/host_device.hpp"
+#include "spo/diffusion/concepts.hpp"
 
 namespace spo::diffusion {
-
-/// Per-element result of interpreting a model output at noise level abar_t.
-struct X0Eps {
-  double x0;
-  double eps;
-};
-
-/*!
-  WHAT THIS REPRESENTS
-    How the output u of a denoiser at x_t = sqrt(abar) x0 + sqrt(1 - abar) eps is read (Ref: diffusers
-    DDIMScheduler.step, prediction_type). All functions are elementwise and linear in (u, x_t).
-  REQUIRES
-    - P::name is the diffusers prediction_type string
-    - P::interpret(u, x_t, abar) returns the predicted (x0, eps)
-    - P::jacobian(abar) returns (d x0 / d u, d eps / d u), constant in u and x_t
-    - P::target(x0, eps, abar) is the regression target whose MSE trains the model
-!*/
-template <class P>
-concept Parameterization = requires(double u, double x, double a) {
-  { P::name } -> std::convertible_to<std::string_view>;
-  { P::interpret(u, x, a) } -> std::same_as<X0Eps>;
-  { P::jacobian(a) } -> std::same_as<X0Eps>;
-  { P::target(u, x, a) } -> std::same_as<double>;
-};
 
 /// u = eps_hat: x0 = (x_t - sqrt(1 - abar) u) / sqrt(abar), eps = u.
 struct EpsilonPrediction {

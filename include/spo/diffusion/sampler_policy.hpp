@@ -3,8 +3,9 @@
 /// (the per-step log-probability that SPO, D3PO and DDPO optimise).
 #pragma once
 
-#include <concepts>
 #include <string_view>
+
+#include "spo/diffusion/concepts.hpp"
 
 namespace spo::diffusion {
 
@@ -21,23 +22,5 @@ struct DeterministicDdim {
   static constexpr double eta = 0.0;
   static constexpr bool stochastic = false;
 };
-
-/*!
-  WHAT THIS REPRESENTS
-    A sampler policy of an experiment.
-  REQUIRES
-    - S::name names it; S::eta is DDIM's eta (>= 0); S::stochastic is true iff eta > 0, i.e. the transition
-      p(x_{t-1} | x_t) is a Gaussian with positive variance whose log-probability exists
-!*/
-template <class S>
-concept SamplerPolicy = requires {
-  { S::name } -> std::convertible_to<std::string_view>;
-  { S::eta } -> std::convertible_to<double>;
-  { S::stochastic } -> std::convertible_to<bool>;
-} && (S::eta >= 0.0) && (S::stochastic == (S::eta > 0.0));
-
-/// A sampler whose transitions have a log-probability (what a step-wise preference loss differentiates).
-template <class S>
-concept StochasticTransition = SamplerPolicy<S> && S::stochastic;
 
 }  // namespace spo::diffusion

@@ -68,20 +68,6 @@ inline train::PretrainConfig validate(const DdpoConfig& c) {
   return base;
 }
 
-/// The evaluation of a baseline: the SPO experiment's Evaluator on the baseline's rater and evaluation sections.
-template <class C>
-Evaluator make_baseline_evaluator(const C& c, const train::PretrainConfig& base_config) {
-  SpoConfig s;
-  s.seed = c.seed;
-  s.data_dir = c.data_dir;
-  s.output_dir = c.output_dir;
-  s.base = c.base;
-  s.rater = c.rater;
-  s.lora = c.lora;
-  s.evaluation = c.evaluation;
-  return make_evaluator(s, base_config);
-}
-
 /// The images of a trained model are 1-channel (Fashion-MNIST).
 inline constexpr std::int64_t image_channels = 1;
 
@@ -107,7 +93,7 @@ int run_baseline_experiment(int argc, char** argv, const char* source_dir, const
 
   auto base = config::load_base_model<BaseModelType>(config.base);
   auto policy = make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
-  auto evaluator = io::in_config_file(cli->config, [&] { return make_baseline_evaluator(config, base_config); });
+  auto evaluator = io::in_config_file(cli->config, [&] { return make_evaluator(config, base_config); });
   std::fprintf(stderr, "%s: %s; %lld LoRA parameters\n", argv[0], method.c_str(),
                static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
   auto training =

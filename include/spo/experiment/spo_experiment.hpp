@@ -14,14 +14,16 @@
 #include <boost/hana/define_struct.hpp>
 
 #include "spo/core/image_format.hpp"
-#include "spo/diffusion/sampler_policy.hpp"
+#include "spo/diffusion/concepts.hpp"
+#include "spo/diffusion/ddim.hpp"
 #include "spo/eval/protocol.hpp"
 #include "spo/experiment/command_line.hpp"
 #include "spo/config/components.hpp"
 #include "spo/io/plot.hpp"
 #include "spo/io/png.hpp"
 #include "spo/io/resume.hpp"
-#include "spo/loss/loss_policy.hpp"
+#include "spo/loss/concepts.hpp"
+#include "spo/loss/spo_loss.hpp"
 #include "spo/model/fashion_default.hpp"
 #include "spo/nn/lora.hpp"
 #include "spo/preference/compare.hpp"
@@ -53,42 +55,59 @@ struct FashionDiffusionOn {
 };
 using FashionDiffusion = FashionDiffusionOn<cpu>;
 
+/// The scheduler the committed base model was trained with (linear betas, epsilon prediction), children drawn by
+/// DDIM with eta = 1 as SPO samples them.
+using DefaultScheduler = diffusion::DdimScheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>;
+
 /*!
   WHAT THIS REPRESENTS
     An SPO experiment type: `using Experiment = experiment::Spo<spm::StepAwarePM, preference::BestWorstCompare,
     resampler::RandomChild>;` is the paper's method; every ablation of Tables 4, 5 and 9 is another argument list.
     Preference: a preference-model variant of spm/variant.hpp (loaded from `preference_model`) or OraclePM.
-    Sampler: how children are drawn (SPO's loss needs their transition log-probabilities, so a deterministic
-    sampler does not compile); Model: the diffusion model, whose image format the preference policy must score.
+    Loss: the pair loss the trainer minimises (loss::StepPairLoss; its options are the config's "loss" section).
+    Schedule: the scheduler that samples, trains and evaluates, and the sampler that draws the children
+    (diffusion::SchedulerPolicy; its beta schedule and parameterization must be the base model's, and the loss
+    needs transition log-probabilities, so a deterministic sampler does not compile). Model: the diffusion model,
+    whose image format the preference policy must score.
 !*/
 template <class Preference, preference::ComparePolicy Compare = preference::BestWorstCompare,
-          resampler::ContinuationRule Continuation = resampler::RandomChild,
-          diffusion::SamplerPolicy Sampler = diffusion::AncestralDdim, class Model = FashionDiffusion>
-  requires SameImageFormat<Model, Preference> && loss::SamplerSuitsLoss<loss::SpoLossPolicy, Sampler>
+          resampler::ContinuationRule Continuation = resampler::RandomChild, loss::StepPairLoss Loss = loss::SpoLoss,
+          diffusion::SchedulerPolicy Schedule = DefaultScheduler, class Model = FashionDiffusion>
+  requires SameImageFormat<Model, Preference> && loss::SamplerSuitsLoss<Loss, typename Schedule::sampler_type>
 struct Spo {
   using preference_type = Preference;
   using compare_type = Compare;
   using continuation_type = Continuation;
-  using sampler_type = Sampler;
+  using loss_type = Loss;
+  using scheduler_type = typename Schedule::scheduler_type;
+  using sampler_type = typename Schedule::sampler_type;
   using model_type = Model;
-  using loss_type = loss::SpoLossPolicy;
   static constexpr bool needs_checkpoint = !std::same_as<Preference, OraclePM>;
 };
 
-/// The policies a config expects; a binary compiled with other policies refuses the config.
+/// The policy names a config may state (each optional: the binary's compiled policies are the truth); a binary
+/// compiled with other policies refuses a config that names different ones.
 struct PolicyNames {
-  BOOST_HANA_DEFINE_STRUCT(PolicyNames, (std::string, preference), (std::string, compare), (std::string, continuation));
+  BOOST_HANA_DEFINE_STRUCT(PolicyNames, (std::optional<std::string>, preference),
+                           (std::optional<std::string>, compare), (std::optional<std::string>, continuation),
+                           (std::optional<std::string>, loss));
 };
 
-/// Every key is required except preference_model (required unless the experiment uses the oracle).
-struct SpoConfig {
-  BOOST_HANA_DEFINE_STRUCT(SpoConfig, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
-                           (PolicyNames, policies),
-                           (config::BaseModelSection, base), (std::optional<std::string>, preference_model),
-                           (config::RaterSection, rater), (train::LoraSection, lora), (resampler::ResamplerOptions, resampler),
-                           (loss::SpoLossOptions, loss), (train::SpoTrainSection, train),
-                           (eval::EvalSection, evaluation));
+/// The config of an SPO experiment whose loss has options LossOptions. Every key is required except `policies`
+/// and preference_model (required unless the experiment uses the oracle).
+template <class LossOptions>
+struct SpoConfigOf {
+  BOOST_HANA_DEFINE_STRUCT(SpoConfigOf, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
+                           (std::optional<PolicyNames>, policies), (config::BaseModelSection, base),
+                           (std::optional<std::string>, preference_model), (config::RaterSection, rater),
+                           (train::LoraSection, lora), (resampler::ResamplerOptions, resampler),
+                           (LossOptions, loss), (train::SpoTrainSection, train), (eval::EvalSection, evaluation));
 };
+/// The config of the paper's SPO (its clipped loss).
+using SpoConfig = SpoConfigOf<loss::SpoLossOptions>;
+/// The config of experiment E.
+template <class E>
+using ConfigOf = SpoConfigOf<typename E::loss_type::options_type>;
 
 /// `path` (the value of config key `key`) names an existing regular file.
 inline void validate_input_file(const std::string& key, const std::string& path) {
@@ -119,23 +138,26 @@ train::PretrainConfig validate_common(const C& c) {
 /// Checks everything that can be checked before work starts (base model config included); errors are config_errors
 /// with the key ("policies.compare: is \"top_two\", but this binary was compiled with \"best_worst\" ...").
 template <class E>
-train::PretrainConfig validate(const SpoConfig& c) {
-  auto check_policy = [](const std::string& key, const std::string& given, std::string_view compiled,
+train::PretrainConfig validate(const ConfigOf<E>& c) {
+  auto check_policy = [](const std::string& key, const std::optional<std::string>& given, std::string_view compiled,
                          std::string_view known) {
-    SPO_CONFIG_CHECK(given == compiled, "policies." + key,
-                     "is \"" << given << "\", but this binary was compiled with \"" << compiled << "\" (known: " << known
-                             << "); use the experiment binary built for that policy");
+    SPO_CONFIG_CHECK(!given || *given == compiled, "policies." + key,
+                     "is \"" << *given << "\", but this binary was compiled with \"" << compiled << "\" (known: " << known
+                             << "); use the experiment binary built for that policy, or leave the key out");
   };
-  check_policy("preference", c.policies.preference, E::preference_type::name,
-               "step_aware, no_step_condition, clean, oracle");
-  check_policy("compare", c.policies.compare, E::compare_type::name, "best_worst, random_pair");
-  check_policy("continuation", c.policies.continuation, E::continuation_type::name, "random, winner, loser");
+  if (c.policies) {
+    check_policy("preference", c.policies->preference, E::preference_type::name,
+                 "step_aware, no_step_condition, clean, oracle");
+    check_policy("compare", c.policies->compare, E::compare_type::name, "best_worst, random_pair");
+    check_policy("continuation", c.policies->continuation, E::continuation_type::name, "random, winner, loser");
+    check_policy("loss", c.policies->loss, E::loss_type::name, "spo, step_dpo");
+  }
   auto base = validate_common(c);
   resampler::validate(c.resampler, base.sampling.num_inference_steps);
   SPO_CONFIG_CHECK(c.resampler.eta == E::sampler_type::eta, "resampler.eta",
                    "is " << c.resampler.eta << ", but this binary's sampler policy is " << E::sampler_type::name
                          << " (eta " << E::sampler_type::eta << ")");
-  loss::validate(c.loss);
+  validate(c.loss);
   train::validate(c.lora, c.train);
   if constexpr (E::needs_checkpoint) {
     SPO_CONFIG_CHECK(c.preference_model && !c.preference_model->empty(), "preference_model",
@@ -194,7 +216,7 @@ void load_lora(Policy& policy, const std::filesystem::path& path) {
 
 /// The preference model of experiment E.
 template <class E>
-auto make_preference_model(const SpoConfig& c, preference::OracleRater<float> rater) {
+auto make_preference_model(const ConfigOf<E>& c, preference::OracleRater<float> rater) {
   if constexpr (E::needs_checkpoint) {
     using V = typename E::preference_type;
     using D = typename E::model_type::device_type;
@@ -204,14 +226,16 @@ auto make_preference_model(const SpoConfig& c, preference::OracleRater<float> ra
   }
 }
 
-/// What the evaluation needs, loaded once.
-struct Evaluator {
+/// What the evaluation needs, loaded once; it samples with Scheduler (the experiment's, set to the base model's
+/// inference steps).
+template <class Scheduler>
+struct BasicEvaluator {
   preference::OracleRater<float> rater;
   judge::Classifier<float> held_out;
   eval::GaussianStats real;
-  diffusion::Ddim<diffusion::LinearBetas, diffusion::EpsilonPrediction> ddim;
+  Scheduler ddim;
   train::PretrainConfig base_config;
-  SpoConfig config;
+  eval::EvalSection evaluation;
   /// The rater's feature statistics when rater.feature_stats was missing or stale and they were computed; a run
   /// keeps them in its output directory (start_run), never beside the input.
   std::optional<preference::FeatureStats> computed_stats;
@@ -219,20 +243,28 @@ struct Evaluator {
   template <class Model>
   std::pair<eval::Metrics, Tensor<float, cpu>> run(Model& model, std::int64_t seeds) {
     const auto& s = base_config.sampling;
-    auto images = eval::generate(model, ddim, config.evaluation, seeds, s.guidance_scale, s.eta, base_config.resolution);
-    const auto prompts = eval::eval_prompts(config.evaluation, seeds);
+    auto images = eval::generate(model, ddim, evaluation, seeds, s.guidance_scale, s.eta, base_config.resolution);
+    const auto prompts = eval::eval_prompts(evaluation, seeds);
     return {eval::measure(rater, held_out, real, images, prompts), std::move(images)};
   }
 };
 
-inline Evaluator make_evaluator(const SpoConfig& c, const train::PretrainConfig& base_config) {
+/// The evaluator of the experiments that sample with the committed base model's scheduler.
+using Evaluator = BasicEvaluator<DefaultScheduler::scheduler_type>;
+
+/// The evaluator of a fine-tuning config C (its data_dir, rater and evaluation sections) with scheduler Scheduler,
+/// whose beta schedule and parameterization must be the base model's ("schedule.*" errors name the mismatch).
+template <class Scheduler = DefaultScheduler::scheduler_type, class C>
+BasicEvaluator<Scheduler> make_evaluator(const C& c, const train::PretrainConfig& base_config) {
   std::optional<preference::FeatureStats> computed;
   auto rater = config::load_oracle_rater<float>(c.rater, c.data_dir, base_config.resolution, &computed);
   auto held_out = config::load_judge<float>(c.evaluation.held_out_judge);
   auto real = eval::real_feature_stats(held_out, c.data_dir, c.evaluation.real_images, base_config.resolution);
-  auto ddim = config::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(base_config.schedule);
+  auto ddim = config::make_scheduler<typename Scheduler::schedule_type, typename Scheduler::prediction_type>(
+      base_config.schedule);
   ddim.set_timesteps(base_config.sampling.num_inference_steps);
-  return {std::move(rater), std::move(held_out), std::move(real), std::move(ddim), base_config, c, std::move(computed)};
+  return {std::move(rater), std::move(held_out), std::move(real), std::move(ddim), base_config, c.evaluation,
+          std::move(computed)};
 }
 
 /// The base-vs-tuned table (Markdown) and JSON of a final evaluation.
@@ -309,8 +341,9 @@ struct RunContext {
     - creates the output directory, removes temporaries that killed processes left there (`*.tmp.<pid>` of pids
       that no longer run), keeps statistics the run computed (feature_stats.safetensors) and starts the run's clock
 !*/
-inline RunContext start_run(const CommandLine& cli, const std::string& output_dir, const char* program,
-                            const char* source_dir, const Evaluator* evaluator = nullptr) {
+template <class Scheduler = DefaultScheduler::scheduler_type>
+RunContext start_run(const CommandLine& cli, const std::string& output_dir, const char* program,
+                     const char* source_dir, const BasicEvaluator<Scheduler>* evaluator = nullptr) {
   const std::filesystem::path out = output_dir;
   std::filesystem::create_directories(out);
   for (const auto& p : io::remove_orphaned_temporaries(out))
@@ -323,14 +356,10 @@ inline RunContext start_run(const CommandLine& cli, const std::string& output_di
   return {out, program, source_dir, cli.resume, std::chrono::steady_clock::now()};
 }
 
-/// The round a trainer's on_round callback reports: SPO passes its round's metrics, the round trainers the number.
-inline std::int64_t round_of(std::int64_t round) { return round; }
-inline std::int64_t round_of(const train::RoundMetrics& m) { return m.round; }
-
 /*!
   REQUIRES
-    - training trains `policy` (LoRA adapters on `base`) and has round(), resume(path) and run(out, on_round), which
-      trains the remaining rounds and calls on_round(round or its RoundMetrics, training wall_s) after each
+    - training (a train::RoundTrainer) trains `policy` (LoRA adapters on `base`): round(), resume(path) and
+      run(out, on_round), which trains the remaining rounds and calls on_round(round, training wall_s) after each
     - describe() returns the "experiment" object of results.json; it is called after training
   ENSURES
     - resumes from <out>/checkpoint.safetensors when the run asks and it exists; writes run.json
@@ -340,8 +369,9 @@ inline std::int64_t round_of(const train::RoundMetrics& m) { return m.round; }
       "base", name.key, "win_rate_vs_base", "experiment", "wall_s"), results.md, samples_base.png /
       samples_<name.key>.png; prints the Markdown table
 !*/
-template <class Config, class Training, class Base, class Policy, class Describe>
-void train_and_report(const RunContext& run, const Config& config, Training& training, Evaluator& evaluator,
+template <class Config, class Training, class Scheduler, class Base, class Policy, class Describe>
+void train_and_report(const RunContext& run, const Config& config, Training& training,
+                      BasicEvaluator<Scheduler>& evaluator,
                       Base& base, Policy& policy, const TunedName& name, Describe&& describe) {
   using D = typename Policy::device_type;
   auto release_blocks = [] {  // evaluation batch shapes differ from training's
@@ -372,8 +402,7 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
     release_blocks();
   };
   if (training.round() == 0 && ev.progress_every_rounds > 0) progress_eval(0, 0.0);
-  training.run(out, [&](const auto& metrics, double wall) {
-    const std::int64_t round = round_of(metrics);
+  training.run(out, [&](std::int64_t round, double wall) {
     if (ev.progress_every_rounds > 0 && (round % ev.progress_every_rounds == 0 || round == config.train.rounds))
       progress_eval(round, wall);
   });
@@ -418,30 +447,32 @@ template <class E>
 int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
   const auto cli = parse_command_line(argc, argv, "rounds");
   if (!cli) return cli.exit_code;
-  const auto config = load_run_config<SpoConfig>(*cli);
+  const auto config = load_run_config<ConfigOf<E>>(*cli);
   const auto base_config = io::in_config_file(cli->config, [&] { return validate<E>(config); });
   check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");
 
   using Model = typename E::model_type;
   auto base = config::load_base_model<typename Model::base_model>(config.base);
   auto policy = make_policy<Model>(base_config.unet, base_config.text, base.model, config.lora, config.seed);
-  auto evaluator = io::in_config_file(cli->config, [&] { return make_evaluator(config, base_config); });
+  auto evaluator = io::in_config_file(
+      cli->config, [&] { return make_evaluator<typename E::scheduler_type>(config, base_config); });
   auto pm = make_preference_model<E>(config, evaluator.rater);
   const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator);
-  std::fprintf(stderr, "%s: preference model \"%s\", compare \"%s\", continuation \"%s\"; %lld LoRA parameters\n",
+  std::fprintf(stderr, "%s: preference model \"%s\", compare \"%s\", continuation \"%s\", loss \"%s\"; %lld LoRA parameters\n",
                argv[0], std::string(E::preference_type::name).c_str(), std::string(E::compare_type::name).c_str(),
-               std::string(E::continuation_type::name).c_str(),
+               std::string(E::continuation_type::name).c_str(), std::string(E::loss_type::name).c_str(),
                static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
 
   using Training = train::SpoTraining<typename Model::policy_model, typename Model::base_model,
-                                      decltype(evaluator.ddim), decltype(pm),
-                                      typename E::compare_type, typename E::continuation_type>;
+                                      typename E::scheduler_type, decltype(pm), typename E::compare_type,
+                                      typename E::continuation_type, typename E::loss_type>;
   Training training(policy, base.model, evaluator.ddim, pm, config.resampler, config.loss, config.train,
                     base_config.resolution, config.seed, io::to_json(config));
   train_and_report(run, config, training, evaluator, base.model, policy, {"spo", "SPO"}, [&] {
     return nlohmann::json{{"preference", E::preference_type::name},
                           {"compare", E::compare_type::name},
                           {"continuation", E::continuation_type::name},
+                          {"loss", E::loss_type::name},
                           {"rounds", training.round()},
                           {"seed", config.seed}};
   });

@@ -20,7 +20,7 @@
 #include "spo/io/config.hpp"
 #include "spo/io/safetensors.hpp"
 #include "spo/io/state_dict.hpp"
-#include "spo/optim/adamw.hpp"
+#include "spo/optim/concepts.hpp"
 
 namespace spo::io {
 
@@ -147,8 +147,8 @@ T metadata_field(const json& meta, const char* key, const std::filesystem::path&
   Device tensors (spo::cuda models and optimizers) are written through host copies: the file is the same as the
   CPU's for the same values.
 !*/
-template <ParameterVisitable M, class Optimizer>
-void save_checkpoint(const std::filesystem::path& path, M& model, const Optimizer& optimizer,
+template <ParameterVisitable M, optim::Optimizer<M> Opt>
+void save_checkpoint(const std::filesystem::path& path, M& model, const Opt& optimizer,
                      const CheckpointInfo& info) {
   NamedTensors t;
   t.source = path.string();
@@ -165,7 +165,7 @@ void save_checkpoint(const std::filesystem::path& path, M& model, const Optimize
       t.set(std::string("optimizer.") + key, host);
     }
   }
-  json opt = {{"type", std::string(Optimizer::name)}, {"step", state.step}};
+  json opt = {{"type", std::string(Opt::name)}, {"step", state.step}};
   if constexpr (ConfigStruct<std::remove_cvref_t<decltype(optimizer.options())>>)
     opt["options"] = to_json(optimizer.options());
   const json meta = {{"version", checkpoint_version},
@@ -182,10 +182,10 @@ void save_checkpoint(const std::filesystem::path& path, M& model, const Optimize
 /// Reads a checkpoint written by save_checkpoint into `model` and `optimizer` and returns its info. Everything is
 /// verified before anything changes (file structure, format and version, checksum, every model key and shape,
 /// finite values of every model and optimizer tensor, optimizer state); each error names the path and what is wrong.
-/// Tensors of a device model and optimizer are copied onto the device (Optimizer::device_type).
-template <ParameterVisitable M, class Optimizer>
-CheckpointInfo load_checkpoint(const std::filesystem::path& path, M& model, Optimizer& optimizer) {
-  using T = typename Optimizer::scalar_type;
+/// Tensors of a device model and optimizer are copied onto the device (Opt::device_type).
+template <ParameterVisitable M, optim::Optimizer<M> Opt>
+CheckpointInfo load_checkpoint(const std::filesystem::path& path, M& model, Opt& optimizer) {
+  using T = typename Opt::scalar_type;
   const NamedTensors t = load_safetensors(path);
   auto fmt = t.metadata.find("format");
   if (fmt == t.metadata.end() || fmt->second != checkpoint_format)
@@ -228,7 +228,7 @@ CheckpointInfo load_checkpoint(const std::filesystem::path& path, M& model, Opti
   for (const auto& [key, unused] : t.tensors())
     if (key.starts_with("optimizer.")) state.tensors.emplace(key.substr(10), t.get<T>(key));
   try {
-    optimizer.import_state(optimizer_state_on<typename Optimizer::device_type>(std::move(state)), model);
+    optimizer.import_state(optimizer_state_on<typename Opt::device_type>(std::move(state)), model);
   } catch (const error& e) {
     throw error(path.string() + ": " + e.what());
   }

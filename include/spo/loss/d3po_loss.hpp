@@ -5,12 +5,14 @@
 #include <cmath>
 #include <cstddef>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include <boost/hana/define_struct.hpp>
 
 #include "spo/core/error.hpp"
 #include "spo/loss/clipped_ratio.hpp"
+#include "spo/loss/concepts.hpp"
 
 namespace spo::loss {
 
@@ -38,7 +40,7 @@ struct D3poSigns {
 
 /*!
   ENSURES
-    - h0[i] = +1 if pref0[i] > pref1[i], -1 if pref0[i] < pref1[i], 0 on a tie; h1[i] = -h0[i] (algorithm.md 3.3)
+    - h0[i] = +1 if pref0[i] > pref1[i], -1 if pref0[i] < pref1[i], 0 on a tie; h1[i] = -h0[i] (docs/algorithm.md 3.3)
     - throws spo::error for mismatched lengths, an empty batch or non-finite preferences
 !*/
 inline D3poSigns d3po_signs(std::span<const double> pref0, std::span<const double> pref1) {
@@ -75,7 +77,7 @@ struct D3poLossResult {
     - validate(opts)
   ENSURES
     - with r_k = clamp(exp(lp_k - lp_k_ref), 1 - eps, 1 + eps) and z_i = beta log r_0[i] h0[i] + beta log r_1[i] h1[i],
-      returns loss = mean_i -log sigmoid(z_i) (yk7333/d3po scripts/train.py; algorithm.md 3.3)
+      returns loss = mean_i -log sigmoid(z_i) (yk7333/d3po scripts/train.py; docs/algorithm.md 3.3)
     - d_lp_0[i] = -beta h0[i] sigmoid(-z_i) / B where 1 - eps <= exp(lp_0 - lp_0_ref)[i] <= 1 + eps, else 0;
       d_lp_1[i] likewise with h1 and r_1 (torch autograd; ties have z = 0, loss log 2 and zero gradient)
     - throws spo::error for invalid options, mismatched lengths, B == 0, non-finite inputs or invalid signs
@@ -120,5 +122,11 @@ inline D3poLossResult d3po_loss(std::span<const double> lp_0, std::span<const do
   r.tie_fraction = ties / n;
   return r;
 }
+
+/// D3PO's loss as a loss policy: DPO on the per-step log-probabilities of two whole trajectories.
+struct D3poLoss {
+  static constexpr std::string_view name = "d3po";
+  static constexpr bool needs_transition_log_prob = true;
+};
 
 }  // namespace spo::loss

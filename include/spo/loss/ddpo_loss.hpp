@@ -9,6 +9,7 @@
 #include <deque>
 #include <map>
 #include <span>
+#include <string_view>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -18,6 +19,7 @@
 
 #include "spo/core/error.hpp"
 #include "spo/loss/clipped_ratio.hpp"
+#include "spo/loss/concepts.hpp"
 
 namespace spo::loss {
 
@@ -215,6 +217,12 @@ class PerPromptStatTracker {
  private:
   StatTrackerOptions options_;
   std::map<std::string, std::deque<double>> buffers_;
+};
+
+/// DDPO's loss as a loss policy: PPO on the per-step log-probabilities of sampled trajectories.
+struct DdpoLoss {
+  static constexpr std::string_view name = "ddpo";
+  static constexpr bool needs_transition_log_prob = true;
 };
 
 }  // namespace spo::loss

@@ -15,9 +15,10 @@
 #include <boost/hana/adapt_struct.hpp>
 
 #include "spo/core/device.hpp"
-#include "spo/core/parallel.hpp"
 #include "spo/core/error.hpp"
+#include "spo/core/parallel.hpp"
 #include "spo/nn/parameter.hpp"
+#include "spo/optim/concepts.hpp"
 #include "spo/tensor/tensor.hpp"
 
 namespace spo::optim {
@@ -53,7 +54,7 @@ struct AdamWCoefficients {
     m <- beta1 m + (1 - beta1) g
     v <- beta2 v + (1 - beta2) g^2
     p <- p - step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps),   step_size = lr / (1 - beta1^t)
-  The spo::cuda overload (same formula, order and precision) is spo::adamw_update in tensor/cuda/optim.hpp.
+  The spo::cuda overload (same formula, order and precision) is spo::adamw_update in optim/cuda/optim_kernels.hpp.
 !*/
 template <Scalar T>
 void adamw_update(TensorView<T, cpu> p, TensorView<const T, cpu> g, TensorView<T, cpu> m, TensorView<T, cpu> v,
@@ -85,20 +86,13 @@ void adamw_update(TensorView<T, cpu> p, TensorView<const T, cpu> g, TensorView<T
       16);
 }
 
-/// Optimizer state as named tensors: "exp_avg.<param>" and "exp_avg_sq.<param>", plus the step count.
-template <Scalar T, Device D = cpu>
-struct OptimizerState {
-  std::int64_t step = 0;
-  std::map<std::string, Tensor<T, D>, std::less<>> tensors;
-};
-
 /*!
   WHAT THIS REPRESENTS
     torch.optim.AdamW (amsgrad=False, maximize=False) over the trainable parameters of an object with
     visit_parameters, keyed by parameter name. State (exp_avg, exp_avg_sq) is created, zero, for every trainable
     parameter at its first step; frozen parameters are neither updated nor given state. The state lives on D, next
     to the parameters; on spo::cuda the update runs on the device (include spo/cuda.hpp, or
-    spo/tensor/cuda/optim.hpp, where AdamW<T, cuda> is used).
+    spo/optim/cuda/optim_kernels.hpp, where AdamW<T, cuda> is used).
   DIFFERENCES FROM TORCH
     One global step count t (torch keeps one per parameter): a parameter first made trainable after t > 0 steps is
     bias-corrected with the global t.
@@ -144,7 +138,7 @@ class AdamW {
           if constexpr (std::same_as<D, cpu>) {
             adamw_update<T>(p.value.view(), p.grad.view(), it->second.exp_avg.view(), it->second.exp_avg_sq.view(), c);
           } else {
-            // found by argument-dependent lookup: the device's overload (spo/tensor/cuda/optim.hpp for spo::cuda)
+            // found by argument-dependent lookup: the device's overload (spo/optim/cuda/optim_kernels.hpp for spo::cuda)
             adamw_update(p.value.view(), std::as_const(p.grad).view(), it->second.exp_avg.view(),
                          it->second.exp_avg_sq.view(), c);
           }

@@ -21,7 +21,7 @@ namespace detail {
 /*!
   WHAT THIS REPRESENTS
     The trainable gradients that live on a device without host access (spo::cuda), gathered during one visit and
-    reduced by a single call of that device's spo::sum_of_squares (tensor/cuda/optim.hpp for spo::cuda, found by
+    reduced by a single call of that device's spo::sum_of_squares (optim/cuda/optim_kernels.hpp for spo::cuda, found by
     argument-dependent lookup): one device synchronisation for the whole model, a fixed summation order.
   REQUIRES
     All gathered gradients have one scalar type and one device.
@@ -87,7 +87,7 @@ double grad_norm(Model& model) {
     when coef < 1 every trainable gradient is multiplied by coef (so the norm becomes just under max_norm).
   Returns total (before clipping). A non-finite total (inf/NaN gradients) leaves the gradients unchanged and is
   returned for the caller to act on (skip the step); with error_if_nonfinite it throws spo::error instead.
-  Device gradients (spo::cuda) are scaled on the device by spo::scale_inplace (tensor/cuda/optim.hpp) with the
+  Device gradients (spo::cuda) are scaled on the device by spo::scale_inplace (optim/cuda/optim_kernels.hpp) with the
   same coefficient rounded to T, so the per-element result is the CPU's.
 !*/
 template <class Model>

@@ -12,30 +12,9 @@
 
 #include "spo/core/error.hpp"
 #include "spo/core/rng.hpp"
+#include "spo/preference/concepts.hpp"
 
 namespace spo::preference {
-
-/// The outcome for one prompt: indices of the preferred and the rejected child, and whether the pair is kept.
-struct Comparison {
-  std::int64_t win = 0;
-  std::int64_t lose = 0;
-  bool valid = false;
-  double gap = 0.0;  ///< softmax(s_win, s_lose)[0] - softmax(s_win, s_lose)[1] = tanh((s_win - s_lose) / 2)
-};
-
-/*!
-  WHAT THIS REPRESENTS
-    A rule that turns the scores of k children of one parent into a training pair.
-  REQUIRES
-    - C::name names the rule in configs
-    - c.compare(scores, threshold, gen) with scores.size() >= 2 returns a Comparison with win != lose, both in
-      [0, k), s[win] >= s[lose], and valid iff the softmax gap of the two scores exceeds the threshold
-!*/
-template <class C>
-concept ComparePolicy = requires(const C& c, std::span<const double> scores, double threshold, Generator& gen) {
-  { C::name } -> std::convertible_to<std::string_view>;
-  { c.compare(scores, threshold, gen) } -> std::same_as<Comparison>;
-};
 
 /// softmax over the two raw scores, first minus second: tanh((a - b) / 2), in [-1, 1].
 inline double softmax_gap(double a, double b) { return std::tanh((a - b) / 2.0); }

@@ -17,7 +17,7 @@
 
 namespace spo::preference {
 
-/// The label of a pair (a, b) in the SPM loss's convention (algorithm.md 4.3): (1, 0) a preferred, (0, 1) b
+/// The label of a pair (a, b) in the SPM loss's convention (docs/algorithm.md 4.3): (1, 0) a preferred, (0, 1) b
 /// preferred, (0.5, 0.5) a tie.
 struct PreferenceLabel {
   double y_a = 0.5;

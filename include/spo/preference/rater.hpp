@@ -24,26 +24,10 @@
 #include "spo/io/safetensors.hpp"
 #include "spo/judge/classifier.hpp"
 #include "spo/nn/grad_mode.hpp"
+#include "spo/preference/concepts.hpp"
 #include "spo/text/prompts.hpp"
 
 namespace spo::preference {
-
-/*!
-  WHAT THIS REPRESENTS
-    A rater: a policy that scores generated images against their prompts, higher is better. It plays the part of
-    the human raters who label preference pairs (Pick-a-Pic in SPO); labels.hpp draws labels from its scores.
-  REQUIRES
-    - R::scalar_type is the image scalar type, R::name names the rater in configs and run records
-    - r.score(images, prompts) with images [B, 1, R, R] (values nominally in [-1, 1]) and prompts.size() == B
-      returns B finite scores; score i depends only on (images[i], prompts[i]), up to floating-point rounding
-  ENSURES
-    - an images/prompts count mismatch or an unknown prompt throws spo::error
-!*/
-template <class R>
-concept Rater = requires(R& r, const Tensor<typename R::scalar_type, cpu>& images, std::span<const std::string> p) {
-  { R::name } -> std::convertible_to<std::string_view>;
-  { r.score(images, p) } -> std::same_as<std::vector<double>>;
-};
 
 /// Weights of the oracle reward (see OracleRater); every key is required in a config.
 struct OracleRaterConfig {

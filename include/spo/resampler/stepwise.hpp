@@ -11,6 +11,7 @@
 
 #include <boost/hana/define_struct.hpp>
 
+#include "spo/diffusion/concepts.hpp"
 #include "spo/diffusion/ddim.hpp"
 #include "spo/nn/grad_mode.hpp"
 #include "spo/preference/compare.hpp"
@@ -70,7 +71,7 @@ struct RoundResult {
 
 /*!
   WHAT THIS REPRESENTS
-    SPO's multi_sample_pipeline (algorithm.md 4.5) for B prompts, with DDIM timesteps t_0 > ... > t_{N-1} and
+    SPO's multi_sample_pipeline (docs/algorithm.md 4.5) for B prompts, with DDIM timesteps t_0 > ... > t_{N-1} and
     d = divert_start_step:
       - steps 0 .. d-1: plain DDIM (eta, CFG); the parent P is x at t_d
       - the parent's guided prediction gives mu, std (clamped previous timestep, the log-prob convention) and k
@@ -94,7 +95,7 @@ class StepwiseResampler {
 
   const ResamplerOptions& options() const { return o_; }
 
-  template <class Model, class Scheduler>
+  template <diffusion::DiffusionModel Model, class Scheduler>
   RoundResult<typename Model::scalar_type, typename Model::device_type> sample(
       Model& policy, const Scheduler& ddim, PM& pm, std::span<const std::string> prompts, std::int64_t resolution,
       std::int64_t channels, Generator& gen) const {

@@ -108,7 +108,7 @@ void adaln_gate_backward(const ModulationLayout& s, const T* dy, const T* a, con
 
 namespace spo {
 
-// The adaLN operations on whole tensors (the CPU forms; tensor/cuda/spm.hpp has the spo::cuda twins, found by ADL):
+// The adaLN operations on whole tensors (the CPU forms; spm/cuda/spm_kernels.hpp has the spo::cuda twins, found by ADL):
 // x [B, N, W] (or [B, W]) with a modulation mod [B, k W] read in chunks of W.
 
 namespace spm_detail {
@@ -211,7 +211,7 @@ void reset_layer_norm(nn::LayerNorm<T, D>& ln) {
 /*!
   WHAT THIS REPRESENTS
     A pre-LN CLIP residual attention block on tokens x [B, N, W] (open_clip ResidualAttentionBlock, HF
-    CLIPEncoderLayer), with SPO's adaLN-Zero time conditioning (algorithm.md 4.1; DiT's DiTBlock):
+    CLIPEncoderLayer), with SPO's adaLN-Zero time conditioning (docs/algorithm.md 4.1; DiT's DiTBlock):
       (sh1, sc1, g1, sh2, sc2, g2) = adaLN_modulation(SiLU(t_emb)).chunk(6)      t_emb [B, W], Linear(W -> 6W)
       h   = x + g1 * Attn(LN1(x) * (1 + sc1) + sh1)
       out = h + g2 * MLP(LN2(h) * (1 + sc2) + sh2)              MLP = c_proj(GELU(c_fc(.))), Linear(W -> 4W -> W)

@@ -20,7 +20,7 @@ inline const std::vector<std::int64_t> paper_eval_timesteps{0, 251, 501, 701, 95
   WHAT THIS REPRESENTS
     What every preference model is shown in the evaluation, computed once: for each timestep t and pair i, the
     base model's one-step x0 predictions of both images noised at t with one noise draw shared by the pair
-    (predict_pair_x0); at t = 0 the clean images themselves (algorithm.md 4.2: "t=0 uses the clean image").
+    (predict_pair_x0); at t = 0 the clean images themselves (docs/algorithm.md 4.2: "t=0 uses the clean image").
     The noise of timestep t is randn from Generator{seed + t}, so every variant sees identical inputs.
 !*/
 template <Scalar T>

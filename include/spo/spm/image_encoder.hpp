@@ -29,7 +29,7 @@
 
 namespace spo {
 
-// The ViT token operations on whole tensors (the CPU forms; tensor/cuda/spm.hpp has the spo::cuda twins, found by
+// The ViT token operations on whole tensors (the CPU forms; spm/cuda/spm_kernels.hpp has the spo::cuda twins, found by
 // ADL).
 
 /// CLIP ViT tokens: patches [B, W, g, g], cls [W], pos [g g + 1, W] -> seq [B, g g + 1, W] with
@@ -134,13 +134,13 @@ inline void validate(const ImageEncoderConfig& c, std::string_view key = "networ
   SPO_CONFIG_CHECK(c.width % c.heads == 0, k + ".heads", c.heads << " does not divide width " << c.width);
 }
 
-/// Width of the sinusoidal timestep features of the SPM (DiT's frequency_embedding_size; algorithm.md 4.1).
+/// Width of the sinusoidal timestep features of the SPM (DiT's frequency_embedding_size; docs/algorithm.md 4.1).
 inline constexpr std::int64_t time_frequency_dim = 256;
 
 /*!
   WHAT THIS REPRESENTS
     CLIP's VisionTransformer (open_clip / HF CLIPVisionTransformer) with SPO's time conditioning
-    (time_conditioned_clip.py; algorithm.md 4.1), for images x [B, C, R, R] and timesteps t [B]:
+    (time_conditioned_clip.py; docs/algorithm.md 4.1), for images x [B, C, R, R] and timesteps t [B]:
       tokens = conv1(x) as [B, N, W]  (kernel = stride = patch, no bias; N = (R / patch)^2)
       h      = ln_pre([class_embedding; tokens] + positional_embedding)          [B, N + 1, W]
       h      = blocks.depth-1(... blocks.0(h, t_emb))                             AdaLNBlock<Policy>

@@ -21,7 +21,7 @@ struct PairPredictions {
 
 /*!
   WHAT THIS REPRESENTS
-    SPO's spm_task.get_noised_imgs (algorithm.md 4.2) for pair i at timestep t_i with noise eps_i shared by both
+    SPO's spm_task.get_noised_imgs (docs/algorithm.md 4.2) for pair i at timestep t_i with noise eps_i shared by both
     images: x_t = add_noise(x0, eps_i, t_i); eps_hat = base model with classifier-free guidance g (the empty prompt as
     the negative); x0_pred = DDIM pred_original_sample(eps_hat, x_t, t_i). One guided pass over all 2P rows.
     t_i == 0 is noised too (the training convention); evaluations that want the clean image at t = 0 pass it directly.

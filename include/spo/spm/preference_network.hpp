@@ -50,7 +50,7 @@ void normalize_row_backward(const T* u, const T* other, double alpha, double nor
 
 }  // namespace spm_detail
 
-/// CLIP scores (the CPU form; tensor/cuda/spm.hpp has the spo::cuda twin, found by ADL): f, g [B, E] and
+/// CLIP scores (the CPU form; spm/cuda/spm_kernels.hpp has the spo::cuda twin, found by ADL): f, g [B, E] and
 /// logit_scale (one element) -> scores [B] = exp(logit_scale) <f / |f|, g / |g|>; writes u = f / |f|, v = g / |g|
 /// [B, E] and norms [B, 2] = (|f|, |g|) for the backward.
 template <Scalar T>
@@ -131,7 +131,7 @@ inline void validate(const PreferenceNetworkConfig& c, std::string_view key = "n
 
 /*!
   WHAT THIS REPRESENTS
-    SPO's step-aware preference model network (algorithm.md 4.1; PickScore / CLIP scoring), for images [B, C, R, R],
+    SPO's step-aware preference model network (docs/algorithm.md 4.1; PickScore / CLIP scoring), for images [B, C, R, R],
     timesteps t [B] and token rows ids [B][L]:
       u = f / |f|, f = visual(x, t)  [B, E];   v = g / |g|, g = text(ids)  [B, E]
       s_b = exp(logit_scale) <u_b, v_b>                                         [B]

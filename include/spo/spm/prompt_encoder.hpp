@@ -22,7 +22,7 @@
 
 namespace spo {
 
-/// Weighted token sum (the CPU form; tensor/cuda/spm.hpp has the spo::cuda twin, found by ADL):
+/// Weighted token sum (the CPU form; spm/cuda/spm_kernels.hpp has the spo::cuda twin, found by ADL):
 /// out[b] = sum_l weights[b, l] h[b, l] for h [B, L, W], weights [B, L] -> [B, W].
 template <Scalar T>
 Tensor<T, cpu> weighted_token_sum(const Tensor<T, cpu>& h, const Tensor<T, cpu>& weights) {

@@ -14,7 +14,7 @@
 
 namespace spo {
 
-/// Token + position embeddings (the CPU form; tensor/cuda/spm.hpp has the spo::cuda twin, found by ADL):
+/// Token + position embeddings (the CPU form; spm/cuda/spm_kernels.hpp has the spo::cuda twin, found by ADL):
 /// out[b, l] = token[ids[b L + l]] + position[l] for ids [B * L] already checked against the vocabulary -> [B, L, W].
 template <Scalar T>
 Tensor<T, cpu> embedding_lookup(const Tensor<T, cpu>& token, const Tensor<T, cpu>& position,

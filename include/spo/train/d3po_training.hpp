@@ -13,6 +13,7 @@
 
 #include <boost/hana/define_struct.hpp>
 
+#include "spo/diffusion/concepts.hpp"
 #include "spo/loss/d3po_loss.hpp"
 #include "spo/preference/rater.hpp"
 #include "spo/train/round_trainer.hpp"
@@ -42,7 +43,7 @@ inline void validate(const D3poTrainSection& t) {
 
 /*!
   WHAT THIS REPRESENTS
-    D3PO fine-tuning (yk7333/d3po scripts/train.py, reward-model variant; algorithm.md 3.3) of a LoRA policy against a
+    D3PO fine-tuning (yk7333/d3po scripts/train.py, reward-model variant; docs/algorithm.md 3.3) of a LoRA policy against a
     frozen reference (the base model), both with CFG (the sampling guidance scale):
       per round: prompts -> two DDIM trajectories per prompt from the current policy (eta, CFG; no gradients)
       -> the rater scores both final images -> signs (h0, h1) = (+1, -1) / (-1, +1) / (0, 0) on a tie
@@ -54,7 +55,8 @@ inline void validate(const D3poTrainSection& t) {
     Randomness, in order per round: prompts, initial and step noise of the trajectories, the pair permutation, the
     per-pair step permutations; all from the trainer's generator.
 !*/
-template <class Policy, class Reference, class Scheduler, preference::Rater R>
+template <diffusion::DiffusionModel Policy, diffusion::DiffusionModel Reference, class Scheduler, preference::Rater R>
+  requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
 class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Scheduler, R>, Policy> {
   using Base = RoundTrainer<D3poTraining<Policy, Reference, Scheduler, R>, Policy>;
 

@@ -13,6 +13,7 @@
 
 #include <boost/hana/define_struct.hpp>
 
+#include "spo/diffusion/concepts.hpp"
 #include "spo/loss/ddpo_loss.hpp"
 #include "spo/preference/rater.hpp"
 #include "spo/train/round_trainer.hpp"
@@ -46,7 +47,7 @@ inline void validate(const DdpoTrainSection& t) {
 
 /*!
   WHAT THIS REPRESENTS
-    DDPO_IS fine-tuning (kvablack/ddpo-pytorch scripts/train.py; algorithm.md 3.4) of a LoRA policy with CFG (the
+    DDPO_IS fine-tuning (kvablack/ddpo-pytorch scripts/train.py; docs/algorithm.md 3.4) of a LoRA policy with CFG (the
     sampling guidance scale); no reference model (the PPO ratio is against the sampling-time log-probs):
       per round: prompts -> samples_per_prompt DDIM trajectories each (eta, CFG; no gradients), storing every step's
       log p_old -> reward R = rater(final image, prompt) -> A = PerPromptStatTracker advantages
@@ -57,7 +58,8 @@ inline void validate(const DdpoTrainSection& t) {
     Randomness, in order per round: prompts, the trajectories' noise, then per inner epoch the trajectory
     permutation and the per-trajectory step permutations; all from the trainer's generator.
 !*/
-template <class Policy, class Scheduler, preference::Rater R>
+template <diffusion::DiffusionModel Policy, class Scheduler, preference::Rater R>
+  requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
 class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Policy> {
   using Base = RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Policy>;
 

@@ -77,7 +77,7 @@ WinLosePairs<T> win_lose_pairs(const preference::PreferencePairs& p) {
 
 /*!
   WHAT THIS REPRESENTS
-    Diffusion-DPO fine-tuning (SalesforceAIResearch/DiffusionDPO train.py, train_method 'dpo'; algorithm.md 3.1) of a
+    Diffusion-DPO fine-tuning (SalesforceAIResearch/DiffusionDPO train.py, train_method 'dpo'; docs/algorithm.md 3.1) of a
     LoRA policy against a frozen reference (the base model), pixel space (no VAE), no CFG in training:
       per pair: t ~ U{0 .. T-1} and eps ~ N(0, I) shared by winner and loser; x^{w,l}_t = add_noise(x^{w,l}, eps, t)
       err = mean_CHW (eps_model(x_t, t, c) - eps)^2 for the policy and the reference, on both images
@@ -198,7 +198,7 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
     auto du = tensor::uninitialized(u.shape());                                   // [2B, C, R, R]
     for (std::int64_t r = 0; r < 2 * b; ++r) {
       const double g = 2.0 / static_cast<double>(per) *
-                       (r < b ? res.d_err_w[static_cast<std::size_t>(r)] : res.d_err_l[static_cast<std::size_t>(r - b)]);
+                       (r < b ? res.d_w[static_cast<std::size_t>(r)] : res.d_l[static_cast<std::size_t>(r - b)]);
       for (std::int64_t e = r * per; e < (r + 1) * per; ++e)
         du[e] = static_cast<T>(g * (static_cast<double>(u[e]) - static_cast<double>(eps[e])));
     }

@@ -18,6 +18,7 @@
 #include <boost/hana/define_struct.hpp>
 #include <nlohmann/json.hpp>
 
+#include "spo/diffusion/concepts.hpp"
 #include "spo/diffusion/ddim.hpp"
 #include "spo/io/checkpoint.hpp"
 #include "spo/nn/grad_mode.hpp"
@@ -26,6 +27,7 @@
 #include "spo/tensor/allocator.hpp"
 #include "spo/text/prompts.hpp"
 #include "spo/train/common_sections.hpp"
+#include "spo/train/concepts.hpp"
 #include "spo/train/metrics_log.hpp"
 #include "spo/train/progress.hpp"
 
@@ -78,7 +80,7 @@ inline std::vector<std::int64_t> random_permutation(Generator& gen, std::int64_t
 /*!
   WHAT THIS REPRESENTS
     B DDIM trajectories x_T -> x_0 of the current policy (no gradients), as DDPO / D3PO sample them
-    (ddim_step_with_logprob, algorithm.md 2): level 0 is x_T ~ N(0, I), level j + 1 = mu_j + std_j z_j with the
+    (ddim_step_with_logprob, docs/algorithm.md 2): level 0 is x_T ~ N(0, I), level j + 1 = mu_j + std_j z_j with the
     clamped previous timestep, and logp[j] = log p(x_{j+1} | x_j) under the guided policy output at sampling time.
 !*/
 template <Scalar T>
@@ -98,7 +100,7 @@ struct Trajectories {
   ENSURES
     - samples one trajectory per prompt; randomness (initial noise, then each step's noise) from gen, in that order
 !*/
-template <class Model, class Scheduler>
+template <diffusion::DiffusionModel Model, class Scheduler>
 Trajectories<typename Model::scalar_type> sample_trajectories(Model& policy, const Scheduler& ddim,
                                                               const std::vector<std::string>& prompts,
                                                               std::int64_t channels, std::int64_t resolution,
@@ -138,27 +140,24 @@ Tensor<T, cpu> gather_rows(const Tensor<T, cpu>& x, std::span<const std::int64_t
   return out;
 }
 
-/// What one round of a trainer reports: its metrics record (without step and wall_s) and a progress-bar line.
-struct RoundRecord {
-  std::int64_t round = 0;
-  nlohmann::json metrics = nlohmann::json::object();
-  std::string summary;
-  double sample_s = 0, train_s = 0;
-};
-
 /*!
   WHAT THIS REPRESENTS
-    The state and round loop every baseline trainer shares (CRTP; Derived provides `RoundRecord run_round()` and
-    may provide `void save_state(nlohmann::json&) const` / `void load_state(const nlohmann::json&)` for extra state
-    that must survive a resume): the LoRA policy, AdamW (betas 0.9 / 0.999, eps 1e-8), the generator, the round
+    The state and round loop every trainer shares, SPO's and the baselines' (CRTP; Derived is a RoundMethod:
+    `RoundRecord run_round()`, and optionally `void save_state(nlohmann::json&) const` /
+    `void load_state(const nlohmann::json&)` for extra state that must survive a resume): the LoRA policy, AdamW (betas 0.9 / 0.999, eps 1e-8), the generator, the round
     counter and the training wall-clock. Checkpoints (policy, optimizer, generator, round, wall-clock, extra state)
     are written atomically between rounds, so a resumed run repeats exactly what an uninterrupted one does.
+    Everything lives on the policy's device (Policy::device_type): the optimizer state, the cached blocks returned
+    after each round.
 !*/
 template <class Derived, class Policy>
 class RoundTrainer {
  public:
   using T = typename Policy::scalar_type;
-  using tensor = Tensor<T, cpu>;
+  using D = typename Policy::device_type;
+  using tensor = Tensor<T, D>;
+  using optimizer_type = optim::AdamW<T, D>;
+  static_assert(optim::Optimizer<optimizer_type, Policy>);
 
   RoundTrainer(Policy& policy, std::string label, std::int64_t rounds, std::int64_t checkpoint_every, double lr,
                double weight_decay, double max_grad_norm, std::uint64_t seed, nlohmann::json resolved)
@@ -197,7 +196,9 @@ class RoundTrainer {
 
   /// Runs to `rounds` with JSONL metrics (<out>/metrics.jsonl: the round's record plus step, sample_s, train_s,
   /// wall_s), checkpoints (<out>/checkpoint.safetensors) and `on_round(round, wall_s)` after each round.
-  void run(const std::filesystem::path& out, const std::function<void(std::int64_t, double)>& on_round = {}) {
+  void run(const std::filesystem::path& out, const std::function<void(std::int64_t, double)>& on_round = {})
+    requires RoundMethod<Derived>
+  {
     MetricsLog log(out / "metrics.jsonl", round_ > 0 ? round_ : -1);
     ProgressBar bar(label_, rounds_, round_);
     while (round_ < rounds_) {
@@ -212,7 +213,7 @@ class RoundTrainer {
       if (round_ % checkpoint_every_ == 0 || round_ == rounds_) save(out / "checkpoint.safetensors");
       if (on_round) on_round(round_, wall_offset_);
       // A round's last minibatch has its own size: return cached blocks so that sizes do not pile up over rounds.
-      caching_allocator<cpu>::instance().release_all();
+      caching_allocator<D>::instance().release_all();
     }
   }
 
@@ -229,7 +230,7 @@ class RoundTrainer {
   std::int64_t rounds_, checkpoint_every_;
   double max_grad_norm_;
   nlohmann::json resolved_;
-  optim::AdamW<T> optimizer_;
+  optimizer_type optimizer_;
   Generator gen_;
   std::int64_t round_ = 0;
   double wall_offset_ = 0;

@@ -79,7 +79,7 @@ TEST_CASE("betas and alphas_cumprod match diffusers bitwise (float32)") {
   check(LinearBetas{});
   check(ScaledLinearBetas{});
   check(SquaredCosCapV2Betas{});
-  // Sanity values of algorithm.md section 1.1 (float64 there).
+  // Sanity values of docs/algorithm.md section 1.1 (float64 there).
   NoiseSchedule sd(ScaledLinearBetas{}, 1000, false);
   CHECK(sd.alpha_cumprod(501) == doctest::Approx(0.274999067).epsilon(1e-6));
   CHECK(sd.final_alpha_cumprod() == doctest::Approx(0.99915).epsilon(1e-6));
@@ -173,7 +173,7 @@ TEST_CASE("log-prob constants: at x_prev = mu it equals -log(std) - log(sqrt(2 p
   auto u = randn<double>(Shape{2, 1, 4, 4}, g);
   std::vector<std::int64_t> t{751, 1};
   auto tr = ddim.transitions(t, 1.0);
-  // algorithm.md 1.3: t=751 -> 701: std 0.557616496, dir 0.779196464; t=1 (clamped to 0): std 0.0206483202.
+  // docs/algorithm.md 1.3: t=751 -> 701: std 0.557616496, dir 0.779196464; t=1 (clamped to 0): std 0.0206483202.
   CHECK(tr[0].std == doctest::Approx(0.557616496).epsilon(1e-6));
   CHECK(tr[0].dir == doctest::Approx(0.779196464).epsilon(1e-6));
   CHECK(tr[1].std == doctest::Approx(0.0206483202).epsilon(1e-6));

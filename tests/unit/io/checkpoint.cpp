@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "spo/io/checkpoint.hpp"
+#include "spo/optim/adamw.hpp"
 
 #include <cstdint>
 #include <filesystem>

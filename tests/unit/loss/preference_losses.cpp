@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The preference losses (SPO, D3PO, DDPO, Diffusion-DPO) and DDPO's per-prompt advantage normalisation: golden values
+// The preference losses (SPO, step DPO, D3PO, DDPO, Diffusion-DPO) and DDPO's per-prompt advantage normalisation: golden values
 // and autograd gradients from torch (tools/reference/loss_golden.py -> tests/data/loss_golden.json), finite
 // differences, hand-computed special values and input validation.
 #include <cmath>
@@ -109,8 +109,8 @@ TEST_CASE("SPO loss: value, gradients and diagnostics match torch") {
                lp_l_ref = vec(c["lp_l_ref"]);
     const PairLossResult r = spo_loss(lp_w, lp_w_ref, lp_l, lp_l_ref, opts);
     check_scalar(r.loss, c["loss"], "loss");
-    check_vector(r.d_lp_w, c["d_lp_w"], "d_lp_w");
-    check_vector(r.d_lp_l, c["d_lp_l"], "d_lp_l");
+    check_vector(r.d_w, c["d_lp_w"], "d_lp_w");
+    check_vector(r.d_l, c["d_lp_l"], "d_lp_l");
     check_scalar(r.ratio_win_mean, c["ratio_win_mean"], "ratio_win_mean");
     check_scalar(r.ratio_lose_mean, c["ratio_lose_mean"], "ratio_lose_mean");
     check_scalar(r.clipped_ratio_win_mean, c["clipped_ratio_win_mean"], "clipped_ratio_win_mean");
@@ -164,8 +164,8 @@ TEST_CASE("Diffusion-DPO loss matches torch") {
     const DiffusionDpoResult r =
         diffusion_dpo_loss(vec(c["err_w"]), vec(c["err_ref_w"]), vec(c["err_l"]), vec(c["err_ref_l"]), opts);
     check_scalar(r.loss, c["loss"], "loss");
-    check_vector(r.d_err_w, c["d_err_w"], "d_err_w");
-    check_vector(r.d_err_l, c["d_err_l"], "d_err_l");
+    check_vector(r.d_w, c["d_err_w"], "d_err_w");
+    check_vector(r.d_l, c["d_err_l"], "d_err_l");
     check_scalar(r.model_error_mean, c["model_error_mean"], "model_error_mean");
     check_scalar(r.ref_error_mean, c["ref_error_mean"], "ref_error_mean");
     CHECK(r.implicit_accuracy == doctest::Approx(c["implicit_accuracy"].get<double>()).epsilon(1e-15));
@@ -224,8 +224,8 @@ TEST_CASE("SPO special values") {
     const auto r = spo_loss(lp, lp, lp, lp, opts);
     CHECK(r.loss == std::log(2.0));
     for (std::size_t i = 0; i < 3; ++i) {
-      CHECK(r.d_lp_w[i] == doctest::Approx(-10.0 * 0.5 / 3).epsilon(1e-15));
-      CHECK(r.d_lp_l[i] == doctest::Approx(10.0 * 0.5 / 3).epsilon(1e-15));
+      CHECK(r.d_w[i] == doctest::Approx(-10.0 * 0.5 / 3).epsilon(1e-15));
+      CHECK(r.d_l[i] == doctest::Approx(10.0 * 0.5 / 3).epsilon(1e-15));
     }
     CHECK(r.implicit_accuracy == 0.5);
     CHECK(r.clip_fraction == 0.0);
@@ -238,8 +238,8 @@ TEST_CASE("SPO special values") {
     const double minimum = std::log(1.0 + std::exp(-10.0 * (std::log(1.1) - std::log(0.9))));
     CHECK(minimum == doctest::Approx(0.126131).epsilon(1e-5));
     CHECK(r.loss == doctest::Approx(minimum).epsilon(1e-14));
-    CHECK(r.d_lp_w == std::vector<double>{0.0, 0.0});
-    CHECK(r.d_lp_l == std::vector<double>{0.0, 0.0});
+    CHECK(r.d_w == std::vector<double>{0.0, 0.0});
+    CHECK(r.d_l == std::vector<double>{0.0, 0.0});
     CHECK(r.clip_fraction == 1.0);
     CHECK(r.implicit_accuracy == 1.0);
     CHECK(r.clipped_ratio_win_mean == doctest::Approx(1.1).epsilon(1e-15));
@@ -252,13 +252,13 @@ TEST_CASE("SPO special values") {
     const auto r = spo_loss(lp_w, ref, lp_l, ref, opts);
     const double z = 10.0 * (0.05 - std::log(0.9));
     CHECK(r.loss == doctest::Approx(std::log(1.0 + std::exp(-z))).epsilon(1e-14));
-    CHECK(r.d_lp_w[0] == doctest::Approx(-10.0 / (1.0 + std::exp(z))).epsilon(1e-14));
-    CHECK(r.d_lp_l[0] == 0.0);
+    CHECK(r.d_w[0] == doctest::Approx(-10.0 / (1.0 + std::exp(z))).epsilon(1e-14));
+    CHECK(r.d_l[0] == 0.0);
     CHECK(r.clip_fraction == 0.5);
     // and the other way round
     const auto s = spo_loss(std::vector<double>{0.3}, ref, std::vector<double>{-0.02}, ref, opts);
-    CHECK(s.d_lp_w[0] == 0.0);
-    CHECK(s.d_lp_l[0] == doctest::Approx(10.0 / (1.0 + std::exp(10.0 * (std::log(1.1) + 0.02)))).epsilon(1e-14));
+    CHECK(s.d_w[0] == 0.0);
+    CHECK(s.d_l[0] == doctest::Approx(10.0 / (1.0 + std::exp(10.0 * (std::log(1.1) + 0.02)))).epsilon(1e-14));
   }
   SUBCASE("a ratio exactly on the clip bound keeps its gradient (torch.clamp: min <= x <= max)") {
     const double d = 0.0953;
@@ -266,7 +266,7 @@ TEST_CASE("SPO special values") {
     REQUIRE(1.0 + edge.clip_eps == std::exp(d));
     const auto r = spo_loss(std::vector<double>{d}, std::vector<double>{0.0}, std::vector<double>{0.0},
                             std::vector<double>{0.0}, edge);
-    CHECK(r.d_lp_w[0] != 0.0);
+    CHECK(r.d_w[0] != 0.0);
     CHECK(r.clip_fraction == 0.0);
     const auto c = clipped_ratio(d + 1e-12, 0.0, edge.clip_eps);
     CHECK_FALSE(c.passes_gradient);
@@ -305,9 +305,9 @@ TEST_CASE("DDPO and Diffusion-DPO values by hand") {
     const auto r = diffusion_dpo_loss(err_w, err_ref_w, err_l, err_ref_l, opts);
     CHECK(r.loss == doctest::Approx((std::log(2.0) + 2500.0) / 2).epsilon(1e-14));
     CHECK(r.implicit_accuracy == 0.25);
-    CHECK(r.d_err_w[0] == doctest::Approx(0.5 * 5000 * 0.5 / 2).epsilon(1e-15));
-    CHECK(r.d_err_w[1] == doctest::Approx(0.5 * 5000 / 2).epsilon(1e-15));
-    CHECK(r.d_err_l[1] == -r.d_err_w[1]);
+    CHECK(r.d_w[0] == doctest::Approx(0.5 * 5000 * 0.5 / 2).epsilon(1e-15));
+    CHECK(r.d_w[1] == doctest::Approx(0.5 * 5000 / 2).epsilon(1e-15));
+    CHECK(r.d_l[1] == -r.d_w[1]);
     CHECK(r.model_error_mean == doctest::Approx((0.2 + 1.2 + 0.1 + 0.1) / 4).epsilon(1e-15));
   }
 }
@@ -326,7 +326,7 @@ TEST_CASE("every gradient matches finite differences away from the clip kinks") 
       const auto lp_l = plus(ref_b, log_ratios(4, b, opts.clip_eps, -0.3, 0.3, 1e-3));
       auto res = fd_check({lp_w, lp_l}, {"lp_w", "lp_l"}, [&](const std::vector<Tensor<double>>& x) {
         auto r = spo_loss(span_of(x[0]), ref_a, span_of(x[1]), ref_b, opts);
-        return std::pair{r.loss, std::vector{r.d_lp_w, r.d_lp_l}};
+        return std::pair{r.loss, std::vector{r.d_w, r.d_l}};
       });
       INFO(res.report << res.worst);
       CHECK(res.ok);
@@ -376,7 +376,7 @@ TEST_CASE("every gradient matches finite differences away from the clip kinks") 
           {err_w, err_l}, {"err_w", "err_l"},
           [&](const std::vector<Tensor<double>>& x) {
             auto r = diffusion_dpo_loss(span_of(x[0]), err_ref_w, span_of(x[1]), err_ref_l, DiffusionDpoOptions{beta});
-            return std::pair{r.loss, std::vector{r.d_err_w, r.d_err_l}};
+            return std::pair{r.loss, std::vector{r.d_w, r.d_l}};
           },
           1e-4 / beta);
       INFO("beta " << beta << "\n" << res.report << res.worst);
@@ -458,4 +458,73 @@ TEST_CASE("loss options round-trip through JSON; a missing key is an error") {
   const auto tracker = io::from_json<StatTrackerOptions>(tracker_j, "tracker.json");
   CHECK(tracker.buffer_size == ddpo_default_tracker_options.buffer_size);
   CHECK(io::to_json(tracker) == tracker_j);
+}
+
+TEST_CASE("step DPO loss: hand values, finite differences, equality with SPO's loss inside the clip range") {
+  const StepDpoOptions opts{10.0};
+  SUBCASE("hand values: z = beta ((w - w_ref) - (l - l_ref)), loss = log(1 + exp(-z))") {
+    const std::vector<double> w{0.02, -0.01}, w_ref{0.0, 0.0}, l{-0.01, 0.03}, l_ref{0.0, 0.0};
+    const auto r = step_dpo_loss(w, w_ref, l, l_ref, opts);
+    const double z0 = 10.0 * 0.03, z1 = 10.0 * -0.04;
+    CHECK(r.loss == doctest::Approx((std::log1p(std::exp(-z0)) + std::log1p(std::exp(-z1))) / 2).epsilon(1e-14));
+    CHECK(r.d_w[0] == doctest::Approx(-10.0 / (1 + std::exp(z0)) / 2).epsilon(1e-14));
+    CHECK(r.d_l[1] == doctest::Approx(10.0 / (1 + std::exp(z1)) / 2).epsilon(1e-14));
+    CHECK(r.implicit_accuracy == 0.5);
+    CHECK(r.clip_fraction == 0.0);
+    CHECK(r.ratio_win_mean == doctest::Approx((std::exp(0.02) + std::exp(-0.01)) / 2).epsilon(1e-14));
+  }
+  SUBCASE("inside [1 - eps, 1 + eps] every ratio passes SPO's clamp: both losses agree to rounding") {
+    const std::size_t b = 9;
+    std::vector<double> ref_a, ref_b;
+    for (std::size_t i = 0; i < b; ++i) {
+      ref_a.push_back(uniform(7, i, -1.5, 0.5));
+      ref_b.push_back(uniform(8, i, -1.5, 0.5));
+    }
+    const auto lp_w = plus(ref_a, log_ratios(9, b, 0.1, -0.09, 0.09, 0.0));
+    const auto lp_l = plus(ref_b, log_ratios(10, b, 0.1, -0.09, 0.09, 0.0));
+    const auto d = step_dpo_loss(lp_w, ref_a, lp_l, ref_b, opts);
+    const auto s = spo_loss(lp_w, ref_a, lp_l, ref_b, SpoLossOptions{10.0, 0.1});
+    CHECK(s.clip_fraction == 0.0);
+    CHECK(rel_error(d.loss, s.loss) < 1e-12);
+    for (std::size_t i = 0; i < b; ++i) {
+      CHECK(rel_error(d.d_w[i], s.d_w[i]) < 1e-12);
+      CHECK(rel_error(d.d_l[i], s.d_l[i]) < 1e-12);
+    }
+  }
+  SUBCASE("outside it the unclipped loss keeps the gradient SPO's clamp removes") {
+    const std::vector<double> w{0.5}, l{0.0}, ref{0.0};
+    const auto d = step_dpo_loss(w, ref, l, ref, opts);
+    const auto s = spo_loss(w, ref, l, ref, SpoLossOptions{10.0, 0.1});
+    CHECK(s.d_w[0] == 0.0);
+    CHECK(d.d_w[0] < -1e-4);
+  }
+  SUBCASE("finite differences over large and small log-ratios (no kinks)") {
+    const std::size_t b = 7;
+    std::vector<double> ref_a, ref_b, lp_w, lp_l;
+    for (std::size_t i = 0; i < b; ++i) {
+      ref_a.push_back(uniform(11, i, -1.5, 0.5));
+      ref_b.push_back(uniform(12, i, -1.5, 0.5));
+      lp_w.push_back(ref_a.back() + uniform(13, i, -1.0, 1.0));
+      lp_l.push_back(ref_b.back() + uniform(14, i, -1.0, 1.0));
+    }
+    for (const StepDpoOptions o : {StepDpoOptions{10.0}, StepDpoOptions{0.5}}) {
+      auto res = fd_check({lp_w, lp_l}, {"lp_w", "lp_l"}, [&](const std::vector<Tensor<double>>& x) {
+        auto r = step_dpo_loss(span_of(x[0]), ref_a, span_of(x[1]), ref_b, o);
+        return std::pair{r.loss, std::vector{r.d_w, r.d_l}};
+      });
+      INFO(res.report << res.worst);
+      CHECK(res.ok);
+    }
+  }
+  SUBCASE("bad options and inputs are errors naming the key or the item") {
+    const std::vector<double> a{0.1, 0.2}, one{0.1}, nan{0.1, std::nan("")};
+    CHECK_THROWS_WITH_AS(step_dpo_loss(a, a, a, a, StepDpoOptions{0.0}),
+                         doctest::Contains("loss.beta: must be finite and > 0, got 0"), spo::error);
+    CHECK_THROWS_WITH_AS(step_dpo_loss(a, a, one, a, opts), doctest::Contains("lp_w has 2 items but lp_l has 1"),
+                         spo::error);
+    CHECK_THROWS_WITH_AS(step_dpo_loss(a, nan, a, a, opts), doctest::Contains("lp_w_ref[1] = nan is not finite"),
+                         spo::error);
+  }
+  static_assert(StepPairLoss<StepDpoLoss> && StepPairLoss<SpoLoss> && PairLoss<DiffusionDpoLoss>);
+  static_assert(!StepPairLoss<DiffusionDpoLoss>);
 }

@@ -22,7 +22,7 @@ TEST_CASE("best/worst compare: argmax wins, argmin loses, validity by the softma
   CHECK(c.gap == doctest::Approx(std::exp(1.5) / (std::exp(1.5) + std::exp(-0.3)) -
                                  std::exp(-0.3) / (std::exp(1.5) + std::exp(-0.3))).epsilon(1e-12));
   CHECK(c.valid);
-  // algorithm.md 4.4: threshold 0.3 <=> s_max - s_min > 0.6190; 0.4 <=> > 0.8473.
+  // docs/algorithm.md 4.4: threshold 0.3 <=> s_max - s_min > 0.6190; 0.4 <=> > 0.8473.
   std::array<double, 2> just_below{0.0, 0.6189}, just_above{0.0, 0.6191};
   CHECK_FALSE(BestWorstCompare{}.compare(just_below, 0.3, g).valid);
   CHECK(BestWorstCompare{}.compare(just_above, 0.3, g).valid);

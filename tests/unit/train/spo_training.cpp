@@ -4,8 +4,10 @@
 
 #include <cmath>
 #include <filesystem>
+#include <type_traits>
 
 #include "spo/experiment/spo_experiment.hpp"
+#include "spo/loss/step_dpo_loss.hpp"
 #include "support/train_fixtures.hpp"
 
 using namespace spo;
@@ -33,8 +35,8 @@ struct Setup {
 TEST_CASE_FIXTURE(Setup, "SPO training resumes exactly: 1 + 1 rounds == 2 rounds, bitwise") {
   const auto dir = scratch("spo_train");
   const auto m1 = check_exact_resume(base, dir, [&](Policy& p) { return make(p); });
-  CHECK(m1.items > 0);
-  CHECK(std::abs(m1.loss - std::log(2.0)) < 1e-3);  // the first minibatch has policy == reference: log 2
+  CHECK(m1.metrics.at("items").get<std::int64_t>() > 0);
+  CHECK(std::abs(m1.metrics.at("loss").get<double>() - std::log(2.0)) < 1e-3);  // the first minibatch has policy == reference: log 2
   fs::remove_all(dir);
 }
 
@@ -69,10 +71,12 @@ TEST_CASE("SPO configs: unknown policies and out-of-range values are errors befo
   };
   CHECK_NOTHROW(experiment::validate<E>(load()));
   auto c = load();
-  c.policies.compare = "top_two";
+  c.policies = experiment::PolicyNames{};
+  c.policies->compare = "top_two";
   CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("policies.compare: is \"top_two\""), spo::error);
   c = load();
-  c.policies.preference = "oracle";
+  c.policies = experiment::PolicyNames{};
+  c.policies->preference = "oracle";
   CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("compiled with \"step_aware\""), spo::error);
   c = load();
   c.resampler.k = 1;
@@ -99,4 +103,36 @@ TEST_CASE("SPO configs: unknown policies and out-of-range values are errors befo
   auto j = io::parse_json(io::read_file_text(in_source("configs/spo.json")), "spo.json");
   j["resampler"]["kk"] = 4;
   CHECK_THROWS_WITH_AS(io::from_json<experiment::SpoConfig>(j, "spo.json"), doctest::Contains("resampler.kk"), spo::error);
+}
+
+TEST_CASE("SPO training is composed: another scheduler (scaled-linear betas, v-prediction) and another pair loss") {
+  // The scheduler and the loss are policies of the trainer: the same round runs with DDIM over Stable Diffusion's
+  // scaled-linear betas with v-prediction and with the unclipped step DPO loss, resumes exactly, and its first
+  // minibatch (policy == reference) has the DPO value log 2.
+  using VDdim = diffusion::Ddim<diffusion::ScaledLinearBetas, diffusion::VPrediction>;
+  using StepDpo = train::SpoTraining<Policy, Base, VDdim, BrightnessPM, preference::BestWorstCompare,
+                                     resampler::RandomChild, loss::StepDpoLoss>;
+  static_assert(std::is_same_v<StepDpo::loss_options, loss::StepDpoOptions>);
+  Base base = tiny_base();
+  auto ddim = config::make_scheduler<diffusion::ScaledLinearBetas, diffusion::VPrediction>(
+      config::ScheduleSection{"scaled_linear", 0.00085, 0.012, 1000, "v_prediction", "leading", 1});
+  ddim.set_timesteps(4);
+  BrightnessPM pm;
+  auto make = [&](Policy& p) {
+    return StepDpo(p, base, ddim, pm, rs, loss::StepDpoOptions{10.0}, tr, 8, 7, nlohmann::json::object());
+  };
+  const auto dir = scratch("spo_train_composed");
+  const auto m1 = check_exact_resume(base, dir, make);
+  CHECK(m1.metrics.at("items").get<std::int64_t>() > 0);
+  // The round's mean over its minibatches: the first (policy == reference) is log 2, later ones moved unclipped.
+  CHECK(std::abs(m1.metrics.at("loss").get<double>() - std::log(2.0)) < 1e-2);
+  CHECK(m1.metrics.at("clip_fraction").get<double>() == 0.0);  // the unclipped loss clips nothing
+
+  // With SPO's clipped loss the first round draws the same pairs: sampling does not depend on the loss.
+  using Clipped = train::SpoTraining<Policy, Base, VDdim, BrightnessPM, preference::BestWorstCompare,
+                                     resampler::RandomChild, loss::SpoLoss>;
+  auto p = tiny_policy(base);
+  Clipped c(p, base, ddim, pm, rs, loss::SpoLossOptions{10.0, 0.1}, tr, 8, 7, nlohmann::json::object());
+  CHECK(c.run_round().metrics.at("items") == m1.metrics.at("items"));
+  fs::remove_all(dir);
 }
