@@ -10,9 +10,9 @@
 // Projections count backward as 2x forward (dx and dW); the core's fwd+bwd is counted as 2.5x its forward
 // (the kernel actually performs 2 forward + 5 backward products, one of them the recomputed q k^T), so core
 // figures are conservative. Softmax, bias and elementwise work are not counted.
-#include <benchmark/benchmark.h>
-
 #include <cmath>
+
+#include <benchmark/benchmark.h>
 
 #include "spo/nn/attention.hpp"
 #include "spo/tensor/cpu/attention_kernels.hpp"
@@ -48,9 +48,9 @@ void attention_layer(benchmark::State& state) {
   Generator g{1, 0};
   nn::Attention<float> attn(dm.query_dim, dm.heads, dm.d(), dm.m == 0 ? 0 : dm.context_dim);
   attn.reset_parameters(g);
-  auto x = randn<float>(Shape{dm.batch, dm.n, dm.query_dim}, g);                       // [B, N, Cq]
-  auto ctx = randn<float>(Shape{dm.batch, dm.keys(), dm.ctx_dim()}, g);                // [B, M, Cc]
-  auto dy = randn<float>(x.shape(), g);                                                 // [B, N, Cq]
+  auto x = randn<float>(Shape{dm.batch, dm.n, dm.query_dim}, g);         // [B, N, Cq]
+  auto ctx = randn<float>(Shape{dm.batch, dm.keys(), dm.ctx_dim()}, g);  // [B, M, Cc]
+  auto dy = randn<float>(x.shape(), g);                                  // [B, N, Cq]
   for (auto _ : state) {
     if (dm.m == 0) {
       auto y = attn.forward(x);
@@ -83,17 +83,17 @@ void attention_core(benchmark::State& state) {
   const std::int64_t d = dm.d(), m = dm.keys();
   const cpu_kernels::AttentionShape s{dm.batch, dm.heads, dm.n, m, d};
   Generator g{2, 0};
-  auto q = randn<float>(Shape{dm.batch * dm.heads, dm.n, d}, g);                      // [B*H, N, d]
-  auto k = randn<float>(Shape{dm.batch * dm.heads, m, d}, g);                         // [B*H, M, d]
-  auto v = randn<float>(k.shape(), g);                                                 // [B*H, M, d]
-  auto dout = randn<float>(q.shape(), g);                                              // [B*H, N, d]
+  auto q = randn<float>(Shape{dm.batch * dm.heads, dm.n, d}, g);  // [B*H, N, d]
+  auto k = randn<float>(Shape{dm.batch * dm.heads, m, d}, g);     // [B*H, M, d]
+  auto v = randn<float>(k.shape(), g);                            // [B*H, M, d]
+  auto dout = randn<float>(q.shape(), g);                         // [B*H, N, d]
   Tensor<float> o(q.shape()), lse(Shape{dm.batch * dm.heads, dm.n}), dq(q.shape()), dk(k.shape()), dv(v.shape());
   auto ph = [&](auto* p, std::int64_t rows) { return cpu_kernels::packed_heads(p, dm.heads, rows, d); };
   const float scale = 1.0f / std::sqrt(float(d));
   for (auto _ : state) {
     if constexpr (Fused) {
-      cpu_kernels::attention_forward<float>(s, ph(q.data(), dm.n), ph(k.data(), m), ph(v.data(), m),
-                                            ph(o.data(), dm.n), lse.data(), scale);
+      cpu_kernels::attention_forward<float>(s, ph(q.data(), dm.n), ph(k.data(), m), ph(v.data(), m), ph(o.data(), dm.n),
+                                            lse.data(), scale);
       if constexpr (Backward)
         cpu_kernels::attention_backward<float>(s, ph(q.data(), dm.n), ph(k.data(), m), ph(v.data(), m),
                                                ph(o.data(), dm.n), ph(dout.data(), dm.n), lse.data(),
@@ -103,8 +103,8 @@ void attention_core(benchmark::State& state) {
                                                       ph(o.data(), dm.n), scale);
       if constexpr (Backward)
         cpu_kernels::attention_backward_reference<float>(s, ph(q.data(), dm.n), ph(k.data(), m), ph(v.data(), m),
-                                                         ph(dout.data(), dm.n), ph(dq.data(), dm.n),
-                                                         ph(dk.data(), m), ph(dv.data(), m), scale);
+                                                         ph(dout.data(), dm.n), ph(dq.data(), dm.n), ph(dk.data(), m),
+                                                         ph(dv.data(), m), scale);
     }
     benchmark::DoNotOptimize(o.data());
     benchmark::DoNotOptimize(dq.data());

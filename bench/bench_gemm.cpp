@@ -1,16 +1,17 @@
 // SPDX-License-Identifier: MIT
 /// @brief Square float GEMM throughput: spo's path, plain Eigen, oneDNN matmul, OpenBLAS (when built with it),
 /// and the machine's AVX-512 FMA peak. Counter GFLOPS = 2 n^3 per product.
-#include <benchmark/benchmark.h>
-#include <immintrin.h>
 #include <omp.h>
 
 #include <Eigen/Core>
+#include <benchmark/benchmark.h>
 
 #include "spo/core/parallel.hpp"
 #include "spo/core/rng.hpp"
 #include "spo/tensor/cpu/gemm.hpp"
 #include "spo/tensor/ops.hpp"
+
+#include <immintrin.h>
 
 #ifdef SPO_BENCH_HAVE_OPENBLAS
 #include <cblas.h>

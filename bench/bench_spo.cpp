@@ -6,6 +6,7 @@
 #include <benchmark/benchmark.h>
 
 #include "spo/experiment/spo_experiment.hpp"
+#include "spo/model/fashion_default.hpp"
 
 using namespace spo;
 
@@ -21,8 +22,8 @@ using Training = train::SpoTraining<Policy, Base, Scheduler, Pm, Compare, Contin
 constexpr std::int64_t prompts_per_round = 10, resolution = 32, channels = 1;
 
 /// configs/pretrain_base.json "unet" and "text".
-config::UNetSection unet_section() {
-  config::UNetSection u;
+model::UNetConfig unet_section() {
+  model::UNetConfig u;
   u.block_out_channels = {32, 64, 128};
   u.attention = {false, true, true};
   u.layers_per_block = 1;
@@ -32,7 +33,7 @@ config::UNetSection unet_section() {
   u.use_linear_projection = false;
   return u;
 }
-config::TextSection text_section() { return config::TextSection{8}; }
+model::TextSection text_section() { return model::TextSection{8}; }
 
 /// configs/pretrain_base.json "schedule" and "sampling.num_inference_steps": t_i = 951 - 50 i.
 Scheduler make_ddim() {
@@ -69,7 +70,10 @@ struct Setup {
   Pm pm;
   std::vector<std::string> prompts;
 
-  Setup() : base(make_base()), policy(experiment::make_policy(unet_section(), text_section(), base, lora, 42)), pm(make_pm()) {
+  Setup()
+      : base(make_base()),
+        policy(experiment::make_policy(unet_section(), text_section(), base, lora, 42)),
+        pm(make_pm()) {
     for (int c = 0; c < prompts_per_round; ++c) prompts.push_back(text::fashion_prompt(c, 0));
   }
 
@@ -100,8 +104,8 @@ Tensor<float> resampler_level(Policy& policy, const Scheduler& ddim, Pm& pm, con
   const std::int64_t k = o.k, b = children.size(0) / k, per = children.numel() / children.size(0);
   const std::vector<std::int64_t> t_kb(static_cast<std::size_t>(k * b), t_level);
   auto u = policy.guided(children, static_cast<double>(t_level), cond_k, uncond_k, o.guidance_scale);  // [k B, C, R, R]
-  auto pred = ddim.predict(u, children, t_kb);                             // x0, eps: [k B, C, R, R]
-  const auto scores = pm.score(pred.x0, t_kb, prompts_k);                  // k B, sample-major
+  auto pred = ddim.predict(u, children, t_kb);             // x0, eps: [k B, C, R, R]
+  const auto scores = pm.score(pred.x0, t_kb, prompts_k);  // k B, sample-major
   diffusion::DdimPrediction<float> next{Tensor<float>::uninitialized(Shape{b, channels, resolution, resolution}),
                                         Tensor<float>::uninitialized(Shape{b, channels, resolution, resolution})};
   std::vector<double> s(static_cast<std::size_t>(k));
@@ -116,7 +120,7 @@ Tensor<float> resampler_level(Policy& policy, const Scheduler& ddim, Pm& pm, con
   const std::vector<std::int64_t> t_b(static_cast<std::size_t>(b), t_level);
   const auto tr = ddim.transitions(t_b, o.eta);
   auto out = ddim.sample_children(ddim.mean(next, tr), tr, static_cast<int>(k), gen);  // [k, B, C, R, R]
-  out.reshape(Shape{k * b, channels, resolution, resolution});            // [k B, C, R, R]
+  out.reshape(Shape{k * b, channels, resolution, resolution});                         // [k B, C, R, R]
   return out;
 }
 
@@ -124,7 +128,7 @@ Tensor<float> resampler_level(Policy& policy, const Scheduler& ddim, Pm& pm, con
 Tensor<float> repeat_rows(const Tensor<float>& x, std::int64_t k) {
   Shape s = x.shape();
   s[0] *= k;
-  auto out = Tensor<float>::uninitialized(s);                              // [k B, ...]
+  auto out = Tensor<float>::uninitialized(s);  // [k B, ...]
   for (std::int64_t c = 0; c < k; ++c) std::copy_n(x.data(), x.numel(), out.data() + c * x.numel());
   return out;
 }
@@ -138,8 +142,8 @@ void BM_Spo_ResamplerStep(benchmark::State& state) {
   {
     nn::no_grad_guard no_grad;
     const std::vector<std::string> empty(static_cast<std::size_t>(b));
-    cond_k = repeat_rows(s.policy.encode(s.prompts), k);                   // [k B, L, D]
-    uncond_k = repeat_rows(s.policy.encode(empty), k);                     // [k B, L, D]
+    cond_k = repeat_rows(s.policy.encode(s.prompts), k);  // [k B, L, D]
+    uncond_k = repeat_rows(s.policy.encode(empty), k);    // [k B, L, D]
   }
   std::vector<std::string> prompts_k;
   for (std::int64_t c = 0; c < k; ++c) prompts_k.insert(prompts_k.end(), s.prompts.begin(), s.prompts.end());
@@ -176,14 +180,14 @@ void BM_Spo_Minibatch(benchmark::State& state) {
   {
     nn::no_grad_guard no_grad;
     const std::vector<std::string> empty(static_cast<std::size_t>(m));
-    Tensor<float> tt(Shape{m});                                            // [m]
+    Tensor<float> tt(Shape{m});  // [m]
     for (std::int64_t i = 0; i < m; ++i) tt[i] = static_cast<float>(items.t[static_cast<std::size_t>(i)]);
     const auto u = s.base.guided(items.x_t, tt, s.base.encode(items.prompts), s.base.encode(empty), o.guidance_scale);
     const auto tr = s.ddim.transitions(items.t, o.eta);
     const auto mu = s.ddim.mean(s.ddim.predict(u, items.x_t, items.t), tr);  // [m, C, R, R]
     const auto pair = s.ddim.sample_children(mu, tr, 2, gen);                // [2, m, C, R, R]
-    items.x_win = Tensor<float>::uninitialized(items.x_t.shape());          // [m, C, R, R]
-    items.x_lose = Tensor<float>::uninitialized(items.x_t.shape());         // [m, C, R, R]
+    items.x_win = Tensor<float>::uninitialized(items.x_t.shape());           // [m, C, R, R]
+    items.x_lose = Tensor<float>::uninitialized(items.x_t.shape());          // [m, C, R, R]
     std::copy_n(pair.data(), items.x_t.numel(), items.x_win.data());
     std::copy_n(pair.data() + items.x_t.numel(), items.x_t.numel(), items.x_lose.data());
   }

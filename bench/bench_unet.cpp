@@ -73,8 +73,8 @@ void BM_Model_UNetTrainStep(benchmark::State& state) {
 
 void BM_Diffusion_DdimStep(benchmark::State& state) {
   const std::int64_t b = state.range(0);
-  diffusion::Ddim<diffusion::LinearBetas, diffusion::EpsilonPrediction> ddim(diffusion::LinearBetas{},
-                                                                             diffusion::DdimConfig{1000, diffusion::TimestepSpacing::leading, 1});
+  diffusion::Ddim<diffusion::LinearBetas, diffusion::EpsilonPrediction> ddim(
+      diffusion::LinearBetas{}, diffusion::DdimConfig{1000, diffusion::TimestepSpacing::leading, 1});
   ddim.set_timesteps(20);
   Generator g{3, 0};
   auto x = randn<float>(Shape{b, 1, 32, 32}, g);

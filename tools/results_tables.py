@@ -46,6 +46,9 @@ TABLES = [
     ("Table 9: which pair is trained", [
         ("best and worst (SPO)", "spo_seeds"),
         ("random pair, labelled by the preference model", "spo_random_pair")]),
+    ("Pair loss on the step-wise pairs (beyond the paper)", [
+        ("clipped ratio, beta 10, clip 0.1 (SPO)", "spo_seeds"),
+        ("unclipped step DPO, beta 10", "spo_step_dpo")]),
 ]
 
 

@@ -9,6 +9,7 @@ packages=(
   zlib1g-dev libpng-dev libdnnl-dev ocl-icd-opencl-dev
   dataset-fashion-mnist
   clang-14 libclang-rt-14-dev libomp-14-dev  # the libFuzzer harnesses of tests/fuzz (omp.h for clang: fuzz_config)
+  clang-format-14                            # the format test (tests/build/format_check.cmake)
 )
 
 missing=()

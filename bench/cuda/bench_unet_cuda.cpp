@@ -111,8 +111,8 @@ int main(int argc, char** argv) {
   for (const auto& c : cases)
     for (const bool tf32 : {false, true})
       for (const bool backward : {false, true}) {
-        const std::string name = std::string(backward ? "UNetForwardBackward/" : "UNetForward/") + c.name +
-                                 (tf32 ? "/tf32" : "/fp32");
+        const std::string name =
+            std::string(backward ? "UNetForwardBackward/" : "UNetForward/") + c.name + (tf32 ? "/tf32" : "/fp32");
         benchmark::RegisterBenchmark(name.c_str(),
                                      [c, backward, tf32](benchmark::State& s) { run<false>(s, c, backward, tf32); })
             ->Unit(benchmark::kMillisecond)
@@ -121,7 +121,8 @@ int main(int argc, char** argv) {
   // SPO's setting: the base frozen, LoRA adapters trained (backward computes no weight gradients of the base).
   for (const bool tf32 : {false, true}) {
     const std::string name = std::string("UNetForwardBackwardLoRA/sd15/8") + (tf32 ? "/tf32" : "/fp32");
-    benchmark::RegisterBenchmark(name.c_str(), [c = cases[2], tf32](benchmark::State& s) { run<true>(s, c, true, tf32); })
+    benchmark::RegisterBenchmark(name.c_str(),
+                                 [c = cases[2], tf32](benchmark::State& s) { run<true>(s, c, true, tf32); })
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   }

@@ -12,8 +12,7 @@ int main(int argc, char** argv) {
         auto pairs = train::win_lose_pairs<float>(preference::load_pairs(c.pairs));
         std::fprintf(stderr, "diffusion_dpo: %lld pairs (%lld ties dropped)\n", static_cast<long long>(pairs.size()),
                      static_cast<long long>(pairs.ties_dropped));
-        return train::DiffusionDpoTraining<experiment::PolicyModelType, experiment::BaseModelType,
-                                           decltype(ev.ddim)>(policy, base, ev.ddim, std::move(pairs), c.loss,
-                                                              c.train, c.seed, io::to_json(c));
+        return train::DiffusionDpoTraining<experiment::PolicyModelType, experiment::BaseModelType, decltype(ev.ddim)>(
+            policy, base, ev.ddim, std::move(pairs), c.loss, c.train, c.seed, io::to_json(c));
       });
 }

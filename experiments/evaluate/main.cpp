@@ -51,13 +51,13 @@ int main(int argc, char** argv) try {
     train::validate(config.lora);
     preference::validate(config.rater.weights);
   });
-  const auto base_config = config::load_base_config(config.base);
+  const auto base_config = experiment::load_base_config(config.base);
   for (const auto& l : loras) {
     const auto t = io::load_safetensors(l.path);
     SPO_EXPECT(t.metadata.contains("format") && t.metadata.at("format") == "spo.lora.v1",
                l.path.string() << ": not a LoRA file of spo (its metadata \"format\" is not \"spo.lora.v1\")");
   }
-  auto base = config::load_base_model<experiment::BaseModelType>(config.base);
+  auto base = experiment::load_base_model<experiment::BaseModelType>(config.base);
   auto load_policy = [&](const experiment::NamedFile& l) {
     auto policy = experiment::make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
     experiment::load_lora(policy, l.path);

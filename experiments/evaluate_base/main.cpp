@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/experiment/command_line.hpp"
 #include "spo/io/config.hpp"
 #include "spo/io/png.hpp"
@@ -55,7 +56,7 @@ int main(int argc, char** argv) try {
   Judge judge = spo::judge::make_classifier<float>(judge_config.width, init);
   spo::io::load_state_dict(judge, fs::path(judge_weights));
   auto ddim =
-      spo::config::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(config.schedule);
+      spo::diffusion::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(config.schedule);
   ddim.set_timesteps(config.sampling.num_inference_steps);
   const fs::path out = out_dir;
   fs::create_directories(out);

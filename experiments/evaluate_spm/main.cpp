@@ -10,8 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "spo/config/components.hpp"
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/experiment/command_line.hpp"
+#include "spo/experiment/components.hpp"
 #include "spo/io/config.hpp"
 #include "spo/io/plot.hpp"
 #include "spo/spm/evaluation.hpp"
@@ -23,8 +24,8 @@ struct Models {
 
 struct EvaluateSpmConfig {
   BOOST_HANA_DEFINE_STRUCT(EvaluateSpmConfig, (std::string, data_dir), (std::string, output_dir), (std::uint64_t, seed),
-                           (spo::config::BaseModelSection, base), (std::string, validation_pairs), (Models, models),
-                           (spo::config::RaterSection, rater), (std::vector<std::int64_t>, timesteps));
+                           (spo::io::ModelFiles, base), (std::string, validation_pairs), (Models, models),
+                           (spo::preference::RaterSection, rater), (std::vector<std::int64_t>, timesteps));
 };
 
 namespace {
@@ -63,17 +64,18 @@ int main(int argc, char** argv) try {
   // Every check and every load that can fail comes before the output directory.
   const auto c = spo::io::load_config<EvaluateSpmConfig>(config_path);
   using Model = spo::model::FashionModel<float>;
-  auto base = spo::config::load_base_model<Model>(c.base);
+  auto base = spo::experiment::load_base_model<Model>(c.base);
   spo::io::in_config_file(config_path, [&] { validate(c, base.config.schedule.num_train_timesteps); });
-  auto ddim =
-      spo::config::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(base.config.schedule);
+  auto ddim = spo::diffusion::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(
+      base.config.schedule);
   ddim.set_timesteps(base.config.sampling.num_inference_steps);
   const auto pairs = spo::preference::load_pairs(c.validation_pairs);
   auto clean = load_variant<spo::spm::CleanPM>(c.models.clean);
   auto no_step_condition = load_variant<spo::spm::NoStepConditionPM>(c.models.no_step_condition);
   auto step_aware = load_variant<spo::spm::StepAwarePM>(c.models.step_aware);
   spo::preference::RaterPreference<spo::preference::OracleRater<float>> oracle(spo::io::in_config_file(
-      config_path, [&] { return spo::config::load_oracle_rater<float>(c.rater, c.data_dir, base.config.resolution); }));
+      config_path,
+      [&] { return spo::experiment::load_oracle_rater<float>(c.rater, c.data_dir, base.config.resolution); }));
   const fs::path out = c.output_dir;
   fs::create_directories(out);
 

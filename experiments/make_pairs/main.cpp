@@ -11,12 +11,13 @@
 #include <utility>
 #include <vector>
 
-#include "spo/config/components.hpp"
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/experiment/command_line.hpp"
+#include "spo/experiment/components.hpp"
 #include "spo/io/config.hpp"
+#include "spo/io/progress.hpp"
+#include "spo/io/run_record.hpp"
 #include "spo/preference/pairs.hpp"
-#include "spo/train/progress.hpp"
-#include "spo/train/run_record.hpp"
 
 using Model = spo::model::FashionModel<float>;
 using Scheduler = spo::diffusion::Ddim<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>;
@@ -27,10 +28,9 @@ struct SplitSection {
 };
 
 struct PairsConfig {
-  BOOST_HANA_DEFINE_STRUCT(PairsConfig, (std::string, data_dir), (std::string, output_dir),
-                           (spo::config::BaseModelSection, base), (spo::config::RaterSection, rater),
-                           (spo::preference::LabelConfig, labels), (std::uint64_t, label_seed), (SplitSection, train),
-                           (SplitSection, validation));
+  BOOST_HANA_DEFINE_STRUCT(PairsConfig, (std::string, data_dir), (std::string, output_dir), (spo::io::ModelFiles, base),
+                           (spo::preference::RaterSection, rater), (spo::preference::LabelConfig, labels),
+                           (std::uint64_t, label_seed), (SplitSection, train), (SplitSection, validation));
 };
 
 namespace {
@@ -76,17 +76,17 @@ int main(int argc, char** argv) try {
   // Every check and every load that can fail comes before the output directory.
   const auto config = spo::io::load_config<PairsConfig>(config_path);
   spo::io::in_config_file(config_path, [&] { validate(config); });
-  auto base = spo::config::load_base_model<Model>(config.base);
-  auto ddim =
-      spo::config::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(base.config.schedule);
+  auto base = spo::experiment::load_base_model<Model>(config.base);
+  auto ddim = spo::diffusion::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(
+      base.config.schedule);
   ddim.set_timesteps(base.config.sampling.num_inference_steps);
   auto rater = spo::io::in_config_file(config_path, [&] {
-    return spo::config::load_oracle_rater<float>(config.rater, config.data_dir, base.config.resolution);
+    return spo::experiment::load_oracle_rater<float>(config.rater, config.data_dir, base.config.resolution);
   });
   const std::int64_t res = base.config.resolution;
   const std::filesystem::path out = config.output_dir;
   std::filesystem::create_directories(out);
-  spo::train::write_run_record(out, "make_pairs", spo::io::to_json(config), config.train.seed, SPO_SOURCE_DIR, 0);
+  spo::io::write_run_record(out, "make_pairs", spo::io::to_json(config), config.train.seed, SPO_SOURCE_DIR, 0);
 
   spo::Generator label_gen{config.label_seed, 0};
   for (const auto& [name, split] :
@@ -97,7 +97,7 @@ int main(int argc, char** argv) try {
     const std::int64_t n = 10 * static_cast<std::int64_t>(split.templates.size()) * per;
     pairs.images_a = spo::Tensor<float>::uninitialized(spo::Shape{n, 1, res, res});
     pairs.images_b = spo::Tensor<float>::uninitialized(spo::Shape{n, 1, res, res});
-    spo::train::ProgressBar progress(name + " pairs", n);
+    spo::io::ProgressBar progress(name + " pairs", n);
     std::int64_t at = 0;
     for (int tmpl : split.templates)
       for (int c = 0; c < 10; ++c) {

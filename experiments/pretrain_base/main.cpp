@@ -50,8 +50,8 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "pretrain_base: resumed from step %lld\n", static_cast<long long>(experiment.step()));
   }
   fs::create_directories(out);
-  spo::train::write_run_record(out, "pretrain_base", spo::io::to_json(config), config.seed, SPO_SOURCE_DIR,
-                               experiment.step());
+  spo::io::write_run_record(out, "pretrain_base", spo::io::to_json(config), config.seed, SPO_SOURCE_DIR,
+                            experiment.step());
   experiment.run(data, out);
 
   // The base model: EMA weights, model parameters only.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "spo/diffusion/beta_schedule.hpp"
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/experiment/command_line.hpp"
 #include "spo/io/config.hpp"
 #include "spo/io/png.hpp"
@@ -80,7 +81,7 @@ int main(int argc, char** argv) try {
   spo::io::load_state_dict(model, fs::path(weights));
   for (const auto& p : prompts) model.tokenizer().encode(p);  // unknown words fail before any work
   auto ddim =
-      spo::config::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(config.schedule);
+      spo::diffusion::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(config.schedule);
   ddim.set_timesteps(sampling.num_inference_steps);
   std::vector<std::string> all;
   for (const auto& p : prompts)

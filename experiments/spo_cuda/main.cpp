@@ -4,9 +4,9 @@
 #include "spo/cuda.hpp"
 #include "spo/experiment/spo_experiment.hpp"
 
-using Experiment = spo::experiment::Spo<spo::spm::StepAwarePM, spo::preference::BestWorstCompare,
-                                        spo::resampler::RandomChild, spo::loss::SpoLoss,
-                                        spo::experiment::DefaultScheduler,
-                                        spo::experiment::FashionDiffusionOn<spo::cuda>>;
+using Experiment =
+    spo::experiment::Spo<spo::spm::StepAwarePM, spo::preference::BestWorstCompare, spo::resampler::RandomChild,
+                         spo::loss::SpoLoss, spo::experiment::DefaultScheduler,
+                         spo::experiment::FashionDiffusionOn<spo::cuda>>;
 
 int main(int argc, char** argv) { return spo::experiment::run_spo_experiment<Experiment>(argc, argv, SPO_SOURCE_DIR); }

@@ -7,9 +7,9 @@
 
 #include "spo/experiment/command_line.hpp"
 #include "spo/io/config.hpp"
+#include "spo/io/run_record.hpp"
 #include "spo/io/state_dict.hpp"
 #include "spo/judge/training.hpp"
-#include "spo/train/run_record.hpp"
 
 using Experiment = spo::judge::Classifier<float>;
 
@@ -32,7 +32,7 @@ int main(int argc, char** argv) try {
   const auto test = spo::data::load_fashion_mnist(spo::data::Split::test, config.data_dir);
   const std::filesystem::path out = config.output_dir;
   std::filesystem::create_directories(out);
-  spo::train::write_run_record(out, "train_judge", spo::io::to_json(config), config.seed, SPO_SOURCE_DIR, 0);
+  spo::io::write_run_record(out, "train_judge", spo::io::to_json(config), config.seed, SPO_SOURCE_DIR, 0);
   spo::Generator gen{config.seed, 0};
   Experiment net = spo::judge::make_classifier<float>(config.width, gen);
   const double acc = spo::judge::train_classifier(net, config, train, test);

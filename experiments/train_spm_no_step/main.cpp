@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Experiment train_spm_no_step: trains the preference-model variant spm::NoStepConditionPM (see docs/preference_models.md).
+// Experiment train_spm_no_step: trains the preference-model variant spm::NoStepConditionPM (see
+// docs/preference_models.md).
 #include "spo/experiment/spm_experiment.hpp"
 
 using Experiment = spo::spm::NoStepConditionPM;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief Input/output: JSON parsing, crash-safe files, half-precision conversion, model files and resume checks.
+/// @brief Input/output: JSON parsing, crash-safe files, half-precision conversion, model files, resume checks and run
+/// plumbing (progress bar, metrics log, run record).
 #pragma once
 
 #include "spo/io/atomic_file.hpp"
@@ -7,8 +8,11 @@
 #include "spo/io/config.hpp"
 #include "spo/io/half.hpp"
 #include "spo/io/json.hpp"
+#include "spo/io/metrics_log.hpp"
 #include "spo/io/plot.hpp"
 #include "spo/io/png.hpp"
+#include "spo/io/progress.hpp"
 #include "spo/io/resume.hpp"
+#include "spo/io/run_record.hpp"
 #include "spo/io/safetensors.hpp"
 #include "spo/io/state_dict.hpp"

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "spo/loss/concepts.hpp"
+// The contracts above; the components:
 #include "spo/loss/clipped_ratio.hpp"
 #include "spo/loss/cross_entropy.hpp"
 #include "spo/loss/d3po_loss.hpp"

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "spo/optim/concepts.hpp"
+// The contracts above; the components:
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
 #include "spo/optim/ema.hpp"

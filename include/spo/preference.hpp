@@ -3,6 +3,7 @@
 #pragma once
 
 #include "spo/preference/concepts.hpp"
+// The contracts above; the components:
 #include "spo/preference/compare.hpp"
 #include "spo/preference/labels.hpp"
 #include "spo/preference/pairs.hpp"

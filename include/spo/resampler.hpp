@@ -3,5 +3,6 @@
 #pragma once
 
 #include "spo/resampler/concepts.hpp"
+// The contracts above; the components:
 #include "spo/resampler/continuation.hpp"
 #include "spo/resampler/stepwise.hpp"

@@ -3,6 +3,10 @@
 #pragma once
 
 #include "spo/tensor/allocator.hpp"
+#include "spo/tensor/cpu/attention_kernels.hpp"
+#include "spo/tensor/cpu/conv2d.hpp"
+#include "spo/tensor/cpu/dnnl_context.hpp"
+#include "spo/tensor/cpu/gemm.hpp"
 #include "spo/tensor/eigen.hpp"
 #include "spo/tensor/layout.hpp"
 #include "spo/tensor/ops.hpp"
@@ -10,7 +14,3 @@
 #include "spo/tensor/shape.hpp"
 #include "spo/tensor/tensor.hpp"
 #include "spo/tensor/transfer.hpp"
-#include "spo/tensor/cpu/attention_kernels.hpp"
-#include "spo/tensor/cpu/conv2d.hpp"
-#include "spo/tensor/cpu/dnnl_context.hpp"
-#include "spo/tensor/cpu/gemm.hpp"

@@ -7,8 +7,6 @@
 //          weight gradients in the long case), but the backward's dS = P (dP - rowsum(dO O)) cancels: its float
 //          error is relative to dP and the row sum, not to dS, and it reaches dQ, dK and the LoRA gradients through
 //          two more products (on an H200: 6e-5 on a to_k.lora_B gradient of scale 2.2 with one query token).
-#include <doctest/doctest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -16,7 +14,8 @@
 #include <string>
 #include <string_view>
 
-#include "reference.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/core/rng.hpp"
 #include "spo/nn/attention.hpp"
 #include "spo/nn/cuda/attention.hpp"
@@ -26,6 +25,8 @@
 #include "spo/tensor/cuda/attention.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/ops.hpp"
+
+#include "reference.hpp"
 
 using namespace spo;
 
@@ -41,8 +42,10 @@ struct Tolerance {
 
 template <class T>
 Tolerance tolerance() {
-  if constexpr (std::is_same_v<T, double>) return {1e-11, 1e-9};
-  else return {1e-4, 5e-4};
+  if constexpr (std::is_same_v<T, double>)
+    return {1e-11, 1e-9};
+  else
+    return {1e-4, 5e-4};
 }
 
 template <class T>
@@ -111,7 +114,8 @@ template <class T, bool Lora>
 void run_case(const Case& c) {
   using CpuProj = std::conditional_t<Lora, nn::LoRA<nn::Linear<T, cpu>>, nn::Linear<T, cpu>>;
   using GpuProj = std::conditional_t<Lora, nn::LoRA<nn::Linear<T, cuda>>, nn::Linear<T, cuda>>;
-  const std::string label = std::string(c.name) + (Lora ? " (LoRA), " : ", ") + (std::is_same_v<T, float> ? "float" : "double");
+  const std::string label =
+      std::string(c.name) + (Lora ? " (LoRA), " : ", ") + (std::is_same_v<T, float> ? "float" : "double");
   INFO(label);
   const Tolerance tol = tolerance<T>();
   const std::int64_t context_dim = c.cross ? c.context_dim : 0, m = c.cross ? c.m : c.n;
@@ -124,22 +128,22 @@ void run_case(const Case& c) {
     for (auto* a : {&cpu_attn.to_q(), &cpu_attn.to_k(), &cpu_attn.to_v(), &cpu_attn.to_out()}) a->attach(3, 4.5, g_cpu);
     for (auto* a : {&gpu_attn.to_q(), &gpu_attn.to_k(), &gpu_attn.to_v(), &gpu_attn.to_out()}) a->attach(3, 4.5, g_gpu);
   }
-  check_parameters(cpu_attn, gpu_attn, tol, false);                        // same init numbers, same frozen set
+  check_parameters(cpu_attn, gpu_attn, tol, false);  // same init numbers, same frozen set
   CHECK(g_cpu == g_gpu);
 
   Generator g{99, 0};
   cpu_attn.visit_parameters(
       [&](std::string_view name, nn::Parameter<T, cpu>& p) {
         if (name.ends_with("lora_B.weight")) fill_normal(p.value.view(), g, T(0), T(0.5));  // adapters active
-        if (p.trainable) fill_normal(p.grad.view(), g, T(0), T(1));  // backward must accumulate
+        if (p.trainable) fill_normal(p.grad.view(), g, T(0), T(1));                         // backward must accumulate
       },
       {});
   nn::copy_parameters(cpu_attn, gpu_attn);
   nn::copy_gradients(cpu_attn, gpu_attn);
 
-  auto x = randn<T>(Shape{c.batch, c.n, c.query_dim}, g, T(2));            // [B, N, query_dim]
+  auto x = randn<T>(Shape{c.batch, c.n, c.query_dim}, g, T(2));                            // [B, N, query_dim]
   auto ctx = randn<T>(Shape{c.batch, m, c.cross ? c.context_dim : c.query_dim}, g, T(2));  // [B, M, context_dim]
-  auto dy = randn<T>(Shape{c.batch, c.n, c.query_dim}, g);                 // [B, N, query_dim]
+  auto dy = randn<T>(Shape{c.batch, c.n, c.query_dim}, g);                                 // [B, N, query_dim]
   ScoreBufferCap cap(static_cast<std::size_t>(c.chunk * c.n * m) * sizeof(T));
   if (c.cross) {
     auto y_cpu = cpu_attn.forward(x, ctx);
@@ -193,8 +197,8 @@ TEST_CASE("Attention<float, cuda>: errors name the shapes and the call form") {
   self_attn.reset_parameters(g);
   CHECK_THROWS_WITH_AS(self_attn.forward(Tensor<float, cuda>(Shape{2, 3, 7})), doctest::Contains("[2, 3, 7]"),
                        spo::error);
-  CHECK_THROWS_WITH_AS(self_attn.backward(Tensor<float, cuda>(Shape{2, 3, 8})),
-                       doctest::Contains("without a forward"), spo::error);
+  CHECK_THROWS_WITH_AS(self_attn.backward(Tensor<float, cuda>(Shape{2, 3, 8})), doctest::Contains("without a forward"),
+                       spo::error);
   self_attn.forward(Tensor<float, cuda>(Shape{2, 3, 8}));
   CHECK_THROWS_WITH_AS(self_attn.backward(Tensor<float, cuda>(Shape{2, 4, 8})), doctest::Contains("[2, 4, 8]"),
                        spo::error);

@@ -94,8 +94,8 @@ double worst_ratio(const Tensor<T, cpu>& gpu, const Tensor<T, cpu>& ref, const T
 
 template <class T>
 void check_case(const Case& c, std::uint64_t seed, Frozen frozen = Frozen::none, bool tf32 = false) {
-  INFO(std::string(c.name) << ": x [" << c.batch << ", " << c.in << ", " << c.height << ", " << c.width << "], "
-                           << c.in << " -> " << c.out << ", frozen " << static_cast<int>(frozen) << ", tf32 " << tf32
+  INFO(std::string(c.name) << ": x [" << c.batch << ", " << c.in << ", " << c.height << ", " << c.width << "], " << c.in
+                           << " -> " << c.out << ", frozen " << static_cast<int>(frozen) << ", tf32 " << tf32
                            << ", seed " << seed);
   Generator gen{seed, 0};
   nn::Conv2d<T, cpu> ref(c.in, c.out, c.opt);
@@ -112,8 +112,8 @@ void check_case(const Case& c, std::uint64_t seed, Frozen frozen = Frozen::none,
   nn::copy_gradients(ref, dev);  // onto the device (copy_gradients copies every trainable parameter's grad)
 
   const auto s = ref.geometry(Shape{c.batch, c.in, c.height, c.width});
-  const auto x = normal<T>(Shape{c.batch, c.in, c.height, c.width}, gen);         // [B, Cin, H, W]
-  const auto dy = normal<T>(Shape{c.batch, c.out, s.out_h(), s.out_w()}, gen);    // [B, Cout, Ho, Wo]
+  const auto x = normal<T>(Shape{c.batch, c.in, c.height, c.width}, gen);       // [B, Cin, H, W]
+  const auto dy = normal<T>(Shape{c.batch, c.out, s.out_h(), s.out_w()}, gen);  // [B, Cout, Ho, Wo]
 
   // Magnitudes: the same computation in double on absolute values (weight and bias always trainable here).
   nn::Conv2d<double, cpu> mag(c.in, c.out, c.opt);
@@ -121,8 +121,8 @@ void check_case(const Case& c, std::uint64_t seed, Frozen frozen = Frozen::none,
   if (c.opt.bias) mag.bias().value = abs_double(ref.bias().value);
   if (ref.weight().trainable) mag.weight().grad = abs_double(ref.weight().grad);
   if (c.opt.bias && ref.bias().trainable) mag.bias().grad = abs_double(ref.bias().grad);
-  const auto m_y = mag.forward(abs_double(x));                                    // [B, Cout, Ho, Wo]
-  const auto m_dx = mag.backward(abs_double(dy));                                 // [B, Cin, H, W]
+  const auto m_y = mag.forward(abs_double(x));     // [B, Cout, Ho, Wo]
+  const auto m_dx = mag.backward(abs_double(dy));  // [B, Cin, H, W]
 
   Tf32Scope tf32_scope(tf32);
   const auto y_ref = ref.forward(x);
@@ -135,8 +135,8 @@ void check_case(const Case& c, std::uint64_t seed, Frozen frozen = Frozen::none,
   const double r_y = worst_ratio(y_dev, y_ref, m_y, c.in * taps + 1, tf32);
   const double r_dx = worst_ratio(dx_dev, dx_ref, m_dx, c.out * taps, tf32);
   MESSAGE(std::string(c.name) << " (" << std::string(std::is_same_v<T, float> ? "float" : "double")
-                               << std::string(tf32 ? ", tf32" : "")
-                 << "): worst error / bound: y " << r_y << ", dx " << r_dx);
+                              << std::string(tf32 ? ", tf32" : "") << "): worst error / bound: y " << r_y << ", dx "
+                              << r_dx);
   CHECK(r_y <= 1.0);
   CHECK(r_dx <= 1.0);
 
@@ -238,15 +238,17 @@ TEST_CASE("Conv2d<cuda>: bad inputs throw naming the shapes") {
   INFO(too_small);
   CHECK(too_small.find("[1, 4, 2, 5]") != std::string::npos);
 
-  CHECK(error_of([&] { conv.backward(Tensor<float, cuda>(Shape{2, 6, 8, 8})); }).find("without a forward") !=
-        std::string::npos);
+  CHECK(error_of([&] {
+          conv.backward(Tensor<float, cuda>(Shape{2, 6, 8, 8}));
+        }).find("without a forward") != std::string::npos);
   {
     nn::no_grad_guard no_grad;
     const auto y = conv.forward(Tensor<float, cuda>(Shape{2, 4, 8, 8}));
     CHECK(y.shape() == Shape{2, 6, 8, 8});
   }
-  CHECK(error_of([&] { conv.backward(Tensor<float, cuda>(Shape{2, 6, 8, 8})); }).find("without a forward") !=
-        std::string::npos);
+  CHECK(error_of([&] {
+          conv.backward(Tensor<float, cuda>(Shape{2, 6, 8, 8}));
+        }).find("without a forward") != std::string::npos);
 
   conv.forward(Tensor<float, cuda>(Shape{2, 4, 8, 8}));
   const std::string wrong_dy = error_of([&] { conv.backward(Tensor<float, cuda>(Shape{2, 6, 7, 8})); });
@@ -255,6 +257,7 @@ TEST_CASE("Conv2d<cuda>: bad inputs throw naming the shapes") {
   CHECK(wrong_dy.find("[2, 6, 8, 8]") != std::string::npos);
   const auto dx = conv.backward(Tensor<float, cuda>(Shape{2, 6, 8, 8}));
   CHECK(dx.shape() == Shape{2, 4, 8, 8});
-  CHECK(error_of([&] { conv.backward(Tensor<float, cuda>(Shape{2, 6, 8, 8})); }).find("without a forward") !=
-        std::string::npos);
+  CHECK(error_of([&] {
+          conv.backward(Tensor<float, cuda>(Shape{2, 6, 8, 8}));
+        }).find("without a forward") != std::string::npos);
 }

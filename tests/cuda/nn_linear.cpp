@@ -2,13 +2,12 @@
 // Linear<T, cuda> and LoRA<Linear<T, cuda>> against the CPU layers (same parameters, same inputs).
 // Bounds, per element, |gpu - cpu| <= abs + rel |cpu| (reductions here are at most 37 long):
 //   double: abs 1e-12, rel 1e-10;  float: abs 5e-6, rel 2e-5.
-#include <doctest/doctest.h>
-
 #include <map>
 #include <string>
 #include <string_view>
 
-#include "reference.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/core/rng.hpp"
 #include "spo/nn/cuda/linear.hpp"
 #include "spo/nn/cuda/transfer.hpp"
@@ -17,6 +16,8 @@
 #include "spo/nn/lora.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/ops.hpp"
+
+#include "reference.hpp"
 
 using namespace spo;
 
@@ -63,8 +64,10 @@ void check_parameters(CpuLayer& cpu_layer, GpuLayer& gpu_layer, bool gradients) 
         CHECK_MESSAGE(p.trainable == it->second->trainable, name);
         check_close(p.value, it->second->value, std::string(name) + " value");
         if (!gradients) return;
-        if (p.trainable) check_close(p.grad, it->second->grad, std::string(name) + " grad");
-        else CHECK_MESSAGE(p.grad.empty(), name << " is frozen but holds a gradient");
+        if (p.trainable)
+          check_close(p.grad, it->second->grad, std::string(name) + " grad");
+        else
+          CHECK_MESSAGE(p.grad.empty(), name << " is frozen but holds a gradient");
       },
       {});
   CHECK(seen == reference.size());
@@ -85,12 +88,12 @@ TEST_CASE_TEMPLATE("Linear<T, cuda> matches the CPU: init, forward, dx, dW, db o
     Generator g_cpu{11, 3}, g_gpu{11, 3};
     cpu_layer.reset_parameters(g_cpu);
     gpu_layer.reset_parameters(g_gpu);
-    check_parameters(cpu_layer, gpu_layer, false);                        // same init numbers
+    check_parameters(cpu_layer, gpu_layer, false);  // same init numbers
     CHECK(g_cpu == g_gpu);
 
     Generator g{7, 0};
-    auto x = random_tensor<T>(Shape{2, 5, 37}, g);                         // [B, N, in]
-    auto dy = random_tensor<T>(Shape{2, 5, 23}, g);                        // [B, N, out]
+    auto x = random_tensor<T>(Shape{2, 5, 37}, g);   // [B, N, in]
+    auto dy = random_tensor<T>(Shape{2, 5, 23}, g);  // [B, N, out]
     // Non-zero accumulators: backward must add, not overwrite.
     nn::zero_grad(cpu_layer);
     fill_normal(cpu_layer.weight().grad.view(), g, T(0), T(1));
@@ -108,7 +111,8 @@ TEST_CASE_TEMPLATE("Linear<T, cuda> matches the CPU: init, forward, dx, dW, db o
   }
 }
 
-TEST_CASE_TEMPLATE("Linear<T, cuda>: frozen parameters get no gradient, shape errors name the shape", T, float, double) {
+TEST_CASE_TEMPLATE("Linear<T, cuda>: frozen parameters get no gradient, shape errors name the shape", T, float,
+                   double) {
   nn::Linear<T> cpu_layer(6, 4);
   nn::Linear<T, cuda> gpu_layer(6, 4);
   Generator g{3, 1};
@@ -157,17 +161,17 @@ TEST_CASE_TEMPLATE("LoRA<Linear<T, cuda>> matches the CPU: attach init, forward,
     CHECK(gpu_layer.attached());
     CHECK(gpu_layer.rank() == 4);
     CHECK(gpu_layer.scale() == cpu_layer.scale());
-    check_parameters(cpu_layer, gpu_layer, false);                        // names, frozen base, A ~ N(0, 1/r^2), B = 0
+    check_parameters(cpu_layer, gpu_layer, false);  // names, frozen base, A ~ N(0, 1/r^2), B = 0
     CHECK_FALSE(gpu_layer.weight().trainable);
 
     Generator g{9, 0};
-    fill_normal(cpu_layer.lora_B().value.view(), g, T(0), T(0.5));       // B != 0 so that dA and dx see the adapter
-    fill_normal(cpu_layer.lora_A().grad.view(), g, T(0), T(1));          // accumulators start non-zero
+    fill_normal(cpu_layer.lora_B().value.view(), g, T(0), T(0.5));  // B != 0 so that dA and dx see the adapter
+    fill_normal(cpu_layer.lora_A().grad.view(), g, T(0), T(1));     // accumulators start non-zero
     fill_normal(cpu_layer.lora_B().grad.view(), g, T(0), T(1));
     nn::copy_parameters(cpu_layer, gpu_layer);
     nn::copy_gradients(cpu_layer, gpu_layer);
-    auto x = random_tensor<T>(Shape{3, 4, 29}, g);                         // [B, N, in]
-    auto dy = random_tensor<T>(Shape{3, 4, 17}, g);                        // [B, N, out]
+    auto x = random_tensor<T>(Shape{3, 4, 29}, g);   // [B, N, in]
+    auto dy = random_tensor<T>(Shape{3, 4, 17}, g);  // [B, N, out]
     check_close(gpu_layer.forward(to_device(x)), cpu_layer.forward(x), "y");
     check_close(gpu_layer.backward(to_device(dy)), cpu_layer.backward(dy), "dx");
     check_parameters(cpu_layer, gpu_layer, true);
@@ -175,8 +179,8 @@ TEST_CASE_TEMPLATE("LoRA<Linear<T, cuda>> matches the CPU: attach init, forward,
     cpu_layer.merge();
     gpu_layer.merge();
     CHECK_FALSE(gpu_layer.attached());
-    CHECK(gpu_layer.weight().trainable);                                   // flags restored by detach
-    check_parameters(cpu_layer, gpu_layer, false);                        // W += s B A
+    CHECK(gpu_layer.weight().trainable);            // flags restored by detach
+    check_parameters(cpu_layer, gpu_layer, false);  // W += s B A
   }
 }
 

@@ -5,10 +5,6 @@
 //   element: the update is elementwise and only the contraction of products into FMAs may differ per operation).
 //   grad_norm: |gpu - cpu| <= 1e-11 |cpu| (squares and sums in double on both; only the summation order differs).
 //   Scaling by clip_grad_norm and everything through a checkpoint: bitwise.
-#include <doctest/doctest.h>
-
-#include <unistd.h>
-
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -21,7 +17,8 @@
 #include <string_view>
 #include <vector>
 
-#include "reference.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/core/rng.hpp"
 #include "spo/io/checkpoint.hpp"
 #include "spo/io/state_dict.hpp"
@@ -31,9 +28,12 @@
 #include "spo/nn/parameter.hpp"
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
-#include "spo/tensor/cuda/memory.hpp"
 #include "spo/optim/cuda/optim_kernels.hpp"
+#include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/ops.hpp"
+
+#include "reference.hpp"
+#include <unistd.h>
 
 using namespace spo;
 namespace fs = std::filesystem;
@@ -93,8 +93,10 @@ std::map<std::string, Tensor<typename M::scalar_type, cpu>> host_tensors(M& m, b
   m.visit_parameters(
       [&](std::string_view name, auto& p) {
         const auto& t = gradients ? p.grad : p.value;
-        if constexpr (std::same_as<typename M::device_type, cpu>) out.emplace(std::string(name), t);
-        else out.emplace(std::string(name), to_host(t));
+        if constexpr (std::same_as<typename M::device_type, cpu>)
+          out.emplace(std::string(name), t);
+        else
+          out.emplace(std::string(name), to_host(t));
       },
       {});
   return out;
@@ -107,8 +109,10 @@ std::map<std::string, Tensor<typename Opt::scalar_type, cpu>> host_state(const O
   std::map<std::string, Tensor<T, cpu>> out;
   const auto state = opt.export_state();
   for (const auto& [key, t] : state.tensors) {
-    if constexpr (std::same_as<typename Opt::device_type, cpu>) out.emplace(key, t);
-    else out.emplace(key, to_host(t));
+    if constexpr (std::same_as<typename Opt::device_type, cpu>)
+      out.emplace(key, t);
+    else
+      out.emplace(key, to_host(t));
   }
   return out;
 }

@@ -43,16 +43,18 @@ void check_network() {
   host.reset_parameters(g);
   // Move the adaLN modulations off their identity init (weights 0) so the timestep path contributes.
   Generator gp{22, 0};
-  host.visit_parameters([&](std::string_view name, nn::Parameter<T, cpu>& p) {
-    if (name.find("adaLN_modulation") != std::string_view::npos) fill_normal(p.value.view(), gp, T(0), T(0.3));
-  }, {});
+  host.visit_parameters(
+      [&](std::string_view name, nn::Parameter<T, cpu>& p) {
+        if (name.find("adaLN_modulation") != std::string_view::npos) fill_normal(p.value.view(), gp, T(0), T(0.3));
+      },
+      {});
   nn::copy_parameters(host, device);
 
   Generator gi{23, 0};
-  auto x = randn<T>(Shape{3, 1, 8, 8}, gi);                                   // [B, C, R, R]
-  Tensor<T, cpu> t(Shape{3}, {T(0), T(417), T(999)});                        // [B]
-  const Rows ids = {{3, 1, 0, 0}, {0, 0, 0, 0}, {5, 8, 5, 2}};               // one all-pad row, one repeated id
-  auto ds = randn<T>(Shape{3}, gi);                                           // [B]
+  auto x = randn<T>(Shape{3, 1, 8, 8}, gi);                     // [B, C, R, R]
+  Tensor<T, cpu> t(Shape{3}, {T(0), T(417), T(999)});           // [B]
+  const Rows ids = {{3, 1, 0, 0}, {0, 0, 0, 0}, {5, 8, 5, 2}};  // one all-pad row, one repeated id
+  auto ds = randn<T>(Shape{3}, gi);                             // [B]
 
   nn::zero_grad(host);
   nn::zero_grad(device);
@@ -69,18 +71,22 @@ void check_network() {
   nn::copy_parameters(host, grads);
   nn::copy_gradients(device, grads);
   std::map<std::string, Tensor<T, cpu>> device_grads;
-  grads.visit_parameters([&](std::string_view name, nn::Parameter<T, cpu>& p) {
-    if (p.trainable) device_grads.emplace(std::string(name), p.grad);
-  }, {});
+  grads.visit_parameters(
+      [&](std::string_view name, nn::Parameter<T, cpu>& p) {
+        if (p.trainable) device_grads.emplace(std::string(name), p.grad);
+      },
+      {});
   int checked = 0;
-  host.visit_parameters([&](std::string_view name, nn::Parameter<T, cpu>& p) {
-    if (!p.trainable) return;
-    INFO("parameter " << name);
-    const auto it = device_grads.find(std::string(name));
-    REQUIRE(it != device_grads.end());
-    CHECK(cuda_test::scaled_error(it->second, p.grad, tol) <= 1.0);
-    ++checked;
-  }, {});
+  host.visit_parameters(
+      [&](std::string_view name, nn::Parameter<T, cpu>& p) {
+        if (!p.trainable) return;
+        INFO("parameter " << name);
+        const auto it = device_grads.find(std::string(name));
+        REQUIRE(it != device_grads.end());
+        CHECK(cuda_test::scaled_error(it->second, p.grad, tol) <= 1.0);
+        ++checked;
+      },
+      {});
   CHECK(checked == static_cast<int>(device_grads.size()));
   CHECK(checked > 40);
 }
@@ -114,15 +120,16 @@ TEST_CASE_TEMPLATE("PreferenceNetwork on cuda: reset_parameters gives the CPU's 
   spm::PreferenceNetwork<T, spm::StepConditioned, cpu> copy(tiny_config(), vocab);
   nn::copy_parameters(device, copy);
   std::map<std::string, Tensor<T, cpu>> device_values;
-  copy.visit_parameters([&](std::string_view name, nn::Parameter<T, cpu>& p) {
-    device_values.emplace(std::string(name), p.value);
-  }, {});
+  copy.visit_parameters(
+      [&](std::string_view name, nn::Parameter<T, cpu>& p) { device_values.emplace(std::string(name), p.value); }, {});
   // The same random stream; only the device's transcendental rounding may differ.
   const double tol = std::is_same_v<T, double> ? 1e-12 : 1e-5;
-  host.visit_parameters([&](std::string_view name, nn::Parameter<T, cpu>& p) {
-    INFO("parameter " << name);
-    const auto it = device_values.find(std::string(name));
-    REQUIRE(it != device_values.end());
-    CHECK(cuda_test::scaled_error(it->second, p.value, tol) <= 1.0);
-  }, {});
+  host.visit_parameters(
+      [&](std::string_view name, nn::Parameter<T, cpu>& p) {
+        INFO("parameter " << name);
+        const auto it = device_values.find(std::string(name));
+        REQUIRE(it != device_values.end());
+        CHECK(cuda_test::scaled_error(it->second, p.value, tol) <= 1.0);
+      },
+      {});
 }

@@ -10,10 +10,10 @@
 // Bounds, per element: |gpu - cpu| <= tol * max|cpu| of the tensor, tol = 1e-12 for the DDIM arithmetic (a few
 // operations in double), 1e-9 for model outputs, pairs and trained weights (chained UNet reductions re-associated
 // on the GPU, the same bound family as tests/cuda/unet.cpp).
+#include "spo/train/spo_training.hpp"
+
 #include <algorithm>
 #include <cmath>
-#include <unistd.h>
-
 #include <filesystem>
 #include <map>
 #include <string>
@@ -22,102 +22,20 @@
 #include <doctest/doctest.h>
 
 #include "spo/cuda.hpp"
-#include "spo/config/sections.hpp"
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/model/fashion_default.hpp"
 #include "spo/preference/compare.hpp"
 #include "spo/resampler/continuation.hpp"
 #include "spo/spm/variant.hpp"
-#include "spo/train/spo_training.hpp"
 
 #include "reference.hpp"
+#include "training_fixtures.hpp"
+#include <unistd.h>
 
 using namespace spo;
+using namespace spo::cuda_training_fixtures;
 
 namespace {
-
-using Base = model::FashionModel<double, cpu>;
-template <class D>
-using BaseOn = model::FashionModel<double, D>;
-template <class D>
-using PolicyOn = model::FashionModel<double, D, nn::LoRA<nn::Linear<double, D>>>;
-using Epsilon = diffusion::Ddim<diffusion::LinearBetas, diffusion::EpsilonPrediction>;
-
-const config::UNetSection tiny_unet{{8, 16}, {false, true}, 1, 2, 8, 4, false};
-const config::TextSection tiny_text{6};
-
-template <class P>
-diffusion::Ddim<diffusion::LinearBetas, P> scheduler(int steps, const char* prediction) {
-  auto d = config::make_scheduler<diffusion::LinearBetas, P>(
-      config::ScheduleSection{"linear", 1e-4, 0.02, 1000, prediction, "leading", 1});
-  d.set_timesteps(steps);
-  return d;
-}
-
-/// max |a - b| / max(max |b|, 1e-300): the error relative to the reference tensor's scale.
-double scaled_diff(const Tensor<double, cpu>& a, const Tensor<double, cpu>& b) {
-  REQUIRE(a.shape() == b.shape());
-  double worst = 0, scale = 0;
-  for (std::int64_t i = 0; i < b.numel(); ++i) {
-    worst = std::max(worst, std::abs(a[i] - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  return worst / std::max(scale, 1e-300);
-}
-double scaled_diff(const Tensor<double, cuda>& a, const Tensor<double, cpu>& b) { return scaled_diff(to_host(a), b); }
-
-Base make_base() {
-  Generator g{21, 0};
-  return model::make_fashion_model<Base>(tiny_unet, tiny_text, g);
-}
-
-/// A LoRA policy on D with base's weights and adapters whose B matrices are non-zero (so policy != reference).
-template <class D>
-PolicyOn<D> make_policy(Base& base) {
-  Generator init{0, 0};
-  auto host = model::make_fashion_model<PolicyOn<cpu>>(tiny_unet, tiny_text, init);
-  nn::copy_parameters(base, host);
-  nn::set_trainable(host, false);
-  Generator lg{5, 0};
-  host.unet().attach_lora(2, 2.0, lg);
-  Generator gb{6, 0};
-  host.visit_parameters([&](std::string_view name, auto& p) {
-    if (std::string(name).find("lora_B") != std::string::npos) fill_uniform(p.value.view(), gb, -0.05, 0.05);
-  });
-  if constexpr (std::same_as<D, cpu>) {
-    return host;
-  } else {
-    Generator i2{0, 0};
-    auto dev = model::make_fashion_model<PolicyOn<cuda>>(tiny_unet, tiny_text, i2);
-    Generator l2{5, 0};
-    dev.unet().attach_lora(2, 2.0, l2);
-    nn::copy_parameters(host, dev);
-    return dev;
-  }
-}
-
-template <class D>
-BaseOn<D> base_on(Base& base) {
-  if constexpr (std::same_as<D, cpu>) {
-    return base;
-  } else {
-    Generator g{0, 0};
-    auto dev = model::make_fashion_model<BaseOn<cuda>>(tiny_unet, tiny_text, g);
-    nn::copy_parameters(base, dev);
-    return dev;
-  }
-}
-
-/// The LoRA parameters of a policy, concatenated in visiting order, on the host.
-template <class Model>
-Tensor<double, cpu> lora_weights(Model& m) {
-  std::vector<double> w;
-  m.visit_parameters([&](std::string_view name, auto& p) {
-    if (name.find("lora_") == std::string_view::npos) return;
-    const auto h = transfer<cpu>(p.value);
-    w.insert(w.end(), h.data(), h.data() + h.numel());
-  });
-  return Tensor<double, cpu>(Shape{static_cast<std::int64_t>(w.size())}, w);
-}
 
 /// Prefers bright x0 predictions, with a small dependence on the timestep; scores images of device D.
 template <class D>
@@ -125,7 +43,8 @@ struct Brightness {
   using scalar_type = double;
   using device_type = D;
   static constexpr std::string_view name = "brightness";
-  std::vector<double> score(const Tensor<double, D>& x0, std::span<const std::int64_t> t, std::span<const std::string>) {
+  std::vector<double> score(const Tensor<double, D>& x0, std::span<const std::int64_t> t,
+                            std::span<const std::string>) {
     const auto h = transfer<cpu>(x0);
     const std::int64_t per = h.numel() / h.size(0);
     std::vector<double> s;
@@ -161,7 +80,7 @@ void check_ddim(const char* prediction) {
   CHECK(scaled_diff(mu_d, mu_h) <= 1e-12);
 
   Generator gc_h{41, 3}, gc_d{41, 3};
-  const auto c_h = ddim.sample_children(mu_h, tr, 3, gc_h);                 // [k, B, C, H, W]
+  const auto c_h = ddim.sample_children(mu_h, tr, 3, gc_h);  // [k, B, C, H, W]
   const auto c_d = ddim.sample_children(mu_d, tr, 3, gc_d);
   CHECK(scaled_diff(c_d, c_h) <= 1e-12);
   CHECK(gc_h.offset == gc_d.offset);
@@ -172,11 +91,11 @@ void check_ddim(const char* prediction) {
   CHECK(scaled_diff(st_d.prev_sample, st_h.prev_sample) <= 1e-12);
   CHECK(scaled_diff(st_d.pred_original_sample, st_h.pred_original_sample) <= 1e-12);
 
-  const auto lp_h = ddim.log_prob(u, t, x, x_prev, 1.0);                   // [B]
+  const auto lp_h = ddim.log_prob(u, t, x, x_prev, 1.0);  // [B]
   const auto lp_d = ddim.log_prob(du, t, dx, dprev, 1.0);
   CHECK(scaled_diff(lp_d, lp_h) <= 1e-12);
 
-  const Tensor<double, cpu> gl(Shape{3}, {0.7, -1.3, 2.1});                 // [B]
+  const Tensor<double, cpu> gl(Shape{3}, {0.7, -1.3, 2.1});  // [B]
   const auto bw_h = ddim.log_prob_backward(u, t, x, x_prev, 1.0, gl);
   const auto bw_d = ddim.log_prob_backward(du, t, dx, dprev, 1.0, to_device(gl));
   CHECK(scaled_diff(bw_d, bw_h) <= 1e-12);
@@ -199,17 +118,19 @@ TEST_CASE("The per-sample device ops equal their CPU formulas: affine (several l
     w.push_back({std::sin(0.1 * static_cast<double>(i)), std::cos(0.07 * static_cast<double>(i)) - 0.5});
     sd.push_back(0.05 + 0.01 * static_cast<double>(i % 17));
   }
-  Tensor<double, cpu> affine(a.shape());                                     // [N, 2, 3]
-  for (std::int64_t i = 0; i < n * per; ++i) affine[i] = w[static_cast<std::size_t>(i / per)].a * a[i] + w[static_cast<std::size_t>(i / per)].b * b[i];
+  Tensor<double, cpu> affine(a.shape());  // [N, 2, 3]
+  for (std::int64_t i = 0; i < n * per; ++i)
+    affine[i] = w[static_cast<std::size_t>(i / per)].a * a[i] + w[static_cast<std::size_t>(i / per)].b * b[i];
   auto da = to_device(a), db = to_device(b);
   auto out = Tensor<double, cuda>::uninitialized(a.shape());
   per_sample_affine<double>(da.view(), db.view(), std::span<const SampleWeights>(w), out.view());
   CHECK(scaled_diff(out, affine) <= 1e-15);
-  per_sample_affine<double>(da.view(), TensorView<const double, cuda>(db.view()), std::span<const SampleWeights>(w), db.view());
-  CHECK(scaled_diff(db, affine) <= 1e-15);                                   // out aliasing b
+  per_sample_affine<double>(da.view(), TensorView<const double, cuda>(db.view()), std::span<const SampleWeights>(w),
+                            db.view());
+  CHECK(scaled_diff(db, affine) <= 1e-15);  // out aliasing b
 
   constexpr double log_sqrt_2pi = 0.91893853320467274178;
-  Tensor<double, cpu> lp(Shape{n});                                          // [N]
+  Tensor<double, cpu> lp(Shape{n});  // [N]
   for (std::int64_t i = 0; i < n; ++i) {
     double sq = 0;
     for (std::int64_t j = i * per; j < (i + 1) * per; ++j) sq += (a[j] - affine[j]) * (a[j] - affine[j]);
@@ -232,12 +153,11 @@ TEST_CASE("DDIM on cuda equals the CPU: predict, mean, children, step, log-prob 
 }
 
 TEST_CASE("DDIM on cuda: clip_sample clamps x0 as on the CPU; its log-prob backward is refused with a reason") {
-  auto ddim = config::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(
-      config::ScheduleSection{"linear", 1e-4, 0.02, 1000, "epsilon", "leading", 1});
+  auto ddim = diffusion::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(
+      diffusion::ScheduleSection{"linear", 1e-4, 0.02, 1000, "epsilon", "leading", 1});
   diffusion::DdimConfig c = ddim.config();
   c.clip_sample = true;
-  diffusion::Ddim<diffusion::LinearBetas, diffusion::EpsilonPrediction> clipped(
-      diffusion::LinearBetas{1e-4, 0.02}, c);
+  diffusion::Ddim<diffusion::LinearBetas, diffusion::EpsilonPrediction> clipped(diffusion::LinearBetas{1e-4, 0.02}, c);
   clipped.set_timesteps(10);
   Generator g{51, 0};
   const auto u = randn<double>(Shape{2, 1, 4, 4}, g), x = randn<double>(Shape{2, 1, 4, 4}, g);
@@ -326,9 +246,11 @@ TEST_CASE("A resampler round on cuda equals the CPU's: pairs, timesteps, prompts
     Generator g{81, 0};
     net.reset_parameters(g);
     Generator gm{82, 0};  // adaLN modulations off their identity init, so the timestep matters
-    net.visit_parameters([&](std::string_view name, auto& p) {
-      if (std::string(name).find("adaLN") != std::string::npos) fill_uniform(p.value.view(), gm, -0.1, 0.1);
-    }, {});
+    net.visit_parameters(
+        [&](std::string_view name, auto& p) {
+          if (std::string(name).find("adaLN") != std::string::npos) fill_uniform(p.value.view(), gm, -0.1, 0.1);
+        },
+        {});
     spm::StepAwarePM::network<double, cuda> dev(tiny_spm_config(), vocab);
     nn::copy_parameters(net, dev);
     check_round(spm::NetworkPreference<spm::StepAwarePM, double>(std::move(net)),

@@ -55,10 +55,10 @@ void check_unet() {
   nn::copy_parameters(host, device);
 
   Generator gi{14, 0};
-  auto x = randn<T>(Shape{2, 3, 8, 8}, gi);                                   // [B, Cin, H, W]
-  auto ctx = randn<T>(Shape{2, 5, 12}, gi);                                   // [B, M, Dctx]
-  Tensor<T, cpu> t(Shape{2}, {T(17), T(901)});                               // [B]
-  auto dy = randn<T>(Shape{2, 2, 8, 8}, gi);                                  // [B, Cout, H, W]
+  auto x = randn<T>(Shape{2, 3, 8, 8}, gi);     // [B, Cin, H, W]
+  auto ctx = randn<T>(Shape{2, 5, 12}, gi);     // [B, M, Dctx]
+  Tensor<T, cpu> t(Shape{2}, {T(17), T(901)});  // [B]
+  auto dy = randn<T>(Shape{2, 2, 8, 8}, gi);    // [B, Cout, H, W]
 
   nn::zero_grad(host);
   nn::zero_grad(device);

@@ -11,8 +11,6 @@ using Ddim = spo::diffusion::Ddim<spo::diffusion::LinearBetas, spo::diffusion::E
 class NoBackward : private Ddim {
  public:
   using Ddim::Ddim;
-  using typename Ddim::prediction_type;
-  using typename Ddim::schedule_type;
   using Ddim::log_prob;
   using Ddim::mean;
   using Ddim::num_inference_steps;
@@ -21,6 +19,8 @@ class NoBackward : private Ddim {
   using Ddim::set_timesteps;
   using Ddim::timesteps;
   using Ddim::transitions;
+  using typename Ddim::prediction_type;
+  using typename Ddim::schedule_type;
 #ifdef SPO_FAILTEST_CONTROL
   using Ddim::log_prob_backward;
 #endif

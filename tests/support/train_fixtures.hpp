@@ -4,8 +4,6 @@
 /// made absolute, and the exact-resume and non-finite-stop checks every trainer must pass.
 #pragma once
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -16,17 +14,18 @@
 
 #include <doctest/doctest.h>
 
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/experiment/spo_experiment.hpp"
+#include "spo/model/fashion_default.hpp"
+
+#include "support/tiny_model.hpp"
+#include <unistd.h>
 
 namespace spo::test_support {
 
 using Base = experiment::BaseModelType;
 using Policy = experiment::PolicyModelType;
 using Scheduler = diffusion::Ddim<diffusion::LinearBetas, diffusion::EpsilonPrediction>;
-
-/// Two levels (8, 16 channels), attention at the second, 8x8 images of 1 channel; text tower of width 6.
-inline const config::UNetSection tiny_unet{{8, 16}, {false, true}, 1, 2, 8, 4, false};
-inline const config::TextSection tiny_text{6};
 
 /// The tiny base model with random weights from Generator{21, 0}.
 inline Base tiny_base() {
@@ -41,8 +40,8 @@ inline Policy tiny_policy(Base& base) {
 
 /// DDIM over the linear beta schedule of 1000 steps, `steps` inference steps ("leading": 751, 501, 251, 1 for 4).
 inline Scheduler tiny_scheduler(int steps = 4) {
-  auto d = config::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(
-      config::ScheduleSection{"linear", 1e-4, 0.02, 1000, "epsilon", "leading", 1});
+  auto d = diffusion::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(
+      diffusion::ScheduleSection{"linear", 1e-4, 0.02, 1000, "epsilon", "leading", 1});
   d.set_timesteps(steps);
   return d;
 }

@@ -30,12 +30,15 @@ concept ImageFormatType = detail::is_image_format<F>;
 
 /// A policy that declares the images it works on: `using image_format = ImageFormat<C, H, W>;`.
 template <class P>
-concept HasImageFormat = requires { typename P::image_format; } && ImageFormatType<typename P::image_format>;
+concept HasImageFormat = requires {
+  typename P::image_format;
+}
+&&ImageFormatType<typename P::image_format>;
 
 /// Two policies (e.g. a diffusion model and a preference model) that work on the same images.
 template <class A, class B>
-concept SameImageFormat = HasImageFormat<A> && HasImageFormat<B> &&
-                          std::same_as<typename A::image_format, typename B::image_format>;
+concept SameImageFormat =
+    HasImageFormat<A> && HasImageFormat<B> && std::same_as<typename A::image_format, typename B::image_format>;
 
 /// Fashion-MNIST as spo's models see it: one channel, 28 x 28 padded to 32 x 32.
 using FashionImage = ImageFormat<1, 32>;

@@ -2,11 +2,11 @@
 /// @brief One thread pool for the whole library (OpenMP, shared with Eigen and oneDNN), sized to the machine.
 #pragma once
 
+#include <omp.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <thread>
-
-#include <omp.h>
 
 namespace spo {
 

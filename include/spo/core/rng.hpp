@@ -54,8 +54,9 @@ struct Generator {
 namespace rng {
 
 SPO_HOST_DEVICE inline std::array<std::uint32_t, 4> block(std::uint64_t seed, std::uint64_t block_index) {
-  return Philox4x32::apply({static_cast<std::uint32_t>(block_index), static_cast<std::uint32_t>(block_index >> 32), 0u, 0u},
-                           {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32)});
+  return Philox4x32::apply(
+      {static_cast<std::uint32_t>(block_index), static_cast<std::uint32_t>(block_index >> 32), 0u, 0u},
+      {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32)});
 }
 
 /// Maps a 32-bit integer to a double in (0, 1]: never 0, so log() in Box-Muller is finite.

@@ -69,7 +69,8 @@ struct ScaledLinearBetas {
   double beta_start = 0.00085;
   double beta_end = 0.012;
   std::vector<float> betas(int t) const {
-    auto v = detail::torch_linspace_f32(static_cast<float>(std::sqrt(beta_start)), static_cast<float>(std::sqrt(beta_end)), t);
+    auto v = detail::torch_linspace_f32(static_cast<float>(std::sqrt(beta_start)),
+                                        static_cast<float>(std::sqrt(beta_end)), t);
     for (auto& b : v) b = detail::mul_f32(b, b);
     return v;
   }

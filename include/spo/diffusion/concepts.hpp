@@ -28,14 +28,13 @@ namespace spo::diffusion {
     - m.guided_backward(d out [B, C, H, W]) -> d x_t, after a guided() in grad mode; parameter gradients accumulate
 !*/
 template <class M>
-concept DiffusionModel =
-    Scalar<typename M::scalar_type> && Device<typename M::device_type> &&
+concept DiffusionModel = Scalar<typename M::scalar_type> && Device<typename M::device_type> &&
     requires(M& m, const Tensor<typename M::scalar_type, typename M::device_type>& x,
              std::span<const std::string> prompts, double t, double g) {
-      { m.encode(prompts) } -> std::same_as<Tensor<typename M::scalar_type, typename M::device_type>>;
-      { m.guided(x, t, x, x, g) } -> std::same_as<Tensor<typename M::scalar_type, typename M::device_type>>;
-      { m.guided_backward(x) } -> std::same_as<Tensor<typename M::scalar_type, typename M::device_type>>;
-    };
+  { m.encode(prompts) } -> std::same_as<Tensor<typename M::scalar_type, typename M::device_type>>;
+  { m.guided(x, t, x, x, g) } -> std::same_as<Tensor<typename M::scalar_type, typename M::device_type>>;
+  { m.guided_backward(x) } -> std::same_as<Tensor<typename M::scalar_type, typename M::device_type>>;
+};
 
 /*!
   WHAT THIS REPRESENTS
@@ -87,7 +86,8 @@ concept SamplerPolicy = requires {
   { S::name } -> std::convertible_to<std::string_view>;
   { S::eta } -> std::convertible_to<double>;
   { S::stochastic } -> std::convertible_to<bool>;
-} && (S::eta >= 0.0) && (S::stochastic == (S::eta > 0.0));
+}
+&&(S::eta >= 0.0) && (S::stochastic == (S::eta > 0.0));
 
 /// A sampler whose transitions have a log-probability (what a step-wise preference loss differentiates).
 template <class S>
@@ -107,18 +107,17 @@ concept StochasticTransition = SamplerPolicy<S> && S::stochastic;
       log_prob_backward(u, t, x_t, x_prev, eta, g): g^T d log_prob / d u, shaped like u
 !*/
 template <class S, class T = float, class D = cpu>
-concept Scheduler =
-    BetaSchedule<typename S::schedule_type> && Parameterization<typename S::prediction_type> &&
+concept Scheduler = BetaSchedule<typename S::schedule_type> && Parameterization<typename S::prediction_type> &&
     requires(S& ms, const S& s, const Tensor<T, D>& x, std::span<const std::int64_t> t, double eta, int n,
              Generator& gen) {
-      ms.set_timesteps(n);
-      { s.num_inference_steps() } -> std::convertible_to<int>;
-      { s.timesteps() } -> std::convertible_to<std::vector<std::int64_t>>;
-      { s.mean(s.predict(x, x, t), s.transitions(t, eta)) } -> std::same_as<Tensor<T, D>>;
-      { s.sample_children(x, s.transitions(t, eta), n, gen) } -> std::same_as<Tensor<T, D>>;
-      { s.log_prob(x, t, x, x, eta) } -> std::same_as<Tensor<T, D>>;
-      { s.log_prob_backward(x, t, x, x, eta, x) } -> std::same_as<Tensor<T, D>>;
-    };
+  ms.set_timesteps(n);
+  { s.num_inference_steps() } -> std::convertible_to<int>;
+  { s.timesteps() } -> std::convertible_to<std::vector<std::int64_t>>;
+  { s.mean(s.predict(x, x, t), s.transitions(t, eta)) } -> std::same_as<Tensor<T, D>>;
+  { s.sample_children(x, s.transitions(t, eta), n, gen) } -> std::same_as<Tensor<T, D>>;
+  { s.log_prob(x, t, x, x, eta) } -> std::same_as<Tensor<T, D>>;
+  { s.log_prob_backward(x, t, x, x, eta, x) } -> std::same_as<Tensor<T, D>>;
+};
 
 /*!
   WHAT THIS REPRESENTS

@@ -25,7 +25,7 @@ Tensor<T, cpu> training_target(const NoiseSchedule& schedule, const Tensor<T, cp
   check_same_shape(x0.shape(), noise.shape(), "training_target");
   const std::int64_t batch = x0.size(0), per = x0.numel() / std::max<std::int64_t>(batch, 1);
   SPO_CHECK(static_cast<std::int64_t>(t.size()) == batch, t.size() << " timesteps for batch shape " << x0.shape());
-  auto target = Tensor<T, cpu>::uninitialized(x0.shape());                      // x0.shape
+  auto target = Tensor<T, cpu>::uninitialized(x0.shape());  // x0.shape
   for (std::int64_t b = 0; b < batch; ++b) {
     const double a = schedule.alpha_cumprod(t[static_cast<std::size_t>(b)]);
     for (std::int64_t i = b * per; i < (b + 1) * per; ++i) target[i] = static_cast<T>(P::target(x0[i], noise[i], a));

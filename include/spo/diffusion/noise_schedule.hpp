@@ -46,27 +46,31 @@ class NoiseSchedule {
 
   /// x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t per batch element.       Ref: DDPMScheduler.add_noise
   template <Scalar T>
-  Tensor<T, cpu> add_noise(const Tensor<T, cpu>& x0, const Tensor<T, cpu>& noise, std::span<const std::int64_t> t) const {
+  Tensor<T, cpu> add_noise(const Tensor<T, cpu>& x0, const Tensor<T, cpu>& noise,
+                           std::span<const std::int64_t> t) const {
     check_same_shape(x0.shape(), noise.shape(), "add_noise");
-    return combine(x0, noise, t, [](double a) { return std::sqrt(a); }, [](double a) { return std::sqrt(1.0 - a); });
+    return combine(
+        x0, noise, t, [](double a) { return std::sqrt(a); }, [](double a) { return std::sqrt(1.0 - a); });
   }
 
   /// v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0.                               Ref: DDPMScheduler.get_velocity
   template <Scalar T>
-  Tensor<T, cpu> velocity(const Tensor<T, cpu>& x0, const Tensor<T, cpu>& noise, std::span<const std::int64_t> t) const {
+  Tensor<T, cpu> velocity(const Tensor<T, cpu>& x0, const Tensor<T, cpu>& noise,
+                          std::span<const std::int64_t> t) const {
     check_same_shape(x0.shape(), noise.shape(), "velocity");
-    return combine(x0, noise, t, [](double a) { return -std::sqrt(1.0 - a); }, [](double a) { return std::sqrt(a); });
+    return combine(
+        x0, noise, t, [](double a) { return -std::sqrt(1.0 - a); }, [](double a) { return std::sqrt(a); });
   }
 
  private:
   template <Scalar T, class Cx, class Cn>
-  Tensor<T, cpu> combine(const Tensor<T, cpu>& x0, const Tensor<T, cpu>& noise, std::span<const std::int64_t> t,
-                         Cx cx, Cn cn) const {
+  Tensor<T, cpu> combine(const Tensor<T, cpu>& x0, const Tensor<T, cpu>& noise, std::span<const std::int64_t> t, Cx cx,
+                         Cn cn) const {
     const std::int64_t batch = x0.rank() == 0 ? 1 : x0.size(0);
     SPO_CHECK(static_cast<std::int64_t>(t.size()) == batch,
               t.size() << " timesteps for a batch of " << batch << " (shape " << x0.shape() << ")");
     const std::int64_t per = batch == 0 ? 0 : x0.numel() / batch;
-    auto out = Tensor<T, cpu>::uninitialized(x0.shape());                  // x0.shape
+    auto out = Tensor<T, cpu>::uninitialized(x0.shape());  // x0.shape
     for (std::int64_t b = 0; b < batch; ++b) {
       const double a = alpha_cumprod(t[static_cast<std::size_t>(b)]);
       const T ca = static_cast<T>(cx(a)), cb = static_cast<T>(cn(a));

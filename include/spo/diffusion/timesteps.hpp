@@ -16,9 +16,12 @@ enum class TimestepSpacing { leading, trailing, linspace };
 
 inline std::string_view to_string(TimestepSpacing s) {
   switch (s) {
-    case TimestepSpacing::leading: return "leading";
-    case TimestepSpacing::trailing: return "trailing";
-    case TimestepSpacing::linspace: return "linspace";
+    case TimestepSpacing::leading:
+      return "leading";
+    case TimestepSpacing::trailing:
+      return "trailing";
+    case TimestepSpacing::linspace:
+      return "linspace";
   }
   return "?";
 }

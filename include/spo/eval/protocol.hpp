@@ -15,12 +15,13 @@
 
 #include <boost/hana/define_struct.hpp>
 
-#include "spo/config/components.hpp"
 #include "spo/core/rng.hpp"
 #include "spo/data/fashion_mnist.hpp"
 #include "spo/eval/frechet.hpp"
 #include "spo/eval/statistics.hpp"
+#include "spo/io/model_files.hpp"
 #include "spo/judge/training.hpp"
+#include "spo/model/text_conditioned.hpp"
 #include "spo/preference/rater.hpp"
 #include "spo/tensor/transfer.hpp"
 
@@ -32,7 +33,7 @@ namespace spo::eval {
 /// training (for metric-vs-time curves; 0 rounds: none).
 struct EvalSection {
   BOOST_HANA_DEFINE_STRUCT(EvalSection, (std::vector<int>, templates), (std::int64_t, seeds_per_prompt),
-                           (std::uint64_t, seed), (config::JudgeSection, held_out_judge), (std::int64_t, real_images),
+                           (std::uint64_t, seed), (io::ModelFiles, held_out_judge), (std::int64_t, real_images),
                            (std::int64_t, progress_seeds_per_prompt), (std::int64_t, progress_every_rounds));
 };
 

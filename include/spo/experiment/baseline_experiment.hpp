@@ -21,7 +21,7 @@ namespace spo::experiment {
 /// Diffusion-DPO on the offline preference pairs (`pairs`: a file written by make_pairs). Every key is required.
 struct DiffusionDpoConfig {
   BOOST_HANA_DEFINE_STRUCT(DiffusionDpoConfig, (std::uint64_t, seed), (std::string, data_dir),
-                           (std::string, output_dir), (config::BaseModelSection, base), (config::RaterSection, rater),
+                           (std::string, output_dir), (io::ModelFiles, base), (preference::RaterSection, rater),
                            (train::LoraSection, lora), (std::string, pairs), (loss::DiffusionDpoOptions, loss),
                            (train::DiffusionDpoTrainSection, train), (eval::EvalSection, evaluation));
 };
@@ -29,7 +29,7 @@ struct DiffusionDpoConfig {
 /// D3PO with the rater's preference of the final images. Every key is required.
 struct D3poConfig {
   BOOST_HANA_DEFINE_STRUCT(D3poConfig, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
-                           (config::BaseModelSection, base), (config::RaterSection, rater), (train::LoraSection, lora),
+                           (io::ModelFiles, base), (preference::RaterSection, rater), (train::LoraSection, lora),
                            (train::TrajectorySection, sampling), (loss::D3poLossOptions, loss),
                            (train::D3poTrainSection, train), (eval::EvalSection, evaluation));
 };
@@ -37,7 +37,7 @@ struct D3poConfig {
 /// DDPO_IS with the rater's reward of the final images. Every key is required.
 struct DdpoConfig {
   BOOST_HANA_DEFINE_STRUCT(DdpoConfig, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
-                           (config::BaseModelSection, base), (config::RaterSection, rater), (train::LoraSection, lora),
+                           (io::ModelFiles, base), (preference::RaterSection, rater), (train::LoraSection, lora),
                            (train::TrajectorySection, sampling), (loss::DdpoLossOptions, loss),
                            (loss::StatTrackerOptions, stat_tracker), (train::DdpoTrainSection, train),
                            (eval::EvalSection, evaluation));
@@ -91,7 +91,7 @@ int run_baseline_experiment(int argc, char** argv, const char* source_dir, const
   const auto base_config = io::in_config_file(cli->config, [&] { return validate(config); });
   check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");
 
-  auto base = config::load_base_model<BaseModelType>(config.base);
+  auto base = load_base_model<BaseModelType>(config.base);
   auto policy = make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
   auto evaluator = io::in_config_file(cli->config, [&] { return make_evaluator(config, base_config); });
   std::fprintf(stderr, "%s: %s; %lld LoRA parameters\n", argv[0], method.c_str(),

@@ -7,11 +7,12 @@
 #include <iostream>
 #include <string>
 
-#include "spo/config/components.hpp"
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/experiment/command_line.hpp"
+#include "spo/experiment/components.hpp"
 #include "spo/experiment/spo_experiment.hpp"
+#include "spo/io/run_record.hpp"
 #include "spo/spm/training.hpp"
-#include "spo/train/run_record.hpp"
 
 namespace spo::experiment {
 
@@ -45,8 +46,8 @@ int run_spm_experiment(int argc, char** argv, const char* source_dir) try {
   const fs::path out = config.output_dir;
   check_resume(*cli, config.output_dir, io::to_json(config), "train.steps", "steps");
 
-  auto base = config::load_base_model<Model>(config.base);
-  auto ddim = config::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(base.config.schedule);
+  auto base = load_base_model<Model>(config.base);
+  auto ddim = diffusion::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(base.config.schedule);
   ddim.set_timesteps(base.config.sampling.num_inference_steps);
   Generator init{config.seed ^ 0x5eedull, 0};
   auto net = spm::make_preference_network<typename V::template network<float>>(config.network, init);
@@ -65,13 +66,14 @@ int run_spm_experiment(int argc, char** argv, const char* source_dir) try {
     training.resume(ckpt);
     std::fprintf(stderr, "%s: resumed from step %lld\n", argv[0], static_cast<long long>(training.step()));
   }
-  train::write_run_record(out, program, io::to_json(config), config.seed, source_dir, training.step());
+  io::write_run_record(out, program, io::to_json(config), config.seed, source_dir, training.step());
   training.run(out);
 
   const auto acc = training.evaluate();
   nlohmann::json result{{"variant", V::name}, {"steps", training.step()}, {"accuracy", nlohmann::json::array()}};
   for (const auto& a : acc)
-    result["accuracy"].push_back({{"t", a.t}, {"label_accuracy", a.label_accuracy}, {"order_accuracy", a.order_accuracy}});
+    result["accuracy"].push_back(
+        {{"t", a.t}, {"label_accuracy", a.label_accuracy}, {"order_accuracy", a.order_accuracy}});
   spm::save_preference_model<V>(out / "preference_model.safetensors", net, result);
   io::write_file_atomic(out / "accuracy.json", result.dump(2) + "\n");
   for (const auto& a : acc)

@@ -16,12 +16,14 @@
 #include "spo/core/image_format.hpp"
 #include "spo/diffusion/concepts.hpp"
 #include "spo/diffusion/ddim.hpp"
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/eval/protocol.hpp"
 #include "spo/experiment/command_line.hpp"
-#include "spo/config/components.hpp"
+#include "spo/experiment/components.hpp"
 #include "spo/io/plot.hpp"
 #include "spo/io/png.hpp"
 #include "spo/io/resume.hpp"
+#include "spo/io/run_record.hpp"
 #include "spo/loss/concepts.hpp"
 #include "spo/loss/spo_loss.hpp"
 #include "spo/model/fashion_default.hpp"
@@ -30,7 +32,6 @@
 #include "spo/preference/preference_model.hpp"
 #include "spo/resampler/continuation.hpp"
 #include "spo/spm/variant.hpp"
-#include "spo/train/run_record.hpp"
 #include "spo/train/spo_training.hpp"
 
 namespace spo::experiment {
@@ -73,7 +74,7 @@ using DefaultScheduler = diffusion::DdimScheduler<diffusion::LinearBetas, diffus
 template <class Preference, preference::ComparePolicy Compare = preference::BestWorstCompare,
           resampler::ContinuationRule Continuation = resampler::RandomChild, loss::StepPairLoss Loss = loss::SpoLoss,
           diffusion::SchedulerPolicy Schedule = DefaultScheduler, class Model = FashionDiffusion>
-  requires SameImageFormat<Model, Preference> && loss::SamplerSuitsLoss<Loss, typename Schedule::sampler_type>
+requires SameImageFormat<Model, Preference> && loss::SamplerSuitsLoss<Loss, typename Schedule::sampler_type>
 struct Spo {
   using preference_type = Preference;
   using compare_type = Compare;
@@ -88,9 +89,8 @@ struct Spo {
 /// The policy names a config may state (each optional: the binary's compiled policies are the truth); a binary
 /// compiled with other policies refuses a config that names different ones.
 struct PolicyNames {
-  BOOST_HANA_DEFINE_STRUCT(PolicyNames, (std::optional<std::string>, preference),
-                           (std::optional<std::string>, compare), (std::optional<std::string>, continuation),
-                           (std::optional<std::string>, loss));
+  BOOST_HANA_DEFINE_STRUCT(PolicyNames, (std::optional<std::string>, preference), (std::optional<std::string>, compare),
+                           (std::optional<std::string>, continuation), (std::optional<std::string>, loss));
 };
 
 /// The config of an SPO experiment whose loss has options LossOptions. Every key is required except `policies`
@@ -98,10 +98,10 @@ struct PolicyNames {
 template <class LossOptions>
 struct SpoConfigOf {
   BOOST_HANA_DEFINE_STRUCT(SpoConfigOf, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
-                           (std::optional<PolicyNames>, policies), (config::BaseModelSection, base),
-                           (std::optional<std::string>, preference_model), (config::RaterSection, rater),
-                           (train::LoraSection, lora), (resampler::ResamplerOptions, resampler),
-                           (LossOptions, loss), (train::SpoTrainSection, train), (eval::EvalSection, evaluation));
+                           (std::optional<PolicyNames>, policies), (io::ModelFiles, base),
+                           (std::optional<std::string>, preference_model), (preference::RaterSection, rater),
+                           (train::LoraSection, lora), (resampler::ResamplerOptions, resampler), (LossOptions, loss),
+                           (train::SpoTrainSection, train), (eval::EvalSection, evaluation));
 };
 /// The config of the paper's SPO (its clipped loss).
 using SpoConfig = SpoConfigOf<loss::SpoLossOptions>;
@@ -123,7 +123,7 @@ inline void validate_input_file(const std::string& key, const std::string& path)
 /// base model's config (its own errors name its file).
 template <class C>
 train::PretrainConfig validate_common(const C& c) {
-  auto base = config::load_base_config(c.base);
+  auto base = load_base_config(c.base);
   train::validate(c.lora);
   eval::validate(c.evaluation);
   preference::validate(c.rater.weights);
@@ -142,8 +142,8 @@ train::PretrainConfig validate(const ConfigOf<E>& c) {
   auto check_policy = [](const std::string& key, const std::optional<std::string>& given, std::string_view compiled,
                          std::string_view known) {
     SPO_CONFIG_CHECK(!given || *given == compiled, "policies." + key,
-                     "is \"" << *given << "\", but this binary was compiled with \"" << compiled << "\" (known: " << known
-                             << "); use the experiment binary built for that policy, or leave the key out");
+                     "is \"" << *given << "\", but this binary was compiled with \"" << compiled << "\" (known: "
+                             << known << "); use the experiment binary built for that policy, or leave the key out");
   };
   if (c.policies) {
     check_policy("preference", c.policies->preference, E::preference_type::name,
@@ -160,9 +160,9 @@ train::PretrainConfig validate(const ConfigOf<E>& c) {
   validate(c.loss);
   train::validate(c.lora, c.train);
   if constexpr (E::needs_checkpoint) {
-    SPO_CONFIG_CHECK(c.preference_model && !c.preference_model->empty(), "preference_model",
-                     "this experiment uses the preference model \"" << E::preference_type::name
-                                                                    << "\" and needs its checkpoint");
+    SPO_CONFIG_CHECK(
+        c.preference_model && !c.preference_model->empty(), "preference_model",
+        "this experiment uses the preference model \"" << E::preference_type::name << "\" and needs its checkpoint");
     validate_input_file("preference_model", *c.preference_model);
   } else {
     SPO_CONFIG_CHECK(!c.preference_model, "preference_model",
@@ -178,12 +178,13 @@ using PolicyModelType = FashionDiffusion::policy_model;
 /// on every attention projection (only they train; LoRA init from Generator{seed ^ 0x10a5}, the same numbers on
 /// every device).
 template <class Model = FashionDiffusion>
-typename Model::policy_model make_policy(const config::UNetSection& unet, const config::TextSection& text,
+typename Model::policy_model make_policy(const model::UNetConfig& unet, const model::TextSection& text,
                                          typename Model::base_model& base, const train::LoraSection& lora,
                                          std::uint64_t seed) {
   Generator init{0, 0};
   auto policy = model::make_fashion_model<typename Model::policy_model>(unet, text, init);
-  io::load_state_dict(policy, io::state_dict(base), {.strict = true, .prefix = {}, .check_finite = false});  // scanned when loaded
+  io::load_state_dict(policy, io::state_dict(base),
+                      {.strict = true, .prefix = {}, .check_finite = false});  // scanned when loaded
   nn::set_trainable(policy, false);
   Generator lora_gen{seed ^ 0x10a5ull, 0};
   policy.unet().attach_lora(lora.rank, lora.alpha, lora_gen);
@@ -207,7 +208,7 @@ template <class Policy>
 void load_lora(Policy& policy, const std::filesystem::path& path) {
   const auto t = io::load_safetensors(path);
   SPO_EXPECT(t.metadata.contains("format") && t.metadata.at("format") == "spo.lora.v1",
-            path << ": not a LoRA file (metadata \"format\" is not \"spo.lora.v1\")");
+             path << ": not a LoRA file (metadata \"format\" is not \"spo.lora.v1\")");
   const auto r = io::load_state_dict(policy, t, {.strict = false, .prefix = {}});
   for (const auto& k : r.missing)
     SPO_EXPECT(k.find("lora_") == std::string::npos, path.string() << ": LoRA parameter \"" << k << "\" is missing");
@@ -257,14 +258,14 @@ using Evaluator = BasicEvaluator<DefaultScheduler::scheduler_type>;
 template <class Scheduler = DefaultScheduler::scheduler_type, class C>
 BasicEvaluator<Scheduler> make_evaluator(const C& c, const train::PretrainConfig& base_config) {
   std::optional<preference::FeatureStats> computed;
-  auto rater = config::load_oracle_rater<float>(c.rater, c.data_dir, base_config.resolution, &computed);
-  auto held_out = config::load_judge<float>(c.evaluation.held_out_judge);
+  auto rater = load_oracle_rater<float>(c.rater, c.data_dir, base_config.resolution, &computed);
+  auto held_out = load_judge<float>(c.evaluation.held_out_judge);
   auto real = eval::real_feature_stats(held_out, c.data_dir, c.evaluation.real_images, base_config.resolution);
-  auto ddim = config::make_scheduler<typename Scheduler::schedule_type, typename Scheduler::prediction_type>(
+  auto ddim = diffusion::make_scheduler<typename Scheduler::schedule_type, typename Scheduler::prediction_type>(
       base_config.schedule);
   ddim.set_timesteps(base_config.sampling.num_inference_steps);
-  return {std::move(rater), std::move(held_out), std::move(real), std::move(ddim), base_config, c.evaluation,
-          std::move(computed)};
+  return {std::move(rater), std::move(held_out), std::move(real),    std::move(ddim),
+          base_config,      c.evaluation,        std::move(computed)};
 }
 
 /// The base-vs-tuned table (Markdown) and JSON of a final evaluation.
@@ -272,8 +273,10 @@ inline std::pair<std::string, nlohmann::json> comparison_table(const eval::Metri
                                                                const std::string& tuned_name) {
   const auto win = eval::win_rate(tuned.rewards, base.rewards);
   char buf[1024];
-  std::string md = "| model | reward (95% CI) | alignment | quality | held-out class acc. | Frechet dist. (+- 1.96 bootstrap s.d.) | win rate vs base |\n"
-                   "|---|---:|---:|---:|---:|---:|---:|\n";
+  std::string md =
+      "| model | reward (95% CI) | alignment | quality | held-out class acc. | Frechet dist. (+- 1.96 bootstrap s.d.) "
+      "| win rate vs base |\n"
+      "|---|---:|---:|---:|---:|---:|---:|\n";
   auto row = [&](const std::string& name, const eval::Metrics& m, const std::string& w) {
     std::snprintf(buf, sizeof buf, "| %s | %.4f [%.4f, %.4f] | %.4f | %.4f | %.3f | %.3f [%.3f, %.3f] | %s |\n",
                   name.c_str(), m.reward.mean, m.reward.ci95_low, m.reward.ci95_high, m.alignment, m.quality,
@@ -283,9 +286,14 @@ inline std::pair<std::string, nlohmann::json> comparison_table(const eval::Metri
   row("base", base, "-");
   std::snprintf(buf, sizeof buf, "%.3f [%.3f, %.3f]", win.rate, win.ci95_low, win.ci95_high);
   row(tuned_name, tuned, buf);
-  nlohmann::json j{{"base", eval::to_json(base)}, {tuned_name, eval::to_json(tuned)},
-                   {"win_rate_vs_base", {{"rate", win.rate}, {"ci95", {win.ci95_low, win.ci95_high}},
-                                         {"wins", win.wins}, {"ties", win.ties}, {"losses", win.losses}}}};
+  nlohmann::json j{{"base", eval::to_json(base)},
+                   {tuned_name, eval::to_json(tuned)},
+                   {"win_rate_vs_base",
+                    {{"rate", win.rate},
+                     {"ci95", {win.ci95_low, win.ci95_high}},
+                     {"wins", win.wins},
+                     {"ties", win.ties},
+                     {"losses", win.losses}}}};
   return {md, j};
 }
 
@@ -342,8 +350,8 @@ struct RunContext {
       that no longer run), keeps statistics the run computed (feature_stats.safetensors) and starts the run's clock
 !*/
 template <class Scheduler = DefaultScheduler::scheduler_type>
-RunContext start_run(const CommandLine& cli, const std::string& output_dir, const char* program,
-                     const char* source_dir, const BasicEvaluator<Scheduler>* evaluator = nullptr) {
+RunContext start_run(const CommandLine& cli, const std::string& output_dir, const char* program, const char* source_dir,
+                     const BasicEvaluator<Scheduler>* evaluator = nullptr) {
   const std::filesystem::path out = output_dir;
   std::filesystem::create_directories(out);
   for (const auto& p : io::remove_orphaned_temporaries(out))
@@ -371,8 +379,8 @@ RunContext start_run(const CommandLine& cli, const std::string& output_dir, cons
 !*/
 template <class Config, class Training, class Scheduler, class Base, class Policy, class Describe>
 void train_and_report(const RunContext& run, const Config& config, Training& training,
-                      BasicEvaluator<Scheduler>& evaluator,
-                      Base& base, Policy& policy, const TunedName& name, Describe&& describe) {
+                      BasicEvaluator<Scheduler>& evaluator, Base& base, Policy& policy, const TunedName& name,
+                      Describe&& describe) {
   using D = typename Policy::device_type;
   auto release_blocks = [] {  // evaluation batch shapes differ from training's
     caching_allocator<cpu>::instance().release_all();
@@ -386,17 +394,20 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
     std::fprintf(stderr, "%s: resumed after round %lld\n", run.program.c_str(),
                  static_cast<long long>(training.round()));
   }
-  train::write_run_record(out, fs::path(run.program).filename().string(), io::to_json(config), config.seed,
-                          run.source_dir, training.round());
+  io::write_run_record(out, fs::path(run.program).filename().string(), io::to_json(config), config.seed, run.source_dir,
+                       training.round());
 
   // Progress evaluations: cheap (progress_seeds_per_prompt seeds), their time not counted as training time.
-  train::MetricsLog progress(out / "progress.jsonl", training.round() > 0 ? training.round() : -1);
+  io::MetricsLog progress(out / "progress.jsonl", training.round() > 0 ? training.round() : -1);
   io::Series reward_curve{name.label, {}, {}};
   const auto& ev = config.evaluation;
   auto progress_eval = [&](std::int64_t round, double wall) {
     auto [m, images] = evaluator.run(policy, ev.progress_seeds_per_prompt);
-    progress.write({{"step", round}, {"train_wall_s", wall}, {"reward_mean", m.reward.mean},
-                    {"class_accuracy", m.class_accuracy}, {"frechet", m.frechet}});
+    progress.write({{"step", round},
+                    {"train_wall_s", wall},
+                    {"reward_mean", m.reward.mean},
+                    {"class_accuracy", m.class_accuracy},
+                    {"frechet", m.frechet}});
     reward_curve.xs.push_back(wall / 60.0);
     reward_curve.ys.push_back(m.reward.mean);
     release_blocks();
@@ -428,9 +439,10 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
   grid(images_base, "samples_base.png");
   grid(images_tuned, "samples_" + name.key + ".png");
   if (reward_curve.xs.size() >= 2)
-    io::write_line_chart(out / "reward_vs_time.png",
-                         io::LineChart{"Rater reward during " + name.label + " training", "training wall-clock (min)",
-                                       "mean reward (progress eval)", {reward_curve}});
+    io::write_line_chart(out / "reward_vs_time.png", io::LineChart{"Rater reward during " + name.label + " training",
+                                                                   "training wall-clock (min)",
+                                                                   "mean reward (progress eval)",
+                                                                   {reward_curve}});
   std::printf("%s\n", md.c_str());
 }
 
@@ -452,20 +464,21 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
   check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");
 
   using Model = typename E::model_type;
-  auto base = config::load_base_model<typename Model::base_model>(config.base);
+  auto base = load_base_model<typename Model::base_model>(config.base);
   auto policy = make_policy<Model>(base_config.unet, base_config.text, base.model, config.lora, config.seed);
-  auto evaluator = io::in_config_file(
-      cli->config, [&] { return make_evaluator<typename E::scheduler_type>(config, base_config); });
+  auto evaluator =
+      io::in_config_file(cli->config, [&] { return make_evaluator<typename E::scheduler_type>(config, base_config); });
   auto pm = make_preference_model<E>(config, evaluator.rater);
   const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator);
-  std::fprintf(stderr, "%s: preference model \"%s\", compare \"%s\", continuation \"%s\", loss \"%s\"; %lld LoRA parameters\n",
+  std::fprintf(stderr,
+               "%s: preference model \"%s\", compare \"%s\", continuation \"%s\", loss \"%s\"; %lld LoRA parameters\n",
                argv[0], std::string(E::preference_type::name).c_str(), std::string(E::compare_type::name).c_str(),
                std::string(E::continuation_type::name).c_str(), std::string(E::loss_type::name).c_str(),
                static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
 
-  using Training = train::SpoTraining<typename Model::policy_model, typename Model::base_model,
-                                      typename E::scheduler_type, decltype(pm), typename E::compare_type,
-                                      typename E::continuation_type, typename E::loss_type>;
+  using Training =
+      train::SpoTraining<typename Model::policy_model, typename Model::base_model, typename E::scheduler_type,
+                         decltype(pm), typename E::compare_type, typename E::continuation_type, typename E::loss_type>;
   Training training(policy, base.model, evaluator.ddim, pm, config.resampler, config.loss, config.train,
                     base_config.resolution, config.seed, io::to_json(config));
   train_and_report(run, config, training, evaluator, base.model, policy, {"spo", "SPO"}, [&] {

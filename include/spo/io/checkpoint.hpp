@@ -148,8 +148,7 @@ T metadata_field(const json& meta, const char* key, const std::filesystem::path&
   CPU's for the same values.
 !*/
 template <ParameterVisitable M, optim::Optimizer<M> Opt>
-void save_checkpoint(const std::filesystem::path& path, M& model, const Opt& optimizer,
-                     const CheckpointInfo& info) {
+void save_checkpoint(const std::filesystem::path& path, M& model, const Opt& optimizer, const CheckpointInfo& info) {
   NamedTensors t;
   t.source = path.string();
   StateDictSaveOptions so;

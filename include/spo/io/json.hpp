@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief Strict JSON parsing for files spo reads: duplicate object keys and parse errors throw spo::error naming the source.
+/// @brief Strict JSON parsing for files spo reads: duplicate object keys and parse errors throw spo::error naming the
+/// source.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +24,9 @@ inline json parse_json(std::string_view text, std::string_view source) {
   std::string duplicate;
   auto callback = [&](int /*depth*/, json::parse_event_t event, json& parsed) -> bool {
     switch (event) {
-      case json::parse_event_t::object_start: keys_per_object.emplace_back(); break;
+      case json::parse_event_t::object_start:
+        keys_per_object.emplace_back();
+        break;
       case json::parse_event_t::object_end:
         if (!keys_per_object.empty()) keys_per_object.pop_back();
         break;
@@ -32,7 +35,8 @@ inline json parse_json(std::string_view text, std::string_view source) {
             duplicate.empty())
           duplicate = parsed.get<std::string>();
         break;
-      default: break;
+      default:
+        break;
     }
     return true;
   };

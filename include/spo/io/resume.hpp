@@ -18,14 +18,15 @@ namespace spo::io {
 
 /// One value that differs between the config a checkpoint recorded and the current one.
 struct ConfigChange {
-  std::string key;     ///< dotted key path, array elements as "[i]": "train.lr", "train.templates"
-  json recorded;       ///< the checkpoint's value (null when the key is new)
-  json current;        ///< the current value (null when the key was removed)
+  std::string key;  ///< dotted key path, array elements as "[i]": "train.lr", "train.templates"
+  json recorded;    ///< the checkpoint's value (null when the key is new)
+  json current;     ///< the current value (null when the key was removed)
 };
 
 /// Every leaf that differs, in key order: objects are compared key by key, arrays and scalars as wholes (an array
 /// that differs is one change). Integers and floats compare by value (1 equals 1.0).
-inline std::vector<ConfigChange> config_changes(const json& recorded, const json& current, const std::string& path = {}) {
+inline std::vector<ConfigChange> config_changes(const json& recorded, const json& current,
+                                                const std::string& path = {}) {
   std::vector<ConfigChange> out;
   auto child = [&](const std::string& key) { return path.empty() ? key : path + "." + key; };
   if (recorded.is_object() && current.is_object()) {
@@ -50,8 +51,8 @@ inline std::vector<ConfigChange> config_changes(const json& recorded, const json
 inline json checkpoint_config(const std::filesystem::path& checkpoint) {
   const NamedTensors t = load_safetensors(checkpoint);
   auto raw = t.metadata.find(std::string(checkpoint_format));
-  SPO_EXPECT(raw != t.metadata.end(), checkpoint.string() << ": invalid checkpoint: no \"" << checkpoint_format
-                                                          << "\" metadata");
+  SPO_EXPECT(raw != t.metadata.end(), checkpoint.string()
+                                          << ": invalid checkpoint: no \"" << checkpoint_format << "\" metadata");
   const json meta = parse_json(raw->second, checkpoint.string() + ": checkpoint metadata");
   SPO_EXPECT(meta.is_object() && meta.contains("config") && meta["config"].is_object(),
              checkpoint.string() << ": invalid checkpoint: the metadata holds no config object");
@@ -63,8 +64,8 @@ struct ResumeRules {
   /// Keys that never matter for what was trained: where the run writes, and what the trainers add to the config
   /// they record (training wall-clock, trainer state).
   std::vector<std::string> ignored{"output_dir", "train_wall_s", "trainer_state"};
-  std::string length_key;        ///< the run length ("train.rounds"): may change when allow_length_change is set
-  std::string length_flag;       ///< the flag that allows it, named in the error ("--allow-rounds-change")
+  std::string length_key;   ///< the run length ("train.rounds"): may change when allow_length_change is set
+  std::string length_flag;  ///< the flag that allows it, named in the error ("--allow-rounds-change")
   bool allow_length_change = false;
 };
 
@@ -76,7 +77,8 @@ struct ResumeRules {
       values, e.g. "runs/spo/checkpoint.safetensors: --resume refused: the config differs from the one this run was
       trained with: train.lr: 0.0001 in the checkpoint, 0.001 now; seed: 42 in the checkpoint, 7 now"
 !*/
-inline void check_resume_config(const std::filesystem::path& checkpoint, const json& current, const ResumeRules& rules) {
+inline void check_resume_config(const std::filesystem::path& checkpoint, const json& current,
+                                const ResumeRules& rules) {
   const json recorded = checkpoint_config(checkpoint);
   std::string listed;
   bool length_changed = false;

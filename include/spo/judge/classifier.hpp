@@ -41,13 +41,15 @@ Classifier<T, D> make_classifier(std::int64_t width, Generator& gen) {
   Classifier<T, D> c(conv_unit<T, D>(1, width, 1, g), conv_unit<T, D>(width, 2 * width, 2, g),
                      conv_unit<T, D>(2 * width, 4 * width, 2, g), conv_unit<T, D>(4 * width, 4 * width, 2, g),
                      nn::GlobalAvgPool<T, D>{}, nn::Linear<T, D>(4 * width, 10));
-  c.visit_parameters([&](std::string_view name, nn::Parameter<T, D>& p) {
-    if (name.ends_with("conv.weight") || name.ends_with("head.weight")) {
-      const std::int64_t fan_in = p.value.numel() / p.value.size(0);
-      const T bound = T(1) / std::sqrt(static_cast<T>(fan_in));
-      fill_uniform(p.value.view(), gen, -bound, bound);
-    }
-  }, {});
+  c.visit_parameters(
+      [&](std::string_view name, nn::Parameter<T, D>& p) {
+        if (name.ends_with("conv.weight") || name.ends_with("head.weight")) {
+          const std::int64_t fan_in = p.value.numel() / p.value.size(0);
+          const T bound = T(1) / std::sqrt(static_cast<T>(fan_in));
+          fill_uniform(p.value.view(), gen, -bound, bound);
+        }
+      },
+      {});
   return c;
 }
 

@@ -7,10 +7,10 @@
 #include <boost/hana/define_struct.hpp>
 
 #include "spo/data/fashion_mnist.hpp"
+#include "spo/io/progress.hpp"
 #include "spo/judge/classifier.hpp"
 #include "spo/loss/cross_entropy.hpp"
 #include "spo/optim/adamw.hpp"
-#include "spo/train/progress.hpp"
 
 namespace spo::judge {
 
@@ -44,7 +44,7 @@ std::vector<std::int64_t> predict(Net& net, const Tensor<T, cpu>& images, std::i
     s[0] = m;
     Tensor<T, cpu> x = Tensor<T, cpu>::uninitialized(s);
     std::copy_n(images.data() + i * per, m * per, x.data());
-    auto logits = net.forward(x);                                            // [m, K]
+    auto logits = net.forward(x);  // [m, K]
     for (std::int64_t r = 0; r < m; ++r) {
       std::int64_t arg = 0;
       for (std::int64_t k = 1; k < logits.size(1); ++k)
@@ -57,7 +57,8 @@ std::vector<std::int64_t> predict(Net& net, const Tensor<T, cpu>& images, std::i
 
 /// Top-1 accuracy of `net` on images [N, 1, R, R] with labels.
 template <class Net, Scalar T>
-double accuracy(Net& net, const Tensor<T, cpu>& images, std::span<const std::int64_t> labels, std::int64_t batch = 256) {
+double accuracy(Net& net, const Tensor<T, cpu>& images, std::span<const std::int64_t> labels,
+                std::int64_t batch = 256) {
   SPO_CHECK(static_cast<std::int64_t>(labels.size()) == images.size(0),
             labels.size() << " labels for images of shape " << images.shape());
   const auto pred = predict(net, images, batch);
@@ -79,10 +80,11 @@ double train_classifier(Classifier<T>& net, const JudgeConfig& c, const data::Fa
   optim::AdamW<T> opt(optim::AdamWOptions{c.lr, 0.9, 0.999, 1e-8, c.weight_decay});
   const std::int64_t steps_per_epoch = static_cast<std::int64_t>(pool.size()) / c.batch_size;
   const std::int64_t total = steps_per_epoch * c.epochs;
-  train::ProgressBar bar("judge", total);
+  io::ProgressBar bar("judge", total);
   std::int64_t step = 0;
   for (std::int64_t epoch = 0; epoch < c.epochs; ++epoch) {
-    const auto order = data::shuffled_indices(static_cast<std::int64_t>(pool.size()), c.seed, static_cast<std::uint64_t>(epoch));
+    const auto order =
+        data::shuffled_indices(static_cast<std::int64_t>(pool.size()), c.seed, static_cast<std::uint64_t>(epoch));
     for (std::int64_t s = 0; s < steps_per_epoch; ++s, ++step) {
       std::vector<std::int64_t> idx, labels;
       for (std::int64_t i = 0; i < c.batch_size; ++i) {
@@ -96,7 +98,8 @@ double train_classifier(Classifier<T>& net, const JudgeConfig& c, const data::Fa
       auto ce = loss::cross_entropy(logits, labels);
       net.backward(ce.grad);
       // cosine decay of the learning rate over the run
-      opt.set_lr(c.lr * 0.5 * (1.0 + std::cos(3.14159265358979 * static_cast<double>(step) / static_cast<double>(total))));
+      opt.set_lr(c.lr * 0.5 *
+                 (1.0 + std::cos(3.14159265358979 * static_cast<double>(step) / static_cast<double>(total))));
       opt.step(net);
       char fields[64];
       std::snprintf(fields, sizeof fields, "loss %.4f", ce.loss);

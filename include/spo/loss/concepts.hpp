@@ -54,12 +54,11 @@ concept PairLossOutput = requires(const R& r) {
       d_l[i] are d loss / d w[i], d loss / d l[i] (the reference inputs get no gradient); loss is the mean over items
 !*/
 template <class L>
-concept PairLoss =
-    LossPolicy<L> && boost::hana::Struct<typename L::options_type>::value &&
+concept PairLoss = LossPolicy<L> && boost::hana::Struct<typename L::options_type>::value &&
     requires(const typename L::options_type& o, std::span<const double> v) {
-      { validate(o) } -> std::same_as<void>;
-      { L::evaluate(v, v, v, v, o) } -> PairLossOutput;
-    };
+  { validate(o) } -> std::same_as<void>;
+  { L::evaluate(v, v, v, v, o) } -> PairLossOutput;
+};
 
 /// A pair loss on step log-probabilities: what a trainer of step-wise pairs (SPO) differentiates.
 template <class L>
@@ -67,7 +66,7 @@ concept StepPairLoss = PairLoss<L> && L::needs_transition_log_prob;
 
 /// A loss and a sampler that fit: a loss on transition log-probabilities needs a stochastic transition.
 template <class L, class S>
-concept SamplerSuitsLoss =
-    LossPolicy<L> && diffusion::SamplerPolicy<S> && (!L::needs_transition_log_prob || diffusion::StochasticTransition<S>);
+concept SamplerSuitsLoss = LossPolicy<L> && diffusion::SamplerPolicy<S> &&
+    (!L::needs_transition_log_prob || diffusion::StochasticTransition<S>);
 
 }  // namespace spo::loss

@@ -12,9 +12,9 @@ namespace spo::loss {
 
 template <Scalar T>
 struct CrossEntropy {
-  double loss = 0;          ///< mean over the batch of -log softmax(logits)[label]
-  Tensor<T, cpu> grad;      ///< d loss / d logits = (softmax - onehot) / B, [B, K]
-  std::int64_t correct = 0; ///< argmax(logits) == label count
+  double loss = 0;           ///< mean over the batch of -log softmax(logits)[label]
+  Tensor<T, cpu> grad;       ///< d loss / d logits = (softmax - onehot) / B, [B, K]
+  std::int64_t correct = 0;  ///< argmax(logits) == label count
 };
 
 template <Scalar T>
@@ -31,13 +31,17 @@ CrossEntropy<T> cross_entropy(const Tensor<T, cpu>& logits, std::span<const std:
     double m = z[0];
     std::int64_t arg = 0;
     for (std::int64_t j = 1; j < k; ++j)
-      if (z[j] > m) { m = z[j]; arg = j; }
+      if (z[j] > m) {
+        m = z[j];
+        arg = j;
+      }
     double s = 0;
     for (std::int64_t j = 0; j < k; ++j) s += std::exp(static_cast<double>(z[j]) - m);
     const double lse = m + std::log(s);
     r.loss += (lse - static_cast<double>(z[y])) / static_cast<double>(b);
     for (std::int64_t j = 0; j < k; ++j)
-      g[j] = static_cast<T>((std::exp(static_cast<double>(z[j]) - lse) - (j == y ? 1.0 : 0.0)) / static_cast<double>(b));
+      g[j] =
+          static_cast<T>((std::exp(static_cast<double>(z[j]) - lse) - (j == y ? 1.0 : 0.0)) / static_cast<double>(b));
     r.correct += arg == y;
   }
   return r;

@@ -9,8 +9,8 @@
 #include <deque>
 #include <map>
 #include <span>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <utility>
 #include <vector>

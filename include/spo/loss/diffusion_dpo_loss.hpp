@@ -35,8 +35,8 @@ inline void validate(const DiffusionDpoOptions& o) {
 !*/
 struct DiffusionDpoResult {
   double loss = 0.0;               ///< mean over the B pairs
-  std::vector<double> d_w;        ///< d loss / d err_w[i], [B]
-  std::vector<double> d_l;        ///< d loss / d err_l[i], [B] (= -d_w[i])
+  std::vector<double> d_w;         ///< d loss / d err_w[i], [B]
+  std::vector<double> d_l;         ///< d loss / d err_l[i], [B] (= -d_w[i])
   double implicit_accuracy = 0.0;  ///< mean of [inside > 0] + 0.5 [inside == 0] (DiffusionDPO train.py)
   double model_error_mean = 0.0;   ///< 0.5 (mean err_w + mean err_l) ("raw_model_loss")
   double ref_error_mean = 0.0;     ///< 0.5 (mean err_ref_w + mean err_ref_l) ("ref_loss")

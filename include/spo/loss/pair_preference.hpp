@@ -15,7 +15,7 @@ namespace spo::loss {
 struct PairPreferenceLoss {
   double loss = 0;
   std::vector<double> d_logit_a, d_logit_b;  ///< d loss / d l_a[i], d loss / d l_b[i]
-  double accuracy = 0;                        ///< non-tie pairs whose larger logit has label 1 (equal logits: 1/2)
+  double accuracy = 0;                       ///< non-tie pairs whose larger logit has label 1 (equal logits: 1/2)
 };
 
 /*!

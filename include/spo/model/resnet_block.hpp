@@ -37,8 +37,11 @@ class ResnetBlock2D {
 
   ResnetBlock2D() = default;
   ResnetBlock2D(std::int64_t in, std::int64_t out, std::int64_t temb_channels, std::int64_t groups, double eps)
-      : norm1_(groups, in, eps), conv1_(in, out, 3, 1, 1), time_emb_proj_(temb_channels, out),
-        norm2_(groups, out, eps), conv2_(out, out, 3, 1, 1) {
+      : norm1_(groups, in, eps),
+        conv1_(in, out, 3, 1, 1),
+        time_emb_proj_(temb_channels, out),
+        norm2_(groups, out, eps),
+        conv2_(out, out, 3, 1, 1) {
     if (in != out) conv_shortcut_.emplace(in, out, 1, 1, 0);
   }
 
@@ -50,17 +53,17 @@ class ResnetBlock2D {
   }
 
   tensor forward(const tensor& x, const tensor& temb) {
-    auto h = conv1_.forward(act1_.forward(norm1_.forward(x)));             // [B, Cout, H, W]
-    add_channel_bias(h, time_emb_proj_.forward(act_t_.forward(temb)));     // + [B, Cout]
-    auto y = conv2_.forward(act2_.forward(norm2_.forward(h)));             // [B, Cout, H, W]
+    auto h = conv1_.forward(act1_.forward(norm1_.forward(x)));          // [B, Cout, H, W]
+    add_channel_bias(h, time_emb_proj_.forward(act_t_.forward(temb)));  // + [B, Cout]
+    auto y = conv2_.forward(act2_.forward(norm2_.forward(h)));          // [B, Cout, H, W]
     add_inplace(y, conv_shortcut_ ? conv_shortcut_->forward(x) : x);
     return y;
   }
 
   BlockGradients<T, D> backward(const tensor& dy) {
-    auto dh = norm2_.backward(act2_.backward(conv2_.backward(dy)));        // [B, Cout, H, W]
+    auto dh = norm2_.backward(act2_.backward(conv2_.backward(dy)));          // [B, Cout, H, W]
     auto dtemb = act_t_.backward(time_emb_proj_.backward(sum_spatial(dh)));  // [B, Ct]
-    auto dx = norm1_.backward(act1_.backward(conv1_.backward(dh)));        // [B, Cin, H, W]
+    auto dx = norm1_.backward(act1_.backward(conv1_.backward(dh)));          // [B, Cin, H, W]
     add_inplace(dx, conv_shortcut_ ? conv_shortcut_->backward(dy) : dy);
     return {std::move(dx), std::move(dtemb)};
   }
@@ -98,10 +101,12 @@ class Downsample2D {
   Downsample2D() = default;
   explicit Downsample2D(std::int64_t channels) : conv_(channels, channels, 3, 2, 1) {}
   void reset_parameters(Generator& gen) { conv_.reset_parameters(gen); }
-  tensor forward(const tensor& x) { return conv_.forward(x); }              // [B, C, H/2, W/2]
+  tensor forward(const tensor& x) { return conv_.forward(x); }  // [B, C, H/2, W/2]
   tensor backward(const tensor& dy) { return conv_.backward(dy); }
   template <class F>
-  void visit_parameters(F&& f, std::string_view prefix) { conv_.visit_parameters(f, nn::join_name(prefix, "conv")); }
+  void visit_parameters(F&& f, std::string_view prefix) {
+    conv_.visit_parameters(f, nn::join_name(prefix, "conv"));
+  }
 
  private:
   nn::Conv2d<T, D> conv_;
@@ -121,7 +126,9 @@ class Upsample2D {
   tensor forward(const tensor& x) { return conv_.forward(up_.forward(x)); }  // [B, C, 2H, 2W]
   tensor backward(const tensor& dy) { return up_.backward(conv_.backward(dy)); }
   template <class F>
-  void visit_parameters(F&& f, std::string_view prefix) { conv_.visit_parameters(f, nn::join_name(prefix, "conv")); }
+  void visit_parameters(F&& f, std::string_view prefix) {
+    conv_.visit_parameters(f, nn::join_name(prefix, "conv"));
+  }
 
  private:
   nn::Upsample2x<T, D> up_;

@@ -77,18 +77,18 @@ class TextConditioned {
     check_same_shape(context_cond.shape(), context_uncond.shape(), "TextConditioned::guided (cond vs uncond)");
     Shape ctx_shape = context_cond.shape();
     ctx_shape[0] = 2 * b;
-    auto ctx = tensor::uninitialized(ctx_shape);                                  // [2B, L, D]
+    auto ctx = tensor::uninitialized(ctx_shape);  // [2B, L, D]
     copy_elements<D>(context_uncond.data(), context_uncond.numel(), ctx.data());
     copy_elements<D>(context_cond.data(), context_cond.numel(), ctx.data() + context_uncond.numel());
     Shape xs = x_t.shape();
     xs[0] = 2 * b;
-    auto x2 = tensor::uninitialized(xs);                                          // [2B, C, H, W]
+    auto x2 = tensor::uninitialized(xs);  // [2B, C, H, W]
     copy_elements<D>(x_t.data(), x_t.numel(), x2.data());
     copy_elements<D>(x_t.data(), x_t.numel(), x2.data() + x_t.numel());
-    tensor tt = tensor::uninitialized(Shape{2 * b});                             // [2B]
+    tensor tt = tensor::uninitialized(Shape{2 * b});  // [2B]
     copy_elements<D>(t.data(), b, tt.data());
     copy_elements<D>(t.data(), b, tt.data() + b);
-    auto out = unet_.forward(x2, tt, ctx);                                        // [2B, C, H, W]
+    auto out = unet_.forward(x2, tt, ctx);  // [2B, C, H, W]
     tensor eu = tensor::uninitialized(x_t.shape()), ec = tensor::uninitialized(x_t.shape());
     copy_elements<D>(out.data(), x_t.numel(), eu.data());
     copy_elements<D>(out.data() + x_t.numel(), x_t.numel(), ec.data());
@@ -97,7 +97,8 @@ class TextConditioned {
   }
 
   /// The same with one timestep for all rows.
-  tensor guided(const tensor& x_t, double t, const tensor& context_cond, const tensor& context_uncond, double guidance) {
+  tensor guided(const tensor& x_t, double t, const tensor& context_cond, const tensor& context_uncond,
+                double guidance) {
     Tensor<scalar_type, cpu> tt = Tensor<scalar_type, cpu>::uninitialized(Shape{x_t.size(0)});  // [B]
     for (std::int64_t i = 0; i < tt.numel(); ++i) tt[i] = static_cast<scalar_type>(t);
     return guided(x_t, transfer<device_type>(tt), context_cond, context_uncond, guidance);
@@ -111,12 +112,12 @@ class TextConditioned {
     const std::int64_t b = dy.size(0);
     Shape s = dy.shape();
     s[0] = 2 * b;
-    tensor d2(s);                                                                 // [2B, C, H, W] zeros
+    tensor d2(s);  // [2B, C, H, W] zeros
     const auto g = static_cast<scalar_type>(guidance_);
     axpy<scalar_type>(scalar_type(1) - g, dy.view(), d2.view().slice(0, b));
     axpy<scalar_type>(g, dy.view(), d2.view().slice(b, b));
     auto r = unet_.backward(d2);
-    tensor dx = tensor::uninitialized(dy.shape());                                // [B, C, H, W]
+    tensor dx = tensor::uninitialized(dy.shape());  // [B, C, H, W]
     copy_elements<D>(r.dsample.data(), dy.numel(), dx.data());
     axpy<scalar_type>(scalar_type(1), r.dsample.view().slice(b, b), dx.view());
     return dx;

@@ -26,8 +26,13 @@ class BasicTransformerBlock {
 
   BasicTransformerBlock() = default;
   BasicTransformerBlock(std::int64_t dim, std::int64_t heads, std::int64_t context_dim, double eps = 1e-5)
-      : norm1_(dim, eps), attn1_(dim, heads, dim / heads), norm2_(dim, eps),
-        attn2_(dim, heads, dim / heads, context_dim), norm3_(dim, eps), ff0_(dim, 4 * dim), ff2_(4 * dim, dim) {
+      : norm1_(dim, eps),
+        attn1_(dim, heads, dim / heads),
+        norm2_(dim, eps),
+        attn2_(dim, heads, dim / heads, context_dim),
+        norm3_(dim, eps),
+        ff0_(dim, 4 * dim),
+        ff2_(4 * dim, dim) {
     SPO_CHECK(dim % heads == 0, "BasicTransformerBlock: dim " << dim << " is not divisible by " << heads << " heads");
   }
 
@@ -39,17 +44,17 @@ class BasicTransformerBlock {
   }
 
   tensor forward(const tensor& x, const tensor& context) {
-    auto h = attn1_.forward(norm1_.forward(x));                            // [B, N, dim]
+    auto h = attn1_.forward(norm1_.forward(x));  // [B, N, dim]
     add_inplace(h, x);
-    auto h2 = attn2_.forward(norm2_.forward(h), context);                  // [B, N, dim]
+    auto h2 = attn2_.forward(norm2_.forward(h), context);  // [B, N, dim]
     add_inplace(h2, h);
-    auto y = ff2_.forward(ff0_.forward(norm3_.forward(h2)));               // [B, N, dim]
+    auto y = ff2_.forward(ff0_.forward(norm3_.forward(h2)));  // [B, N, dim]
     add_inplace(y, h2);
     return y;
   }
 
   BlockGradients<T, D> backward(const tensor& dy) {
-    auto dh2 = norm3_.backward(ff0_.backward(ff2_.backward(dy)));          // [B, N, dim]
+    auto dh2 = norm3_.backward(ff0_.backward(ff2_.backward(dy)));  // [B, N, dim]
     add_inplace(dh2, dy);
     auto g2 = attn2_.backward_context(dh2);
     auto dh = norm2_.backward(g2.dx);
@@ -130,19 +135,20 @@ class Transformer2D {
   tensor forward(const tensor& x, const tensor& context) {
     h_ = x.size(2);
     w_ = x.size(3);
-    auto n = norm_.forward(x);                                             // [B, C, H, W]
+    auto n = norm_.forward(x);                                                                         // [B, C, H, W]
     auto tokens = linear_ ? lin_in_.forward(nchw_to_tokens(n)) : nchw_to_tokens(conv_in_.forward(n));  // [B, HW, C]
-    auto t = block_.forward(tokens, context);                              // [B, HW, C]
+    auto t = block_.forward(tokens, context);                                                          // [B, HW, C]
     auto y = linear_ ? tokens_to_nchw(lin_out_.forward(t), h_, w_) : conv_out_.forward(tokens_to_nchw(t, h_, w_));
-    add_inplace(y, x);                                                     // [B, C, H, W]
+    add_inplace(y, x);  // [B, C, H, W]
     return y;
   }
 
   BlockGradients<T, D> backward(const tensor& dy) {
     auto dt = linear_ ? lin_out_.backward(nchw_to_tokens(dy)) : nchw_to_tokens(conv_out_.backward(dy));  // [B, HW, C]
     auto g = block_.backward(dt);
-    auto dn = linear_ ? tokens_to_nchw(lin_in_.backward(g.dx), h_, w_) : conv_in_.backward(tokens_to_nchw(g.dx, h_, w_));
-    auto dx = norm_.backward(dn);                                          // [B, C, H, W]
+    auto dn =
+        linear_ ? tokens_to_nchw(lin_in_.backward(g.dx), h_, w_) : conv_in_.backward(tokens_to_nchw(g.dx, h_, w_));
+    auto dx = norm_.backward(dn);  // [B, C, H, W]
     add_inplace(dx, dy);
     return {std::move(dx), std::move(g.dcond)};
   }
@@ -150,15 +156,21 @@ class Transformer2D {
   template <class F>
   void visit_parameters(F&& f, std::string_view prefix) {
     norm_.visit_parameters(f, nn::join_name(prefix, "norm"));
-    if (linear_) lin_in_.visit_parameters(f, nn::join_name(prefix, "proj_in"));
-    else conv_in_.visit_parameters(f, nn::join_name(prefix, "proj_in"));
+    if (linear_)
+      lin_in_.visit_parameters(f, nn::join_name(prefix, "proj_in"));
+    else
+      conv_in_.visit_parameters(f, nn::join_name(prefix, "proj_in"));
     block_.visit_parameters(f, nn::join_name(prefix, "transformer_blocks.0"));
-    if (linear_) lin_out_.visit_parameters(f, nn::join_name(prefix, "proj_out"));
-    else conv_out_.visit_parameters(f, nn::join_name(prefix, "proj_out"));
+    if (linear_)
+      lin_out_.visit_parameters(f, nn::join_name(prefix, "proj_out"));
+    else
+      conv_out_.visit_parameters(f, nn::join_name(prefix, "proj_out"));
   }
 
   template <class F>
-  void for_each_projection(F&& f) { block_.for_each_projection(f); }
+  void for_each_projection(F&& f) {
+    block_.for_each_projection(f);
+  }
 
  private:
   bool linear_ = false;

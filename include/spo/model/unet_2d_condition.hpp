@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/hana/adapt_struct.hpp>
+
 #include "spo/model/resnet_block.hpp"
 #include "spo/model/transformer_2d.hpp"
 #include "spo/nn/timestep_embedding.hpp"
@@ -35,21 +37,44 @@ struct UNetConfig {
   void validate() const {
     const auto levels = block_out_channels.size();
     SPO_CHECK(levels >= 1, "UNetConfig: block_out_channels is empty");
-    SPO_CHECK(attention.size() == levels, "UNetConfig: attention has " << attention.size() << " entries for "
-                                                                      << levels << " levels");
+    SPO_CHECK(attention.size() == levels,
+              "UNetConfig: attention has " << attention.size() << " entries for " << levels << " levels");
     SPO_CHECK(in_channels >= 1 && out_channels >= 1 && layers_per_block >= 1 && attention_heads >= 1 &&
                   cross_attention_dim >= 1 && norm_num_groups >= 1 && norm_eps > 0,
               "UNetConfig: channels, layers_per_block, heads, cross_attention_dim, groups and eps must be positive");
     for (auto c : block_out_channels) {
-      SPO_CHECK(c % norm_num_groups == 0, "UNetConfig: channels " << c << " not divisible by norm_num_groups "
-                                                                  << norm_num_groups);
-      SPO_CHECK(c % attention_heads == 0, "UNetConfig: channels " << c << " not divisible by " << attention_heads
-                                                                  << " heads");
+      SPO_CHECK(c % norm_num_groups == 0,
+                "UNetConfig: channels " << c << " not divisible by norm_num_groups " << norm_num_groups);
+      SPO_CHECK(c % attention_heads == 0,
+                "UNetConfig: channels " << c << " not divisible by " << attention_heads << " heads");
     }
   }
   /// Input side lengths must be divisible by this (one 2x downsampling per level but the last).
   std::int64_t size_multiple() const { return std::int64_t{1} << (block_out_channels.size() - 1); }
 };
+
+/// Every topology value in range, each error naming its config key ("<key>.<name>"); channel counts divisible by
+/// groups and heads. The in/out channels come from the data, not from a config.
+inline void validate(const UNetConfig& c, std::string_view key = "unet") {
+  const std::string k(key);
+  SPO_CONFIG_CHECK(!c.block_out_channels.empty(), k + ".block_out_channels", "must name at least one level, got []");
+  SPO_CONFIG_CHECK(c.attention.size() == c.block_out_channels.size(), k + ".attention",
+                   "has " << c.attention.size() << " entries for " << c.block_out_channels.size() << " levels");
+  SPO_CONFIG_CHECK(c.layers_per_block >= 1, k + ".layers_per_block", "must be >= 1, got " << c.layers_per_block);
+  SPO_CONFIG_CHECK(c.attention_heads >= 1, k + ".attention_heads", "must be >= 1, got " << c.attention_heads);
+  SPO_CONFIG_CHECK(c.cross_attention_dim >= 1, k + ".cross_attention_dim",
+                   "must be >= 1, got " << c.cross_attention_dim);
+  SPO_CONFIG_CHECK(c.norm_num_groups >= 1, k + ".norm_num_groups", "must be >= 1, got " << c.norm_num_groups);
+  for (std::size_t i = 0; i < c.block_out_channels.size(); ++i) {
+    const auto ch = c.block_out_channels[i];
+    const std::string level = k + ".block_out_channels[" + std::to_string(i) + "]";
+    SPO_CONFIG_CHECK(ch >= 1, level, "must be >= 1, got " << ch);
+    SPO_CONFIG_CHECK(ch % c.norm_num_groups == 0, level,
+                     ch << " is not divisible by norm_num_groups " << c.norm_num_groups);
+    SPO_CONFIG_CHECK(ch % c.attention_heads == 0, level,
+                     ch << " is not divisible by attention_heads " << c.attention_heads);
+  }
+}
 
 template <Scalar T, Device D = cpu>
 struct UNetGradients {
@@ -101,7 +126,8 @@ class UNet2DCondition {
     }
     const std::int64_t cm = ch.back();
     mid_resnet0_ = ResnetBlock2D<T, D>(cm, cm, temb, g, c.norm_eps);
-    mid_attention_ = Transformer2D<T, D, Proj>(cm, c.attention_heads, c.cross_attention_dim, g, c.use_linear_projection);
+    mid_attention_ =
+        Transformer2D<T, D, Proj>(cm, c.attention_heads, c.cross_attention_dim, g, c.use_linear_projection);
     mid_resnet1_ = ResnetBlock2D<T, D>(cm, cm, temb, g, c.norm_eps);
     std::int64_t prev = cm;
     for (std::int64_t i = 0; i < levels; ++i) {
@@ -151,38 +177,39 @@ class UNet2DCondition {
                                                << ", H, W] with H, W multiples of " << config_.size_multiple());
     SPO_CHECK(timesteps.rank() == 1 && timesteps.size(0) == sample.size(0),
               "UNet2DCondition: timesteps shape " << timesteps.shape() << " for sample shape " << sample.shape());
-    SPO_CHECK(context.rank() == 3 && context.size(0) == sample.size(0) && context.size(2) == config_.cross_attention_dim,
-              "UNet2DCondition: context shape " << context.shape() << " is not [" << sample.size(0) << ", M, "
-                                                << config_.cross_attention_dim << "]");
+    SPO_CHECK(
+        context.rank() == 3 && context.size(0) == sample.size(0) && context.size(2) == config_.cross_attention_dim,
+        "UNet2DCondition: context shape " << context.shape() << " is not [" << sample.size(0) << ", M, "
+                                          << config_.cross_attention_dim << "]");
     const bool keep = nn::grad_enabled();
     context_shape_ = context.shape();
-    auto temb = time_embedding_.forward(time_proj_.forward(timesteps));     // [B, 4 C0]
+    auto temb = time_embedding_.forward(time_proj_.forward(timesteps));  // [B, 4 C0]
     temb_shape_ = temb.shape();
-    auto h = conv_in_.forward(sample);                                      // [B, C0, H, W]
+    auto h = conv_in_.forward(sample);  // [B, C0, H, W]
     std::vector<tensor> skips;
     skips.push_back(h);
     for (auto& b : down_) {
       for (std::size_t j = 0; j < b.resnets.size(); ++j) {
-        h = b.resnets[j].forward(h, temb);                                  // [B, Ci, h, w]
+        h = b.resnets[j].forward(h, temb);  // [B, Ci, h, w]
         if (!b.attentions.empty()) h = b.attentions[j].forward(h, context);
         skips.push_back(h);
       }
       if (b.down) {
-        h = b.down->forward(h);                                             // [B, Ci, h/2, w/2]
+        h = b.down->forward(h);  // [B, Ci, h/2, w/2]
         skips.push_back(h);
       }
     }
     h = mid_resnet0_.forward(h, temb);
     h = mid_attention_.forward(h, context);
-    h = mid_resnet1_.forward(h, temb);                                      // [B, Cmid, h, w]
+    h = mid_resnet1_.forward(h, temb);  // [B, Cmid, h, w]
     for (auto& b : up_) {
       for (std::size_t j = 0; j < b.resnets.size(); ++j) {
-        h = concat_channels(h, skips.back());                               // [B, Cin + Cskip, h, w]
+        h = concat_channels(h, skips.back());  // [B, Cin + Cskip, h, w]
         skips.pop_back();
         h = b.resnets[j].forward(h, temb);
         if (!b.attentions.empty()) h = b.attentions[j].forward(h, context);
       }
-      if (b.up) h = b.up->forward(h);                                       // [B, C, 2h, 2w]
+      if (b.up) h = b.up->forward(h);  // [B, C, 2h, 2w]
     }
     auto y = conv_out_.forward(conv_act_.forward(conv_norm_out_.forward(h)));  // [B, Cout, H, W]
     has_forward_ = keep;
@@ -194,7 +221,7 @@ class UNet2DCondition {
     has_forward_ = false;
     tensor dtemb(temb_shape_), dcontext(context_shape_);
     auto dh = conv_norm_out_.backward(conv_act_.backward(conv_out_.backward(dy)));  // [B, C0, H, W]
-    std::vector<tensor> dskips;  // in pop order: the last skip first
+    std::vector<tensor> dskips;                                                     // in pop order: the last skip first
     for (auto it = up_.rbegin(); it != up_.rend(); ++it) {
       auto& b = *it;
       if (b.up) dh = b.up->backward(dh);
@@ -241,7 +268,7 @@ class UNet2DCondition {
       }
     }
     add_inplace(dh, dskips[--k]);
-    auto dsample = conv_in_.backward(dh);                                  // [B, Cin, H, W]
+    auto dsample = conv_in_.backward(dh);  // [B, Cin, H, W]
     time_embedding_.backward(dtemb);
     return {std::move(dsample), std::move(dcontext)};
   }
@@ -254,11 +281,13 @@ class UNet2DCondition {
     auto visit_block = [&](auto& b, const std::string& p, auto& sampler, const char* sampler_key) {
       for (std::size_t j = 0; j < b.attentions.size(); ++j)
         b.attentions[j].visit_parameters(f, p + ".attentions." + std::to_string(j));
-      for (std::size_t j = 0; j < b.resnets.size(); ++j) b.resnets[j].visit_parameters(f, p + ".resnets." + std::to_string(j));
+      for (std::size_t j = 0; j < b.resnets.size(); ++j)
+        b.resnets[j].visit_parameters(f, p + ".resnets." + std::to_string(j));
       if (sampler) sampler->visit_parameters(f, p + sampler_key);
     };
     for (std::size_t i = 0; i < down_.size(); ++i)
-      visit_block(down_[i], nn::join_name(prefix, "down_blocks." + std::to_string(i)), down_[i].down, ".downsamplers.0");
+      visit_block(down_[i], nn::join_name(prefix, "down_blocks." + std::to_string(i)), down_[i].down,
+                  ".downsamplers.0");
     mid_attention_.visit_parameters(f, nn::join_name(prefix, "mid_block.attentions.0"));
     mid_resnet0_.visit_parameters(f, nn::join_name(prefix, "mid_block.resnets.0"));
     mid_resnet1_.visit_parameters(f, nn::join_name(prefix, "mid_block.resnets.1"));
@@ -279,8 +308,9 @@ class UNet2DCondition {
   }
 
   /// Freezes every parameter and attaches rank-r LoRA adapters to all attention projections; only they train.
-  void attach_lora(std::int64_t rank, double alpha, Generator& gen)
-    requires requires(Proj& p) { p.attach(rank, alpha, gen); }
+  void attach_lora(std::int64_t rank, double alpha, Generator& gen) requires requires(Proj& p) {
+    p.attach(rank, alpha, gen);
+  }
   {
     visit_parameters([](std::string_view, auto& p) { p.set_trainable(false); });
     for_each_attention_projection([&](Proj& p) { p.attach(rank, alpha, gen); });
@@ -315,3 +345,8 @@ class UNet2DCondition {
 };
 
 }  // namespace spo::model
+
+/// A config's "unet" section is the UNetConfig itself: these keys, each required (in/out channels and norm_eps are
+/// not config keys: the data sets the channels).
+BOOST_HANA_ADAPT_STRUCT(spo::model::UNetConfig, block_out_channels, attention, layers_per_block, attention_heads,
+                        cross_attention_dim, norm_num_groups, use_linear_projection);

@@ -36,16 +36,16 @@ struct ContextGradients {
     backward(dy) -> dx) and ContextLayer: an overload cannot differ only in its return type.
 !*/
 template <class L>
-concept ContextLayer =
-    requires { typename L::scalar_type; typename L::device_type; } && Scalar<typename L::scalar_type> &&
-    Device<typename L::device_type> &&
-    requires(L& layer, const Tensor<typename L::scalar_type, typename L::device_type>& x,
-             detail::parameter_visitor_archetype<typename L::scalar_type, typename L::device_type> v) {
-      { layer.forward(x, x) } -> std::same_as<Tensor<typename L::scalar_type, typename L::device_type>>;
-      {
-        layer.backward_context(x)
-      } -> std::same_as<ContextGradients<typename L::scalar_type, typename L::device_type>>;
-      layer.visit_parameters(v, std::string_view{});
-    };
+concept ContextLayer = requires {
+  typename L::scalar_type;
+  typename L::device_type;
+}
+&&Scalar<typename L::scalar_type>&& Device<typename L::device_type>&& requires(
+    L& layer, const Tensor<typename L::scalar_type, typename L::device_type>& x,
+    detail::parameter_visitor_archetype<typename L::scalar_type, typename L::device_type> v) {
+  { layer.forward(x, x) } -> std::same_as<Tensor<typename L::scalar_type, typename L::device_type>>;
+  { layer.backward_context(x) } -> std::same_as<ContextGradients<typename L::scalar_type, typename L::device_type>>;
+  layer.visit_parameters(v, std::string_view{});
+};
 
 }  // namespace spo::nn

@@ -32,14 +32,17 @@ struct parameter_visitor_archetype {
       PyTorch state-dict keys of the equivalent torch module, each prefixed by "prefix." (when non-empty).
 !*/
 template <class L>
-concept Layer = requires { typename L::scalar_type; typename L::device_type; } &&
-                Scalar<typename L::scalar_type> && Device<typename L::device_type> &&
-                requires(L& layer, const Tensor<typename L::scalar_type, typename L::device_type>& x,
-                         detail::parameter_visitor_archetype<typename L::scalar_type, typename L::device_type> v) {
-                  { layer.forward(x) } -> std::same_as<Tensor<typename L::scalar_type, typename L::device_type>>;
-                  { layer.backward(x) } -> std::same_as<Tensor<typename L::scalar_type, typename L::device_type>>;
-                  layer.visit_parameters(v, std::string_view{});
-                };
+concept Layer = requires {
+  typename L::scalar_type;
+  typename L::device_type;
+}
+&&Scalar<typename L::scalar_type>&& Device<typename L::device_type>&& requires(
+    L& layer, const Tensor<typename L::scalar_type, typename L::device_type>& x,
+    detail::parameter_visitor_archetype<typename L::scalar_type, typename L::device_type> v) {
+  { layer.forward(x) } -> std::same_as<Tensor<typename L::scalar_type, typename L::device_type>>;
+  { layer.backward(x) } -> std::same_as<Tensor<typename L::scalar_type, typename L::device_type>>;
+  layer.visit_parameters(v, std::string_view{});
+};
 
 /// Zeroes the gradient of every trainable parameter of a layer.
 template <class L>
@@ -51,7 +54,11 @@ void zero_grad(L& layer) {
 template <class L>
 std::int64_t parameter_count(L& layer, bool trainable_only = false) {
   std::int64_t n = 0;
-  layer.visit_parameters([&](std::string_view, auto& p) { if (!trainable_only || p.trainable) n += p.value.numel(); }, {});
+  layer.visit_parameters(
+      [&](std::string_view, auto& p) {
+        if (!trainable_only || p.trainable) n += p.value.numel();
+      },
+      {});
   return n;
 }
 

@@ -27,8 +27,10 @@ struct Parameter {
   const Shape& shape() const { return value.shape(); }
   void zero_grad() {
     if (trainable) {
-      if (grad.shape() == value.shape()) grad.fill_zero();
-      else grad = Tensor<T, D>(value.shape());
+      if (grad.shape() == value.shape())
+        grad.fill_zero();
+      else
+        grad = Tensor<T, D>(value.shape());
     }
   }
   void set_trainable(bool on) {

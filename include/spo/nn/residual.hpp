@@ -32,18 +32,19 @@ class Residual {
 
   Residual() = default;
   template <class... Args>
-    requires(sizeof...(Args) > 0 && std::constructible_from<Block, Args...>)
-  explicit(sizeof...(Args) == 1) Residual(Args&&... args) : block_(std::forward<Args>(args)...) {}
+  requires(sizeof...(Args) > 0 && std::constructible_from<Block, Args...>) explicit(sizeof...(Args) == 1)
+      Residual(Args&&... args)
+      : block_(std::forward<Args>(args)...) {}
 
   tensor forward(const tensor& x) {
-    tensor y = block_.forward(x);                                           // [*]
+    tensor y = block_.forward(x);  // [*]
     check_same_shape(y.shape(), x.shape(), "Residual: block output vs input");
-    as_array(y.view()) += as_array(x.view());                               // x + block(x)
+    as_array(y.view()) += as_array(x.view());  // x + block(x)
     return y;
   }
 
   tensor backward(const tensor& dy) {
-    tensor dx = block_.backward(dy);                                        // [*]
+    tensor dx = block_.backward(dy);  // [*]
     check_same_shape(dx.shape(), dy.shape(), "Residual::backward: block input gradient vs output gradient");
     as_array(dx.view()) += as_array(dy.view());
     return dx;

@@ -25,7 +25,7 @@ template <class First, class... Rest>
 consteval bool same_scalar_and_device() {
   if constexpr ((Layer<First> && ... && Layer<Rest>)) {
     return ((std::same_as<typename First::scalar_type, typename Rest::scalar_type> &&
-             std::same_as<typename First::device_type, typename Rest::device_type>) && ...);
+             std::same_as<typename First::device_type, typename Rest::device_type>)&&...);
   } else {
     return true;
   }
@@ -62,12 +62,12 @@ class Sequential {
   Sequential() = default;
   /// One argument per child, each converted to (or used to construct) that child.
   template <class... Args>
-    requires(sizeof...(Args) == sizeof...(Children) && (std::constructible_from<Children, Args &&> && ...))
-  explicit Sequential(Args&&... args) : children_(Children(std::forward<Args>(args))...) {}
+  requires(sizeof...(Args) == sizeof...(Children) &&
+           (std::constructible_from<Children, Args&&> && ...)) explicit Sequential(Args&&... args)
+      : children_(Children(std::forward<Args>(args))...) {}
   /// One tuple of constructor arguments per child: Sequential<A, B>(std::piecewise_construct, {a_args}, {b_args}).
   template <class... Tuples>
-    requires(sizeof...(Tuples) == sizeof...(Children))
-  Sequential(std::piecewise_construct_t, Tuples&&... args)
+  requires(sizeof...(Tuples) == sizeof...(Children)) Sequential(std::piecewise_construct_t, Tuples&&... args)
       : children_(std::make_from_tuple<Children>(std::forward<Tuples>(args))...) {}
 
   tensor forward(const tensor& x) { return forward_from<0>(x); }
@@ -75,9 +75,8 @@ class Sequential {
 
   template <class F>
   void visit_parameters(F&& f, std::string_view prefix) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (visit_child<I>(f, prefix), ...);
-    }(std::index_sequence_for<Children...>{});
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (visit_child<I>(f, prefix), ...); }
+    (std::index_sequence_for<Children...>{});
   }
 
   template <std::size_t I>
@@ -92,19 +91,25 @@ class Sequential {
  private:
   template <std::size_t I>
   tensor forward_from(const tensor& x) {
-    if constexpr (I + 1 == sizeof...(Children)) return std::get<I>(children_).forward(x);
-    else return forward_from<I + 1>(std::get<I>(children_).forward(x));
+    if constexpr (I + 1 == sizeof...(Children))
+      return std::get<I>(children_).forward(x);
+    else
+      return forward_from<I + 1>(std::get<I>(children_).forward(x));
   }
   template <std::size_t I>
   tensor backward_from(const tensor& dy) {
-    if constexpr (I == 0) return std::get<0>(children_).backward(dy);
-    else return backward_from<I - 1>(std::get<I>(children_).backward(dy));
+    if constexpr (I == 0)
+      return std::get<0>(children_).backward(dy);
+    else
+      return backward_from<I - 1>(std::get<I>(children_).backward(dy));
   }
   template <std::size_t I, class F>
   void visit_child(F& f, std::string_view prefix) {
     auto& child = std::get<I>(children_);
-    if constexpr (is_named_v<decltype(child)>) child.visit_parameters(f, prefix);
-    else child.visit_parameters(f, join_name(prefix, std::to_string(I)));
+    if constexpr (is_named_v<decltype(child)>)
+      child.visit_parameters(f, prefix);
+    else
+      child.visit_parameters(f, join_name(prefix, std::to_string(I)));
   }
 
   std::tuple<Children...> children_;
@@ -132,8 +137,7 @@ class Repeat {
   Repeat() = default;
   /// Every block is constructed from the same arguments (a prototype block is copied).
   template <class... Args>
-    requires(sizeof...(Args) > 0 && std::constructible_from<Block, const Args&...>)
-  explicit Repeat(const Args&... args)
+  requires(sizeof...(Args) > 0 && std::constructible_from<Block, const Args&...>) explicit Repeat(const Args&... args)
       : blocks_([&]<std::size_t... I>(std::index_sequence<I...>) {
           return std::array<Block, N>{((void)I, Block(args...))...};
         }(std::make_index_sequence<N>{})) {}

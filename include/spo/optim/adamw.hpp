@@ -34,17 +34,17 @@ struct AdamWOptions {
 
 /// Per-step scalars of the update, computed in double as torch does in Python, then applied in T.
 struct AdamWCoefficients {
-  double decay;        // 1 - lr * weight_decay
+  double decay;  // 1 - lr * weight_decay
   double beta1, one_minus_beta1, beta2, one_minus_beta2;
   double bias_correction2_sqrt;  // sqrt(1 - beta2^t)
-  double step_size;    // lr / (1 - beta1^t)
+  double step_size;              // lr / (1 - beta1^t)
   double eps;
 
   static AdamWCoefficients at_step(const AdamWOptions& o, std::int64_t t) {
     const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(t));
     const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(t));
-    return {1.0 - o.lr * o.weight_decay, o.beta1, 1.0 - o.beta1, o.beta2, 1.0 - o.beta2, std::sqrt(bc2), o.lr / bc1,
-            o.eps};
+    return {
+        1.0 - o.lr * o.weight_decay, o.beta1, 1.0 - o.beta1, o.beta2, 1.0 - o.beta2, std::sqrt(bc2), o.lr / bc1, o.eps};
   }
 };
 
@@ -126,19 +126,22 @@ class AdamW {
     model.visit_parameters(
         [&](std::string_view name, nn::Parameter<T, D>& p) {
           if (!p.trainable) return;
-          SPO_CHECK(p.grad.shape() == p.value.shape(),
-                    "AdamW: parameter \"" << name << "\" has gradient shape " << p.grad.shape() << " but value shape "
-                                          << p.value.shape());
+          SPO_CHECK(p.grad.shape() == p.value.shape(), "AdamW: parameter \"" << name << "\" has gradient shape "
+                                                                             << p.grad.shape() << " but value shape "
+                                                                             << p.value.shape());
           auto it = state_.find(name);
           if (it == state_.end())
-            it = state_.emplace(std::string(name), Moments{Tensor<T, D>(p.value.shape()), Tensor<T, D>(p.value.shape())}).first;
+            it =
+                state_.emplace(std::string(name), Moments{Tensor<T, D>(p.value.shape()), Tensor<T, D>(p.value.shape())})
+                    .first;
           SPO_CHECK(it->second.exp_avg.shape() == p.value.shape(),
                     "AdamW: state of \"" << name << "\" has shape " << it->second.exp_avg.shape()
                                          << " but the parameter has " << p.value.shape());
           if constexpr (std::same_as<D, cpu>) {
             adamw_update<T>(p.value.view(), p.grad.view(), it->second.exp_avg.view(), it->second.exp_avg_sq.view(), c);
           } else {
-            // found by argument-dependent lookup: the device's overload (spo/optim/cuda/optim_kernels.hpp for spo::cuda)
+            // found by argument-dependent lookup: the device's overload (spo/optim/cuda/optim_kernels.hpp for
+            // spo::cuda)
             adamw_update(p.value.view(), std::as_const(p.grad).view(), it->second.exp_avg.view(),
                          it->second.exp_avg_sq.view(), c);
           }
@@ -198,10 +201,10 @@ class AdamW {
     Tensor<T, D> exp_avg, exp_avg_sq;
   };
   static void check_options(const AdamWOptions& o) {
-    SPO_CHECK(o.lr >= 0 && o.eps >= 0 && o.weight_decay >= 0 && o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 &&
-                  o.beta2 < 1,
-              "AdamW: invalid hyperparameters lr " << o.lr << ", betas (" << o.beta1 << ", " << o.beta2 << "), eps "
-                                                   << o.eps << ", weight_decay " << o.weight_decay);
+    SPO_CHECK(
+        o.lr >= 0 && o.eps >= 0 && o.weight_decay >= 0 && o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
+        "AdamW: invalid hyperparameters lr " << o.lr << ", betas (" << o.beta1 << ", " << o.beta2 << "), eps " << o.eps
+                                             << ", weight_decay " << o.weight_decay);
   }
 
   AdamWOptions options_;

@@ -35,15 +35,14 @@ struct OptimizerState {
       export -> checkpoint -> import -> step equals an uninterrupted step bitwise
 !*/
 template <class O, class M>
-concept Optimizer =
-    Scalar<typename O::scalar_type> && Device<typename O::device_type> &&
+concept Optimizer = Scalar<typename O::scalar_type> && Device<typename O::device_type> &&
     requires(O& o, const O& co, M& m, OptimizerState<typename O::scalar_type, typename O::device_type> s, double lr) {
-      { O::name } -> std::convertible_to<std::string_view>;
-      o.step(m);
-      o.set_lr(lr);
-      { co.step_count() } -> std::convertible_to<std::int64_t>;
-      { co.export_state() } -> std::same_as<OptimizerState<typename O::scalar_type, typename O::device_type>>;
-      o.import_state(std::move(s), m);
-    };
+  { O::name } -> std::convertible_to<std::string_view>;
+  o.step(m);
+  o.set_lr(lr);
+  { co.step_count() } -> std::convertible_to<std::int64_t>;
+  { co.export_state() } -> std::same_as<OptimizerState<typename O::scalar_type, typename O::device_type>>;
+  o.import_state(std::move(s), m);
+};
 
 }  // namespace spo::optim

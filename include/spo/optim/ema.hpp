@@ -25,12 +25,14 @@ class Ema {
   template <class Model>
   Ema(Model& model, double decay) : decay_(decay) {
     SPO_CHECK(decay >= 0.0 && decay < 1.0, "EMA decay must be in [0, 1), got " << decay);
-    model.visit_parameters([&](std::string_view name, nn::Parameter<T, D>& p) {
-      nn::Parameter<T, D> s;
-      s.value = p.value;
-      s.trainable = false;
-      shadows_.emplace(std::string(name), std::move(s));
-    }, {});
+    model.visit_parameters(
+        [&](std::string_view name, nn::Parameter<T, D>& p) {
+          nn::Parameter<T, D> s;
+          s.value = p.value;
+          s.trainable = false;
+          shadows_.emplace(std::string(name), std::move(s));
+        },
+        {});
   }
 
   double decay_at(std::int64_t n) const { return std::min(decay_, (1.0 + n) / (10.0 + n)); }
@@ -38,22 +40,27 @@ class Ema {
   template <class Model>
   void update(Model& model) {
     const T d = static_cast<T>(decay_at(updates_));
-    model.visit_parameters([&](std::string_view name, nn::Parameter<T, D>& p) {
-      auto it = shadows_.find(std::string(name));
-      SPO_CHECK(it != shadows_.end(), "EMA has no shadow for parameter \"" << name << "\"");
-      as_array(it->second.value.view()) = d * as_array(it->second.value.view()) + (T(1) - d) * as_array(p.value.view());
-    }, {});
+    model.visit_parameters(
+        [&](std::string_view name, nn::Parameter<T, D>& p) {
+          auto it = shadows_.find(std::string(name));
+          SPO_CHECK(it != shadows_.end(), "EMA has no shadow for parameter \"" << name << "\"");
+          as_array(it->second.value.view()) =
+              d * as_array(it->second.value.view()) + (T(1) - d) * as_array(p.value.view());
+        },
+        {});
     ++updates_;
   }
 
   /// Writes the averaged values into the model's parameters.
   template <class Model>
   void copy_to(Model& model) const {
-    model.visit_parameters([&](std::string_view name, nn::Parameter<T, D>& p) {
-      auto it = shadows_.find(std::string(name));
-      SPO_CHECK(it != shadows_.end(), "EMA has no shadow for parameter \"" << name << "\"");
-      p.value = it->second.value;
-    }, {});
+    model.visit_parameters(
+        [&](std::string_view name, nn::Parameter<T, D>& p) {
+          auto it = shadows_.find(std::string(name));
+          SPO_CHECK(it != shadows_.end(), "EMA has no shadow for parameter \"" << name << "\"");
+          p.value = it->second.value;
+        },
+        {});
   }
 
   std::int64_t updates() const { return updates_; }

@@ -39,7 +39,7 @@ struct preference_device {
   using type = cpu;
 };
 template <class P>
-  requires requires { typename P::device_type; }
+requires requires { typename P::device_type; }
 struct preference_device<P> {
   using type = typename P::device_type;
 };
@@ -54,14 +54,13 @@ using preference_device_t = typename preference_device<P>::type;
   REQUIRES
     - P::scalar_type, P::name (names the policy in configs, run records and results); P::device_type, the device
       of the images it scores (cpu when absent: preference_device_t)
-    - p.score(x0 [B, C, R, R] on that device, t (B timesteps), prompts (B)) -> B finite scores, higher is preferred; score i depends
-      only on (x0[i], t[i], prompts[i]) up to rounding. Values of x0 outside [-1, 1] are allowed (the model clamps
-      them as its preprocessing, like SPO's get_preference_score).
+    - p.score(x0 [B, C, R, R] on that device, t (B timesteps), prompts (B)) -> B finite scores, higher is
+      preferred; score i depends only on (x0[i], t[i], prompts[i]) up to rounding. Values of x0 outside [-1, 1] are
+      allowed (the model clamps them as its preprocessing, like SPO's get_preference_score).
 !*/
 template <class P>
 concept PreferenceModel = requires(P& p, const Tensor<typename P::scalar_type, preference_device_t<P>>& x0,
-                                   std::span<const std::int64_t> t,
-                                   std::span<const std::string> prompts) {
+                                   std::span<const std::int64_t> t, std::span<const std::string> prompts) {
   { P::name } -> std::convertible_to<std::string_view>;
   { p.score(x0, t, prompts) } -> std::same_as<std::vector<double>>;
 };

@@ -54,26 +54,26 @@ struct PreferencePairs {
 inline void validate(const PreferencePairs& p, std::string_view source) {
   const auto n = static_cast<std::size_t>(p.size());
   SPO_EXPECT(p.images_a.rank() == 4 && p.images_a.size(1) == 1 && p.images_a.size(2) == p.images_a.size(3),
-            source << ": images_a must be [N, 1, R, R], got " << p.images_a.shape());
+             source << ": images_a must be [N, 1, R, R], got " << p.images_a.shape());
   SPO_EXPECT(p.images_a.shape() == p.images_b.shape(),
-            source << ": images_a " << p.images_a.shape() << " and images_b " << p.images_b.shape() << " differ");
+             source << ": images_a " << p.images_a.shape() << " and images_b " << p.images_b.shape() << " differ");
   SPO_EXPECT(static_cast<std::size_t>(p.images_a.size(0)) == n && p.label.size() == n && p.template_index.size() == n &&
-                p.seed.size() == n && p.reward_a.size() == n && p.reward_b.size() == n,
-            source << ": mismatched pair counts: " << p.images_a.size(0) << " image pairs, " << n << " labels, "
-                   << p.label.size() << " classes, " << p.template_index.size() << " templates, " << p.seed.size()
-                   << " seeds, " << p.reward_a.size() << "/" << p.reward_b.size() << " rewards");
+                 p.seed.size() == n && p.reward_a.size() == n && p.reward_b.size() == n,
+             source << ": mismatched pair counts: " << p.images_a.size(0) << " image pairs, " << n << " labels, "
+                    << p.label.size() << " classes, " << p.template_index.size() << " templates, " << p.seed.size()
+                    << " seeds, " << p.reward_a.size() << "/" << p.reward_b.size() << " rewards");
   for (std::size_t i = 0; i < n; ++i) {
     const auto& y = p.labels[i];
     SPO_EXPECT(y.y_a >= 0 && y.y_a <= 1 && y.y_b >= 0 && y.y_b <= 1,
-              source << ": pair " << i << " has label (" << y.y_a << ", " << y.y_b << ") outside [0, 1]");
+               source << ": pair " << i << " has label (" << y.y_a << ", " << y.y_b << ") outside [0, 1]");
     SPO_EXPECT(y == label_a || y == label_b || y == label_tie,
-              source << ": pair " << i << " has label (" << y.y_a << ", " << y.y_b
-                     << "); expected (1, 0), (0, 1) or the tie (0.5, 0.5)");
+               source << ": pair " << i << " has label (" << y.y_a << ", " << y.y_b
+                      << "); expected (1, 0), (0, 1) or the tie (0.5, 0.5)");
     SPO_EXPECT(p.label[i] >= 0 && p.label[i] < 10, source << ": pair " << i << " has class " << p.label[i]);
     SPO_EXPECT(p.template_index[i] >= 0 && p.template_index[i] < static_cast<int>(text::fashion_templates.size()),
-              source << ": pair " << i << " has template index " << p.template_index[i]);
+               source << ": pair " << i << " has template index " << p.template_index[i]);
     SPO_EXPECT(std::isfinite(p.reward_a[i]) && std::isfinite(p.reward_b[i]),
-              source << ": pair " << i << " has a non-finite reward");
+               source << ": pair " << i << " has a non-finite reward");
   }
 }
 
@@ -116,7 +116,7 @@ inline PreferencePairs load_pairs(const std::filesystem::path& path) {
   const auto t = io::load_safetensors(path);
   const std::string src = path.string();
   SPO_EXPECT(t.metadata.contains("format") && t.metadata.at("format") == "spo.preference_pairs.v1",
-            src << ": not a preference pair file (metadata \"format\" is not \"spo.preference_pairs.v1\")");
+             src << ": not a preference pair file (metadata \"format\" is not \"spo.preference_pairs.v1\")");
   PreferencePairs p;
   p.split = t.metadata.contains("split") ? t.metadata.at("split") : "";
   if (t.metadata.contains("generation")) p.generation = io::parse_json(t.metadata.at("generation"), src);
@@ -129,13 +129,14 @@ inline PreferencePairs load_pairs(const std::filesystem::path& path) {
   const auto seed = t.get<double>("seed");
   const std::int64_t n = labels.rank() == 2 ? labels.size(0) : -1;
   SPO_EXPECT(n >= 0 && labels.size(1) == 2, src << ": labels must be [N, 2], got " << labels.shape());
-  SPO_EXPECT(rewards.shape() == labels.shape(), src << ": rewards " << rewards.shape() << " vs labels " << labels.shape());
+  SPO_EXPECT(rewards.shape() == labels.shape(),
+             src << ": rewards " << rewards.shape() << " vs labels " << labels.shape());
   for (const auto* v : {&cls, &tmpl, &seed})
     SPO_EXPECT(v->shape() == Shape{n}, src << ": class/template/seed must be [" << n << "], got " << v->shape());
   for (std::int64_t i = 0; i < n; ++i) {
     for (const auto* v : {&cls, &tmpl, &seed})
       SPO_EXPECT((*v)[i] == std::floor((*v)[i]) && (*v)[i] >= 0,
-                src << ": pair " << i << " has a class, template or seed that is not a non-negative integer");
+                 src << ": pair " << i << " has a class, template or seed that is not a non-negative integer");
     p.labels.push_back({labels[2 * i], labels[2 * i + 1]});
     p.reward_a.push_back(rewards[2 * i]);
     p.reward_b.push_back(rewards[2 * i + 1]);

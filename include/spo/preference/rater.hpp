@@ -3,9 +3,9 @@
 #pragma once
 
 #include <algorithm>
-#include <charconv>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -21,6 +21,7 @@
 
 #include "spo/core/error.hpp"
 #include "spo/data/fashion_mnist.hpp"
+#include "spo/io/model_files.hpp"
 #include "spo/io/safetensors.hpp"
 #include "spo/judge/classifier.hpp"
 #include "spo/nn/grad_mode.hpp"
@@ -45,6 +46,14 @@ inline void validate(const OracleRaterConfig& c, std::string_view key = "rater.w
   SPO_CONFIG_CHECK(c.align_weight > 0 || c.quality_weight > 0, k + ".quality_weight",
                    "align_weight and quality_weight are both 0: the reward would ignore the image");
 }
+
+/// The oracle rater: the training judge, its stored per-class feature statistics (an input: when missing or stale
+/// the statistics of the first images_per_class training images of each class are computed, and a run keeps them in
+/// its own output directory) and the reward weights.
+struct RaterSection {
+  BOOST_HANA_DEFINE_STRUCT(RaterSection, (io::ModelFiles, judge), (std::string, feature_stats),
+                           (std::int64_t, images_per_class), (OracleRaterConfig, weights));
+};
 
 /// The class of an unconditional (empty) prompt.
 inline constexpr int no_class = -1;
@@ -164,7 +173,8 @@ template <Scalar T>
 FeatureStats compute_feature_stats(judge::Classifier<T>& net, const data::FashionMnist& d, std::int64_t resolution,
                                    std::int64_t images_per_class, std::int64_t batch = 256) {
   constexpr std::int64_t k = static_cast<std::int64_t>(data::fashion_mnist_classes.size());
-  SPO_CONFIG_CHECK(images_per_class >= 0, "rater.images_per_class", "must be >= 0 (0: every image), got " << images_per_class);
+  SPO_CONFIG_CHECK(images_per_class >= 0, "rater.images_per_class",
+                   "must be >= 0 (0: every image), got " << images_per_class);
   SPO_CHECK(batch >= 1, "batch must be >= 1, got " << batch);
   std::vector<std::int64_t> idx, count(k, 0);
   for (std::int64_t i = 0; i < d.count; ++i) {
@@ -249,10 +259,10 @@ inline FeatureStats load_feature_stats(const std::filesystem::path& path) {
   const auto count = t.get<double>("count");
   const auto depths = t.get<double>("depths");
   SPO_EXPECT(s.mean.rank() == 2 && s.var.shape() == s.mean.shape() && count.rank() == 1 &&
-                count.size(0) == s.mean.size(0) && depths.rank() == 1,
-            path << ": feature statistics have shapes mean " << s.mean.shape() << ", var " << s.var.shape()
-                 << ", count " << count.shape() << ", depths " << depths.shape()
-                 << " (expected [K, F], [K, F], [K], [D])");
+                 count.size(0) == s.mean.size(0) && depths.rank() == 1,
+             path << ": feature statistics have shapes mean " << s.mean.shape() << ", var " << s.var.shape()
+                  << ", count " << count.shape() << ", depths " << depths.shape()
+                  << " (expected [K, F], [K, F], [K], [D])");
   for (std::int64_t c = 0; c < count.size(0); ++c) s.count.push_back(static_cast<std::int64_t>(count[c]));
   std::int64_t f_dim = 0;
   for (std::int64_t d = 0; d < depths.size(0); ++d) {
@@ -260,7 +270,7 @@ inline FeatureStats load_feature_stats(const std::filesystem::path& path) {
     f_dim += s.depths.back();
   }
   SPO_EXPECT(f_dim == s.mean.size(1),
-            path << ": depths sum to " << f_dim << " but there are " << s.mean.size(1) << " features");
+             path << ": depths sum to " << f_dim << " but there are " << s.mean.size(1) << " features");
   for (const char* key : {"resolution", "images_per_class", "judge_fingerprint"})
     SPO_EXPECT(t.metadata.contains(key), path.string() << ": metadata key \"" << key << "\" is missing");
   auto count_of = [&](const char* key) {

@@ -22,7 +22,8 @@ namespace spo::resampler {
     - r.choose(scores (k), comparison, gen) returns an index in [0, k)
 !*/
 template <class R>
-concept ContinuationRule = requires(const R& r, std::span<const double> s, const preference::Comparison& c, Generator& g) {
+concept ContinuationRule = requires(const R& r, std::span<const double> s, const preference::Comparison& c,
+                                    Generator& g) {
   { R::name } -> std::convertible_to<std::string_view>;
   { r.choose(s, c, g) } -> std::same_as<std::int64_t>;
 };

@@ -49,9 +49,9 @@ inline void validate(const ResamplerOptions& o, int num_inference_steps) {
 /// drawn from the same x_t; the images live on the policy's device D.
 template <Scalar T, Device D = cpu>
 struct StepPairs {
-  Tensor<T, D> x_t;    // [M, C, R, R]
-  Tensor<T, D> x_win;  // [M, C, R, R]
-  Tensor<T, D> x_lose; // [M, C, R, R]
+  Tensor<T, D> x_t;     // [M, C, R, R]
+  Tensor<T, D> x_win;   // [M, C, R, R]
+  Tensor<T, D> x_lose;  // [M, C, R, R]
   std::vector<std::int64_t> t;
   std::vector<std::string> prompts;
   std::vector<double> gap;  ///< the compare policy's softmax gap
@@ -111,7 +111,7 @@ class StepwiseResampler {
     const std::int64_t per = channels * resolution * resolution;
     const std::vector<std::string> empty(static_cast<std::size_t>(b));
     const auto cond = policy.encode(prompts), uncond = policy.encode(empty);  // [B, L, D]
-    auto repeat_rows = [&](const tensor& x) {                               // [B, ...] -> [k B, ...]
+    auto repeat_rows = [&](const tensor& x) {                                 // [B, ...] -> [k B, ...]
       Shape s = x.shape();
       s[0] = k * b;
       auto out = tensor::uninitialized(s);
@@ -129,12 +129,12 @@ class StepwiseResampler {
       x = std::move(ddim.step(u, ts[static_cast<std::size_t>(i)], x, o_.eta, &gen).prev_sample);
     }
     // The first branching from the parent at t_d.
-    tensor parent = std::move(x);                                          // [B, C, R, R]
+    tensor parent = std::move(x);  // [B, C, R, R]
     std::vector<std::int64_t> t_b(static_cast<std::size_t>(b), ts[static_cast<std::size_t>(o_.divert_start_step)]);
     auto u = policy.guided(parent, static_cast<double>(t_b[0]), cond, uncond, o_.guidance_scale);
     auto tr = ddim.transitions(t_b, o_.eta);
     auto children = ddim.sample_children(ddim.mean(ddim.predict(u, parent, t_b), tr), tr, static_cast<int>(k), gen);
-    children.reshape(Shape{k * b, channels, resolution, resolution});       // [k B, C, R, R]
+    children.reshape(Shape{k * b, channels, resolution, resolution});  // [k B, C, R, R]
 
     std::vector<std::int64_t> win_rows, lose_rows, parent_rows;  // rows of the level's children / parent
     std::vector<tensor> win_parts, lose_parts, parent_parts;     // the gathered rows of each level
@@ -146,7 +146,7 @@ class StepwiseResampler {
       diffusion::DdimPrediction<T, D> pred;
       if (!last) {
         auto uc = policy.guided(children, static_cast<double>(t_level), cond_k, uncond_k, o_.guidance_scale);
-        pred = ddim.predict(uc, children, t_kb);                             // x0, eps: [k B, C, R, R]
+        pred = ddim.predict(uc, children, t_kb);  // x0, eps: [k B, C, R, R]
       }
       const auto scores = score(pm, last ? children : pred.x0, t_kb, prompts_k);  // k B, sample-major
       for (const double v : scores)
@@ -158,7 +158,8 @@ class StepwiseResampler {
                                                 tensor::uninitialized(next_parent.shape())};
       std::vector<double> s(static_cast<std::size_t>(k));
       for (std::int64_t j = 0; j < b; ++j) {
-        for (std::int64_t c = 0; c < k; ++c) s[static_cast<std::size_t>(c)] = scores[static_cast<std::size_t>(c * b + j)];
+        for (std::int64_t c = 0; c < k; ++c)
+          s[static_cast<std::size_t>(c)] = scores[static_cast<std::size_t>(c * b + j)];
         const auto cmp = compare_.compare(s, o_.threshold, gen);
         ++r.compared_per_t[t_parent];
         if (cmp.valid) {
@@ -191,7 +192,7 @@ class StepwiseResampler {
       std::vector<std::int64_t> t_next(static_cast<std::size_t>(b), t_level);
       tr = ddim.transitions(t_next, o_.eta);
       children = ddim.sample_children(ddim.mean(next_pred, tr), tr, static_cast<int>(k), gen);
-      children.reshape(Shape{k * b, channels, resolution, resolution});     // [k B, C, R, R]
+      children.reshape(Shape{k * b, channels, resolution, resolution});  // [k B, C, R, R]
     }
     r.final_images = std::move(parent);
     r.pairs.x_t = concat(parent_parts, channels, resolution);

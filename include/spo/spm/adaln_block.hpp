@@ -45,14 +45,17 @@ void adaln_modulate_forward(const ModulationLayout& s, const T* x, const T* mod,
                             std::int64_t scale_chunk, T* y) {
   using Row = Eigen::Array<T, 1, Eigen::Dynamic>;
   using Rows = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  parallel_for(0, s.batch, [&](std::int64_t b) {
-    const T* m = mod + b * s.stride;
-    Eigen::Map<const Row> shift(m + shift_chunk * s.width, s.width), scale(m + scale_chunk * s.width, s.width);
-    const Row one_plus = scale + T(1);
-    Eigen::Map<const Rows> xb(x + b * s.tokens * s.width, s.tokens, s.width);
-    Eigen::Map<Rows> yb(y + b * s.tokens * s.width, s.tokens, s.width);
-    yb = (xb.rowwise() * one_plus).rowwise() + shift;
-  }, s.grain());
+  parallel_for(
+      0, s.batch,
+      [&](std::int64_t b) {
+        const T* m = mod + b * s.stride;
+        Eigen::Map<const Row> shift(m + shift_chunk * s.width, s.width), scale(m + scale_chunk * s.width, s.width);
+        const Row one_plus = scale + T(1);
+        Eigen::Map<const Rows> xb(x + b * s.tokens * s.width, s.tokens, s.width);
+        Eigen::Map<Rows> yb(y + b * s.tokens * s.width, s.tokens, s.width);
+        yb = (xb.rowwise() * one_plus).rowwise() + shift;
+      },
+      s.grain());
 }
 
 /*!
@@ -65,16 +68,19 @@ void adaln_modulate_backward(const ModulationLayout& s, const T* dy, const T* x,
                              std::int64_t scale_chunk, T* dx, T* dmod) {
   using Row = Eigen::Array<T, 1, Eigen::Dynamic>;
   using Rows = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  parallel_for(0, s.batch, [&](std::int64_t b) {
-    const T* m = mod + b * s.stride;
-    T* dm = dmod + b * s.stride;
-    const Row one_plus = Eigen::Map<const Row>(m + scale_chunk * s.width, s.width) + T(1);
-    Eigen::Map<const Rows> dyb(dy + b * s.tokens * s.width, s.tokens, s.width);
-    Eigen::Map<const Rows> xb(x + b * s.tokens * s.width, s.tokens, s.width);
-    Eigen::Map<Row>(dm + shift_chunk * s.width, s.width) += dyb.colwise().sum();
-    Eigen::Map<Row>(dm + scale_chunk * s.width, s.width) += (dyb * xb).colwise().sum();
-    Eigen::Map<Rows>(dx + b * s.tokens * s.width, s.tokens, s.width) = dyb.rowwise() * one_plus;
-  }, s.grain());
+  parallel_for(
+      0, s.batch,
+      [&](std::int64_t b) {
+        const T* m = mod + b * s.stride;
+        T* dm = dmod + b * s.stride;
+        const Row one_plus = Eigen::Map<const Row>(m + scale_chunk * s.width, s.width) + T(1);
+        Eigen::Map<const Rows> dyb(dy + b * s.tokens * s.width, s.tokens, s.width);
+        Eigen::Map<const Rows> xb(x + b * s.tokens * s.width, s.tokens, s.width);
+        Eigen::Map<Row>(dm + shift_chunk * s.width, s.width) += dyb.colwise().sum();
+        Eigen::Map<Row>(dm + scale_chunk * s.width, s.width) += (dyb * xb).colwise().sum();
+        Eigen::Map<Rows>(dx + b * s.tokens * s.width, s.tokens, s.width) = dyb.rowwise() * one_plus;
+      },
+      s.grain());
 }
 
 /// h[b, n, :] += mod[b, gate_chunk] * a[b, n, :]   (the gated residual of adaLN-Zero).
@@ -82,11 +88,14 @@ template <Scalar T>
 void adaln_gate_forward(const ModulationLayout& s, T* h, const T* a, const T* mod, std::int64_t gate_chunk) {
   using Row = Eigen::Array<T, 1, Eigen::Dynamic>;
   using Rows = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  parallel_for(0, s.batch, [&](std::int64_t b) {
-    Eigen::Map<const Row> gate(mod + b * s.stride + gate_chunk * s.width, s.width);
-    Eigen::Map<Rows>(h + b * s.tokens * s.width, s.tokens, s.width) +=
-        Eigen::Map<const Rows>(a + b * s.tokens * s.width, s.tokens, s.width).rowwise() * gate;
-  }, s.grain());
+  parallel_for(
+      0, s.batch,
+      [&](std::int64_t b) {
+        Eigen::Map<const Row> gate(mod + b * s.stride + gate_chunk * s.width, s.width);
+        Eigen::Map<Rows>(h + b * s.tokens * s.width, s.tokens, s.width) +=
+            Eigen::Map<const Rows>(a + b * s.tokens * s.width, s.tokens, s.width).rowwise() * gate;
+      },
+      s.grain());
 }
 
 /// da[b, n, :] = mod[b, gate_chunk] * dy[b, n, :];  dmod[b, gate_chunk] += sum_n dy[b, n, :] * a[b, n, :].
@@ -95,21 +104,24 @@ void adaln_gate_backward(const ModulationLayout& s, const T* dy, const T* a, con
                          T* da, T* dmod) {
   using Row = Eigen::Array<T, 1, Eigen::Dynamic>;
   using Rows = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  parallel_for(0, s.batch, [&](std::int64_t b) {
-    Eigen::Map<const Row> gate(mod + b * s.stride + gate_chunk * s.width, s.width);
-    Eigen::Map<const Rows> dyb(dy + b * s.tokens * s.width, s.tokens, s.width);
-    Eigen::Map<const Rows> ab(a + b * s.tokens * s.width, s.tokens, s.width);
-    Eigen::Map<Row>(dmod + b * s.stride + gate_chunk * s.width, s.width) += (dyb * ab).colwise().sum();
-    Eigen::Map<Rows>(da + b * s.tokens * s.width, s.tokens, s.width) = dyb.rowwise() * gate;
-  }, s.grain());
+  parallel_for(
+      0, s.batch,
+      [&](std::int64_t b) {
+        Eigen::Map<const Row> gate(mod + b * s.stride + gate_chunk * s.width, s.width);
+        Eigen::Map<const Rows> dyb(dy + b * s.tokens * s.width, s.tokens, s.width);
+        Eigen::Map<const Rows> ab(a + b * s.tokens * s.width, s.tokens, s.width);
+        Eigen::Map<Row>(dmod + b * s.stride + gate_chunk * s.width, s.width) += (dyb * ab).colwise().sum();
+        Eigen::Map<Rows>(da + b * s.tokens * s.width, s.tokens, s.width) = dyb.rowwise() * gate;
+      },
+      s.grain());
 }
 
 }  // namespace spo::cpu_kernels
 
 namespace spo {
 
-// The adaLN operations on whole tensors (the CPU forms; spm/cuda/spm_kernels.hpp has the spo::cuda twins, found by ADL):
-// x [B, N, W] (or [B, W]) with a modulation mod [B, k W] read in chunks of W.
+// The adaLN operations on whole tensors (the CPU forms; spm/cuda/spm_kernels.hpp has the spo::cuda twins, found by
+// ADL): x [B, N, W] (or [B, W]) with a modulation mod [B, k W] read in chunks of W.
 
 namespace spm_detail {
 
@@ -129,7 +141,7 @@ Tensor<T, cpu> adaln_modulate(const Tensor<T, cpu>& x, const Tensor<T, cpu>& mod
                               std::int64_t scale_chunk) {
   const auto lay =
       spm_detail::modulation_layout(x.shape(), mod.shape(), std::max(shift_chunk, scale_chunk) + 1, "adaln_modulate");
-  auto y = Tensor<T, cpu>::uninitialized(x.shape());                         // x.shape
+  auto y = Tensor<T, cpu>::uninitialized(x.shape());  // x.shape
   cpu_kernels::adaln_modulate_forward(lay, x.data(), mod.data(), shift_chunk, scale_chunk, y.data());
   return y;
 }
@@ -142,7 +154,7 @@ Tensor<T, cpu> adaln_modulate_backward(const Tensor<T, cpu>& dy, const Tensor<T,
   check_same_shape(dmod.shape(), mod.shape(), "adaln_modulate_backward (dmod vs mod)");
   const auto lay = spm_detail::modulation_layout(x.shape(), mod.shape(), std::max(shift_chunk, scale_chunk) + 1,
                                                  "adaln_modulate_backward");
-  auto dx = Tensor<T, cpu>::uninitialized(x.shape());                        // x.shape
+  auto dx = Tensor<T, cpu>::uninitialized(x.shape());  // x.shape
   cpu_kernels::adaln_modulate_backward(lay, dy.data(), x.data(), mod.data(), shift_chunk, scale_chunk, dx.data(),
                                        dmod.data());
   return dx;
@@ -163,7 +175,7 @@ Tensor<T, cpu> adaln_gate_backward(const Tensor<T, cpu>& dy, const Tensor<T, cpu
   check_same_shape(dy.shape(), a.shape(), "adaln_gate_backward (gradient vs branch)");
   check_same_shape(dmod.shape(), mod.shape(), "adaln_gate_backward (dmod vs mod)");
   const auto lay = spm_detail::modulation_layout(a.shape(), mod.shape(), gate_chunk + 1, "adaln_gate_backward");
-  auto da = Tensor<T, cpu>::uninitialized(a.shape());                        // a.shape
+  auto da = Tensor<T, cpu>::uninitialized(a.shape());  // a.shape
   cpu_kernels::adaln_gate_backward(lay, dy.data(), a.data(), mod.data(), gate_chunk, da.data(), dmod.data());
   return da;
 }
@@ -268,11 +280,9 @@ class AdaLNBlock {
 
   /// SPO's init_adaln_paras: modulation weight 0, bias 0 except the gate chunks g1, g2 = 1, so the block equals the
   /// unconditioned block with the same shared weights for every t_emb.
-  void init_adaln_identity()
-    requires conditioned
-  {
+  void init_adaln_identity() requires conditioned {
     modulation_.weight().value.fill_zero();
-    auto& bias = modulation_.bias().value;                                  // [6W]
+    auto& bias = modulation_.bias().value;  // [6W]
     bias.fill_zero();
     fill_constant(TensorView<T, D>(bias.data() + 2 * width_, Shape{width_}), T(1));
     fill_constant(TensorView<T, D>(bias.data() + 5 * width_, Shape{width_}), T(1));
@@ -284,16 +294,16 @@ class AdaLNBlock {
               describe() << ": input shape " << x.shape() << " is not [B, N, " << width_ << "]");
     const bool keep = nn::grad_enabled();
     if constexpr (conditioned) {
-      SPO_CHECK(t_emb.shape() == (Shape{x.size(0), width_}),
-                describe() << ": t_emb shape " << t_emb.shape() << " is not [" << x.size(0) << ", " << width_
-                           << "] for input shape " << x.shape());
-      tensor mod = modulation_.forward(modulation_act_.forward(t_emb));     // [B, 6W]
-      tensor n1 = ln_1_.forward(x);                                         // [B, N, W]
-      tensor a1 = attn_.forward(adaln_modulate(n1, mod, 0, 1));             // [B, N, W]
-      tensor h = x;                                                         // [B, N, W]
+      SPO_CHECK(t_emb.shape() == (Shape{x.size(0), width_}), describe() << ": t_emb shape " << t_emb.shape()
+                                                                        << " is not [" << x.size(0) << ", " << width_
+                                                                        << "] for input shape " << x.shape());
+      tensor mod = modulation_.forward(modulation_act_.forward(t_emb));  // [B, 6W]
+      tensor n1 = ln_1_.forward(x);                                      // [B, N, W]
+      tensor a1 = attn_.forward(adaln_modulate(n1, mod, 0, 1));          // [B, N, W]
+      tensor h = x;                                                      // [B, N, W]
       adaln_gate_add(h, a1, mod, 2);
-      tensor n2 = ln_2_.forward(h);                                         // [B, N, W]
-      tensor f = mlp_forward(adaln_modulate(n2, mod, 3, 4));                // [B, N, W]
+      tensor n2 = ln_2_.forward(h);                           // [B, N, W]
+      tensor f = mlp_forward(adaln_modulate(n2, mod, 3, 4));  // [B, N, W]
       adaln_gate_add(h, f, mod, 5);
       if (keep) {
         mod_ = std::move(mod);
@@ -305,9 +315,9 @@ class AdaLNBlock {
       x_shape_ = x.shape();
       return h;
     } else {
-      tensor h = attn_.forward(ln_1_.forward(x));                           // [B, N, W]
+      tensor h = attn_.forward(ln_1_.forward(x));  // [B, N, W]
       add_inplace(h, x);
-      tensor y = mlp_forward(ln_2_.forward(h));                             // [B, N, W]
+      tensor y = mlp_forward(ln_2_.forward(h));  // [B, N, W]
       add_inplace(y, h);
       x_shape_ = x.shape();
       t_shape_ = t_emb.shape();
@@ -320,22 +330,22 @@ class AdaLNBlock {
               describe() << ": gradient shape " << dy.shape() << " does not match output shape " << x_shape_);
     if constexpr (conditioned) {
       SPO_CHECK(!mod_.empty(), describe() << ": backward without a forward in grad mode");
-      tensor dmod(mod_.shape());                                            // [B, 6W]
-      tensor dm2 = mlp_backward(adaln_gate_backward(dy, f_, mod_, 5, dmod)); // [B, N, W]
+      tensor dmod(mod_.shape());                                                        // [B, 6W]
+      tensor dm2 = mlp_backward(adaln_gate_backward(dy, f_, mod_, 5, dmod));            // [B, N, W]
       tensor dh = ln_2_.backward(adaln_modulate_backward(dm2, n2_, mod_, 3, 4, dmod));  // [B, N, W]
       add_inplace(dh, dy);
-      tensor dm1 = attn_.backward(adaln_gate_backward(dh, a1_, mod_, 2, dmod));          // [B, N, W]
-      tensor dx = ln_1_.backward(adaln_modulate_backward(dm1, n1_, mod_, 0, 1, dmod));   // [B, N, W]
+      tensor dm1 = attn_.backward(adaln_gate_backward(dh, a1_, mod_, 2, dmod));         // [B, N, W]
+      tensor dx = ln_1_.backward(adaln_modulate_backward(dm1, n1_, mod_, 0, 1, dmod));  // [B, N, W]
       add_inplace(dx, dh);
-      tensor dt = modulation_act_.backward(modulation_.backward(dmod));     // [B, W]
+      tensor dt = modulation_act_.backward(modulation_.backward(dmod));  // [B, W]
       release();
       return {std::move(dx), std::move(dt)};
     } else {
-      tensor dh = ln_2_.backward(mlp_backward(dy));                         // [B, N, W]
+      tensor dh = ln_2_.backward(mlp_backward(dy));  // [B, N, W]
       add_inplace(dh, dy);
-      tensor dx = ln_1_.backward(attn_.backward(dh));                       // [B, N, W]
+      tensor dx = ln_1_.backward(attn_.backward(dh));  // [B, N, W]
       add_inplace(dx, dh);
-      return {std::move(dx), tensor(t_shape_)};                             // [B, N, W], zeros like t_emb
+      return {std::move(dx), tensor(t_shape_)};  // [B, N, W], zeros like t_emb
     }
   }
 
@@ -356,11 +366,7 @@ class AdaLNBlock {
   nn::Linear<T, D>& c_fc() { return c_fc_; }
   nn::Linear<T, D>& c_proj() { return c_proj_; }
   /// Linear(W -> 6W) of the modulation (the `1` of adaLN_modulation).
-  nn::Linear<T, D>& adaln_modulation()
-    requires conditioned
-  {
-    return modulation_;
-  }
+  nn::Linear<T, D>& adaln_modulation() requires conditioned { return modulation_; }
 
  private:
   std::string describe() const {
@@ -370,10 +376,10 @@ class AdaLNBlock {
   }
 
   tensor mlp_forward(const tensor& x) {
-    return c_proj_.forward(gelu_.forward(c_fc_.forward(x)));                // [B, N, W]
+    return c_proj_.forward(gelu_.forward(c_fc_.forward(x)));  // [B, N, W]
   }
   tensor mlp_backward(const tensor& dy) {
-    return c_fc_.backward(gelu_.backward(c_proj_.backward(dy)));            // [B, N, W]
+    return c_fc_.backward(gelu_.backward(c_proj_.backward(dy)));  // [B, N, W]
   }
 
   void release() {

@@ -53,21 +53,21 @@ ValidationViews<typename Model::scalar_type> make_validation_views(Model& base, 
       continue;
     }
     Generator gen{seed + static_cast<std::uint64_t>(t), 0};
-    const auto noise = randn<T>(a.shape(), gen);                              // [N, C, R, R]
+    const auto noise = randn<T>(a.shape(), gen);  // [N, C, R, R]
     PairPredictions<T> out{Tensor<T, cpu>::uninitialized(a.shape()), Tensor<T, cpu>::uninitialized(a.shape())};
     for (std::int64_t i = 0; i < n; i += batch) {
       const std::int64_t m = std::min(batch, n - i);
       Shape s = a.shape();
       s[0] = m;
       auto slice = [&](const Tensor<T, cpu>& src) {
-        auto d = Tensor<T, cpu>::uninitialized(s);                            // [m, C, R, R]
+        auto d = Tensor<T, cpu>::uninitialized(s);  // [m, C, R, R]
         std::copy_n(src.data() + i * per, m * per, d.data());
         return d;
       };
       const std::vector<std::int64_t> ts(static_cast<std::size_t>(m), t);
-      const auto pr = predict_pair_x0(base, ddim, slice(a), slice(b), slice(noise), ts,
-                                      std::span(v.prompts).subspan(static_cast<std::size_t>(i), static_cast<std::size_t>(m)),
-                                      guidance);
+      const auto pr = predict_pair_x0(
+          base, ddim, slice(a), slice(b), slice(noise), ts,
+          std::span(v.prompts).subspan(static_cast<std::size_t>(i), static_cast<std::size_t>(m)), guidance);
       std::copy_n(pr.x0_a.data(), m * per, out.x0_a.data() + i * per);
       std::copy_n(pr.x0_b.data(), m * per, out.x0_b.data() + i * per);
     }

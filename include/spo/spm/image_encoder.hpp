@@ -41,18 +41,20 @@ Tensor<T, cpu> patch_tokens(const Tensor<T, cpu>& patches, const Tensor<T, cpu>&
                 pos_embedding.shape() == (Shape{patches.size(2) * patches.size(3) + 1, patches.size(1)}),
             "patch_tokens: patches " << patches.shape() << ", class embedding " << cls_embedding.shape()
                                      << " and positional embedding " << pos_embedding.shape() << " do not agree");
-  const std::int64_t batch = patches.size(0), w = patches.size(1), np = patches.size(2) * patches.size(3),
-                     n = np + 1;
-  auto seq = Tensor<T, cpu>::uninitialized(Shape{batch, n, w});              // [B, N + 1, W]
+  const std::int64_t batch = patches.size(0), w = patches.size(1), np = patches.size(2) * patches.size(3), n = np + 1;
+  auto seq = Tensor<T, cpu>::uninitialized(Shape{batch, n, w});  // [B, N + 1, W]
   const T* pos = pos_embedding.data();
   const T* cls = cls_embedding.data();
-  parallel_for(0, batch, [&](std::int64_t b) {
-    T* s = seq.data() + b * n * w;
-    const T* src = patches.data() + b * w * np;
-    for (std::int64_t k = 0; k < w; ++k) s[k] = cls[k] + pos[k];
-    for (std::int64_t p = 0; p < np; ++p)
-      for (std::int64_t k = 0; k < w; ++k) s[(1 + p) * w + k] = src[k * np + p] + pos[(1 + p) * w + k];
-  }, cpu_kernels::ModulationLayout{batch, n, w, w}.grain());
+  parallel_for(
+      0, batch,
+      [&](std::int64_t b) {
+        T* s = seq.data() + b * n * w;
+        const T* src = patches.data() + b * w * np;
+        for (std::int64_t k = 0; k < w; ++k) s[k] = cls[k] + pos[k];
+        for (std::int64_t p = 0; p < np; ++p)
+          for (std::int64_t k = 0; k < w; ++k) s[(1 + p) * w + k] = src[k * np + p] + pos[(1 + p) * w + k];
+      },
+      cpu_kernels::ModulationLayout{batch, n, w, w}.grain());
   return seq;
 }
 
@@ -76,12 +78,15 @@ Tensor<T, cpu> patch_tokens_backward(const Tensor<T, cpu>& dseq, std::int64_t gr
     for (std::int64_t b = 0; b < batch; ++b) gp += Eigen::Map<const Array>(dseq.data() + b * n * w, n * w);
   }
   auto dpatches = Tensor<T, cpu>::uninitialized(Shape{batch, w, grid, grid});  // [B, W, g, g]
-  parallel_for(0, batch, [&](std::int64_t b) {
-    const T* s = dseq.data() + b * n * w;
-    T* dst = dpatches.data() + b * w * np;
-    for (std::int64_t p = 0; p < np; ++p)
-      for (std::int64_t k = 0; k < w; ++k) dst[k * np + p] = s[(1 + p) * w + k];
-  }, cpu_kernels::ModulationLayout{batch, n, w, w}.grain());
+  parallel_for(
+      0, batch,
+      [&](std::int64_t b) {
+        const T* s = dseq.data() + b * n * w;
+        T* dst = dpatches.data() + b * w * np;
+        for (std::int64_t p = 0; p < np; ++p)
+          for (std::int64_t k = 0; k < w; ++k) dst[k * np + p] = s[(1 + p) * w + k];
+      },
+      cpu_kernels::ModulationLayout{batch, n, w, w}.grain());
   return dpatches;
 }
 
@@ -90,7 +95,7 @@ template <Scalar T>
 Tensor<T, cpu> first_token(const Tensor<T, cpu>& h) {
   SPO_CHECK(h.rank() == 3 && h.size(1) >= 1, "first_token: shape " << h.shape() << " is not [B, N >= 1, W]");
   const std::int64_t batch = h.size(0), n = h.size(1), w = h.size(2);
-  auto cls = Tensor<T, cpu>::uninitialized(Shape{batch, w});                 // [B, W]
+  auto cls = Tensor<T, cpu>::uninitialized(Shape{batch, w});  // [B, W]
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t k = 0; k < w; ++k) cls[b * w + k] = h[b * n * w + k];
   return cls;
@@ -102,7 +107,7 @@ Tensor<T, cpu> first_token_backward(const Tensor<T, cpu>& dcls, std::int64_t tok
   SPO_CHECK(dcls.rank() == 2 && tokens >= 1,
             "first_token_backward: gradient shape " << dcls.shape() << " with " << tokens << " tokens");
   const std::int64_t batch = dcls.size(0), w = dcls.size(1);
-  Tensor<T, cpu> dh(Shape{batch, tokens, w});                                // [B, N, W]
+  Tensor<T, cpu> dh(Shape{batch, tokens, w});  // [B, N, W]
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t k = 0; k < w; ++k) dh[b * tokens * w + k] = dcls[b * w + k];
   return dh;
@@ -205,9 +210,7 @@ class ImageEncoder {
   }
 
   /// SPO's init_adaln_paras: every block at its identity (gates 1) and the final modulation 0.
-  void init_adaln_identity()
-    requires conditioned
-  {
+  void init_adaln_identity() requires conditioned {
     for (auto& b : blocks_) b.init_adaln_identity();
     final_modulation_.weight().value.fill_zero();
     final_modulation_.bias().value.fill_zero();
@@ -219,22 +222,21 @@ class ImageEncoder {
     SPO_CHECK(x.rank() == 4 && x.size(1) == c.channels && x.size(2) == c.resolution && x.size(3) == c.resolution,
               describe() << ": image shape " << x.shape() << " is not [B, " << c.channels << ", " << c.resolution
                          << ", " << c.resolution << "]");
-    SPO_CHECK(t.shape() == Shape{x.size(0)},
-              describe() << ": timestep shape " << t.shape() << " is not [" << x.size(0) << "] for image shape "
-                         << x.shape());
+    SPO_CHECK(t.shape() == Shape{x.size(0)}, describe() << ": timestep shape " << t.shape() << " is not [" << x.size(0)
+                                                        << "] for image shape " << x.shape());
     const std::int64_t batch = x.size(0);
     tensor t_emb;
     if constexpr (conditioned) {
       const auto opts = nn::SinusoidalEmbeddingOptions::cos_first(time_frequency_dim);
-      t_emb = t_embedder_.forward(timestep_embedding(t, opts));             // [B, W] (nn:: by ADL on opts)
+      t_emb = t_embedder_.forward(timestep_embedding(t, opts));  // [B, W] (nn:: by ADL on opts)
     }
     tensor h = patch_tokens(conv1_.forward(x), class_embedding_.value, positional_embedding_.value);  // [B, N + 1, W]
-    h = ln_pre_.forward(h);                                                 // [B, N + 1, W]
-    for (auto& b : blocks_) h = b.forward(h, t_emb);                        // [B, N + 1, W]
-    tensor p = ln_post_.forward(first_token(h));                            // [B, W]
+    h = ln_pre_.forward(h);                                                                           // [B, N + 1, W]
+    for (auto& b : blocks_) h = b.forward(h, t_emb);                                                  // [B, N + 1, W]
+    tensor p = ln_post_.forward(first_token(h));                                                      // [B, W]
     if constexpr (conditioned) {
-      tensor mod = final_modulation_.forward(final_act_.forward(t_emb));    // [B, 2W]
-      tensor q = adaln_modulate(p, mod, 0, 1);                              // [B, W]
+      tensor mod = final_modulation_.forward(final_act_.forward(t_emb));  // [B, 2W]
+      tensor q = adaln_modulate(p, mod, 0, 1);                            // [B, W]
       if (nn::grad_enabled()) {
         pooled_ = std::move(p);
         final_mod_ = std::move(mod);
@@ -242,36 +244,36 @@ class ImageEncoder {
       p = std::move(q);
     }
     batch_ = batch;
-    return proj_.forward(p);                                                // [B, E]
+    return proj_.forward(p);  // [B, E]
   }
 
   tensor backward(const tensor& dy) {
-    SPO_CHECK(dy.shape() == (Shape{batch_, config_.embed_dim}),
-              describe() << ": gradient shape " << dy.shape() << " does not match output shape "
-                         << Shape{batch_, config_.embed_dim});
-    tensor dp = proj_.backward(dy);                                         // [B, W]
+    SPO_CHECK(dy.shape() == (Shape{batch_, config_.embed_dim}), describe() << ": gradient shape " << dy.shape()
+                                                                           << " does not match output shape "
+                                                                           << Shape{batch_, config_.embed_dim});
+    tensor dp = proj_.backward(dy);  // [B, W]
     tensor dt_emb;
     if constexpr (conditioned) {
       SPO_CHECK(!final_mod_.empty(), describe() << ": backward without a forward in grad mode");
-      tensor dmod(final_mod_.shape());                                      // [B, 2W]
+      tensor dmod(final_mod_.shape());                                           // [B, 2W]
       tensor dq = adaln_modulate_backward(dp, pooled_, final_mod_, 0, 1, dmod);  // [B, W]
-      dt_emb = final_act_.backward(final_modulation_.backward(dmod));       // [B, W]
+      dt_emb = final_act_.backward(final_modulation_.backward(dmod));            // [B, W]
       dp = std::move(dq);
       pooled_ = tensor();
       final_mod_ = tensor();
     }
-    tensor dcls = ln_post_.backward(dp);                                    // [B, W]
-    tensor dh = first_token_backward(dcls, tokens());                       // [B, N + 1, W]
+    tensor dcls = ln_post_.backward(dp);               // [B, W]
+    tensor dh = first_token_backward(dcls, tokens());  // [B, N + 1, W]
     for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) {
       auto g = it->backward(dh);
-      dh = std::move(g.dx);                                                 // [B, N + 1, W]
+      dh = std::move(g.dx);  // [B, N + 1, W]
       if constexpr (conditioned) add_inplace(dt_emb, g.dt_emb);
     }
-    if constexpr (conditioned) t_embedder_.backward(dt_emb);               // no gradient w.r.t. t
-    tensor dseq = ln_pre_.backward(dh);                                     // [B, N + 1, W]
+    if constexpr (conditioned) t_embedder_.backward(dt_emb);  // no gradient w.r.t. t
+    tensor dseq = ln_pre_.backward(dh);                       // [B, N + 1, W]
     tensor dpatches = patch_tokens_backward(dseq, grid_, class_embedding_.trainable ? &class_embedding_.grad : nullptr,
                                             positional_embedding_.trainable ? &positional_embedding_.grad : nullptr);
-    return conv1_.backward(dpatches);                                       // [B, C, R, R]
+    return conv1_.backward(dpatches);  // [B, C, R, R]
   }
 
   template <class F>
@@ -295,22 +297,14 @@ class ImageEncoder {
   std::int64_t tokens() const { return grid_ * grid_ + 1; }
   std::vector<block_type>& blocks() { return blocks_; }
   /// Linear(W -> 2W) of the final modulation (the `1` of final_adaLN_modulation).
-  nn::Linear<T, D>& final_adaln_modulation()
-    requires conditioned
-  {
-    return final_modulation_;
-  }
-  nn::TimestepEmbedding<T, D>& t_embedder()
-    requires conditioned
-  {
-    return t_embedder_;
-  }
+  nn::Linear<T, D>& final_adaln_modulation() requires conditioned { return final_modulation_; }
+  nn::TimestepEmbedding<T, D>& t_embedder() requires conditioned { return t_embedder_; }
 
  private:
   std::string describe() const {
     std::ostringstream os;
-    os << "ImageEncoder<" << Policy::name << ">(resolution=" << config_.resolution << ", channels="
-       << config_.channels << ", patch_size=" << config_.patch_size << ", width=" << config_.width << ")";
+    os << "ImageEncoder<" << Policy::name << ">(resolution=" << config_.resolution << ", channels=" << config_.channels
+       << ", patch_size=" << config_.patch_size << ", width=" << config_.width << ")";
     return os.str();
   }
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief How a preference model sees a denoising step: the frozen base model's one-step x0 prediction of a noised pair.
+/// @brief How a preference model sees a denoising step: the frozen base model's one-step x0 prediction of a noised
+/// pair.
 #pragma once
 
 #include <cstdint>
@@ -46,19 +47,20 @@ PairPredictions<T> predict_pair_x0(Model& base, const Scheduler& ddim, const Ten
   p2.insert(p2.end(), prompts.begin(), prompts.end());
   Shape s = images_a.shape();
   s[0] = 2 * p;
-  auto x0 = Tensor<T, cpu>::uninitialized(s);                                 // [2P, C, R, R]
-  auto eps = Tensor<T, cpu>::uninitialized(s);                                // [2P, C, R, R]
+  auto x0 = Tensor<T, cpu>::uninitialized(s);   // [2P, C, R, R]
+  auto eps = Tensor<T, cpu>::uninitialized(s);  // [2P, C, R, R]
   std::copy_n(images_a.data(), p * per, x0.data());
   std::copy_n(images_b.data(), p * per, x0.data() + p * per);
   std::copy_n(noise.data(), p * per, eps.data());
   std::copy_n(noise.data(), p * per, eps.data() + p * per);
-  auto x_t = ddim.noise_schedule().add_noise(x0, eps, t2);                    // [2P, C, R, R]
-  Tensor<T, cpu> tt = Tensor<T, cpu>::uninitialized(Shape{2 * p});            // [2P]
+  auto x_t = ddim.noise_schedule().add_noise(x0, eps, t2);          // [2P, C, R, R]
+  Tensor<T, cpu> tt = Tensor<T, cpu>::uninitialized(Shape{2 * p});  // [2P]
   for (std::int64_t i = 0; i < 2 * p; ++i) tt[i] = static_cast<T>(t2[static_cast<std::size_t>(i)]);
   const std::vector<std::string> empty(static_cast<std::size_t>(2 * p));
   auto u = base.guided(x_t, tt, base.encode(p2), base.encode(empty), guidance);  // [2P, C, R, R]
   auto pred = ddim.predict(u, x_t, t2);
-  PairPredictions<T> out{Tensor<T, cpu>::uninitialized(images_a.shape()), Tensor<T, cpu>::uninitialized(images_a.shape())};
+  PairPredictions<T> out{Tensor<T, cpu>::uninitialized(images_a.shape()),
+                         Tensor<T, cpu>::uninitialized(images_a.shape())};
   std::copy_n(pred.x0.data(), p * per, out.x0_a.data());
   std::copy_n(pred.x0.data() + p * per, p * per, out.x0_b.data());
   return out;

@@ -60,10 +60,10 @@ Tensor<T, cpu> clip_scores(const Tensor<T, cpu>& f, const Tensor<T, cpu>& g, con
             "clip_scores: image features " << f.shape() << ", text features " << g.shape() << ", logit scale "
                                            << logit_scale.shape());
   const std::int64_t batch = f.size(0), e = f.size(1);
-  u = Tensor<T, cpu>::uninitialized(f.shape());                              // [B, E]
-  v = Tensor<T, cpu>::uninitialized(g.shape());                              // [B, E]
-  norms = Tensor<T, cpu>::uninitialized(Shape{batch, 2});                    // [B, 2] |f|, |g|
-  auto scores = Tensor<T, cpu>::uninitialized(Shape{batch});                 // [B]
+  u = Tensor<T, cpu>::uninitialized(f.shape());               // [B, E]
+  v = Tensor<T, cpu>::uninitialized(g.shape());               // [B, E]
+  norms = Tensor<T, cpu>::uninitialized(Shape{batch, 2});     // [B, 2] |f|, |g|
+  auto scores = Tensor<T, cpu>::uninitialized(Shape{batch});  // [B]
   const double scale = std::exp(static_cast<double>(logit_scale[0]));
   for (std::int64_t b = 0; b < batch; ++b) {
     const double nf = spm_detail::normalize_row(f.data() + b * e, u.data() + b * e, e);
@@ -86,14 +86,14 @@ void clip_scores_backward(const Tensor<T, cpu>& ds, const Tensor<T, cpu>& u, con
   check_same_shape(ds.shape(), scores.shape(), "clip_scores_backward (gradient vs scores)");
   const std::int64_t batch = u.size(0), e = u.size(1);
   const double scale = std::exp(static_cast<double>(logit_scale[0]));
-  df = Tensor<T, cpu>::uninitialized(u.shape());                             // [B, E]
-  dg = Tensor<T, cpu>::uninitialized(v.shape());                             // [B, E]
+  df = Tensor<T, cpu>::uninitialized(u.shape());  // [B, E]
+  dg = Tensor<T, cpu>::uninitialized(v.shape());  // [B, E]
   double dls = 0;
   for (std::int64_t b = 0; b < batch; ++b) {
     const double d = static_cast<double>(ds[b]);
     dls += d * static_cast<double>(scores[b]);
-    spm_detail::normalize_row_backward(u.data() + b * e, v.data() + b * e, d * scale,
-                                       static_cast<double>(norms[2 * b]), df.data() + b * e, e);
+    spm_detail::normalize_row_backward(u.data() + b * e, v.data() + b * e, d * scale, static_cast<double>(norms[2 * b]),
+                                       df.data() + b * e, e);
     spm_detail::normalize_row_backward(v.data() + b * e, u.data() + b * e, d * scale,
                                        static_cast<double>(norms[2 * b + 1]), dg.data() + b * e, e);
   }
@@ -126,13 +126,14 @@ inline void validate(const PreferenceNetworkConfig& c, std::string_view key = "n
   SPO_CONFIG_CHECK(c.text_heads > 0 && c.text_width % c.text_heads == 0, k + ".text_heads",
                    "must be >= 1 and divide text_width " << c.text_width << ", got " << c.text_heads);
   SPO_CONFIG_CHECK(c.text_max_length > 0, k + ".text_max_length", "must be >= 1, got " << c.text_max_length);
-  SPO_CONFIG_CHECK(std::isfinite(c.init_logit_scale), k + ".init_logit_scale", "must be finite, got " << c.init_logit_scale);
+  SPO_CONFIG_CHECK(std::isfinite(c.init_logit_scale), k + ".init_logit_scale",
+                   "must be finite, got " << c.init_logit_scale);
 }
 
 /*!
   WHAT THIS REPRESENTS
-    SPO's step-aware preference model network (docs/algorithm.md 4.1; PickScore / CLIP scoring), for images [B, C, R, R],
-    timesteps t [B] and token rows ids [B][L]:
+    SPO's step-aware preference model network (docs/algorithm.md 4.1; PickScore / CLIP scoring), for images
+    [B, C, R, R], timesteps t [B] and token rows ids [B][L]:
       u = f / |f|, f = visual(x, t)  [B, E];   v = g / |g|, g = text(ids)  [B, E]
       s_b = exp(logit_scale) <u_b, v_b>                                         [B]
     Policy = StepConditioned gives the step-aware SPM, Unconditioned a PickScore-like CLIP scorer (t ignored).
@@ -154,7 +155,8 @@ class PreferenceNetwork {
 
   PreferenceNetwork() = default;
   PreferenceNetwork(const PreferenceNetworkConfig& c, std::int64_t vocab_size)
-      : config_(c), visual_(c.image),
+      : config_(c),
+        visual_(c.image),
         text_(vocab_size, c.text_max_length, c.text_width, c.text_heads, c.image.embed_dim),
         logit_scale_(Shape{}) {
     SPO_CHECK(c.text_width > 0 && c.text_heads > 0 && c.text_width % c.text_heads == 0,
@@ -174,10 +176,10 @@ class PreferenceNetwork {
   tensor forward(const tensor& images, const tensor& t, std::span<const std::vector<std::int32_t>> ids) {
     SPO_CHECK(images.rank() >= 1 && static_cast<std::int64_t>(ids.size()) == images.size(0),
               "PreferenceNetwork: " << ids.size() << " token rows for image shape " << images.shape());
-    tensor f = visual_.forward(images, t);                                  // [B, E]
-    tensor g = text_.forward(ids);                                          // [B, E]
-    tensor u, v, norms;                                                     // [B, E], [B, E], [B, 2]
-    tensor scores = clip_scores(f, g, logit_scale_.value, u, v, norms);     // [B]
+    tensor f = visual_.forward(images, t);                               // [B, E]
+    tensor g = text_.forward(ids);                                       // [B, E]
+    tensor u, v, norms;                                                  // [B, E], [B, E], [B, 2]
+    tensor scores = clip_scores(f, g, logit_scale_.value, u, v, norms);  // [B]
     if (nn::grad_enabled()) {
       u_ = std::move(u);
       v_ = std::move(v);
@@ -191,10 +193,10 @@ class PreferenceNetwork {
   /// du = ds e^ls v, df = (du - u <u, du>) / |f| (and symmetrically for the text features).
   tensor backward(const tensor& dscores) {
     SPO_CHECK(!u_.empty(), "PreferenceNetwork::backward without a forward in grad mode");
-    SPO_CHECK(dscores.shape() == scores_.shape(),
-              "PreferenceNetwork::backward: gradient shape " << dscores.shape() << " does not match scores shape "
-                                                             << scores_.shape());
-    tensor df, dg;                                                          // [B, E]
+    SPO_CHECK(dscores.shape() == scores_.shape(), "PreferenceNetwork::backward: gradient shape "
+                                                      << dscores.shape() << " does not match scores shape "
+                                                      << scores_.shape());
+    tensor df, dg;  // [B, E]
     clip_scores_backward(dscores, u_, v_, norms_, scores_, logit_scale_.value, df, dg,
                          logit_scale_.trainable ? &logit_scale_.grad : nullptr);
     u_ = tensor();
@@ -202,7 +204,7 @@ class PreferenceNetwork {
     norms_ = tensor();
     scores_ = tensor();
     text_.backward(dg);
-    return visual_.backward(df);                                            // [B, C, R, R]
+    return visual_.backward(df);  // [B, C, R, R]
   }
 
   template <class F>
@@ -222,9 +224,9 @@ class PreferenceNetwork {
   image_encoder_type visual_;
   prompt_encoder_type text_;
   nn::Parameter<T, D> logit_scale_;
-  tensor u_, v_;    // [B, E] normalised features, kept for backward
-  tensor norms_;    // [B, 2] feature norms
-  tensor scores_;   // [B]
+  tensor u_, v_;   // [B, E] normalised features, kept for backward
+  tensor norms_;   // [B, 2] feature norms
+  tensor scores_;  // [B]
 };
 
 /// A network of type Net (a PreferenceNetwork) for the Fashion-MNIST prompts: vocabulary from

@@ -29,7 +29,7 @@ Tensor<T, cpu> weighted_token_sum(const Tensor<T, cpu>& h, const Tensor<T, cpu>&
   SPO_CHECK(h.rank() == 3 && weights.shape() == (Shape{h.size(0), h.size(1)}),
             "weighted_token_sum: weights shape " << weights.shape() << " does not match tokens " << h.shape());
   const std::int64_t batch = h.size(0), length = h.size(1), w = h.size(2);
-  auto pooled = Tensor<T, cpu>::uninitialized(Shape{batch, w});              // [B, W]
+  auto pooled = Tensor<T, cpu>::uninitialized(Shape{batch, w});  // [B, W]
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t k = 0; k < w; ++k) {
       T acc = 0;
@@ -45,7 +45,7 @@ Tensor<T, cpu> weighted_token_sum_backward(const Tensor<T, cpu>& dout, const Ten
   SPO_CHECK(weights.rank() == 2 && dout.rank() == 2 && dout.size(0) == weights.size(0),
             "weighted_token_sum_backward: gradient shape " << dout.shape() << " for weights " << weights.shape());
   const std::int64_t batch = weights.size(0), length = weights.size(1), w = dout.size(1);
-  auto dh = Tensor<T, cpu>::uninitialized(Shape{batch, length, w});          // [B, L, W]
+  auto dh = Tensor<T, cpu>::uninitialized(Shape{batch, length, w});  // [B, L, W]
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t l = 0; l < length; ++l)
       for (std::int64_t k = 0; k < w; ++k) dh[(b * length + l) * w + k] = weights[b * length + l] * dout[b * w + k];
@@ -81,11 +81,13 @@ class PromptEncoder {
   PromptEncoder() = default;
   PromptEncoder(std::int64_t vocab_size, std::int64_t max_length, std::int64_t width, std::int64_t heads,
                 std::int64_t embed_dim)
-      : embedding_(vocab_size, max_length, width), block_(width, heads), ln_final_(width),
+      : embedding_(vocab_size, max_length, width),
+        block_(width, heads),
+        ln_final_(width),
         projection_(width, embed_dim, false) {
     SPO_CHECK(vocab_size > 0 && max_length > 0 && embed_dim > 0,
-              "PromptEncoder: vocab_size " << vocab_size << ", max_length " << max_length << ", embed_dim "
-                                           << embed_dim << " must be positive");
+              "PromptEncoder: vocab_size " << vocab_size << ", max_length " << max_length << ", embed_dim " << embed_dim
+                                           << " must be positive");
   }
 
   /// Embeddings as text::EmbeddingTextEncoder (N(0, 0.02) tokens, N(0, 0.01) positions), the block per ClipInitStd
@@ -100,9 +102,9 @@ class PromptEncoder {
   /// ids: B rows of max_length token ids -> features [B, E].
   tensor forward(std::span<const std::vector<std::int32_t>> ids) {
     const std::int64_t batch = static_cast<std::int64_t>(ids.size()), length = max_length();
-    tensor h = embedding_.forward(ids);                                     // [B, L, W']
-    h = ln_final_.forward(block_.forward(h, tensor()));                     // [B, L, W']
-    auto weights = Tensor<T, cpu>::uninitialized(Shape{batch, length});     // [B, L] pooling weights m / sum m
+    tensor h = embedding_.forward(ids);                                  // [B, L, W']
+    h = ln_final_.forward(block_.forward(h, tensor()));                  // [B, L, W']
+    auto weights = Tensor<T, cpu>::uninitialized(Shape{batch, length});  // [B, L] pooling weights m / sum m
     for (std::int64_t b = 0; b < batch; ++b) {
       const auto& row = ids[static_cast<std::size_t>(b)];
       std::int64_t count = 0;
@@ -112,24 +114,24 @@ class PromptEncoder {
         weights[b * length + l] = used ? T(1) / static_cast<T>(count == 0 ? length : count) : T(0);
       }
     }
-    tensor m;                                                               // [B, L] on D
+    tensor m;  // [B, L] on D
     if constexpr (D::host_accessible)
       m = std::move(weights);
     else
-      m = to_device(weights);                                               // host-side ids: one small upload
-    tensor pooled = weighted_token_sum(h, m);                               // [B, W']
+      m = to_device(weights);                  // host-side ids: one small upload
+    tensor pooled = weighted_token_sum(h, m);  // [B, W']
     if (nn::grad_enabled()) weights_ = std::move(m);
     batch_ = batch;
-    return projection_.forward(pooled);                                     // [B, E]
+    return projection_.forward(pooled);  // [B, E]
   }
 
   void backward(const tensor& dy) {
     SPO_CHECK(!weights_.empty(), "PromptEncoder::backward without a forward in grad mode");
-    SPO_CHECK(dy.shape() == (Shape{batch_, embed_dim()}),
-              "PromptEncoder::backward: gradient shape " << dy.shape() << " does not match output shape "
-                                                         << Shape{batch_, embed_dim()});
-    tensor dp = projection_.backward(dy);                                   // [B, W']
-    tensor dh = weighted_token_sum_backward(dp, weights_);                  // [B, L, W']
+    SPO_CHECK(dy.shape() == (Shape{batch_, embed_dim()}), "PromptEncoder::backward: gradient shape "
+                                                              << dy.shape() << " does not match output shape "
+                                                              << Shape{batch_, embed_dim()});
+    tensor dp = projection_.backward(dy);                   // [B, W']
+    tensor dh = weighted_token_sum_backward(dp, weights_);  // [B, L, W']
     auto g = block_.backward(ln_final_.backward(dh));
     embedding_.backward(g.dx);
     weights_ = tensor();

@@ -20,7 +20,8 @@ template <class P>
 concept TimePolicy = requires {
   { P::name } -> std::convertible_to<std::string_view>;
   { P::conditioned } -> std::convertible_to<bool>;
-} && std::same_as<std::remove_cv_t<decltype(P::conditioned)>, bool>;
+}
+&&std::same_as<std::remove_cv_t<decltype(P::conditioned)>, bool>;
 
 /// The step-aware preference model: adaLN-Zero modulation by the timestep in every vision block and after ln_post.
 struct StepConditioned {

@@ -15,9 +15,10 @@
 #include <boost/hana/define_struct.hpp>
 
 #include "spo/data/fashion_mnist.hpp"
-#include "spo/config/components.hpp"
-#include "spo/train/common_sections.hpp"
 #include "spo/io/checkpoint.hpp"
+#include "spo/io/metrics_log.hpp"
+#include "spo/io/model_files.hpp"
+#include "spo/io/progress.hpp"
 #include "spo/loss/pair_preference.hpp"
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
@@ -25,8 +26,7 @@
 #include "spo/spm/evaluation.hpp"
 #include "spo/spm/noised_prediction.hpp"
 #include "spo/spm/variant.hpp"
-#include "spo/train/metrics_log.hpp"
-#include "spo/train/progress.hpp"
+#include "spo/train/common_sections.hpp"
 
 namespace spo::spm {
 
@@ -43,10 +43,10 @@ struct SpmTrainSection {
 /// A preference-model training run; every key is required except init_from (a preference-model checkpoint of any
 /// variant with the same network config, e.g. the clean model the SPM starts from, as SPO's SPM starts from PickScore).
 struct SpmConfig {
-  BOOST_HANA_DEFINE_STRUCT(SpmConfig, (std::uint64_t, seed), (std::string, output_dir),
-                           (config::BaseModelSection, base), (SpmPairsSection, pairs),
-                           (PreferenceNetworkConfig, network), (std::optional<std::string>, init_from),
-                           (std::vector<std::int64_t>, eval_timesteps), (SpmTrainSection, train));
+  BOOST_HANA_DEFINE_STRUCT(SpmConfig, (std::uint64_t, seed), (std::string, output_dir), (io::ModelFiles, base),
+                           (SpmPairsSection, pairs), (PreferenceNetworkConfig, network),
+                           (std::optional<std::string>, init_from), (std::vector<std::int64_t>, eval_timesteps),
+                           (SpmTrainSection, train));
 };
 
 inline void validate(const SpmConfig& c) {
@@ -84,9 +84,15 @@ class SpmTraining {
 
   SpmTraining(network_type& net, Model& base, const Scheduler& ddim, const SpmConfig& config, double guidance,
               nlohmann::json resolved)
-      : net_(net), base_(base), ddim_(ddim), config_(config), guidance_(guidance), resolved_(std::move(resolved)),
+      : net_(net),
+        base_(base),
+        ddim_(ddim),
+        config_(config),
+        guidance_(guidance),
+        resolved_(std::move(resolved)),
         optimizer_(optim::AdamWOptions{config.train.lr, 0.9, 0.999, 1e-8, config.train.weight_decay}),
-        gen_{config.seed, 0}, tokenizer_(text::fashion_tokenizer(static_cast<int>(config.network.text_max_length))) {
+        gen_{config.seed, 0},
+        tokenizer_(text::fashion_tokenizer(static_cast<int>(config.network.text_max_length))) {
     validate(config);
     train_ = preference::load_pairs(config.pairs.train);
     validation_ = preference::load_pairs(config.pairs.validation);
@@ -144,7 +150,7 @@ class SpmTraining {
     // Randomness of the step: one uniform per pair for t, then the shared noise (drawn for every variant, so the
     // stream position depends only on the step).
     const std::uint64_t first = gen_.reserve(static_cast<std::uint64_t>(p));
-    auto noise = randn<T>(a.shape(), gen_);                                   // [P, 1, R, R]
+    auto noise = randn<T>(a.shape(), gen_);  // [P, 1, R, R]
     std::vector<std::int64_t> t(static_cast<std::size_t>(p), 0);
     PairPredictions<T> x0{std::move(a), std::move(b)};
     if constexpr (V::training_input::noised) {
@@ -160,7 +166,7 @@ class SpmTraining {
       x[i] = std::clamp(x0.x0_a[i], T(-1), T(1));
       x[p * per + i] = std::clamp(x0.x0_b[i], T(-1), T(1));
     }
-    Tensor<T, cpu> tt(Shape{2 * p});                                         // [2P]
+    Tensor<T, cpu> tt(Shape{2 * p});  // [2P]
     std::vector<std::vector<std::int32_t>> ids;
     for (int half = 0; half < 2; ++half)
       for (std::int64_t i = 0; i < p; ++i) {
@@ -168,7 +174,7 @@ class SpmTraining {
         ids.push_back(tokenizer_.encode(prompts[static_cast<std::size_t>(i)]));
       }
     nn::zero_grad(net_);
-    const auto scores = net_.forward(x, tt, ids);                            // [2P]
+    const auto scores = net_.forward(x, tt, ids);  // [2P]
     std::vector<double> la, lb;
     for (std::int64_t i = 0; i < p; ++i) {
       la.push_back(static_cast<double>(scores[i]));
@@ -177,7 +183,7 @@ class SpmTraining {
     const auto l = loss::pair_preference_loss(la, lb, ya, yb, weight_n);
     SPO_CHECK(std::isfinite(l.loss), "non-finite loss " << l.loss << " at step " << step_
                                                         << "; the last checkpoint is intact (lower train.lr)");
-    Tensor<T, cpu> ds(Shape{2 * p});                                         // [2P]
+    Tensor<T, cpu> ds(Shape{2 * p});  // [2P]
     for (std::int64_t i = 0; i < p; ++i) {
       ds[i] = static_cast<T>(l.d_logit_a[static_cast<std::size_t>(i)]);
       ds[p + i] = static_cast<T>(l.d_logit_b[static_cast<std::size_t>(i)]);
@@ -206,8 +212,8 @@ class SpmTraining {
   /// Runs to train.steps with logs, evaluations and checkpoints (<output>/checkpoint.safetensors).
   void run(const std::filesystem::path& out) {
     const auto& tc = config_.train;
-    train::MetricsLog log(out / "metrics.jsonl", step_ > 0 ? step_ : -1);
-    train::ProgressBar bar(std::string(V::name), tc.steps, step_);
+    io::MetricsLog log(out / "metrics.jsonl", step_ > 0 ? step_ : -1);
+    io::ProgressBar bar(std::string(V::name), tc.steps, step_);
     const auto t0 = std::chrono::steady_clock::now();
     double loss_acc = 0, acc_acc = 0;
     int n_acc = 0;
@@ -221,8 +227,12 @@ class SpmTraining {
       bar.update(step_, fields);
       nlohmann::json rec;
       if (step_ % tc.log_every == 0 || step_ == tc.steps) {
-        rec = {{"step", step_}, {"loss", loss_acc / n_acc}, {"train_accuracy", acc_acc / n_acc}, {"grad_norm", norm},
-               {"lr", optimizer_.options().lr}, {"logit_scale", static_cast<double>(net_.logit_scale().value[0])}};
+        rec = {{"step", step_},
+               {"loss", loss_acc / n_acc},
+               {"train_accuracy", acc_acc / n_acc},
+               {"grad_norm", norm},
+               {"lr", optimizer_.options().lr},
+               {"logit_scale", static_cast<double>(net_.logit_scale().value[0])}};
         loss_acc = acc_acc = 0;
         n_acc = 0;
       }

@@ -59,10 +59,14 @@ struct Variant {
   template <Scalar T, Device D = cpu>
   using network = PreferenceNetwork<T, Policy, D>;
   static constexpr std::string_view name = [] {
-    if constexpr (Policy::conditioned && Input::noised) return std::string_view("step_aware");
-    else if constexpr (!Policy::conditioned && Input::noised) return std::string_view("no_step_condition");
-    else if constexpr (!Policy::conditioned && !Input::noised) return std::string_view("clean");
-    else return std::string_view("step_conditioned_clean");
+    if constexpr (Policy::conditioned && Input::noised)
+      return std::string_view("step_aware");
+    else if constexpr (!Policy::conditioned && Input::noised)
+      return std::string_view("no_step_condition");
+    else if constexpr (!Policy::conditioned && !Input::noised)
+      return std::string_view("clean");
+    else
+      return std::string_view("step_conditioned_clean");
   }();
 };
 
@@ -94,12 +98,12 @@ inline PreferenceModelFile read_preference_model(const std::filesystem::path& pa
   PreferenceModelFile f;
   f.tensors = io::load_safetensors(path);
   const auto& m = f.tensors.metadata;
-  SPO_EXPECT(m.contains("format") && m.at("format") == checkpoint_format && m.contains("variant") &&
-                m.contains("network"),
-            path << ": not a preference-model checkpoint (metadata \"format\" is not \"" << checkpoint_format << "\")");
+  SPO_EXPECT(
+      m.contains("format") && m.at("format") == checkpoint_format && m.contains("variant") && m.contains("network"),
+      path << ": not a preference-model checkpoint (metadata \"format\" is not \"" << checkpoint_format << "\")");
   f.variant = m.at("variant");
   f.network = io::from_json<PreferenceNetworkConfig>(io::parse_json(m.at("network"), path.string()),
-                                                    path.string() + " (metadata \"network\")");
+                                                     path.string() + " (metadata \"network\")");
   return f;
 }
 
@@ -108,13 +112,13 @@ template <class V, Scalar T, Device D = cpu>
 typename V::template network<T, D> load_preference_model(const std::filesystem::path& path) {
   auto f = read_preference_model(path);
   SPO_EXPECT(f.variant == V::name, path << " holds the preference model variant \"" << f.variant
-                                       << "\", but this program expects \"" << V::name << "\"");
+                                        << "\", but this program expects \"" << V::name << "\"");
   using F = typename V::image_format;
-  SPO_EXPECT(f.network.image.channels == F::channels && f.network.image.resolution == F::height &&
-                F::height == F::width,
-            path << " scores images of " << f.network.image.channels << " x " << f.network.image.resolution << " x "
-                 << f.network.image.resolution << ", but this program's preference policy is built for "
-                 << F::channels << " x " << F::height << " x " << F::width);
+  SPO_EXPECT(
+      f.network.image.channels == F::channels && f.network.image.resolution == F::height && F::height == F::width,
+      path << " scores images of " << f.network.image.channels << " x " << f.network.image.resolution << " x "
+           << f.network.image.resolution << ", but this program's preference policy is built for " << F::channels
+           << " x " << F::height << " x " << F::width);
   Generator init{0, 0};
   auto net = make_preference_network<typename V::template network<T, D>>(f.network, init);
   io::load_state_dict(net, f.tensors);
@@ -128,8 +132,8 @@ template <class Net>
 void init_from_preference_model(Net& net, const std::filesystem::path& path) {
   auto f = read_preference_model(path);
   SPO_EXPECT(io::to_json(f.network) == io::to_json(net.config()),
-            path << ": network config " << io::to_json(f.network).dump() << " differs from this one "
-                 << io::to_json(net.config()).dump());
+             path << ": network config " << io::to_json(f.network).dump() << " differs from this one "
+                  << io::to_json(net.config()).dump());
   io::load_state_dict(net, f.tensors, {.strict = false, .prefix = {}});
 }
 
@@ -148,15 +152,16 @@ class NetworkPreference {
   static constexpr std::string_view name = V::name;
 
   explicit NetworkPreference(network_type net, std::int64_t batch = 256)
-      : net_(std::move(net)), tokenizer_(text::fashion_tokenizer(static_cast<int>(net_.config().text_max_length))),
+      : net_(std::move(net)),
+        tokenizer_(text::fashion_tokenizer(static_cast<int>(net_.config().text_max_length))),
         batch_(batch) {}
 
   std::vector<double> score(const Tensor<T, D>& x0, std::span<const std::int64_t> t,
                             std::span<const std::string> prompts) {
-    SPO_CHECK(x0.rank() == 4 && static_cast<std::int64_t>(t.size()) == x0.size(0) &&
-                  static_cast<std::int64_t>(prompts.size()) == x0.size(0),
-              name << ": images " << x0.shape() << " with " << t.size() << " timesteps and " << prompts.size()
-                   << " prompts");
+    SPO_CHECK(
+        x0.rank() == 4 && static_cast<std::int64_t>(t.size()) == x0.size(0) &&
+            static_cast<std::int64_t>(prompts.size()) == x0.size(0),
+        name << ": images " << x0.shape() << " with " << t.size() << " timesteps and " << prompts.size() << " prompts");
     nn::no_grad_guard guard;
     const std::int64_t n = x0.size(0), per = x0.numel() / std::max<std::int64_t>(n, 1);
     std::vector<double> out;
@@ -165,14 +170,14 @@ class NetworkPreference {
       const std::int64_t m = std::min(batch_, n - i);
       Shape s = x0.shape();
       s[0] = m;
-      auto x = Tensor<T, D>::uninitialized(s);                                // [m, C, R, R]
+      auto x = Tensor<T, D>::uninitialized(s);  // [m, C, R, R]
       if constexpr (D::host_accessible) {
         for (std::int64_t j = 0; j < m * per; ++j) x[j] = std::clamp(x0[i * per + j], T(-1), T(1));
       } else {
         copy_elements<D>(x0.data() + i * per, m * per, x.data());
         clamp_inplace(x, T(-1), T(1));
       }
-      Tensor<T, cpu> tt(Shape{m});                                            // [m]
+      Tensor<T, cpu> tt(Shape{m});  // [m]
       std::vector<std::vector<std::int32_t>> ids;
       for (std::int64_t j = 0; j < m; ++j) {
         tt[j] = static_cast<T>(t[static_cast<std::size_t>(i + j)]);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief Caching allocator: grow-only size-class pools so that tensors of a repeated training step never re-fault pages.
+/// @brief Caching allocator: grow-only size-class pools so that tensors of a repeated training step never re-fault
+/// pages.
 #pragma once
 
 #include <sys/mman.h>

@@ -12,11 +12,12 @@ template <class T>
 using RowMajorMatrix = Eigen::Matrix<std::remove_const_t<T>, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 template <class T>
-using MatrixMap = Eigen::Map<std::conditional_t<std::is_const_v<T>, const RowMajorMatrix<T>, RowMajorMatrix<T>>,
-                             Eigen::Aligned64>;
+using MatrixMap =
+    Eigen::Map<std::conditional_t<std::is_const_v<T>, const RowMajorMatrix<T>, RowMajorMatrix<T>>, Eigen::Aligned64>;
 template <class T>
-using ArrayMap = Eigen::Map<std::conditional_t<std::is_const_v<T>, const Eigen::Array<std::remove_const_t<T>, Eigen::Dynamic, 1>,
-                                               Eigen::Array<std::remove_const_t<T>, Eigen::Dynamic, 1>>>;
+using ArrayMap =
+    Eigen::Map<std::conditional_t<std::is_const_v<T>, const Eigen::Array<std::remove_const_t<T>, Eigen::Dynamic, 1>,
+                                  Eigen::Array<std::remove_const_t<T>, Eigen::Dynamic, 1>>>;
 
 /// The view as a rows x cols row-major matrix; rows * cols must equal numel().
 template <class T>

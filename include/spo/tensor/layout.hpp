@@ -18,7 +18,7 @@ Tensor<T, cpu> concat_channels(const Tensor<T, cpu>& a, const Tensor<T, cpu>& b)
             "concat_channels: shapes " << a.shape() << " and " << b.shape() << " differ outside axis 1");
   Shape s = a.shape();
   s[1] = a.size(1) + b.size(1);
-  auto out = Tensor<T, cpu>::uninitialized(s);                               // [B, Ca + Cb, ...]
+  auto out = Tensor<T, cpu>::uninitialized(s);  // [B, Ca + Cb, ...]
   const std::int64_t na = a.shape().numel_from(1), nb = b.shape().numel_from(1);
   for (std::int64_t i = 0; i < a.size(0); ++i) {
     std::memcpy(out.data() + i * (na + nb), a.data() + i * na, sizeof(T) * static_cast<std::size_t>(na));
@@ -49,7 +49,7 @@ template <Scalar T>
 Tensor<T, cpu> nchw_to_tokens(const Tensor<T, cpu>& x) {
   SPO_CHECK(x.rank() == 4, "nchw_to_tokens expects [B, C, H, W], got " << x.shape());
   const std::int64_t b = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
-  auto out = Tensor<T, cpu>::uninitialized(Shape{b, hw, c});                 // [B, HW, C]
+  auto out = Tensor<T, cpu>::uninitialized(Shape{b, hw, c});  // [B, HW, C]
   parallel_for(0, b, [&](std::int64_t i) {
     const T* src = x.data() + i * c * hw;
     T* dst = out.data() + i * c * hw;
@@ -62,9 +62,10 @@ Tensor<T, cpu> nchw_to_tokens(const Tensor<T, cpu>& x) {
 /// [B, H*W, C] -> [B, C, H, W].
 template <Scalar T>
 Tensor<T, cpu> tokens_to_nchw(const Tensor<T, cpu>& x, std::int64_t h, std::int64_t w) {
-  SPO_CHECK(x.rank() == 3 && x.size(1) == h * w, "tokens_to_nchw: shape " << x.shape() << " is not [B, " << h * w << ", C]");
+  SPO_CHECK(x.rank() == 3 && x.size(1) == h * w,
+            "tokens_to_nchw: shape " << x.shape() << " is not [B, " << h * w << ", C]");
   const std::int64_t b = x.size(0), c = x.size(2), hw = h * w;
-  auto out = Tensor<T, cpu>::uninitialized(Shape{b, c, h, w});               // [B, C, H, W]
+  auto out = Tensor<T, cpu>::uninitialized(Shape{b, c, h, w});  // [B, C, H, W]
   parallel_for(0, b, [&](std::int64_t i) {
     const T* src = x.data() + i * c * hw;
     T* dst = out.data() + i * c * hw;
@@ -92,7 +93,7 @@ template <Scalar T>
 Tensor<T, cpu> sum_spatial(const Tensor<T, cpu>& x) {
   SPO_CHECK(x.rank() >= 2, "sum_spatial expects [B, C, ...], got " << x.shape());
   const std::int64_t planes = x.size(0) * x.size(1), spatial = x.shape().numel_from(2);
-  auto out = Tensor<T, cpu>::uninitialized(Shape{x.size(0), x.size(1)});    // [B, C]
+  auto out = Tensor<T, cpu>::uninitialized(Shape{x.size(0), x.size(1)});  // [B, C]
   for (std::int64_t p = 0; p < planes; ++p) {
     double acc = 0;
     const T* px = x.data() + p * spatial;
@@ -108,7 +109,8 @@ void add_inplace(Tensor<T, cpu>& a, const Tensor<T, cpu>& b) {
   check_same_shape(a.shape(), b.shape(), "add_inplace");
   T* pa = a.data();
   const T* pb = b.data();
-  parallel_for(0, a.numel(), [&](std::int64_t i) { pa[i] += pb[i]; }, 1 << 14);
+  parallel_for(
+      0, a.numel(), [&](std::int64_t i) { pa[i] += pb[i]; }, 1 << 14);
 }
 
 }  // namespace spo

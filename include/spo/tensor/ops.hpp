@@ -21,11 +21,15 @@ void fill_normal(TensorView<T, cpu> t, Generator& gen, T mean = T(0), T stddev =
   T* p = t.data();
   const std::int64_t n = t.numel();
   // One Philox block and two Box-Muller pairs give 4 consecutive elements (the same values as rng::normal_at).
-  parallel_for(0, (n + 3) / 4, [&](std::int64_t blk) {
-    const auto z = rng::normal4(seed, first + static_cast<std::uint64_t>(blk));
-    const std::int64_t base = 4 * blk;
-    for (std::int64_t j = 0; j < 4 && base + j < n; ++j) p[base + j] = mean + stddev * static_cast<T>(z[static_cast<std::size_t>(j)]);
-  }, 1024);
+  parallel_for(
+      0, (n + 3) / 4,
+      [&](std::int64_t blk) {
+        const auto z = rng::normal4(seed, first + static_cast<std::uint64_t>(blk));
+        const std::int64_t base = 4 * blk;
+        for (std::int64_t j = 0; j < 4 && base + j < n; ++j)
+          p[base + j] = mean + stddev * static_cast<T>(z[static_cast<std::size_t>(j)]);
+      },
+      1024);
 }
 
 /// Fills t with uniform numbers in [lo, hi) from the generator's stream and advances it.
@@ -34,9 +38,12 @@ void fill_uniform(TensorView<T, cpu> t, Generator& gen, T lo = T(0), T hi = T(1)
   const std::uint64_t first = gen.reserve(static_cast<std::uint64_t>(t.numel()));
   const std::uint64_t seed = gen.seed;
   T* p = t.data();
-  parallel_for(0, t.numel(), [&](std::int64_t i) {
-    p[i] = lo + (hi - lo) * static_cast<T>(rng::uniform_at(seed, first, static_cast<std::uint64_t>(i)));
-  }, 4096);
+  parallel_for(
+      0, t.numel(),
+      [&](std::int64_t i) {
+        p[i] = lo + (hi - lo) * static_cast<T>(rng::uniform_at(seed, first, static_cast<std::uint64_t>(i)));
+      },
+      4096);
 }
 
 /// Every element of t set to value.

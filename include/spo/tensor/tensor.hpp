@@ -47,8 +47,8 @@ class TensorView {
   TensorView(T* data, Shape shape) : data_(data), shape_(shape) {}
   /// A mutable view converts to a const view.
   template <class U>
-    requires(std::is_const_v<T> && std::same_as<std::remove_const_t<T>, U>)
-  TensorView(TensorView<U, D> other) : data_(other.data()), shape_(other.shape()) {}
+  requires(std::is_const_v<T>&& std::same_as<std::remove_const_t<T>, U>) TensorView(TensorView<U, D> other)
+      : data_(other.data()), shape_(other.shape()) {}
 
   T* data() const { return data_; }
   const Shape& shape() const { return shape_; }
@@ -56,11 +56,7 @@ class TensorView {
   std::int64_t size(int axis) const { return shape_[axis]; }
   int rank() const { return shape_.rank(); }
 
-  T& operator[](std::int64_t i) const
-    requires(D::host_accessible)
-  {
-    return data_[i];
-  }
+  T& operator[](std::int64_t i) const requires(D::host_accessible) { return data_[i]; }
 
   /// Rows [first, first + count) of the leading axis.
   TensorView slice(std::int64_t first, std::int64_t count) const {
@@ -100,14 +96,11 @@ class Tensor {
   /// Zero-filled tensor.
   explicit Tensor(Shape shape) : Tensor(uninitialized(shape)) { fill_zero(); }
   /// Host tensor from values (for tests and small constants).
-  Tensor(Shape shape, std::initializer_list<T> values)
-    requires(D::host_accessible)
+  Tensor(Shape shape, std::initializer_list<T> values) requires(D::host_accessible)
       : Tensor(shape, std::vector<T>(values)) {}
-  Tensor(Shape shape, const std::vector<T>& values)
-    requires(D::host_accessible)
-      : Tensor(uninitialized(shape)) {
-    SPO_CHECK(static_cast<std::int64_t>(values.size()) == shape.numel(),
-              values.size() << " values for shape " << shape);
+  Tensor(Shape shape, const std::vector<T>& values) requires(D::host_accessible) : Tensor(uninitialized(shape)) {
+    SPO_CHECK(static_cast<std::int64_t>(values.size()) == shape.numel(), values.size()
+                                                                             << " values for shape " << shape);
     std::copy(values.begin(), values.end(), data_);
   }
 
@@ -151,16 +144,8 @@ class Tensor {
   std::size_t bytes() const { return static_cast<std::size_t>(numel()) * sizeof(T); }
   bool empty() const { return numel() == 0; }
 
-  T& operator[](std::int64_t i)
-    requires(D::host_accessible)
-  {
-    return data_[i];
-  }
-  const T& operator[](std::int64_t i) const
-    requires(D::host_accessible)
-  {
-    return data_[i];
-  }
+  T& operator[](std::int64_t i) requires(D::host_accessible) { return data_[i]; }
+  const T& operator[](std::int64_t i) const requires(D::host_accessible) { return data_[i]; }
 
   view_type view() { return view_type(data_, shape_); }
   const_view_type view() const { return const_view_type(data_, shape_); }

@@ -79,7 +79,8 @@ inline GradcheckResult gradcheck_function(const std::function<Tensor<double, cpu
       for (std::int64_t i = 0; i < n; ++i) coords.push_back(i);
     } else {
       for (std::int64_t j = 0; j < opt.max_coords; ++j)
-        coords.push_back(static_cast<std::int64_t>(rng::uniform_at(gen.seed, gen.reserve(1), 0) * static_cast<double>(n)));
+        coords.push_back(
+            static_cast<std::int64_t>(rng::uniform_at(gen.seed, gen.reserve(1), 0) * static_cast<double>(n)));
     }
     double worst = 0.0;
     for (std::int64_t i : coords) {
@@ -112,14 +113,16 @@ inline GradcheckResult gradcheck_function(const std::function<Tensor<double, cpu
 
 /// Checks the input gradient and every parameter gradient of a double-precision layer at input x.
 template <nn::Layer L>
-  requires std::same_as<typename L::scalar_type, double>
-GradcheckResult gradcheck(L& layer, Tensor<double, cpu> x, GradcheckOptions opt = {}) {
+requires std::same_as<typename L::scalar_type, double> GradcheckResult gradcheck(L& layer, Tensor<double, cpu> x,
+                                                                                 GradcheckOptions opt = {}) {
   nn::set_trainable(layer, true);
   Tensor<double, cpu> dx;
   std::vector<GradcheckTarget> targets{{"input", &x, &dx}};
-  layer.visit_parameters([&](std::string_view name, nn::Parameter<double, cpu>& p) {
-    targets.push_back({std::string(name), &p.value, &p.grad});
-  }, {});
+  layer.visit_parameters(
+      [&](std::string_view name, nn::Parameter<double, cpu>& p) {
+        targets.push_back({std::string(name), &p.value, &p.grad});
+      },
+      {});
   return gradcheck_function([&] { return layer.forward(x); },
                             [&](const Tensor<double, cpu>& dy) {
                               nn::zero_grad(layer);

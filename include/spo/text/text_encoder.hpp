@@ -24,7 +24,7 @@ Tensor<T, cpu> embedding_lookup(const Tensor<T, cpu>& token, const Tensor<T, cpu
             "embedding_lookup: " << ids.size() << " ids for " << batch << " rows, token table " << token.shape()
                                  << ", position table " << position.shape());
   const std::int64_t length = position.size(0), dim = position.size(1);
-  auto out = Tensor<T, cpu>::uninitialized(Shape{batch, length, dim});       // [B, L, W]
+  auto out = Tensor<T, cpu>::uninitialized(Shape{batch, length, dim});  // [B, L, W]
   for (std::int64_t r = 0; r < batch * length; ++r) {
     const T* tok = token.data() + static_cast<std::int64_t>(ids[static_cast<std::size_t>(r)]) * dim;
     const T* pos = position.data() + (r % length) * dim;
@@ -73,11 +73,14 @@ class EmbeddingTextEncoder {
 
   EmbeddingTextEncoder() = default;
   EmbeddingTextEncoder(std::int64_t vocab_size, std::int64_t max_length, std::int64_t dim)
-      : vocab_(vocab_size), length_(max_length), dim_(dim),
-        token_(Shape{vocab_size, dim}), position_(Shape{max_length, dim}) {}
+      : vocab_(vocab_size),
+        length_(max_length),
+        dim_(dim),
+        token_(Shape{vocab_size, dim}),
+        position_(Shape{max_length, dim}) {}
 
   void reset_parameters(Generator& gen) {
-    fill_normal(token_.value.view(), gen, T(0), T(0.02));     // CLIP's init scale
+    fill_normal(token_.value.view(), gen, T(0), T(0.02));  // CLIP's init scale
     fill_normal(position_.value.view(), gen, T(0), T(0.01));
   }
 
@@ -87,7 +90,7 @@ class EmbeddingTextEncoder {
   /// ids: B rows of max_length token ids.
   Tensor<T, D> forward(std::span<const std::vector<std::int32_t>> ids) {
     const std::int64_t batch = static_cast<std::int64_t>(ids.size());
-    std::vector<std::int32_t> flat;                                         // [B * L] token ids
+    std::vector<std::int32_t> flat;  // [B * L] token ids
     flat.reserve(static_cast<std::size_t>(batch * length_));
     for (std::int64_t b = 0; b < batch; ++b) {
       SPO_CHECK(static_cast<std::int64_t>(ids[b].size()) == length_,

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief Word-level tokenizer over a closed prompt vocabulary; unknown words are errors, "" is the unconditional prompt.
+/// @brief Word-level tokenizer over a closed prompt vocabulary; unknown words are errors, "" is the unconditional
+/// prompt.
 #pragma once
 
 #include <algorithm>

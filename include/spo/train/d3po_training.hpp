@@ -43,8 +43,8 @@ inline void validate(const D3poTrainSection& t) {
 
 /*!
   WHAT THIS REPRESENTS
-    D3PO fine-tuning (yk7333/d3po scripts/train.py, reward-model variant; docs/algorithm.md 3.3) of a LoRA policy against a
-    frozen reference (the base model), both with CFG (the sampling guidance scale):
+    D3PO fine-tuning (yk7333/d3po scripts/train.py, reward-model variant; docs/algorithm.md 3.3) of a LoRA policy
+    against a frozen reference (the base model), both with CFG (the sampling guidance scale):
       per round: prompts -> two DDIM trajectories per prompt from the current policy (eta, CFG; no gradients)
       -> the rater scores both final images -> signs (h0, h1) = (+1, -1) / (-1, +1) / (0, 0) on a tie
       -> for every training step j of a pair (the two samples at the same denoising step, each on its own
@@ -54,13 +54,19 @@ inline void validate(const D3poTrainSection& t) {
       AdamW.
     Randomness, in order per round: prompts, initial and step noise of the trajectories, the pair permutation, the
     per-pair step permutations; all from the trainer's generator.
+    Everything runs on the policy's device (Policy::device_type): the trajectories, both models' guided passes and
+    the log-probs; only per-pair scalars (log-probs, the loss and its gradients, the signs) and the final images the
+    rater scores pass through the host.
+  REQUIRES
+    - Policy, Reference: DiffusionModel on one device; Scheduler: diffusion::Scheduler on that device
 !*/
 template <diffusion::DiffusionModel Policy, diffusion::DiffusionModel Reference, class Scheduler, preference::Rater R>
-  requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
+requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
 class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Scheduler, R>, Policy> {
   using Base = RoundTrainer<D3poTraining<Policy, Reference, Scheduler, R>, Policy>;
 
  public:
+  using typename Base::D;
   using typename Base::T;
   using typename Base::tensor;
 
@@ -69,8 +75,14 @@ class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Schedul
                std::int64_t resolution, std::uint64_t seed, nlohmann::json resolved)
       : Base(policy, "d3po", train.rounds, train.checkpoint_every, train.lr, train.weight_decay, train.max_grad_norm,
              seed, std::move(resolved)),
-        reference_(reference), ddim_(ddim), rater_(rater), sampling_(sampling), loss_(loss), train_(train),
-        channels_(channels), resolution_(resolution) {
+        reference_(reference),
+        ddim_(ddim),
+        rater_(rater),
+        sampling_(sampling),
+        loss_(loss),
+        train_(train),
+        channels_(channels),
+        resolution_(resolution) {
     validate(train);
     validate(sampling);
     loss::validate(loss);
@@ -90,11 +102,11 @@ class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Schedul
       - one optimizer step on the D3PO loss averaged over the J steps
       - throws spo::error, before any parameter changes, when a step log-probability is not finite
   !*/
-  MinibatchResult train_minibatch(const Trajectories<T>& traj, std::span<const std::int64_t> pairs,
+  MinibatchResult train_minibatch(const Trajectories<T, D>& traj, std::span<const std::int64_t> pairs,
                                   const std::vector<std::vector<std::int64_t>>& steps, std::span<const double> h0,
                                   std::span<const double> h1) {
     const auto m = static_cast<std::int64_t>(pairs.size());
-    const std::int64_t p = traj.size() / 2, per = traj.x[0].numel() / traj.size();
+    const std::int64_t p = traj.size() / 2;
     const auto j_count = static_cast<std::int64_t>(steps.at(0).size());
     const double g = sampling_.guidance_scale, eta = sampling_.eta;
     std::vector<std::string> prompts(static_cast<std::size_t>(2 * m));
@@ -104,50 +116,53 @@ class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Schedul
     tensor cond, uncond;
     {
       nn::no_grad_guard ng;
-      cond = this->policy_.encode(prompts);                                    // [2m, L, D]
+      cond = this->policy_.encode(prompts);  // [2m, L, D]
       uncond = this->policy_.encode(std::vector<std::string>(prompts.size()));
     }
     nn::zero_grad(this->policy_);
     MinibatchResult out;
-    Shape s = traj.x[0].shape();
-    s[0] = 2 * m;
     for (std::int64_t j = 0; j < j_count; ++j) {
       // Rows 0..m-1: sample 0 of each pair, rows m..2m-1: sample 1, each at the pair's step steps[i][j].
-      auto x_t = tensor::uninitialized(s), x_prev = tensor::uninitialized(s);  // [2m, C, R, R]
-      std::vector<std::int64_t> t(static_cast<std::size_t>(2 * m));
-      tensor tt = tensor::uninitialized(Shape{2 * m});                        // [2m]
+      std::vector<std::int64_t> t(static_cast<std::size_t>(2 * m)), rows(t.size()), level(t.size()), next(t.size());
+      std::vector<double> t_values(t.size());
       for (std::int64_t i = 0; i < m; ++i) {
         const std::int64_t k = pairs[static_cast<std::size_t>(i)];
         const std::int64_t step = steps[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)];
         for (const std::int64_t side : {std::int64_t{0}, std::int64_t{1}}) {
-          const std::int64_t row = k + side * p, dst = i + side * m;
-          std::copy_n(traj.x[static_cast<std::size_t>(step)].data() + row * per, per, x_t.data() + dst * per);
-          std::copy_n(traj.x[static_cast<std::size_t>(step + 1)].data() + row * per, per, x_prev.data() + dst * per);
-          t[static_cast<std::size_t>(dst)] = traj.t[static_cast<std::size_t>(step)];
-          tt[dst] = static_cast<T>(t[static_cast<std::size_t>(dst)]);
+          const auto dst = static_cast<std::size_t>(i + side * m);
+          rows[dst] = k + side * p;
+          level[dst] = step;
+          next[dst] = step + 1;
+          t[dst] = traj.t[static_cast<std::size_t>(step)];
+          t_values[dst] = static_cast<double>(t[dst]);
         }
       }
+      const tensor x_t = gather_rows(traj.x, level, rows);    // [2m, C, R, R]
+      const tensor x_prev = gather_rows(traj.x, next, rows);  // [2m, C, R, R]
+      const tensor tt = scalars_on<T, D>(t_values);           // [2m]
       tensor u_ref;
       {
         nn::no_grad_guard ng;
-        u_ref = reference_.guided(x_t, tt, cond, uncond, g);                   // [2m, C, R, R]
+        u_ref = reference_.guided(x_t, tt, cond, uncond, g);  // [2m, C, R, R]
       }
-      const tensor u = this->policy_.guided(x_t, tt, cond, uncond, g);         // [2m, C, R, R]
-      const auto lp = to_doubles(ddim_.log_prob(u, t, x_t, x_prev, eta));      // [2m]
-      const auto lr = to_doubles(ddim_.log_prob(u_ref, t, x_t, x_prev, eta));  // [2m]
+      const tensor u = this->policy_.guided(x_t, tt, cond, uncond, g);                        // [2m, C, R, R]
+      const auto lp = to_doubles(transfer<cpu>(ddim_.log_prob(u, t, x_t, x_prev, eta)));      // [2m]
+      const auto lr = to_doubles(transfer<cpu>(ddim_.log_prob(u_ref, t, x_t, x_prev, eta)));  // [2m]
       check_finite(lp, "step log-probability", this->round_ + 1);
       check_finite(lr, "reference step log-probability", this->round_ + 1);
       const std::span<const double> lps(lp), lrs(lr);
-      const auto res = loss::d3po_loss(lps.first(static_cast<std::size_t>(m)), lrs.first(static_cast<std::size_t>(m)),
-                                       lps.last(static_cast<std::size_t>(m)), lrs.last(static_cast<std::size_t>(m)), h0,
-                                       h1, loss_);
-      SPO_CHECK(std::isfinite(res.loss), "non-finite D3PO loss " << res.loss << " in round " << this->round_ + 1
-                                         << "; stopped before the update, the last checkpoint is intact");
-      tensor glp(Shape{2 * m});                                                // [2m]
+      const auto res =
+          loss::d3po_loss(lps.first(static_cast<std::size_t>(m)), lrs.first(static_cast<std::size_t>(m)),
+                          lps.last(static_cast<std::size_t>(m)), lrs.last(static_cast<std::size_t>(m)), h0, h1, loss_);
+      SPO_CHECK(std::isfinite(res.loss), "non-finite D3PO loss "
+                                             << res.loss << " in round " << this->round_ + 1
+                                             << "; stopped before the update, the last checkpoint is intact");
+      std::vector<double> d_lp(static_cast<std::size_t>(2 * m));
       for (std::int64_t i = 0; i < m; ++i) {
-        glp[i] = static_cast<T>(res.d_lp_0[static_cast<std::size_t>(i)] / static_cast<double>(j_count));
-        glp[m + i] = static_cast<T>(res.d_lp_1[static_cast<std::size_t>(i)] / static_cast<double>(j_count));
+        d_lp[static_cast<std::size_t>(i)] = res.d_lp_0[static_cast<std::size_t>(i)] / static_cast<double>(j_count);
+        d_lp[static_cast<std::size_t>(m + i)] = res.d_lp_1[static_cast<std::size_t>(i)] / static_cast<double>(j_count);
       }
+      const tensor glp = scalars_on<T, D>(d_lp);  // [2m]
       this->policy_.guided_backward(ddim_.log_prob_backward(u, t, x_t, x_prev, eta, glp));
       out.loss += res.loss / static_cast<double>(j_count);
       out.clip_fraction += res.clip_fraction / static_cast<double>(j_count);
@@ -158,13 +173,14 @@ class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Schedul
     return out;
   }
 
-  /// Samples the round's pairs (2P trajectories; pair k = rows k and P + k) and their rater scores.
-  std::pair<Trajectories<T>, std::vector<double>> sample_pairs() {
+  /// Samples the round's pairs (2P trajectories; pair k = rows k and P + k) and their rater scores (of the final
+  /// images, on the host).
+  std::pair<Trajectories<T, D>, std::vector<double>> sample_pairs() {
     auto prompts = draw_prompts(this->gen_, train_.prompts_per_round, train_.templates);
     const std::vector<std::string> half = prompts;
     prompts.insert(prompts.end(), half.begin(), half.end());
     auto traj = sample_trajectories(this->policy_, ddim_, prompts, channels_, resolution_, sampling_, this->gen_);
-    auto scores = rater_.score(traj.x.back(), traj.prompts);
+    auto scores = rater_.score(transfer<cpu>(traj.x.back()), traj.prompts);
     return {std::move(traj), std::move(scores)};
   }
 
@@ -213,10 +229,15 @@ class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Schedul
     rec.round = this->round_;
     rec.sample_s = std::chrono::duration<double>(t1 - t0).count();
     rec.train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-    rec.metrics = {{"pairs", p}, {"train_timesteps", j_count}, {"loss", sum.loss / nb},
-                   {"clip_fraction", sum.clip_fraction / nb}, {"ratio_0", sum.ratio_0 / nb},
-                   {"ratio_1", sum.ratio_1 / nb}, {"grad_norm", sum.grad_norm / nb},
-                   {"tie_fraction", ties / static_cast<double>(p)}, {"score_mean", mean},
+    rec.metrics = {{"pairs", p},
+                   {"train_timesteps", j_count},
+                   {"loss", sum.loss / nb},
+                   {"clip_fraction", sum.clip_fraction / nb},
+                   {"ratio_0", sum.ratio_0 / nb},
+                   {"ratio_1", sum.ratio_1 / nb},
+                   {"grad_norm", sum.grad_norm / nb},
+                   {"tie_fraction", ties / static_cast<double>(p)},
+                   {"score_mean", mean},
                    {"score_std", std::sqrt(sq / static_cast<double>(scores.size()))}};
     char buf[96];
     std::snprintf(buf, sizeof buf, "loss %.4f score %.3f", sum.loss / nb, mean);

@@ -57,23 +57,36 @@ inline void validate(const DdpoTrainSection& t) {
     The stat tracker's buffers are part of the checkpoint (exact resume).
     Randomness, in order per round: prompts, the trajectories' noise, then per inner epoch the trajectory
     permutation and the per-trajectory step permutations; all from the trainer's generator.
+    Everything runs on the policy's device (Policy::device_type): the trajectories, the guided passes and the
+    log-probs; only per-sample scalars (log-probs, rewards, advantages, the loss and its gradients) and the final
+    images the rater scores pass through the host.
+  REQUIRES
+    - Policy: DiffusionModel; Scheduler: diffusion::Scheduler on the policy's device
 !*/
 template <diffusion::DiffusionModel Policy, class Scheduler, preference::Rater R>
-  requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
+requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
 class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Policy> {
   using Base = RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Policy>;
 
  public:
+  using typename Base::D;
   using typename Base::T;
   using typename Base::tensor;
 
   DdpoTraining(Policy& policy, const Scheduler& ddim, R& rater, const TrajectorySection& sampling,
-               const loss::DdpoLossOptions& loss, const loss::StatTrackerOptions& tracker, const DdpoTrainSection& train,
-               std::int64_t channels, std::int64_t resolution, std::uint64_t seed, nlohmann::json resolved)
+               const loss::DdpoLossOptions& loss, const loss::StatTrackerOptions& tracker,
+               const DdpoTrainSection& train, std::int64_t channels, std::int64_t resolution, std::uint64_t seed,
+               nlohmann::json resolved)
       : Base(policy, "ddpo", train.rounds, train.checkpoint_every, train.lr, train.weight_decay, train.max_grad_norm,
              seed, std::move(resolved)),
-        ddim_(ddim), rater_(rater), sampling_(sampling), loss_(loss), tracker_(tracker), train_(train),
-        channels_(channels), resolution_(resolution) {
+        ddim_(ddim),
+        rater_(rater),
+        sampling_(sampling),
+        loss_(loss),
+        tracker_(tracker),
+        train_(train),
+        channels_(channels),
+        resolution_(resolution) {
     validate(train);
     validate(sampling);
     loss::validate(loss);
@@ -85,7 +98,8 @@ class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Pol
   /// The tracker's buffers as {prompt: [rewards, oldest first]}.
   void save_state(nlohmann::json& j) const {
     nlohmann::json b = nlohmann::json::object();
-    for (const auto& [prompt, buffer] : tracker_.buffers()) b[prompt] = std::vector<double>(buffer.begin(), buffer.end());
+    for (const auto& [prompt, buffer] : tracker_.buffers())
+      b[prompt] = std::vector<double>(buffer.begin(), buffer.end());
     j["stat_tracker"] = std::move(b);
   }
   /// Rebuilds the buffers by appending each prompt's rewards in order (at most buffer_size each, so none drop).
@@ -111,11 +125,10 @@ class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Pol
       - one optimizer step on the DDPO loss averaged over the J steps
       - throws spo::error, before any parameter changes, when a step log-probability is not finite
   !*/
-  MinibatchResult train_minibatch(const Trajectories<T>& traj, std::span<const std::int64_t> rows,
+  MinibatchResult train_minibatch(const Trajectories<T, D>& traj, std::span<const std::int64_t> rows,
                                   const std::vector<std::vector<std::int64_t>>& steps,
                                   std::span<const double> advantages) {
     const auto m = static_cast<std::int64_t>(rows.size());
-    const std::int64_t per = traj.x[0].numel() / traj.size();
     const auto j_count = static_cast<std::int64_t>(steps.at(0).size());
     std::vector<std::string> prompts;
     std::vector<double> adv;
@@ -126,37 +139,38 @@ class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Pol
     tensor cond, uncond;
     {
       nn::no_grad_guard ng;
-      cond = this->policy_.encode(prompts);                                    // [m, L, D]
+      cond = this->policy_.encode(prompts);  // [m, L, D]
       uncond = this->policy_.encode(std::vector<std::string>(prompts.size()));
     }
     nn::zero_grad(this->policy_);
     MinibatchResult out;
-    Shape s = traj.x[0].shape();
-    s[0] = m;
     for (std::int64_t j = 0; j < j_count; ++j) {
-      auto x_t = tensor::uninitialized(s), x_prev = tensor::uninitialized(s);  // [m, C, R, R]
-      std::vector<std::int64_t> t(static_cast<std::size_t>(m));
-      std::vector<double> lp_old(static_cast<std::size_t>(m));
-      tensor tt = tensor::uninitialized(Shape{m});                            // [m]
+      std::vector<std::int64_t> t(static_cast<std::size_t>(m)), level(t.size()), next(t.size());
+      std::vector<double> lp_old(t.size()), t_values(t.size());
       for (std::int64_t i = 0; i < m; ++i) {
-        const std::int64_t row = rows[static_cast<std::size_t>(i)];
-        const auto step = static_cast<std::size_t>(steps[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)]);
-        std::copy_n(traj.x[step].data() + row * per, per, x_t.data() + i * per);
-        std::copy_n(traj.x[step + 1].data() + row * per, per, x_prev.data() + i * per);
-        t[static_cast<std::size_t>(i)] = traj.t[step];
-        tt[i] = static_cast<T>(traj.t[step]);
-        lp_old[static_cast<std::size_t>(i)] = traj.logp[step][static_cast<std::size_t>(row)];
+        const auto k = static_cast<std::size_t>(i);
+        const std::int64_t row = rows[k];
+        const auto step = static_cast<std::size_t>(steps[k][static_cast<std::size_t>(j)]);
+        level[k] = static_cast<std::int64_t>(step);
+        next[k] = static_cast<std::int64_t>(step) + 1;
+        t[k] = traj.t[step];
+        t_values[k] = static_cast<double>(traj.t[step]);
+        lp_old[k] = traj.logp[step][static_cast<std::size_t>(row)];
       }
-      const tensor u = this->policy_.guided(x_t, tt, cond, uncond, sampling_.guidance_scale);  // [m, C, R, R]
-      const auto lp = to_doubles(ddim_.log_prob(u, t, x_t, x_prev, sampling_.eta));          // [m]
+      const tensor x_t = gather_rows(traj.x, level, rows);                                          // [m, C, R, R]
+      const tensor x_prev = gather_rows(traj.x, next, rows);                                        // [m, C, R, R]
+      const tensor tt = scalars_on<T, D>(t_values);                                                 // [m]
+      const tensor u = this->policy_.guided(x_t, tt, cond, uncond, sampling_.guidance_scale);       // [m, C, R, R]
+      const auto lp = to_doubles(transfer<cpu>(ddim_.log_prob(u, t, x_t, x_prev, sampling_.eta)));  // [m]
       check_finite(lp, "step log-probability", this->round_ + 1);
       check_finite(lp_old, "sampling-time step log-probability", this->round_ + 1);
       const auto res = loss::ddpo_loss(lp, lp_old, adv, loss_);
-      SPO_CHECK(std::isfinite(res.loss), "non-finite DDPO loss " << res.loss << " in round " << this->round_ + 1
-                                         << "; stopped before the update, the last checkpoint is intact");
-      tensor glp(Shape{m});                                                    // [m]
-      for (std::int64_t i = 0; i < m; ++i)
-        glp[i] = static_cast<T>(res.d_lp[static_cast<std::size_t>(i)] / static_cast<double>(j_count));
+      SPO_CHECK(std::isfinite(res.loss), "non-finite DDPO loss "
+                                             << res.loss << " in round " << this->round_ + 1
+                                             << "; stopped before the update, the last checkpoint is intact");
+      std::vector<double> d_lp(static_cast<std::size_t>(m));
+      for (std::size_t i = 0; i < d_lp.size(); ++i) d_lp[i] = res.d_lp[i] / static_cast<double>(j_count);
+      const tensor glp = scalars_on<T, D>(d_lp);  // [m]
       this->policy_.guided_backward(ddim_.log_prob_backward(u, t, x_t, x_prev, sampling_.eta, glp));
       out.loss += res.loss / static_cast<double>(j_count);
       out.approx_kl += res.approx_kl / static_cast<double>(j_count);
@@ -167,14 +181,15 @@ class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Pol
     return out;
   }
 
-  /// Samples the round's trajectories (row p K + s = sample s of prompt p) and their rewards.
-  std::pair<Trajectories<T>, std::vector<double>> sample_round() {
+  /// Samples the round's trajectories (row p K + s = sample s of prompt p) and their rewards (of the final images, on
+  /// the host).
+  std::pair<Trajectories<T, D>, std::vector<double>> sample_round() {
     const auto drawn = draw_prompts(this->gen_, train_.prompts_per_round, train_.templates);
     std::vector<std::string> prompts;
     for (const auto& p : drawn)
       for (std::int64_t s = 0; s < train_.samples_per_prompt; ++s) prompts.push_back(p);
     auto traj = sample_trajectories(this->policy_, ddim_, prompts, channels_, resolution_, sampling_, this->gen_);
-    auto rewards = rater_.score(traj.x.back(), traj.prompts);
+    auto rewards = rater_.score(transfer<cpu>(traj.x.back()), traj.prompts);
     return {std::move(traj), std::move(rewards)};
   }
 
@@ -218,9 +233,14 @@ class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Pol
     rec.round = this->round_;
     rec.sample_s = std::chrono::duration<double>(t1 - t0).count();
     rec.train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-    rec.metrics = {{"samples", b}, {"train_timesteps", j_count}, {"loss", sum.loss / nb},
-                   {"approx_kl", sum.approx_kl / nb}, {"clipfrac", sum.clipfrac / nb}, {"ratio", sum.ratio / nb},
-                   {"grad_norm", sum.grad_norm / nb}, {"score_mean", mean},
+    rec.metrics = {{"samples", b},
+                   {"train_timesteps", j_count},
+                   {"loss", sum.loss / nb},
+                   {"approx_kl", sum.approx_kl / nb},
+                   {"clipfrac", sum.clipfrac / nb},
+                   {"ratio", sum.ratio / nb},
+                   {"grad_norm", sum.grad_norm / nb},
+                   {"score_mean", mean},
                    {"score_std", std::sqrt(sq / static_cast<double>(b))}};
     char buf[96];
     std::snprintf(buf, sizeof buf, "loss %.4f score %.3f", sum.loss / nb, mean);

@@ -3,6 +3,7 @@
 /// the DPO loss on the denoising errors of the LoRA policy and the frozen reference.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -15,6 +16,8 @@
 
 #include "spo/loss/diffusion_dpo_loss.hpp"
 #include "spo/preference/pairs.hpp"
+#include "spo/tensor/per_sample.hpp"
+#include "spo/tensor/transfer.hpp"
 #include "spo/train/round_trainer.hpp"
 
 namespace spo::train {
@@ -40,6 +43,7 @@ inline void validate(const DiffusionDpoTrainSection& t) {
     The training view of a preference pair file: the non-tie pairs as (winner image, loser image, prompt).
     Ties (label (0.5, 0.5)) are dropped, as DiffusionDPO train.py drops Pick-a-Pic ties (label_0 not in {0, 1});
     labels (1, 0) make image a the winner, (0, 1) image b.
+    The pairs stay on the host whatever the trainer's device: each minibatch moves its rows there.
 !*/
 template <Scalar T>
 struct WinLosePairs {
@@ -77,8 +81,8 @@ WinLosePairs<T> win_lose_pairs(const preference::PreferencePairs& p) {
 
 /*!
   WHAT THIS REPRESENTS
-    Diffusion-DPO fine-tuning (SalesforceAIResearch/DiffusionDPO train.py, train_method 'dpo'; docs/algorithm.md 3.1) of a
-    LoRA policy against a frozen reference (the base model), pixel space (no VAE), no CFG in training:
+    Diffusion-DPO fine-tuning (SalesforceAIResearch/DiffusionDPO train.py, train_method 'dpo'; docs/algorithm.md
+    3.1) of a LoRA policy against a frozen reference (the base model), pixel space (no VAE), no CFG in training:
       per pair: t ~ U{0 .. T-1} and eps ~ N(0, I) shared by winner and loser; x^{w,l}_t = add_noise(x^{w,l}, eps, t)
       err = mean_CHW (eps_model(x_t, t, c) - eps)^2 for the policy and the reference, on both images
       loss = -log sigmoid(-beta/2 ((err_w - err_l) - (err_ref_w - err_ref_l)))  (loss::diffusion_dpo_loss)
@@ -90,12 +94,20 @@ WinLosePairs<T> win_lose_pairs(const preference::PreferencePairs& p) {
     Pair order: pair slot p = (round * steps_per_round + step) * batch_size + i lies in epoch e = p / M and is pair
     perm_e[p % M], with perm_e a permutation drawn from Generator{seed ^ 0xd1ff, e * ceil(M / 4)} (a pure function of
     the position: resuming needs only the round). (t, eps) come from the trainer's generator.
+    Devices: the pairs stay on the host (the data store); each minibatch is noised there (x_t, eps: data
+    preparation, the same numbers on every device) and moved to the policy's device (Policy::device_type), where
+    both models run and the denoising errors and their gradient are computed; only the 4B errors and the loss's
+    per-pair gradients pass back through the host.
+  REQUIRES
+    - Policy, Reference: models on one device with forward(x_t, t, context) / encode(prompts) (the policy also
+      backward(d u, train_text_encoder)); Scheduler: noise_schedule() and config() of the DDIM training schedule
 !*/
 template <class Policy, class Reference, class Scheduler>
 class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Reference, Scheduler>, Policy> {
   using Base = RoundTrainer<DiffusionDpoTraining<Policy, Reference, Scheduler>, Policy>;
 
  public:
+  using typename Base::D;
   using typename Base::T;
   using typename Base::tensor;
 
@@ -104,7 +116,11 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
                        nlohmann::json resolved)
       : Base(policy, "diffusion_dpo", train.rounds, train.checkpoint_every, train.lr, train.weight_decay,
              train.max_grad_norm, seed, std::move(resolved)),
-        reference_(reference), ddim_(ddim), pairs_(std::move(pairs)), loss_(loss), train_(train),
+        reference_(reference),
+        ddim_(ddim),
+        pairs_(std::move(pairs)),
+        loss_(loss),
+        train_(train),
         order_seed_(seed ^ 0xd1ffull) {
     validate(train);
     loss::validate(loss);
@@ -149,59 +165,53 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
           n_train - 1);
       t2[static_cast<std::size_t>(i)] = t2[static_cast<std::size_t>(b + i)] = t;
     }
+    using host_tensor = Tensor<T, cpu>;
     Shape s = pairs_.x_win.shape();
     s[0] = b;
-    const auto noise = randn<T>(s, this->gen_);                                  // [B, C, R, R]
+    const auto noise = randn<T>(s, this->gen_);  // [B, C, R, R]
     s[0] = 2 * b;
-    auto x0 = tensor::uninitialized(s), eps = tensor::uninitialized(s);           // [2B, C, R, R]: winners, losers
+    // [2B, C, R, R] each: rows 0..B-1 the winners, B..2B-1 the losers (with the same noise as their winners).
+    auto x0 = host_tensor::uninitialized(s), eps_host = host_tensor::uninitialized(s);
     std::vector<std::string> prompts(static_cast<std::size_t>(2 * b));
-    tensor tt = tensor::uninitialized(Shape{2 * b});                              // [2B]
+    std::vector<double> t_values(static_cast<std::size_t>(2 * b));
     for (std::int64_t i = 0; i < b; ++i) {
       const std::int64_t j = idx[static_cast<std::size_t>(i)];
       std::copy_n(pairs_.x_win.data() + j * per, per, x0.data() + i * per);
       std::copy_n(pairs_.x_lose.data() + j * per, per, x0.data() + (b + i) * per);
-      std::copy_n(noise.data() + i * per, per, eps.data() + i * per);
-      std::copy_n(noise.data() + i * per, per, eps.data() + (b + i) * per);
-      prompts[static_cast<std::size_t>(i)] = prompts[static_cast<std::size_t>(b + i)] = pairs_.prompts[static_cast<std::size_t>(j)];
+      std::copy_n(noise.data() + i * per, per, eps_host.data() + i * per);
+      std::copy_n(noise.data() + i * per, per, eps_host.data() + (b + i) * per);
+      prompts[static_cast<std::size_t>(i)] = prompts[static_cast<std::size_t>(b + i)] =
+          pairs_.prompts[static_cast<std::size_t>(j)];
     }
-    for (std::int64_t r = 0; r < 2 * b; ++r) tt[r] = static_cast<T>(t2[static_cast<std::size_t>(r)]);
-    const auto x_t = ddim_.noise_schedule().add_noise(x0, eps, t2);               // [2B, C, R, R]
+    for (std::size_t r = 0; r < t_values.size(); ++r) t_values[r] = static_cast<double>(t2[r]);
+    const tensor x_t = transfer<D>(ddim_.noise_schedule().add_noise(x0, eps_host, t2));  // [2B, C, R, R]
+    const tensor eps = transfer<D>(eps_host);                                            // [2B, C, R, R]
+    const tensor tt = scalars_on<T, D>(t_values);                                        // [2B]
     tensor ctx, u_ref;
     {
       nn::no_grad_guard ng;
-      ctx = this->policy_.encode(prompts);                                        // [2B, L, D]
-      u_ref = reference_.forward(x_t, tt, ctx);                                   // [2B, C, R, R]
+      ctx = this->policy_.encode(prompts);       // [2B, L, D]
+      u_ref = reference_.forward(x_t, tt, ctx);  // [2B, C, R, R]
     }
     nn::zero_grad(this->policy_);
-    const tensor u = this->policy_.forward(x_t, tt, ctx);                         // [2B, C, R, R]
-    auto mse = [&](const tensor& out, std::int64_t r) {
-      double acc = 0;
-      for (std::int64_t e = r * per; e < (r + 1) * per; ++e) {
-        const double d = static_cast<double>(out[e]) - static_cast<double>(eps[e]);
-        acc += d * d;
-      }
-      return acc / static_cast<double>(per);
-    };
-    std::vector<double> err_w(static_cast<std::size_t>(b)), err_l(err_w), ref_w(err_w), ref_l(err_w);
-    for (std::int64_t i = 0; i < b; ++i) {
-      const auto k = static_cast<std::size_t>(i);
-      err_w[k] = mse(u, i);
-      err_l[k] = mse(u, b + i);
-      ref_w[k] = mse(u_ref, i);
-      ref_l[k] = mse(u_ref, b + i);
-    }
+    const tensor u = this->policy_.forward(x_t, tt, ctx);  // [2B, C, R, R]
+    // err = mean_CHW (u - eps)^2 per row: rows 0..B-1 the winners, B..2B-1 the losers.
+    const auto err = per_sample_mean_squared_error(u, eps), ref = per_sample_mean_squared_error(u_ref, eps);  // [2B]
+    const auto half = static_cast<std::size_t>(b);
+    const std::vector<double> err_w(err.begin(), err.begin() + half), err_l(err.begin() + half, err.end());
+    const std::vector<double> ref_w(ref.begin(), ref.begin() + half), ref_l(ref.begin() + half, ref.end());
     for (const auto* v : {&err_w, &err_l, &ref_w, &ref_l}) check_finite(*v, "denoising error", this->round_ + 1);
     auto res = loss::diffusion_dpo_loss(err_w, ref_w, err_l, ref_l, loss_);
-    SPO_CHECK(std::isfinite(res.loss), "non-finite Diffusion-DPO loss " << res.loss << " in round " << this->round_ + 1
-                                       << "; stopped before the update, the last checkpoint is intact");
+    SPO_CHECK(std::isfinite(res.loss), "non-finite Diffusion-DPO loss "
+                                           << res.loss << " in round " << this->round_ + 1
+                                           << "; stopped before the update, the last checkpoint is intact");
     // d err_r / d u = 2 (u - eps) / CHW.
-    auto du = tensor::uninitialized(u.shape());                                   // [2B, C, R, R]
-    for (std::int64_t r = 0; r < 2 * b; ++r) {
-      const double g = 2.0 / static_cast<double>(per) *
-                       (r < b ? res.d_w[static_cast<std::size_t>(r)] : res.d_l[static_cast<std::size_t>(r - b)]);
-      for (std::int64_t e = r * per; e < (r + 1) * per; ++e)
-        du[e] = static_cast<T>(g * (static_cast<double>(u[e]) - static_cast<double>(eps[e])));
-    }
+    std::vector<double> g(static_cast<std::size_t>(2 * b));
+    for (std::int64_t r = 0; r < 2 * b; ++r)
+      g[static_cast<std::size_t>(r)] =
+          2.0 / static_cast<double>(per) *
+          (r < b ? res.d_w[static_cast<std::size_t>(r)] : res.d_l[static_cast<std::size_t>(r - b)]);
+    const tensor du = per_sample_scaled_difference(u, eps, std::span<const double>(g));  // [2B, C, R, R]
     this->policy_.backward(du, false);
     grad_norm = this->clip_and_step();
     return res;
@@ -225,8 +235,11 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
     RoundRecord rec;
     rec.round = this->round_;
     rec.train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    rec.metrics = {{"pairs", train_.steps_per_round * train_.batch_size}, {"loss", loss / n},
-                   {"implicit_accuracy", acc / n}, {"model_error", model_err / n}, {"ref_error", ref_err / n},
+    rec.metrics = {{"pairs", train_.steps_per_round * train_.batch_size},
+                   {"loss", loss / n},
+                   {"implicit_accuracy", acc / n},
+                   {"model_error", model_err / n},
+                   {"ref_error", ref_err / n},
                    {"grad_norm", norm_sum / n}};
     char buf[96];
     std::snprintf(buf, sizeof buf, "loss %.4f acc %.3f", loss / n, acc / n);

@@ -8,11 +8,15 @@
 
 #include <boost/hana/define_struct.hpp>
 
-#include "spo/config/sections.hpp"
 #include "spo/data/fashion_mnist.hpp"
 #include "spo/diffusion/denoising_loss.hpp"
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/io/checkpoint.hpp"
+#include "spo/io/metrics_log.hpp"
 #include "spo/io/png.hpp"
+#include "spo/io/progress.hpp"
+#include "spo/io/run_record.hpp"
+#include "spo/model/fashion_default.hpp"
 #include "spo/model/text_conditioned.hpp"
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
@@ -20,9 +24,6 @@
 #include "spo/text/prompts.hpp"
 #include "spo/text/text_encoder.hpp"
 #include "spo/train/common_sections.hpp"
-#include "spo/train/metrics_log.hpp"
-#include "spo/train/progress.hpp"
-#include "spo/train/run_record.hpp"
 
 namespace spo::train {
 
@@ -35,8 +36,8 @@ struct PretrainSection {
 
 struct PretrainConfig {
   BOOST_HANA_DEFINE_STRUCT(PretrainConfig, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
-                           (std::int64_t, resolution), (config::UNetSection, unet), (config::TextSection, text),
-                           (config::ScheduleSection, schedule), (config::SamplingSection, sampling),
+                           (std::int64_t, resolution), (model::UNetConfig, unet), (model::TextSection, text),
+                           (diffusion::ScheduleSection, schedule), (diffusion::SamplingSection, sampling),
                            (PretrainSection, train));
 };
 
@@ -44,10 +45,11 @@ inline void validate(const PretrainConfig& c) {
   const auto& t = c.train;
   SPO_CONFIG_CHECK(c.resolution >= 28, "resolution",
                    "must be >= 28 (Fashion-MNIST is 28x28, padded), got " << c.resolution);
-  config::validate(c.unet);
+  model::validate(c.unet);
   const auto multiple = std::int64_t{1} << (c.unet.block_out_channels.size() - 1);
-  SPO_CONFIG_CHECK(c.resolution % multiple == 0, "resolution",
-                   c.resolution << " is not divisible by " << multiple << " (one 2x downsampling per UNet level but the last)");
+  SPO_CONFIG_CHECK(
+      c.resolution % multiple == 0, "resolution",
+      c.resolution << " is not divisible by " << multiple << " (one 2x downsampling per UNet level but the last)");
   validate_positive(t.batch_size, "batch_size");
   validate_positive(t.steps, "steps");
   validate_positive(t.log_every, "log_every");
@@ -55,10 +57,11 @@ inline void validate(const PretrainConfig& c) {
   validate_positive(t.sample_every, "sample_every");
   SPO_CONFIG_CHECK(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0, got " << t.warmup_steps);
   validate_optimizer(t.lr, t.weight_decay, t.max_grad_norm);
-  SPO_CONFIG_CHECK(t.cond_dropout >= 0 && t.cond_dropout < 1, "train.cond_dropout", "must be in [0, 1), got " << t.cond_dropout);
+  SPO_CONFIG_CHECK(t.cond_dropout >= 0 && t.cond_dropout < 1, "train.cond_dropout",
+                   "must be in [0, 1), got " << t.cond_dropout);
   SPO_CONFIG_CHECK(t.ema_decay >= 0 && t.ema_decay < 1, "train.ema_decay", "must be in [0, 1), got " << t.ema_decay);
   SPO_CONFIG_CHECK(c.text.max_length >= 1, "text.max_length", "must be >= 1, got " << c.text.max_length);
-  config::validate(c.sampling, c.schedule.num_train_timesteps);
+  diffusion::validate(c.sampling, c.schedule.num_train_timesteps);
 }
 
 /// The parameters a pretraining checkpoint holds: the model and its EMA shadow ("ema.*").
@@ -88,10 +91,13 @@ class Pretraining {
   using tensor = Tensor<T, cpu>;
 
   Pretraining(Model& model, const PretrainConfig& config, nlohmann::json resolved_config)
-      : model_(model), config_(config), resolved_(std::move(resolved_config)),
-        ddim_(config::make_scheduler<S, P>(config.schedule)), optimizer_(optim::AdamWOptions{config.train.lr, 0.9, 0.999, 1e-8,
-                                                                                               config.train.weight_decay}),
-        ema_(model, config.train.ema_decay), gen_{config.seed, 0} {
+      : model_(model),
+        config_(config),
+        resolved_(std::move(resolved_config)),
+        ddim_(diffusion::make_scheduler<S, P>(config.schedule)),
+        optimizer_(optim::AdamWOptions{config.train.lr, 0.9, 0.999, 1e-8, config.train.weight_decay}),
+        ema_(model, config.train.ema_decay),
+        gen_{config.seed, 0} {
     validate(config);
     ddim_.set_timesteps(config.sampling.num_inference_steps);
   }
@@ -128,7 +134,7 @@ class Pretraining {
       }
       idx[static_cast<std::size_t>(i)] = order_[static_cast<std::size_t>(pos)];
     }
-    auto x0 = data::to_tensor<T>(data, idx, config_.resolution);               // [B, 1, R, R]
+    auto x0 = data::to_tensor<T>(data, idx, config_.resolution);  // [B, 1, R, R]
     // Per-sample randomness: timestep, template, dropout (3 uniforms each), then the noise.
     const std::uint64_t first = gen_.reserve(static_cast<std::uint64_t>(3 * b));
     std::vector<std::int64_t> t(static_cast<std::size_t>(b));
@@ -141,19 +147,21 @@ class Pretraining {
       t[static_cast<std::size_t>(i)] = std::min<std::int64_t>(static_cast<std::int64_t>(u_t * n_train), n_train - 1);
       const auto tmpl = std::min<std::size_t>(static_cast<std::size_t>(u_p * text::fashion_train_templates),
                                               text::fashion_train_templates - 1);
-      prompts[static_cast<std::size_t>(i)] = u_d < tc.cond_dropout ? std::string{} : text::fashion_prompt(data.labels[idx[i]], tmpl);
+      prompts[static_cast<std::size_t>(i)] =
+          u_d < tc.cond_dropout ? std::string{} : text::fashion_prompt(data.labels[idx[i]], tmpl);
     }
-    auto noise = randn<T>(x0.shape(), gen_);                                     // [B, 1, R, R]
+    auto noise = randn<T>(x0.shape(), gen_);  // [B, 1, R, R]
     auto x_t = ddim_.noise_schedule().add_noise(x0, noise, t);
     tensor tt(Shape{b});
     for (std::int64_t i = 0; i < b; ++i) tt[i] = static_cast<T>(t[static_cast<std::size_t>(i)]);
 
     nn::zero_grad(model_);
-    auto u = model_.forward(x_t, tt, std::span<const std::string>(prompts));    // [B, 1, R, R]
+    auto u = model_.forward(x_t, tt, std::span<const std::string>(prompts));  // [B, 1, R, R]
     auto target = diffusion::training_target<P>(ddim_.noise_schedule(), x0, noise, t);
     auto lg = diffusion::mse_loss(u, target);
-    SPO_CHECK(std::isfinite(lg.loss), "non-finite loss " << lg.loss << " at step " << step_
-                                      << "; the last checkpoint is intact (lower train.lr or check the data)");
+    SPO_CHECK(std::isfinite(lg.loss), "non-finite loss "
+                                          << lg.loss << " at step " << step_
+                                          << "; the last checkpoint is intact (lower train.lr or check the data)");
     model_.backward(lg.grad, true);
     const double norm = optim::clip_grad_norm(model_, tc.max_grad_norm, true);
     const double warm = tc.warmup_steps > 0 ? std::min(1.0, static_cast<double>(step_ + 1) / tc.warmup_steps) : 1.0;
@@ -180,8 +188,8 @@ class Pretraining {
   /// Runs to config.train.steps with logs, checkpoints (<output>/checkpoint.safetensors) and sample grids.
   void run(const data::FashionMnist& data, const std::filesystem::path& out) {
     const auto& tc = config_.train;
-    MetricsLog log(out / "metrics.jsonl", step_ > 0 ? step_ : -1);
-    ProgressBar bar("pretrain", tc.steps, step_);
+    io::MetricsLog log(out / "metrics.jsonl", step_ > 0 ? step_ : -1);
+    io::ProgressBar bar("pretrain", tc.steps, step_);
     const auto t0 = std::chrono::steady_clock::now();
     double loss_acc = 0;
     int loss_n = 0;
@@ -193,14 +201,18 @@ class Pretraining {
       std::snprintf(fields, sizeof fields, "loss %.4f", loss);
       bar.update(step_, fields);
       if (step_ % tc.log_every == 0 || step_ == tc.steps) {
-        log.write({{"step", step_}, {"loss", loss_acc / loss_n}, {"grad_norm", norm}, {"lr", optimizer_.options().lr},
+        log.write({{"step", step_},
+                   {"loss", loss_acc / loss_n},
+                   {"grad_norm", norm},
+                   {"lr", optimizer_.options().lr},
                    {"wall_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}});
         loss_acc = 0;
         loss_n = 0;
       }
       if (step_ % tc.checkpoint_every == 0 || step_ == tc.steps) save(out / "checkpoint.safetensors");
       if (step_ % tc.sample_every == 0 || step_ == tc.steps)
-        io::write_image_grid(out / ("samples_" + std::to_string(step_) + ".png"), sample_grid(8, config_.seed + 1), 8, 2);
+        io::write_image_grid(out / ("samples_" + std::to_string(step_) + ".png"), sample_grid(8, config_.seed + 1), 8,
+                             2);
     }
   }
 

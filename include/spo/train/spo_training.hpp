@@ -16,8 +16,10 @@
 #include <boost/hana/define_struct.hpp>
 
 #include "spo/data/fashion_mnist.hpp"
-#include "spo/io/checkpoint.hpp"
 #include "spo/diffusion/concepts.hpp"
+#include "spo/io/checkpoint.hpp"
+#include "spo/io/metrics_log.hpp"
+#include "spo/io/progress.hpp"
 #include "spo/loss/concepts.hpp"
 #include "spo/loss/spo_loss.hpp"
 #include "spo/optim/adamw.hpp"
@@ -26,8 +28,6 @@
 #include "spo/tensor/transfer.hpp"
 #include "spo/text/prompts.hpp"
 #include "spo/train/common_sections.hpp"
-#include "spo/train/metrics_log.hpp"
-#include "spo/train/progress.hpp"
 #include "spo/train/round_trainer.hpp"
 
 namespace spo::train {
@@ -67,9 +67,9 @@ inline void validate(const LoraSection& l, const SpoTrainSection& t) {
     - Policy, Reference: DiffusionModel on one device; Scheduler: diffusion::Scheduler on that device
 !*/
 template <diffusion::DiffusionModel Policy, diffusion::DiffusionModel Reference, class Scheduler,
-          preference::PreferenceModel PM, preference::ComparePolicy Cmp,
-          resampler::ContinuationRule Cont, loss::StepPairLoss Loss = loss::SpoLoss>
-  requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
+          preference::PreferenceModel PM, preference::ComparePolicy Cmp, resampler::ContinuationRule Cont,
+          loss::StepPairLoss Loss = loss::SpoLoss>
+requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
 class SpoTraining : public RoundTrainer<SpoTraining<Policy, Reference, Scheduler, PM, Cmp, Cont, Loss>, Policy> {
   using Base = RoundTrainer<SpoTraining, Policy>;
 
@@ -84,14 +84,21 @@ class SpoTraining : public RoundTrainer<SpoTraining<Policy, Reference, Scheduler
               std::int64_t resolution, std::uint64_t seed, nlohmann::json resolved)
       : Base(policy, "spo", train.rounds, train.checkpoint_every, train.lr, train.weight_decay, train.max_grad_norm,
              seed, std::move(resolved)),
-        reference_(reference), scheduler_(scheduler), pm_(pm), resampler_(resampler), loss_(loss), train_(train),
+        reference_(reference),
+        scheduler_(scheduler),
+        pm_(pm),
+        resampler_(resampler),
+        loss_(loss),
+        train_(train),
         resolution_(resolution) {
     resampler::validate(resampler, scheduler.num_inference_steps());
     validate(loss);
   }
 
   /// The prompts of a round: prompts_per_round draws (class, template) uniform over the training prompts.
-  std::vector<std::string> draw_prompts() { return train::draw_prompts(this->gen_, train_.prompts_per_round, train_.templates); }
+  std::vector<std::string> draw_prompts() {
+    return train::draw_prompts(this->gen_, train_.prompts_per_round, train_.templates);
+  }
 
   /// The pair loss on items `order` of the round's pairs; one optimizer step.
   auto train_minibatch(const resampler::StepPairs<T, D>& items, std::span<const std::int64_t> order,
@@ -100,7 +107,8 @@ class SpoTraining : public RoundTrainer<SpoTraining<Policy, Reference, Scheduler
     const std::int64_t per = items.x_t.numel() / std::max<std::int64_t>(items.size(), 1);
     Shape s = items.x_t.shape();
     s[0] = m;
-    tensor x_t = tensor::uninitialized(s), x_w = tensor::uninitialized(s), x_l = tensor::uninitialized(s);  // [m, C, R, R]
+    tensor x_t = tensor::uninitialized(s), x_w = tensor::uninitialized(s),
+           x_l = tensor::uninitialized(s);  // [m, C, R, R]
     std::vector<std::int64_t> t;
     std::vector<std::string> prompts;
     Tensor<T, cpu> t_host = Tensor<T, cpu>::uninitialized(Shape{m});  // [m]
@@ -124,7 +132,7 @@ class SpoTraining : public RoundTrainer<SpoTraining<Policy, Reference, Scheduler
       u_ref = reference_.guided(x_t, tt, cond, uncond, g);  // [m, C, R, R]
     }
     nn::zero_grad(this->policy_);
-    const tensor u = this->policy_.guided(x_t, tt, cond, uncond, g);  // [m, C, R, R]
+    const tensor u = this->policy_.guided(x_t, tt, cond, uncond, g);                        // [m, C, R, R]
     const auto lp_w = to_doubles(transfer<cpu>(scheduler_.log_prob(u, t, x_t, x_w, eta)));  // [m]
     const auto lp_l = to_doubles(transfer<cpu>(scheduler_.log_prob(u, t, x_t, x_l, eta)));
     const auto lr_w = to_doubles(transfer<cpu>(scheduler_.log_prob(u_ref, t, x_t, x_w, eta)));
@@ -182,9 +190,15 @@ class SpoTraining : public RoundTrainer<SpoTraining<Policy, Reference, Scheduler
         *v /= static_cast<double>(batches);
     nlohmann::json valid = nlohmann::json::object();
     for (const auto& [t, n] : r.valid_per_t) valid[std::to_string(t)] = n;
-    rec.metrics = {{"items", items}, {"loss", loss}, {"ratio_win", ratio_win}, {"ratio_lose", ratio_lose},
-                   {"clip_fraction", clip_fraction}, {"implicit_accuracy", implicit_accuracy},
-                   {"grad_norm", grad_norm}, {"score_mean", score_mean}, {"score_std", score_std},
+    rec.metrics = {{"items", items},
+                   {"loss", loss},
+                   {"ratio_win", ratio_win},
+                   {"ratio_lose", ratio_lose},
+                   {"clip_fraction", clip_fraction},
+                   {"implicit_accuracy", implicit_accuracy},
+                   {"grad_norm", grad_norm},
+                   {"score_mean", score_mean},
+                   {"score_std", score_std},
                    {"valid_per_t", valid}};
     char fields[96];
     std::snprintf(fields, sizeof fields, "loss %.4f items %lld score %.3f", loss, static_cast<long long>(items),

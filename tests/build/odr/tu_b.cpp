@@ -17,7 +17,8 @@ int main() {
   };
   check(odr::allocator_in_a() == &spo::caching_allocator<spo::cpu>::instance(),
         "caching_allocator<cpu>::instance() differs between translation units");
-  check(odr::grad_flag_in_a() == &spo::nn::detail::grad_mode_flag(), "grad mode flag differs between translation units");
+  check(odr::grad_flag_in_a() == &spo::nn::detail::grad_mode_flag(),
+        "grad mode flag differs between translation units");
   {
     spo::nn::no_grad_guard guard;
     check(!odr::grad_enabled_in_a(), "no_grad_guard in tu_b.cpp is not seen by grad_enabled() in tu_a.cpp");

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/core/rng.hpp"
 
 #include <cmath>
 
-#include "spo/core/rng.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/tensor/ops.hpp"
 
 using namespace spo;
@@ -47,7 +48,9 @@ TEST_CASE("normal stream: deterministic, resumable, and standard normal") {
     m2 += s[i] * s[i];
     m4 += s[i] * s[i] * s[i] * s[i];
   }
-  m1 /= n; m2 /= n; m4 /= n;
+  m1 /= n;
+  m2 /= n;
+  m4 /= n;
   CHECK(std::abs(m1) < 5.0 / std::sqrt(double(n)));
   CHECK(std::abs(m2 - 1.0) < 5.0 * std::sqrt(2.0 / n));
   CHECK(std::abs(m4 / (m2 * m2) - 3.0) < 0.1);

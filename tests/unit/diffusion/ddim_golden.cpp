@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Golden tests against diffusers' DDIMScheduler (tools/reference/ddim_golden.py -> tests/data/diffusion/ddim_golden.json).
-#include <doctest/doctest.h>
-
+// Golden tests against diffusers' DDIMScheduler (tools/reference/ddim_golden.py ->
+// tests/data/diffusion/ddim_golden.json).
 #include <fstream>
+
+#include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
 #include "spo/diffusion/ddim.hpp"
@@ -51,10 +52,14 @@ void dispatch(const std::string& schedule, const std::string& prediction, F&& f)
     with_prediction<VPrediction>(prediction, [&]<class P>() { f(s, P{}); });
     with_prediction<SamplePrediction>(prediction, [&]<class P>() { f(s, P{}); });
   };
-  if (schedule == "linear") with_schedule(LinearBetas{});
-  else if (schedule == "scaled_linear") with_schedule(ScaledLinearBetas{});
-  else if (schedule == "squaredcos_cap_v2") with_schedule(SquaredCosCapV2Betas{});
-  else FAIL("unknown schedule " << schedule);
+  if (schedule == "linear")
+    with_schedule(LinearBetas{});
+  else if (schedule == "scaled_linear")
+    with_schedule(ScaledLinearBetas{});
+  else if (schedule == "squaredcos_cap_v2")
+    with_schedule(SquaredCosCapV2Betas{});
+  else
+    FAIL("unknown schedule " << schedule);
 }
 
 }  // namespace
@@ -99,7 +104,8 @@ TEST_CASE("set_timesteps matches diffusers for every spacing, N and steps_offset
   CHECK_THROWS_WITH_AS(parse_timestep_spacing("uniform"), doctest::Contains("uniform"), spo::error);
 }
 
-TEST_CASE_TEMPLATE("DDIM step matches diffusers (eta, prediction type, clip_sample, set_alpha_to_one)", T, float, double) {
+TEST_CASE_TEMPLATE("DDIM step matches diffusers (eta, prediction type, clip_sample, set_alpha_to_one)", T, float,
+                   double) {
   int cases = 0;
   for (const auto& c : golden()["steps"]) {
     dispatch(c["schedule"], c["prediction_type"], [&](auto schedule, auto prediction) {
@@ -123,8 +129,8 @@ TEST_CASE_TEMPLATE("DDIM step matches diffusers (eta, prediction type, clip_samp
       const double e3 = rel_error(out.prev_sample, tensor_of<T>(c["prev_sample_f64"], c["shape"]));
       const double e4 = rel_error(out.pred_original_sample, tensor_of<T>(c["pred_original_sample_f64"], c["shape"]));
       INFO(c["schedule"] << " " << c["prediction_type"] << " eta=" << eta << " clip=" << c["clip_sample"]
-                         << " alpha_one=" << c["set_alpha_to_one"] << " t=" << c["timestep"] << ": " << e1 << ", "
-                         << e2 << ", " << e3 << ", " << e4);
+                         << " alpha_one=" << c["set_alpha_to_one"] << " t=" << c["timestep"] << ": " << e1 << ", " << e2
+                         << ", " << e3 << ", " << e4);
       CHECK(e1 <= 2e-5);
       CHECK(e2 <= 1e-5);
       const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-12;
@@ -201,7 +207,8 @@ TEST_CASE("children share one mean; their empirical std matches the transition s
       s2 += d * d;
     }
   CHECK(std::sqrt(s2 / (4 * mu.numel())) == doctest::Approx(tr[0].std).epsilon(0.03));
-  CHECK(max_abs_diff<double>(children.view().slice(0, 1).reshaped(mu.shape()), children.view().slice(1, 1).reshaped(mu.shape())) > 0.1);
+  CHECK(max_abs_diff<double>(children.view().slice(0, 1).reshaped(mu.shape()),
+                             children.view().slice(1, 1).reshaped(mu.shape())) > 0.1);
 }
 
 TEST_CASE("classifier-free guidance combines eps_u + g (eps_c - eps_u)") {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
+#include "spo/diffusion/denoising_loss.hpp"
+
 #include <doctest/doctest.h>
 
-#include "spo/diffusion/denoising_loss.hpp"
 #include "spo/diffusion/ddim.hpp"
 #include "spo/testing/gradcheck.hpp"
 
@@ -39,13 +40,12 @@ TEST_CASE("mse_loss value and gradient (finite differences)") {
   for (std::int64_t i = 0; i < 15; ++i) ref += (u[i] - target[i]) * (u[i] - target[i]) / 15.0;
   CHECK(r.loss == doctest::Approx(ref).epsilon(1e-14));
   Tensor<double> grad;
-  auto res = testing::gradcheck_function(
-      [&] { return Tensor<double>(Shape{1}, {mse_loss(u, target).loss}); },
-      [&](const Tensor<double>& dy) {
-        grad = mse_loss(u, target).grad;
-        as_array(grad.view()) *= dy[0];
-      },
-      {{"model_output", &u, &grad}});
+  auto res = testing::gradcheck_function([&] { return Tensor<double>(Shape{1}, {mse_loss(u, target).loss}); },
+                                         [&](const Tensor<double>& dy) {
+                                           grad = mse_loss(u, target).grad;
+                                           as_array(grad.view()) *= dy[0];
+                                         },
+                                         {{"model_output", &u, &grad}});
   INFO(res.report << res.worst);
   CHECK(res.ok);
 }

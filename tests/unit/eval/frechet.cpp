@@ -2,7 +2,6 @@
 // Frechet distance: golden values from numpy (tools/reference/frechet_golden.py -> tests/data/frechet_golden.json),
 // hand-computed statistics and closed forms.
 #include "spo/eval/frechet.hpp"
-#include "spo/io/safetensors.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -12,6 +11,8 @@
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
+
+#include "spo/io/safetensors.hpp"
 
 using namespace spo;
 using namespace spo::eval;
@@ -183,7 +184,8 @@ TEST_CASE("nuclear_norm: the rank-deficient L_a^T L_b on which Eigen 3.4.0's BDC
   // sqrt(eps) * sigma_max per near-zero value, so the bound is 1e-6 relative).
   const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(m.transpose() * m);
   double reference = 0;
-  for (Eigen::Index i = 0; i < eig.eigenvalues().size(); ++i) reference += std::sqrt(std::max(eig.eigenvalues()(i), 0.0));
+  for (Eigen::Index i = 0; i < eig.eigenvalues().size(); ++i)
+    reference += std::sqrt(std::max(eig.eigenvalues()(i), 0.0));
   CHECK(std::abs(norm - reference) <= 1e-6 * reference);
   CHECK(std::abs(spo::eval::nuclear_norm(m.transpose()) - norm) <= 1e-12 * norm);
   CHECK(reference > 1.0);

@@ -12,8 +12,8 @@
 
 #include "spo/experiment/baseline_experiment.hpp"
 #include "spo/io/resume.hpp"
+#include "spo/io/run_record.hpp"
 #include "spo/nn/linear.hpp"
-#include "spo/train/run_record.hpp"
 
 #include "support/train_fixtures.hpp"
 #include <unistd.h>
@@ -206,7 +206,7 @@ TEST_CASE("the run record reads the source tree's revision without rewriting its
   struct stat before {
   }, after{};
   REQUIRE(::stat((dir / ".git" / "index").c_str(), &before) == 0);
-  const auto rev = train::git_revision(dir);
+  const auto rev = io::git_revision(dir);
   CHECK(rev.size() == 40);  // unchanged content: not dirty
   REQUIRE(::stat((dir / ".git" / "index").c_str(), &after) == 0);
   CHECK(before.st_ino == after.st_ino);

@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: MIT
 #include "spo/io/checkpoint.hpp"
-#include "spo/optim/adamw.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -14,6 +13,7 @@
 
 #include "spo/nn/layer.hpp"
 #include "spo/nn/linear.hpp"
+#include "spo/optim/adamw.hpp"
 #include "spo/tensor/ops.hpp"
 
 using namespace spo;

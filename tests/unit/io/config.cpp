@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/io/config.hpp"
 
 #include <filesystem>
 
-#include "spo/io/config.hpp"
+#include <doctest/doctest.h>
 
 using namespace spo;
 using namespace spo::io;
@@ -22,7 +22,8 @@ struct spo::io::enum_strings<Prediction> {
 namespace {
 
 struct OptimizerConfig {
-  BOOST_HANA_DEFINE_STRUCT(OptimizerConfig, (double, lr), (double, weight_decay), (std::optional<double>, max_grad_norm));
+  BOOST_HANA_DEFINE_STRUCT(OptimizerConfig, (double, lr), (double, weight_decay),
+                           (std::optional<double>, max_grad_norm));
 };
 
 struct TrainConfig {
@@ -50,7 +51,8 @@ json sample() { return json::parse(sample_text); }
 /// from_json on `j` must throw naming the source and `what`.
 void expect_error(const json& j, const std::string& what) {
   INFO("expected: " << what);
-  CHECK_THROWS_WITH_AS(from_json<TrainConfig>(j, "train.json"), doctest::Contains(("train.json: " + what).c_str()), error);
+  CHECK_THROWS_WITH_AS(from_json<TrainConfig>(j, "train.json"), doctest::Contains(("train.json: " + what).c_str()),
+                       error);
 }
 
 }  // namespace
@@ -96,7 +98,8 @@ TEST_CASE("unknown, missing and mistyped keys are errors naming the source and t
   expect_error(with([](json& j) { j["optimizer"]["betas"] = {0.9, 0.999}; }), "optimizer.betas: unknown key");
   expect_error(with([](json& j) { j["optimizer"].erase("lr"); }), "optimizer.lr: missing key");
   expect_error(with([](json& j) { j["optimizer"]["lr"] = "1e-5"; }), "optimizer.lr: expected a number, got string");
-  expect_error(with([](json& j) { j["groups"][1]["weight_decay"] = true; }), "groups[1].weight_decay: expected a number");
+  expect_error(with([](json& j) { j["groups"][1]["weight_decay"] = true; }),
+               "groups[1].weight_decay: expected a number");
   expect_error(with([](json& j) { j["steps"] = 1.5; }), "steps: expected an integer, got number 1.5");
   expect_error(with([](json& j) { j["steps"] = 10.0; }), "steps: expected an integer");
   expect_error(with([](json& j) { j["steps"] = 10000000000; }), "steps: integer 10000000000 is out of range");
@@ -126,7 +129,8 @@ TEST_CASE("load_config and save_config: files, parse errors with line and column
   std::string dup = sample_text;
   dup.insert(dup.find("\"steps\""), "\"steps\": 5, ");
   write_file_atomic(dir / "dup.json", dup);
-  CHECK_THROWS_WITH_AS(load_config<TrainConfig>(dir / "dup.json"), doctest::Contains("duplicate JSON key \"steps\""), error);
+  CHECK_THROWS_WITH_AS(load_config<TrainConfig>(dir / "dup.json"), doctest::Contains("duplicate JSON key \"steps\""),
+                       error);
   write_file_atomic(dir / "wrong.json", std::string_view(R"({"lr": 1, "weight_decay": "0"})"));
   CHECK_THROWS_WITH_AS(load_config<OptimizerConfig>(dir / "wrong.json"),
                        doctest::Contains("wrong.json: weight_decay: expected a number"), error);

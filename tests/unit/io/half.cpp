@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/io/half.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "spo/io/half.hpp"
+#include <doctest/doctest.h>
 
 using namespace spo::io;
 
@@ -20,7 +20,7 @@ namespace {
 /// by half an ulp or more -> infinity (IEEE 754 overflow under round-to-nearest-even).
 struct Nearest {
   std::vector<std::pair<double, std::uint16_t>> table;  // non-negative finite values
-  double overflow_threshold;                             // max + ulp(max) / 2
+  double overflow_threshold;                            // max + ulp(max) / 2
 
   std::uint16_t operator()(float xf, std::uint16_t inf_bits) const {
     const double x = std::fabs(static_cast<double>(xf));
@@ -47,10 +47,26 @@ Nearest make_table(float (*decode)(std::uint16_t), std::uint16_t inf_bits) {
 }
 
 std::vector<float> test_floats(std::uint32_t seed) {
-  std::vector<float> v = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.99f, 65520.0f, 65536.0f, 0x1p-14f, 0x1p-24f, 0x1p-25f,
-                          0x1.8p-25f, 0x1.8p-24f, 0x1.0p-26f, std::numeric_limits<float>::denorm_min(),
-                          std::numeric_limits<float>::max(), 0x1.fefffep127f, 0x1.ff0000p127f, 1.0f + 0x1p-8f,
-                          1.0f + 0x1p-11f, 1.0f + 0x3p-11f};
+  std::vector<float> v = {0.0f,
+                          -0.0f,
+                          1.0f,
+                          65504.0f,
+                          65519.99f,
+                          65520.0f,
+                          65536.0f,
+                          0x1p-14f,
+                          0x1p-24f,
+                          0x1p-25f,
+                          0x1.8p-25f,
+                          0x1.8p-24f,
+                          0x1.0p-26f,
+                          std::numeric_limits<float>::denorm_min(),
+                          std::numeric_limits<float>::max(),
+                          0x1.fefffep127f,
+                          0x1.ff0000p127f,
+                          1.0f + 0x1p-8f,
+                          1.0f + 0x1p-11f,
+                          1.0f + 0x3p-11f};
   // Every float whose bit pattern ends in the rounding-relevant region for both formats, plus random patterns.
   for (std::uint32_t e = 0; e < 256; ++e)
     for (std::uint32_t m : {0u, 1u, 0x0fffu, 0x1000u, 0x1001u, 0x2000u, 0x3000u, 0x7fffu, 0x8000u, 0x8001u, 0x18000u,
@@ -60,7 +76,8 @@ std::vector<float> test_floats(std::uint32_t seed) {
   for (int i = 0; i < 300000; ++i) {
     v.push_back(std::bit_cast<float>(static_cast<std::uint32_t>(gen())));
   }
-  for (int i = 0; i < 100000; ++i) v.push_back(std::ldexp(std::uniform_real_distribution<float>(-1, 1)(gen), -30 + i % 50));
+  for (int i = 0; i < 100000; ++i)
+    v.push_back(std::ldexp(std::uniform_real_distribution<float>(-1, 1)(gen), -30 + i % 50));
   std::erase_if(v, [](float f) { return std::isnan(f); });
   return v;
 }
@@ -75,8 +92,10 @@ TEST_CASE("f16: every bit pattern decodes as sign * 2^(e-15) * (1 + m/1024) and 
     const int m = b & 0x3ff;
     const double s = (b & 0x8000) ? -1.0 : 1.0;
     if (e == 31) {
-      if (m == 0) CHECK(f == s * std::numeric_limits<float>::infinity());
-      else CHECK(std::isnan(f));
+      if (m == 0)
+        CHECK(f == s * std::numeric_limits<float>::infinity());
+      else
+        CHECK(std::isnan(f));
     } else {
       const double expected = e == 0 ? s * std::ldexp(m, -24) : s * std::ldexp(1024 + m, e - 25);
       REQUIRE(static_cast<double>(f) == expected);
@@ -97,12 +116,13 @@ TEST_CASE("f16: float -> half rounds to nearest even (checked against a search o
   int failures = 0;
   for (float f : test_floats(seed)) {
     const std::uint16_t got = float_to_half_bits(f), want = nearest(f, 0x7c00);
-    if (got != want && ++failures < 10) CHECK_MESSAGE(got == want, "x = " << f << " (bits " << std::bit_cast<std::uint32_t>(f) << ")");
+    if (got != want && ++failures < 10)
+      CHECK_MESSAGE(got == want, "x = " << f << " (bits " << std::bit_cast<std::uint32_t>(f) << ")");
   }
   CHECK(failures == 0);
   CHECK(float_to_half_bits(65519.99f) == 0x7bff);
   CHECK(float_to_half_bits(65520.0f) == 0x7c00);
-  CHECK(float_to_half_bits(0x1p-25f) == 0x0000);  // tie between 0 and 2^-24 -> even (0)
+  CHECK(float_to_half_bits(0x1p-25f) == 0x0000);    // tie between 0 and 2^-24 -> even (0)
   CHECK(float_to_half_bits(0x1.8p-24f) == 0x0002);  // tie between 1 and 2 ulps -> even (2)
   CHECK(float_to_half_bits(1.0f + 0x1p-11f) == 0x3c00);
   CHECK(float_to_half_bits(1.0f + 0x3p-11f) == 0x3c02);

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
+#include "spo/loss/cross_entropy.hpp"
+
 #include <doctest/doctest.h>
 
 #include "spo/judge/classifier.hpp"
-#include "spo/loss/cross_entropy.hpp"
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;
@@ -16,12 +17,13 @@ TEST_CASE("cross-entropy: value by hand, gradient by finite differences") {
   CHECK(r.loss == doctest::Approx((l0 + l1) / 2).epsilon(1e-14));
   CHECK(r.correct == 2);
   Tensor<double> grad;
-  auto res = testing::gradcheck_function([&] { return Tensor<double>(Shape{1}, {loss::cross_entropy(logits, labels).loss}); },
-                                         [&](const Tensor<double>& dy) {
-                                           grad = loss::cross_entropy(logits, labels).grad;
-                                           as_array(grad.view()) *= dy[0];
-                                         },
-                                         {{"logits", &logits, &grad}});
+  auto res =
+      testing::gradcheck_function([&] { return Tensor<double>(Shape{1}, {loss::cross_entropy(logits, labels).loss}); },
+                                  [&](const Tensor<double>& dy) {
+                                    grad = loss::cross_entropy(logits, labels).grad;
+                                    as_array(grad.view()) *= dy[0];
+                                  },
+                                  {{"logits", &logits, &grad}});
   CHECK(res.ok);
   CHECK_THROWS_AS(loss::cross_entropy(logits, std::vector<std::int64_t>{3, 0}), spo::error);
 }

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/loss/pair_preference.hpp"
 
 #include <cmath>
 #include <vector>
 
+#include <doctest/doctest.h>
+
 #include "spo/core/error.hpp"
-#include "spo/loss/pair_preference.hpp"
 
 using spo::loss::pair_preference_loss;
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// The preference losses (SPO, step DPO, D3PO, DDPO, Diffusion-DPO) and DDPO's per-prompt advantage normalisation: golden values
-// and autograd gradients from torch (tools/reference/loss_golden.py -> tests/data/loss_golden.json), finite
-// differences, hand-computed special values and input validation.
+// The preference losses (SPO, step DPO, D3PO, DDPO, Diffusion-DPO) and DDPO's per-prompt advantage normalisation:
+// golden values and autograd gradients from torch (tools/reference/loss_golden.py -> tests/data/loss_golden.json),
+// finite differences, hand-computed special values and input validation.
 #include <cmath>
 #include <fstream>
 #include <functional>

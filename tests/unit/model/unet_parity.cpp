@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 // UNet2DCondition vs diffusers' UNet2DConditionModel on tiny configs (tools/reference/unet_parity.py).
 #include <doctest/doctest.h>
-
 #include <nlohmann/json.hpp>
 
 #include "spo/io/safetensors.hpp"
@@ -67,8 +66,8 @@ TEST_CASE_TEMPLATE("UNet forward matches diffusers (tiny_a: conv projections; ti
     const auto out = unet.forward(sample, t, ctx);
     const auto expected = ref.file.get<T>("output.sample");
     const double err = max_abs_diff<T>(out.view(), expected.view());
-    MESSAGE(name << std::string(std::is_same_v<T, float> ? " float" : " double") << ": max abs error " << err << " (output scale "
-                 << max_abs(ref.file.get<double>("output.sample")) << ")");
+    MESSAGE(name << std::string(std::is_same_v<T, float> ? " float" : " double") << ": max abs error " << err
+                 << " (output scale " << max_abs(ref.file.get<double>("output.sample")) << ")");
     CHECK(err <= (std::is_same_v<T, float> ? 1e-4 : 1e-10));
   }
 }
@@ -84,9 +83,9 @@ TEST_CASE("UNet backward matches torch autograd of diffusers (tiny_a, float64)")
   auto rel = [](const Tensor<double>& a, const Tensor<double>& b) {
     return max_abs_diff<double>(a.view(), b.view()) / std::max(max_abs(b), 1e-12);
   };
-  MESSAGE("backward: relative error of d sample " << rel(g.dsample, ref.file.get<double>("grad.input.sample"))
-                                                  << ", d context "
-                                                  << rel(g.dcontext, ref.file.get<double>("grad.input.encoder_hidden_states")));
+  MESSAGE("backward: relative error of d sample "
+          << rel(g.dsample, ref.file.get<double>("grad.input.sample")) << ", d context "
+          << rel(g.dcontext, ref.file.get<double>("grad.input.encoder_hidden_states")));
   CHECK(rel(g.dsample, ref.file.get<double>("grad.input.sample")) < 1e-9);
   CHECK(rel(g.dcontext, ref.file.get<double>("grad.input.encoder_hidden_states")) < 1e-9);
   int checked = 0;
@@ -108,7 +107,8 @@ TEST_CASE("UNet gradients pass the finite-difference check (tiny_a config, torch
   unet.reset_parameters(gen);
   // Non-trivial norms: perturb the identity affine parameters.
   unet.visit_parameters([&](std::string_view name, nn::Parameter<double>& p) {
-    if (name.find("norm") != std::string_view::npos) as_array(p.value.view()) += as_array(randn<double>(p.shape(), gen).view()) * 0.2;
+    if (name.find("norm") != std::string_view::npos)
+      as_array(p.value.view()) += as_array(randn<double>(p.shape(), gen).view()) * 0.2;
   });
   nn::set_trainable(unet, true);
   auto sample = randn<double>(Shape{2, 2, 8, 8}, gen);
@@ -133,10 +133,12 @@ TEST_CASE("UNet gradients pass the finite-difference check (tiny_a config, torch
 TEST_CASE("UNet errors name the shapes; LoRA attaches to every attention projection with only adapters trainable") {
   const auto ref = load_reference("tiny_a");
   auto unet = load_model<float>(ref);
-  CHECK_THROWS_WITH_AS(unet.forward(Tensor<float>(Shape{2, 3, 8, 8}), Tensor<float>(Shape{2}), Tensor<float>(Shape{2, 3, 12})),
-                       doctest::Contains("[2, 3, 8, 8]"), spo::error);
-  CHECK_THROWS_WITH_AS(unet.forward(Tensor<float>(Shape{2, 2, 8, 8}), Tensor<float>(Shape{2}), Tensor<float>(Shape{2, 3, 5})),
-                       doctest::Contains("[2, 3, 5]"), spo::error);
+  CHECK_THROWS_WITH_AS(
+      unet.forward(Tensor<float>(Shape{2, 3, 8, 8}), Tensor<float>(Shape{2}), Tensor<float>(Shape{2, 3, 12})),
+      doctest::Contains("[2, 3, 8, 8]"), spo::error);
+  CHECK_THROWS_WITH_AS(
+      unet.forward(Tensor<float>(Shape{2, 2, 8, 8}), Tensor<float>(Shape{2}), Tensor<float>(Shape{2, 3, 5})),
+      doctest::Contains("[2, 3, 5]"), spo::error);
   model::UNet2DCondition<float, cpu, nn::LoRA<nn::Linear<float>>> lora_unet(ref.config);
   REQUIRE(io::load_state_dict(lora_unet, ref.file, {.strict = false}).missing.empty());
   Generator gen{1, 0};

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/nn/activation.hpp"
 
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "spo/nn/activation.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;
@@ -23,9 +24,9 @@ const std::vector<double> silu_ref{-0.14227761953270035, -0.2689414213699951, -0
                                    0.3112296656009273,   0.7310585786300049,  1.7615941559557646,  2.8577223804672998};
 const std::vector<double> gelu_ref{-0.00404969409489031, -0.15865525393145702, -0.15426876936299344, 0.0,
                                    0.34573123063700656,  0.841344746068543,    1.9544997361036416,   2.99595030590511};
-const std::vector<double> gelu_tanh_ref{-0.0036373920817729943, -0.1588080093917233, -0.15428599017485606, 0.0,
-                                        0.34571400982514394,    0.8411919906082768,  1.954597694087775,
-                                        2.996362607918227};
+const std::vector<double> gelu_tanh_ref{
+    -0.0036373920817729943, -0.1588080093917233, -0.15428599017485606, 0.0,
+    0.34571400982514394,    0.8411919906082768,  1.954597694087775,    2.996362607918227};
 
 template <class Act>
 void check_values(const std::vector<double>& ref, double tol) {

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/nn/attention.hpp"
 
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "spo/nn/attention.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/nn/lora.hpp"
 #include "spo/testing/gradcheck.hpp"
 
@@ -43,7 +44,8 @@ std::vector<double> loop_layer(nn::Attention<T>& attn, const Tensor<T>& x, const
         double z = 0;
         for (std::int64_t j = 0; j < m; ++j) {
           double s = 0;
-          for (std::int64_t c = 0; c < dh; ++c) s += q[(b * n + i) * inner + h * dh + c] * k[(b * m + j) * inner + h * dh + c];
+          for (std::int64_t c = 0; c < dh; ++c)
+            s += q[(b * n + i) * inner + h * dh + c] * k[(b * m + j) * inner + h * dh + c];
           z += (p[j] = std::exp(s * scale));
         }
         for (std::int64_t j = 0; j < m; ++j)
@@ -158,9 +160,11 @@ TEST_CASE("Attention cross-attention gradients match finite differences (input, 
     auto ctx = randn<double>(Shape{c.batch, c.m, 6}, g);
     nn::ContextGradients<double, cpu> grads;
     std::vector<testing::GradcheckTarget> targets{{"input", &x, &grads.dx}, {"context", &ctx, &grads.dcontext}};
-    attn.visit_parameters([&](std::string_view name, nn::Parameter<double>& p) {
-      targets.push_back({std::string(name), &p.value, &p.grad});
-    }, {});
+    attn.visit_parameters(
+        [&](std::string_view name, nn::Parameter<double>& p) {
+          targets.push_back({std::string(name), &p.value, &p.grad});
+        },
+        {});
     testing::GradcheckOptions opt;
     opt.max_coords = c.n > 10 ? 16 : 48;
     if (c.n > 10) opt.step = 1e-5;  // f sums 280 outputs: h = 1e-6 leaves ~2e-9 of round-off in the difference
@@ -196,10 +200,12 @@ TEST_CASE("Attention parameter keys follow diffusers and shapes follow heads * d
   nn::Attention<float> attn(8, 2, 3, 5);
   std::vector<std::string> names;
   std::vector<Shape> shapes;
-  attn.visit_parameters([&](std::string_view n, nn::Parameter<float>& p) {
-    names.emplace_back(n);
-    shapes.push_back(p.shape());
-  }, "attn2");
+  attn.visit_parameters(
+      [&](std::string_view n, nn::Parameter<float>& p) {
+        names.emplace_back(n);
+        shapes.push_back(p.shape());
+      },
+      "attn2");
   CHECK(names == std::vector<std::string>{"attn2.to_q.weight", "attn2.to_k.weight", "attn2.to_v.weight",
                                           "attn2.to_out.0.weight", "attn2.to_out.0.bias"});
   CHECK(shapes == std::vector<Shape>{Shape{6, 8}, Shape{6, 5}, Shape{6, 5}, Shape{8, 6}, Shape{8}});
@@ -265,7 +271,11 @@ TEST_CASE("Attention over LoRA projections: keys, frozen base, gradients and equ
     fill_normal(proj->lora_B().value.view(), g, 0.0, 0.5);  // B = 0 at attach; make the update visible
   }
   std::vector<std::string> names;
-  attn.visit_parameters([&](std::string_view n, auto& p) { if (p.trainable) names.emplace_back(n); }, "attn2");
+  attn.visit_parameters(
+      [&](std::string_view n, auto& p) {
+        if (p.trainable) names.emplace_back(n);
+      },
+      "attn2");
   CHECK(names == std::vector<std::string>{"attn2.to_q.lora_A.weight", "attn2.to_q.lora_B.weight",
                                           "attn2.to_k.lora_A.weight", "attn2.to_k.lora_B.weight",
                                           "attn2.to_v.lora_A.weight", "attn2.to_v.lora_B.weight",
@@ -287,9 +297,11 @@ TEST_CASE("Attention over LoRA projections: keys, frozen base, gradients and equ
 
   nn::ContextGradients<double, cpu> grads;
   std::vector<testing::GradcheckTarget> targets{{"input", &x, &grads.dx}, {"context", &ctx, &grads.dcontext}};
-  attn.visit_parameters([&](std::string_view name, nn::Parameter<double>& p) {
-    if (p.trainable) targets.push_back({std::string(name), &p.value, &p.grad});
-  }, {});
+  attn.visit_parameters(
+      [&](std::string_view name, nn::Parameter<double>& p) {
+        if (p.trainable) targets.push_back({std::string(name), &p.value, &p.grad});
+      },
+      {});
   auto r = testing::gradcheck_function([&] { return attn.forward(x, ctx); },
                                        [&](const Tensor<double>& dy) {
                                          nn::zero_grad(attn);

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/nn/conv2d.hpp"
 
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "spo/nn/conv2d.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;
@@ -133,10 +134,10 @@ TEST_CASE("Conv2d double forward and backward match the direct convolution") {
 TEST_CASE("Conv2d float (oneDNN) forward, dx, dW and db match the direct convolution") {
   Generator g{13, 0};
   std::vector<Config> configs = small_configs;
-  configs.push_back({3, 16, 32, 9, 9, {{3, 3}, {1, 1}, {1, 1}, true}});    // blocked layouts with a channel tail
-  configs.push_back({2, 20, 24, 10, 6, {{1, 1}, {1, 1}, {0, 0}, true}});   // pointwise GEMM path
-  configs.push_back({1, 20, 24, 10, 6, {{1, 1}, {1, 1}, {0, 0}, true}});   // pointwise, fewer images than threads
-  configs.push_back({5, 20, 24, 10, 6, {{1, 1}, {2, 2}, {0, 0}, true}});   // 1x1 stride 2: the blocked path
+  configs.push_back({3, 16, 32, 9, 9, {{3, 3}, {1, 1}, {1, 1}, true}});   // blocked layouts with a channel tail
+  configs.push_back({2, 20, 24, 10, 6, {{1, 1}, {1, 1}, {0, 0}, true}});  // pointwise GEMM path
+  configs.push_back({1, 20, 24, 10, 6, {{1, 1}, {1, 1}, {0, 0}, true}});  // pointwise, fewer images than threads
+  configs.push_back({5, 20, 24, 10, 6, {{1, 1}, {2, 2}, {0, 0}, true}});  // 1x1 stride 2: the blocked path
   configs.push_back({2, 32, 16, 11, 11, {{3, 3}, {2, 2}, {1, 1}, false}});
   configs.push_back({2, 17, 5, 6, 9, {{4, 4}, {2, 2}, {1, 1}, true}});
   for (const auto& c : configs) {

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/nn/group_norm.hpp"
 
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "spo/nn/group_norm.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;
@@ -69,8 +70,8 @@ TEST_CASE("GroupNorm forward matches a naive two-pass loop") {
     for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = 3.0 + 2.0 * x[i];  // offset mean, non-unit variance
     auto y = gn.forward(x);
     CHECK(y.shape() == x.shape());
-    auto ref = naive_group_norm(to_vector(x), to_vector(gn.weight().value), to_vector(gn.bias().value), B, C, H * W, G,
-                                eps);
+    auto ref =
+        naive_group_norm(to_vector(x), to_vector(gn.weight().value), to_vector(gn.bias().value), B, C, H * W, G, eps);
     double err = 0;
     for (std::int64_t i = 0; i < y.numel(); ++i) err = std::max(err, std::abs(y[i] - ref[static_cast<std::size_t>(i)]));
     CHECK(err < 1e-12);

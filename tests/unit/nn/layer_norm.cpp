@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/nn/layer_norm.hpp"
 
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "spo/nn/layer_norm.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
+#include "spo/nn/linear.hpp"
+
 #include <doctest/doctest.h>
 
-#include "spo/nn/linear.hpp"
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;

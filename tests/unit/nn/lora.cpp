@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/nn/lora.hpp"
 
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include <doctest/doctest.h>
+
 #include "spo/nn/linear.hpp"
-#include "spo/nn/lora.hpp"
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/nn/residual.hpp"
 
 #include <string>
 #include <vector>
 
+#include <doctest/doctest.h>
+
 #include "spo/nn/activation.hpp"
 #include "spo/nn/group_norm.hpp"
 #include "spo/nn/linear.hpp"
-#include "spo/nn/residual.hpp"
 #include "spo/nn/sequential.hpp"
 #include "spo/testing/gradcheck.hpp"
 

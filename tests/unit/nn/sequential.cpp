@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/nn/sequential.hpp"
 
 #include <string>
 #include <vector>
 
+#include <doctest/doctest.h>
+
 #include "spo/nn/activation.hpp"
 #include "spo/nn/group_norm.hpp"
 #include "spo/nn/linear.hpp"
-#include "spo/nn/sequential.hpp"
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;
@@ -87,7 +88,7 @@ TEST_CASE("Repeat names blocks 0., 1., ... and chains them") {
   nn::Repeat<3, nn::Linear<double>> rep(4, 4);
   for (std::size_t i = 0; i < 3; ++i) rep[i].reset_parameters(g);
   CHECK(names_of(rep, "layers") == std::vector<std::string>{"layers.0.weight", "layers.0.bias", "layers.1.weight",
-                                                             "layers.1.bias", "layers.2.weight", "layers.2.bias"});
+                                                            "layers.1.bias", "layers.2.weight", "layers.2.bias"});
   auto x = randn<double>(Shape{2, 4}, g);
   auto y = rep.forward(x);
   nn::Linear<double> l0 = rep[0], l1 = rep[1], l2 = rep.get<2>();

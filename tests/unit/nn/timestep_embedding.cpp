@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/nn/timestep_embedding.hpp"
 
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "spo/nn/timestep_embedding.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;
@@ -73,7 +74,8 @@ TEST_CASE("sinusoidal embedding matches the formula for t = 0, 1, 500, 999") {
 }
 
 TEST_CASE("sinusoidal embedding agrees with diffusers' float32 output to its rounding") {
-  auto emb = nn::timestep_embedding(Tensor<float>(Shape{2}, {500.0f, 999.0f}), nn::SinusoidalEmbeddingOptions::cos_first(8));
+  auto emb =
+      nn::timestep_embedding(Tensor<float>(Shape{2}, {500.0f, 999.0f}), nn::SinusoidalEmbeddingOptions::cos_first(8));
   for (int i = 0; i < 2; ++i)
     for (int k = 0; k < 8; ++k) CHECK(std::abs(emb[i * 8 + k] - diffusers_cos_first_8_f32[i][k]) < 2e-5);
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
+#include "spo/nn/upsample.hpp"
+
 #include <doctest/doctest.h>
 
-#include "spo/nn/upsample.hpp"
 #include "spo/testing/gradcheck.hpp"
 
 using namespace spo;

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/optim/adamw.hpp"
 
 #include <cmath>
 #include <vector>
 
+#include <doctest/doctest.h>
+
 #include "spo/io/checkpoint.hpp"
 #include "spo/nn/layer.hpp"
 #include "spo/nn/linear.hpp"
-#include "spo/optim/adamw.hpp"
 #include "spo/tensor/ops.hpp"
 
 using namespace spo;
@@ -84,7 +85,8 @@ Model make_model() {
 
 std::vector<float> flat(Model& m) {
   std::vector<float> v;
-  m.visit_parameters([&](std::string_view, auto& p) { v.insert(v.end(), p.value.data(), p.value.data() + p.value.numel()); }, {});
+  m.visit_parameters(
+      [&](std::string_view, auto& p) { v.insert(v.end(), p.value.data(), p.value.data() + p.value.numel()); }, {});
   return v;
 }
 
@@ -140,7 +142,8 @@ TEST_CASE("frozen parameters are not updated and get no state") {
   CHECK(max_abs_diff<float>(m.a.weight().value.view(), a_before.view()) == 0.0);
   std::vector<std::string> keys;
   for (const auto& [k, v] : opt.export_state().tensors) keys.push_back(k);
-  CHECK(keys == std::vector<std::string>{"exp_avg.b.bias", "exp_avg.b.weight", "exp_avg_sq.b.bias", "exp_avg_sq.b.weight"});
+  CHECK(keys ==
+        std::vector<std::string>{"exp_avg.b.bias", "exp_avg.b.weight", "exp_avg_sq.b.bias", "exp_avg_sq.b.weight"});
 }
 
 TEST_CASE("state saved to safetensors and loaded into a fresh optimizer continues bitwise identically") {
@@ -191,7 +194,8 @@ TEST_CASE("importing state that does not fit the model is an error and changes n
   {
     auto s = good;
     s.tensors.at("exp_avg.a.weight") = Tensor<float>(Shape{5, 4});
-    CHECK_THROWS_WITH_AS(opt.import_state(s, m), doctest::Contains("state shapes [5, 4] and [4, 5], parameter [4, 5]"), error);
+    CHECK_THROWS_WITH_AS(opt.import_state(s, m), doctest::Contains("state shapes [5, 4] and [4, 5], parameter [4, 5]"),
+                         error);
   }
   {
     auto s = good;

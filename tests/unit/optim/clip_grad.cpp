@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/optim/clip_grad.hpp"
 
 #include <cmath>
 #include <limits>
 
+#include <doctest/doctest.h>
+
 #include "spo/nn/parameter.hpp"
-#include "spo/optim/clip_grad.hpp"
 
 using namespace spo;
 

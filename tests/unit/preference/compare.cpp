@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/preference/compare.hpp"
 
 #include <array>
 #include <map>
 
-#include "spo/preference/compare.hpp"
+#include <doctest/doctest.h>
 
 using namespace spo;
 using namespace spo::preference;
@@ -20,7 +20,8 @@ TEST_CASE("best/worst compare: argmax wins, argmin loses, validity by the softma
   CHECK(c.lose == 2);
   // softmax([1.5, -0.3]) = [0.8581, 0.1419]: gap 0.7163
   CHECK(c.gap == doctest::Approx(std::exp(1.5) / (std::exp(1.5) + std::exp(-0.3)) -
-                                 std::exp(-0.3) / (std::exp(1.5) + std::exp(-0.3))).epsilon(1e-12));
+                                 std::exp(-0.3) / (std::exp(1.5) + std::exp(-0.3)))
+                     .epsilon(1e-12));
   CHECK(c.valid);
   // docs/algorithm.md 4.4: threshold 0.3 <=> s_max - s_min > 0.6190; 0.4 <=> > 0.8473.
   std::array<double, 2> just_below{0.0, 0.6189}, just_above{0.0, 0.6191};
@@ -52,5 +53,6 @@ TEST_CASE("random-pair compare: uniform over ordered pairs, ordered by score, de
   CHECK(counts.size() == 6);  // all C(4, 2) pairs occur
   for (const auto& [pair, count] : counts) CHECK(std::abs(count - n / 6) < 5 * std::sqrt(n / 6.0));
   Generator a{9, 0}, b{9, 0};
-  for (int i = 0; i < 10; ++i) CHECK(RandomPairCompare{}.compare(s, 0.3, a).win == RandomPairCompare{}.compare(s, 0.3, b).win);
+  for (int i = 0; i < 10; ++i)
+    CHECK(RandomPairCompare{}.compare(s, 0.3, a).win == RandomPairCompare{}.compare(s, 0.3, b).win);
 }

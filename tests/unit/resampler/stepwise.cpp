@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
 // The step-wise resampler: its bookkeeping (pairs share their parent, counts per timestep), determinism, policies.
-#include <doctest/doctest.h>
+#include "spo/resampler/stepwise.hpp"
 
 #include <cmath>
 #include <set>
 
-#include "spo/resampler/stepwise.hpp"
+#include <doctest/doctest.h>
+
 #include "support/train_fixtures.hpp"
 
 using namespace spo;
@@ -77,24 +78,28 @@ TEST_CASE("resampler: threshold, timestep range and continuation policies") {
   // A threshold above every gap keeps nothing, but still counts the comparisons.
   resampler::ResamplerOptions strict{3, 1, 0.999, 2.0, 1.0, 0, 1000};
   Generator g1{5, 0};
-  const auto none = resampler::StepwiseResampler<BrightnessPM, preference::BestWorstCompare, resampler::RandomChild>(strict)
-                        .sample(m, ddim, pm, prompts, 8, 1, g1);
+  const auto none =
+      resampler::StepwiseResampler<BrightnessPM, preference::BestWorstCompare, resampler::RandomChild>(strict).sample(
+          m, ddim, pm, prompts, 8, 1, g1);
   CHECK(none.pairs.size() == 0);
   CHECK(none.compared_per_t.size() == 4);
   // Only parents in [201, 601] are recorded.
   resampler::ResamplerOptions range{3, 1, 0.0, 2.0, 1.0, 201, 601};
   Generator g2{5, 0};
-  const auto part = resampler::StepwiseResampler<BrightnessPM, preference::BestWorstCompare, resampler::RandomChild>(range)
-                        .sample(m, ddim, pm, prompts, 8, 1, g2);
+  const auto part =
+      resampler::StepwiseResampler<BrightnessPM, preference::BestWorstCompare, resampler::RandomChild>(range).sample(
+          m, ddim, pm, prompts, 8, 1, g2);
   for (auto t : part.pairs.t) CHECK((t >= 201 && t <= 601));
   CHECK(part.pairs.size() == 9);
   // Continuing from the winner gives brighter final images than continuing from the loser (same seed).
   resampler::ResamplerOptions o{3, 1, 0.0, 2.0, 1.0, 0, 1000};
   Generator gw{6, 0}, gl{6, 0};
-  const auto win = resampler::StepwiseResampler<BrightnessPM, preference::BestWorstCompare, resampler::WinnerChild>(o)
-                       .sample(m, ddim, pm, prompts, 8, 1, gw);
-  const auto lose = resampler::StepwiseResampler<BrightnessPM, preference::BestWorstCompare, resampler::LoserChild>(o)
-                        .sample(m, ddim, pm, prompts, 8, 1, gl);
+  const auto win =
+      resampler::StepwiseResampler<BrightnessPM, preference::BestWorstCompare, resampler::WinnerChild>(o).sample(
+          m, ddim, pm, prompts, 8, 1, gw);
+  const auto lose =
+      resampler::StepwiseResampler<BrightnessPM, preference::BestWorstCompare, resampler::LoserChild>(o).sample(
+          m, ddim, pm, prompts, 8, 1, gl);
   double bw = 0, bl = 0;
   for (std::int64_t i = 0; i < win.final_images.numel(); ++i) {
     bw += win.final_images[i];

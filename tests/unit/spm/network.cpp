@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
+
+#include <doctest/doctest.h>
 
 #include "spo/io/config.hpp"
 #include "spo/io/state_dict.hpp"
@@ -34,17 +34,21 @@ Params parameters_of(M& m) {
 
 template <class M>
 void add_parameter_targets(M& m, std::vector<testing::GradcheckTarget>& targets) {
-  m.visit_parameters([&](std::string_view name, nn::Parameter<double>& p) {
-    targets.push_back({std::string(name), &p.value, &p.grad});
-  }, {});
+  m.visit_parameters(
+      [&](std::string_view name, nn::Parameter<double>& p) {
+        targets.push_back({std::string(name), &p.value, &p.grad});
+      },
+      {});
 }
 
 /// Moves every adaLN modulation (and the t_embedder) away from the identity init.
 template <class M>
 void perturb_adaln(M& m, Generator& gen, double stddev = 0.3) {
-  m.visit_parameters([&](std::string_view name, nn::Parameter<double>& p) {
-    if (name.find("adaLN_modulation") != std::string_view::npos) fill_normal(p.value.view(), gen, 0.0, stddev);
-  }, {});
+  m.visit_parameters(
+      [&](std::string_view name, nn::Parameter<double>& p) {
+        if (name.find("adaLN_modulation") != std::string_view::npos) fill_normal(p.value.view(), gen, 0.0, stddev);
+      },
+      {});
 }
 
 // ---- naive double references (plain loops over std::vector) ---------------------------------------------------
@@ -444,8 +448,8 @@ TEST_CASE("Identity init: the step-aware network scores like the unconditioned o
   const auto result = io::load_state_dict(plain, io::state_dict(cond), non_strict());
   CHECK(result.missing.empty());
   for (const auto& key : result.unexpected)
-    CHECK_MESSAGE((key.find("adaLN_modulation") != std::string::npos ||
-                   key.find("t_embedder") != std::string::npos), key);
+    CHECK_MESSAGE((key.find("adaLN_modulation") != std::string::npos || key.find("t_embedder") != std::string::npos),
+                  key);
   CHECK(result.unexpected.size() == 2 * 2 + 2 + 4);  // 2 blocks x (w, b), final (w, b), t_embedder 2 x (w, b)
 
   const auto x = randn<double>(Shape{3, 2, 4, 4}, gen);

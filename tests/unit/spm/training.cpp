@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: MIT
 // Preference pairs on disk, variant checkpoints, the noised x0 views and the SPM training loop (exact resume).
-#include <doctest/doctest.h>
-
-#include <unistd.h>
+#include "spo/spm/training.hpp"
 
 #include <cmath>
 #include <filesystem>
 
+#include <doctest/doctest.h>
+
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/model/fashion_default.hpp"
 #include "spo/preference/pairs.hpp"
-#include "spo/spm/training.hpp"
 #include "spo/spm/variant.hpp"
+
+#include <unistd.h>
 
 using namespace spo;
 namespace fs = std::filesystem;
@@ -59,13 +61,18 @@ spm::PreferenceNetworkConfig tiny_network() {
 
 Model tiny_base() {
   Generator g{21, 0};
-  config::UNetSection u{{8, 16}, {false, true}, 1, 2, 8, 4, false};
-  return model::make_fashion_model<Model>(u, config::TextSection{6}, g);
+  model::UNetConfig u{.block_out_channels = {8, 16},
+                      .attention = {false, true},
+                      .layers_per_block = 1,
+                      .attention_heads = 2,
+                      .cross_attention_dim = 8,
+                      .norm_num_groups = 4};
+  return model::make_fashion_model<Model>(u, model::TextSection{6}, g);
 }
 
 Scheduler tiny_scheduler() {
-  auto d = config::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(
-      config::ScheduleSection{"linear", 1e-4, 0.02, 1000, "epsilon", "leading", 1});
+  auto d = diffusion::make_scheduler<diffusion::LinearBetas, diffusion::EpsilonPrediction>(
+      diffusion::ScheduleSection{"linear", 1e-4, 0.02, 1000, "epsilon", "leading", 1});
   d.set_timesteps(4);
   return d;
 }
@@ -91,8 +98,8 @@ TEST_CASE("preference pairs: round trip and clear errors for bad files") {
   std::copy_n(b.data(), b5.numel(), b5.data());
   t.set<float>("images_b", b5);
   io::save_safetensors(dir / "bad_count.safetensors", t);
-  CHECK_THROWS_WITH_AS(preference::load_pairs(dir / "bad_count.safetensors"),
-                       doctest::Contains("images_b"), spo::error);
+  CHECK_THROWS_WITH_AS(preference::load_pairs(dir / "bad_count.safetensors"), doctest::Contains("images_b"),
+                       spo::error);
   // A label outside [0, 1].
   t = io::load_safetensors(dir / "p.safetensors");
   auto labels = t.get<double>("labels");
@@ -148,7 +155,8 @@ TEST_CASE("variant checkpoints: a checkpoint of one variant loaded as another is
   for (std::int64_t t : {0, 251, 951}) {
     const std::vector<std::int64_t> ts(3, t);
     const auto a = pm_clean.score(x, ts, prompts), b = pm_step.score(x, ts, prompts);
-    for (int i = 0; i < 3; ++i) CHECK(b[static_cast<std::size_t>(i)] == doctest::Approx(a[static_cast<std::size_t>(i)]).epsilon(1e-12));
+    for (int i = 0; i < 3; ++i)
+      CHECK(b[static_cast<std::size_t>(i)] == doctest::Approx(a[static_cast<std::size_t>(i)]).epsilon(1e-12));
   }
   // A network of another size is refused as an init.
   auto other = tiny_network();
@@ -227,8 +235,16 @@ TEST_CASE("SPM training: finite loss, and 2 + 2 steps resumed == 4 steps bitwise
   rc.train_step();
   rc.train_step();
   std::vector<float> wa, wc;
-  net_a.visit_parameters([&](std::string_view, nn::Parameter<float>& p) { wa.insert(wa.end(), p.value.data(), p.value.data() + p.value.numel()); }, {});
-  net_c.visit_parameters([&](std::string_view, nn::Parameter<float>& p) { wc.insert(wc.end(), p.value.data(), p.value.data() + p.value.numel()); }, {});
+  net_a.visit_parameters(
+      [&](std::string_view, nn::Parameter<float>& p) {
+        wa.insert(wa.end(), p.value.data(), p.value.data() + p.value.numel());
+      },
+      {});
+  net_c.visit_parameters(
+      [&](std::string_view, nn::Parameter<float>& p) {
+        wc.insert(wc.end(), p.value.data(), p.value.data() + p.value.numel());
+      },
+      {});
   CHECK(wa == wc);
   fs::remove_all(dir);
 }

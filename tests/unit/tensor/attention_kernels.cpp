@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
+#include "spo/tensor/cpu/attention_kernels.hpp"
 
 #include <cmath>
 #include <vector>
 
-#include "spo/tensor/cpu/attention_kernels.hpp"
+#include <doctest/doctest.h>
+
 #include "spo/tensor/ops.hpp"
 
 using namespace spo;
@@ -14,9 +15,8 @@ namespace {
 
 /// softmax(scale q k^T) v for one head with plain loops in double; q [n, d], k/v [m, d] read at the given strides.
 template <class T>
-std::vector<double> loop_attention(const T* q, const T* k, const T* v, std::int64_t qs, std::int64_t ks,
-                                   std::int64_t n, std::int64_t m, std::int64_t d, double scale,
-                                   std::vector<double>* lse = nullptr) {
+std::vector<double> loop_attention(const T* q, const T* k, const T* v, std::int64_t qs, std::int64_t ks, std::int64_t n,
+                                   std::int64_t m, std::int64_t d, double scale, std::vector<double>* lse = nullptr) {
   std::vector<double> out(n * d, 0.0), p(m);
   for (std::int64_t i = 0; i < n; ++i) {
     double mx = -1e300;
@@ -44,8 +44,8 @@ template <class T>
 void compare_fused_with_reference(const Case& c, bool interleaved, double tol) {
   const AttentionShape s{c.batch, c.heads, c.n, c.m, c.d};
   Generator g{static_cast<std::uint64_t>(c.n * 131 + c.m * 7 + c.d + interleaved), 0};
-  INFO("seed " << g.seed << " batch " << c.batch << " heads " << c.heads << " n " << c.n << " m " << c.m << " d "
-               << c.d << (interleaved ? " interleaved" : " packed"));
+  INFO("seed " << g.seed << " batch " << c.batch << " heads " << c.heads << " n " << c.n << " m " << c.m << " d " << c.d
+               << (interleaved ? " interleaved" : " packed"));
   auto q = randn<T>(Shape{c.batch * c.heads * c.n * c.d}, g, T(1.5));
   auto k = randn<T>(Shape{c.batch * c.heads * c.m * c.d}, g);
   auto v = randn<T>(Shape{c.batch * c.heads * c.m * c.d}, g);
@@ -59,8 +59,8 @@ void compare_fused_with_reference(const Case& c, bool interleaved, double tol) {
   Tensor<T> dq(q.shape()), dk(k.shape()), dv(v.shape()), dq_ref(q.shape()), dk_ref(k.shape()), dv_ref(v.shape());
   cpu_kernels::attention_forward<T>(s, layout(q.data(), c.n), layout(k.data(), c.m), layout(v.data(), c.m),
                                     layout(o.data(), c.n), lse.data(), scale);
-  cpu_kernels::attention_forward_reference<T>(s, layout(q.data(), c.n), layout(k.data(), c.m),
-                                              layout(v.data(), c.m), layout(o_ref.data(), c.n), scale);
+  cpu_kernels::attention_forward_reference<T>(s, layout(q.data(), c.n), layout(k.data(), c.m), layout(v.data(), c.m),
+                                              layout(o_ref.data(), c.n), scale);
   CHECK(max_abs_diff<T>(o.view(), o_ref.view()) < tol);
 
   // lse against plain loops on head (b, h) = (last, last)
@@ -68,8 +68,8 @@ void compare_fused_with_reference(const Case& c, bool interleaved, double tol) {
   auto qh = layout(static_cast<const T*>(q.data()), c.n), kh = layout(static_cast<const T*>(k.data()), c.m);
   auto vh = layout(static_cast<const T*>(v.data()), c.m);
   std::vector<double> lse_loop;
-  auto o_loop = loop_attention(qh.head(b, h), kh.head(b, h), vh.head(b, h), qh.row_stride, kh.row_stride, c.n, c.m,
-                               c.d, double(scale), &lse_loop);
+  auto o_loop = loop_attention(qh.head(b, h), kh.head(b, h), vh.head(b, h), qh.row_stride, kh.row_stride, c.n, c.m, c.d,
+                               double(scale), &lse_loop);
   auto oh = layout(static_cast<const T*>(o.data()), c.n);
   double worst_o = 0, worst_lse = 0;
   for (std::int64_t i = 0; i < c.n; ++i) {
@@ -83,10 +83,9 @@ void compare_fused_with_reference(const Case& c, bool interleaved, double tol) {
   cpu_kernels::attention_backward<T>(s, layout(q.data(), c.n), layout(k.data(), c.m), layout(v.data(), c.m),
                                      layout(o.data(), c.n), layout(dout.data(), c.n), lse.data(),
                                      layout(dq.data(), c.n), layout(dk.data(), c.m), layout(dv.data(), c.m), scale);
-  cpu_kernels::attention_backward_reference<T>(s, layout(q.data(), c.n), layout(k.data(), c.m),
-                                               layout(v.data(), c.m), layout(dout.data(), c.n),
-                                               layout(dq_ref.data(), c.n), layout(dk_ref.data(), c.m),
-                                               layout(dv_ref.data(), c.m), scale);
+  cpu_kernels::attention_backward_reference<T>(s, layout(q.data(), c.n), layout(k.data(), c.m), layout(v.data(), c.m),
+                                               layout(dout.data(), c.n), layout(dq_ref.data(), c.n),
+                                               layout(dk_ref.data(), c.m), layout(dv_ref.data(), c.m), scale);
   CHECK(max_abs_diff<T>(dq.view(), dq_ref.view()) < tol);
   CHECK(max_abs_diff<T>(dk.view(), dk_ref.view()) < tol);
   CHECK(max_abs_diff<T>(dv.view(), dv_ref.view()) < tol);
@@ -95,9 +94,9 @@ void compare_fused_with_reference(const Case& c, bool interleaved, double tol) {
 // Sizes straddle the blocks (64 queries, 256 / 128 keys): partial blocks, several key blocks (online rescaling),
 // one row, M != N both ways, single-head problems (the forward then splits a head's queries over several work
 // items, the backward splits its keys into chunks and reduces dQ) and many heads (whole heads per work item).
-const std::vector<Case> cases = {{1, 1, 1, 1, 4},     {2, 3, 5, 7, 3},      {2, 2, 70, 45, 8},   {1, 2, 130, 300, 16},
-                                 {1, 1, 200, 513, 8}, {3, 1, 64, 256, 32},  {2, 2, 257, 8, 32},  {1, 1, 129, 129, 5},
-                                 {8, 2, 130, 70, 8},  {4, 4, 200, 300, 17}, {16, 1, 65, 9, 40},  {2, 3, 70, 33, 48}};
+const std::vector<Case> cases = {{1, 1, 1, 1, 4},     {2, 3, 5, 7, 3},      {2, 2, 70, 45, 8},  {1, 2, 130, 300, 16},
+                                 {1, 1, 200, 513, 8}, {3, 1, 64, 256, 32},  {2, 2, 257, 8, 32}, {1, 1, 129, 129, 5},
+                                 {8, 2, 130, 70, 8},  {4, 4, 200, 300, 17}, {16, 1, 65, 9, 40}, {2, 3, 70, 33, 48}};
 
 }  // namespace
 

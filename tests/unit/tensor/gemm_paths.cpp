@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
-#include <doctest/doctest.h>
-
 #include <cmath>
 #include <vector>
+
+#include <doctest/doctest.h>
 
 #include "spo/tensor/cpu/gemm.hpp"
 #include "spo/tensor/ops.hpp"
@@ -56,18 +56,17 @@ double check_one(GemmFn fn, bool ta, bool tb, Case cs, float alpha, float beta, 
   return err / scale;
 }
 
-const std::vector<Case> awkward{{1, 1, 1}, {1, 37, 5}, {37, 1, 5}, {3, 5, 700}, {17, 33, 65}, {64, 64, 64},
-                                {129, 31, 257}, {200, 190, 3}, {255, 257, 129}};
+const std::vector<Case> awkward{{1, 1, 1},    {1, 37, 5},     {37, 1, 5},    {3, 5, 700},    {17, 33, 65},
+                                {64, 64, 64}, {129, 31, 257}, {200, 190, 3}, {255, 257, 129}};
 
 }  // namespace
 
 TEST_CASE("float gemm paths match the naive product for every transposition, beta and leading dimension") {
   Generator g{21, 0};
-  const std::vector<std::pair<const char*, GemmFn>> paths{
-      {"gemm<float>", &cpu_kernels::gemm<float>},
-      {"gemm_dnnl", &cpu_kernels::gemm_dnnl},
-      {"gemm_dnnl_matmul", &cpu_kernels::gemm_dnnl_matmul},
-      {"gemm_eigen<float>", &cpu_kernels::gemm_eigen<float>}};
+  const std::vector<std::pair<const char*, GemmFn>> paths{{"gemm<float>", &cpu_kernels::gemm<float>},
+                                                          {"gemm_dnnl", &cpu_kernels::gemm_dnnl},
+                                                          {"gemm_dnnl_matmul", &cpu_kernels::gemm_dnnl_matmul},
+                                                          {"gemm_eigen<float>", &cpu_kernels::gemm_eigen<float>}};
   for (const auto& [name, fn] : paths)
     for (const auto& cs : awkward)
       for (int t = 0; t < 4; ++t)
@@ -122,11 +121,11 @@ TEST_CASE("gemm_batched matches per-matrix naive products (attention-like stride
 TEST_CASE("gemm_batched with a shared operand (stride 0) matches per-matrix products") {
   Generator g{23, 0};
   const std::int64_t batch = 5, m = 33, n = 40, k = 24;
-  auto a = randn<float>(Shape{m, k}, g);          // shared by every product
+  auto a = randn<float>(Shape{m, k}, g);  // shared by every product
   auto b = randn<float>(Shape{batch, k, n}, g);
   Tensor<float> c(Shape{batch, m, n});
-  cpu_kernels::gemm_batched<float>(batch, false, false, m, n, k, 1.f, a.data(), k, 0, b.data(), n, k * n, 0.f,
-                                   c.data(), n, m * n);
+  cpu_kernels::gemm_batched<float>(batch, false, false, m, n, k, 1.f, a.data(), k, 0, b.data(), n, k * n, 0.f, c.data(),
+                                   n, m * n);
   double err = 0.0;
   for (std::int64_t i = 0; i < batch; ++i) {
     std::vector<double> ref(static_cast<std::size_t>(m * n));

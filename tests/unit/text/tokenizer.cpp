@@ -40,14 +40,25 @@ TEST_CASE("text encoder: features are token + position embeddings; gradients acc
   Tensor<double>* token_grad = nullptr;
   Tensor<double>* pos = nullptr;
   Tensor<double>* pos_grad = nullptr;
-  enc.visit_parameters([&](std::string_view name, nn::Parameter<double>& p) {
-    if (name == "token_embedding.weight") { token = &p.value; token_grad = &p.grad; }
-    else { pos = &p.value; pos_grad = &p.grad; }
-  }, {});
+  enc.visit_parameters(
+      [&](std::string_view name, nn::Parameter<double>& p) {
+        if (name == "token_embedding.weight") {
+          token = &p.value;
+          token_grad = &p.grad;
+        } else {
+          pos = &p.value;
+          pos_grad = &p.grad;
+        }
+      },
+      {});
   REQUIRE(token != nullptr);
-  auto r = testing::gradcheck_function([&] { return enc.forward(ids); },
-                                       [&](const Tensor<double>& dy) { nn::zero_grad(enc); enc.backward(dy); },
-                                       {{"token_embedding.weight", token, token_grad}, {"position_embedding.weight", pos, pos_grad}});
+  auto r = testing::gradcheck_function(
+      [&] { return enc.forward(ids); },
+      [&](const Tensor<double>& dy) {
+        nn::zero_grad(enc);
+        enc.backward(dy);
+      },
+      {{"token_embedding.weight", token, token_grad}, {"position_embedding.weight", pos, pos_grad}});
   INFO(r.report << r.worst);
   CHECK(r.ok);
 }

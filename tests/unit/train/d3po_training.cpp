@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 // D3PO training: log 2 at policy == reference and a first step that lowers the loss of its minibatch, trajectories
 // consistent with their log-probs, exact resume (1 + 1 rounds == 2 rounds), a NaN stops before the update, configs.
-#include <doctest/doctest.h>
-
 #include <cmath>
 #include <filesystem>
 
+#include <doctest/doctest.h>
+
 #include "spo/experiment/baseline_experiment.hpp"
+
 #include "support/train_fixtures.hpp"
 
 using namespace spo;
@@ -38,7 +39,8 @@ TEST_CASE_FIXTURE(Setup, "D3PO: trajectories step with the stated noise and log-
   REQUIRE(traj.steps() == 4);
   CHECK(traj.x.size() == 5);
   CHECK(traj.t == std::vector<std::int64_t>{751, 501, 251, 1});
-  for (std::int64_t k = 0; k < 3; ++k) CHECK(traj.prompts[static_cast<std::size_t>(k)] == traj.prompts[static_cast<std::size_t>(k + 3)]);
+  for (std::int64_t k = 0; k < 3; ++k)
+    CHECK(traj.prompts[static_cast<std::size_t>(k)] == traj.prompts[static_cast<std::size_t>(k + 3)]);
   CHECK(scores.size() == 6);
   // Each stored log-prob is the Gaussian density of the next level under the step's mean and std, averaged over
   // elements (independent recomputation: log N(x; mu, std^2) with mu from one guided pass of the policy).

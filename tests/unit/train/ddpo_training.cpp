@@ -2,12 +2,13 @@
 // DDPO training: the first minibatch has ratio 1 and loss -mean(A), one step lowers the loss of its minibatch,
 // advantages are per-prompt normalised, exact resume with the stat tracker (1 + 1 rounds == 2 rounds), a NaN stops
 // before the update, configs checked first.
-#include <doctest/doctest.h>
-
 #include <cmath>
 #include <filesystem>
 
+#include <doctest/doctest.h>
+
 #include "spo/experiment/baseline_experiment.hpp"
+
 #include "support/train_fixtures.hpp"
 
 using namespace spo;
@@ -67,7 +68,10 @@ TEST_CASE_FIXTURE(Setup,
 TEST_CASE_FIXTURE(Setup, "DDPO training resumes exactly with its stat tracker: 1 + 1 rounds == 2 rounds, bitwise") {
   const auto dir = scratch("spo_ddpo");
   const auto m1 = check_exact_resume(
-      base, dir, [&](Policy& p) { return make(p, loss::DdpoLossOptions{1e-4, 5.0}); },
+      base, dir,
+      [&](Policy& p) {
+        return make(p, loss::DdpoLossOptions{1e-4, 5.0});
+      },
       [](const Training& c) { CHECK(!c.tracker().buffers().empty()); },
       [](const Training& a, const Training& c) { CHECK(c.tracker().buffers() == a.tracker().buffers()); });
   CHECK(m1.metrics["samples"] == 6);

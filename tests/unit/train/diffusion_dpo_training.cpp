@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Diffusion-DPO training: log 2 at policy == reference and a first step that lowers the loss on its own batch,
 // exact resume (1 + 1 rounds == 2 rounds), a NaN stops before the update, ties dropped, configs checked first.
-#include <doctest/doctest.h>
-
 #include <cmath>
 #include <filesystem>
 
+#include <doctest/doctest.h>
+
 #include "spo/experiment/baseline_experiment.hpp"
+
 #include "support/train_fixtures.hpp"
 
 using namespace spo;
@@ -18,7 +19,8 @@ namespace {
 /// Six pairs of 8x8 images: the winners are bright, the losers dark, plus noise.
 train::WinLosePairs<float> tiny_pairs() {
   Generator g{5, 0};
-  train::WinLosePairs<float> p{randn<float>(Shape{6, 1, 8, 8}, g, 0.3f), randn<float>(Shape{6, 1, 8, 8}, g, 0.3f), {}, 0};
+  train::WinLosePairs<float> p{
+      randn<float>(Shape{6, 1, 8, 8}, g, 0.3f), randn<float>(Shape{6, 1, 8, 8}, g, 0.3f), {}, 0};
   for (std::int64_t i = 0; i < p.x_win.numel(); ++i) {
     p.x_win[i] += 0.5f;
     p.x_lose[i] -= 0.5f;
@@ -49,7 +51,7 @@ TEST_CASE_FIXTURE(Setup,
   double norm = 0;
   const auto r0 = t.train_minibatch(idx, norm);
   CHECK(r0.loss == doctest::Approx(std::log(2.0)).epsilon(1e-6));
-  CHECK(r0.implicit_accuracy == 0.5);            // inside == 0 for every pair counts half
+  CHECK(r0.implicit_accuracy == 0.5);  // inside == 0 for every pair counts half
   CHECK(r0.model_error_mean == doctest::Approx(r0.ref_error_mean).epsilon(1e-6));
   CHECK(norm > 0);
   // The same (t, eps) again: the loss after one step is below log 2 (the policy moved towards the winners).
@@ -63,7 +65,8 @@ TEST_CASE("Diffusion-DPO: ties are dropped and the label picks the winner") {
   preference::PreferencePairs pp;
   pp.split = "train";
   pp.images_a = Tensor<float, cpu>(Shape{3, 1, 2, 2}, std::vector<float>{1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3});
-  pp.images_b = Tensor<float, cpu>(Shape{3, 1, 2, 2}, std::vector<float>{-1, -1, -1, -1, -2, -2, -2, -2, -3, -3, -3, -3});
+  pp.images_b =
+      Tensor<float, cpu>(Shape{3, 1, 2, 2}, std::vector<float>{-1, -1, -1, -1, -2, -2, -2, -2, -3, -3, -3, -3});
   pp.label = {0, 1, 2};
   pp.template_index = {0, 0, 0};
   pp.seed = {1, 1, 1};
@@ -73,7 +76,7 @@ TEST_CASE("Diffusion-DPO: ties are dropped and the label picks the winner") {
   const auto w = train::win_lose_pairs<float>(pp);
   REQUIRE(w.size() == 2);
   CHECK(w.ties_dropped == 1);
-  CHECK(w.x_win[0] == 1.0f);   // pair 0: a preferred
+  CHECK(w.x_win[0] == 1.0f);  // pair 0: a preferred
   CHECK(w.x_lose[0] == -1.0f);
   CHECK(w.x_win[4] == -3.0f);  // pair 2: b preferred
   CHECK(w.x_lose[4] == 3.0f);
@@ -124,7 +127,8 @@ TEST_CASE("Diffusion-DPO config: the committed config is valid; unknown keys and
   CHECK_THROWS_WITH_AS(experiment::validate(c), doctest::Contains("steps_per_round"), spo::error);
   c = load();
   c.pairs = "no/such/pairs.safetensors";
-  CHECK_THROWS_WITH_AS(experiment::validate(c), doctest::Contains("pairs: no such file: \"no/such/pairs.safetensors\""), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate(c), doctest::Contains("pairs: no such file: \"no/such/pairs.safetensors\""),
+                       spo::error);
   auto j = io::parse_json(io::read_file_text(in_source(file)), "diffusion_dpo.json");
   j["train"]["stepz"] = 4;
   CHECK_THROWS_WITH_AS(io::from_json<experiment::DiffusionDpoConfig>(j, "diffusion_dpo.json"),

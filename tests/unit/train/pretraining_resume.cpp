@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // An interrupted pretraining resumed from its checkpoint reaches the same weights as an uninterrupted run.
-#include <doctest/doctest.h>
-
 #include <filesystem>
+
+#include <doctest/doctest.h>
 
 #include "spo/io/config.hpp"
 #include "spo/model/fashion_default.hpp"
@@ -20,7 +20,12 @@ train::PretrainConfig tiny_config(const fs::path& out, std::int64_t steps) {
   c.data_dir = std::string(data::fashion_mnist_default_dir);
   c.output_dir = out.string();
   c.resolution = 32;
-  c.unet = {{8, 16}, {false, true}, 1, 2, 8, 4, false};
+  c.unet = model::UNetConfig{.block_out_channels = {8, 16},
+                             .attention = {false, true},
+                             .layers_per_block = 1,
+                             .attention_heads = 2,
+                             .cross_attention_dim = 8,
+                             .norm_num_groups = 4};
   c.text = {6};
   c.schedule = {"linear", 1e-4, 0.02, 1000, "epsilon", "leading", 1};
   c.sampling = {4, 2.0, 1.0};
@@ -35,7 +40,9 @@ Model make_model(const train::PretrainConfig& c) {
 
 std::vector<float> weights(Model& m) {
   std::vector<float> w;
-  m.visit_parameters([&](std::string_view, nn::Parameter<float>& p) { w.insert(w.end(), p.value.data(), p.value.data() + p.value.numel()); });
+  m.visit_parameters([&](std::string_view, nn::Parameter<float>& p) {
+    w.insert(w.end(), p.value.data(), p.value.data() + p.value.numel());
+  });
   return w;
 }
 }  // namespace
@@ -91,8 +98,10 @@ TEST_CASE("pretraining config: policies must match the compiled ones; bad values
   // Unknown and missing keys in the JSON file are errors naming the key.
   auto j = io::to_json(tiny_config(out, 4));
   j["train"]["learning_rate"] = 0.1;
-  CHECK_THROWS_WITH_AS(io::from_json<train::PretrainConfig>(j, "p.json"), doctest::Contains("learning_rate"), spo::error);
+  CHECK_THROWS_WITH_AS(io::from_json<train::PretrainConfig>(j, "p.json"), doctest::Contains("learning_rate"),
+                       spo::error);
   j = io::to_json(tiny_config(out, 4));
   j["unet"].erase("attention");
-  CHECK_THROWS_WITH_AS(io::from_json<train::PretrainConfig>(j, "p.json"), doctest::Contains("unet.attention"), spo::error);
+  CHECK_THROWS_WITH_AS(io::from_json<train::PretrainConfig>(j, "p.json"), doctest::Contains("unet.attention"),
+                       spo::error);
 }

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
 // SPO training: exact resume (1 + 1 rounds == 2 rounds), a NaN loss stops before the update, configs checked first.
-#include <doctest/doctest.h>
-
 #include <cmath>
 #include <filesystem>
 #include <type_traits>
 
+#include <doctest/doctest.h>
+
+#include "spo/diffusion/scheduler_config.hpp"
 #include "spo/experiment/spo_experiment.hpp"
 #include "spo/loss/step_dpo_loss.hpp"
+
 #include "support/train_fixtures.hpp"
 
 using namespace spo;
@@ -15,8 +17,8 @@ using namespace spo::test_support;
 namespace fs = std::filesystem;
 
 namespace {
-using Training = train::SpoTraining<Policy, Base, Scheduler, BrightnessPM, preference::BestWorstCompare,
-                                    resampler::RandomChild>;
+using Training =
+    train::SpoTraining<Policy, Base, Scheduler, BrightnessPM, preference::BestWorstCompare, resampler::RandomChild>;
 const resampler::ResamplerOptions rs{3, 1, 0.0, 2.0, 1.0, 0, 1000};
 const train::SpoTrainSection tr{2, 3, {0, 1}, 4, 1e-2, 1e-4, 1.0, 1};
 
@@ -36,7 +38,8 @@ TEST_CASE_FIXTURE(Setup, "SPO training resumes exactly: 1 + 1 rounds == 2 rounds
   const auto dir = scratch("spo_train");
   const auto m1 = check_exact_resume(base, dir, [&](Policy& p) { return make(p); });
   CHECK(m1.metrics.at("items").get<std::int64_t>() > 0);
-  CHECK(std::abs(m1.metrics.at("loss").get<double>() - std::log(2.0)) < 1e-3);  // the first minibatch has policy == reference: log 2
+  CHECK(std::abs(m1.metrics.at("loss").get<double>() - std::log(2.0)) <
+        1e-3);  // the first minibatch has policy == reference: log 2
   fs::remove_all(dir);
 }
 
@@ -80,7 +83,8 @@ TEST_CASE("SPO configs: unknown policies and out-of-range values are errors befo
   CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("compiled with \"step_aware\""), spo::error);
   c = load();
   c.resampler.k = 1;
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("resampler.k: (children per step) must be >= 2, got 1"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c),
+                       doctest::Contains("resampler.k: (children per step) must be >= 2, got 1"), spo::error);
   c = load();
   c.resampler.divert_start_step = 20;
   CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("divert_start_step"), spo::error);
@@ -89,20 +93,25 @@ TEST_CASE("SPO configs: unknown policies and out-of-range values are errors befo
   CHECK_THROWS_AS(experiment::validate<E>(c), spo::error);
   c = load();
   c.loss.clip_eps = 0.0;
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("loss.clip_eps: must lie in (0, 1), got 0"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("loss.clip_eps: must lie in (0, 1), got 0"),
+                       spo::error);
   c = load();
   c.loss.beta = -1.0;
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("loss.beta: must be finite and > 0, got -1"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("loss.beta: must be finite and > 0, got -1"),
+                       spo::error);
   c = load();
   c.train.templates = {4};
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("train.templates[0]: 4 is not a training template"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c),
+                       doctest::Contains("train.templates[0]: 4 is not a training template"), spo::error);
   c = load();
   c.preference_model.reset();
-  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("preference_model: this experiment uses"), spo::error);
+  CHECK_THROWS_WITH_AS(experiment::validate<E>(c), doctest::Contains("preference_model: this experiment uses"),
+                       spo::error);
   // An unknown key in the JSON is refused by the reader.
   auto j = io::parse_json(io::read_file_text(in_source("configs/spo.json")), "spo.json");
   j["resampler"]["kk"] = 4;
-  CHECK_THROWS_WITH_AS(io::from_json<experiment::SpoConfig>(j, "spo.json"), doctest::Contains("resampler.kk"), spo::error);
+  CHECK_THROWS_WITH_AS(io::from_json<experiment::SpoConfig>(j, "spo.json"), doctest::Contains("resampler.kk"),
+                       spo::error);
 }
 
 TEST_CASE("SPO training is composed: another scheduler (scaled-linear betas, v-prediction) and another pair loss") {
@@ -114,8 +123,8 @@ TEST_CASE("SPO training is composed: another scheduler (scaled-linear betas, v-p
                                      resampler::RandomChild, loss::StepDpoLoss>;
   static_assert(std::is_same_v<StepDpo::loss_options, loss::StepDpoOptions>);
   Base base = tiny_base();
-  auto ddim = config::make_scheduler<diffusion::ScaledLinearBetas, diffusion::VPrediction>(
-      config::ScheduleSection{"scaled_linear", 0.00085, 0.012, 1000, "v_prediction", "leading", 1});
+  auto ddim = diffusion::make_scheduler<diffusion::ScaledLinearBetas, diffusion::VPrediction>(
+      diffusion::ScheduleSection{"scaled_linear", 0.00085, 0.012, 1000, "v_prediction", "leading", 1});
   ddim.set_timesteps(4);
   BrightnessPM pm;
   auto make = [&](Policy& p) {

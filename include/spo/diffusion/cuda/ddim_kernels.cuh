@@ -218,6 +218,18 @@ struct DdimLogProb {
   }
 };
 
+/// mean_sq[b] = (sum of the partial sums of batch element b) / per, in double; one block per batch element (T: the
+/// reduced tensors' type, which only names the instantiation).
+template <Scalar T>
+__global__ void mean_sq_dist_kernel(std::int64_t per, int chunks, const double* partial, double* mean_sq) {
+  __shared__ double s[detail::logprob_block];
+  const int b = static_cast<int>(blockIdx.x);
+  s[threadIdx.x] =
+      static_cast<int>(threadIdx.x) < chunks ? partial[static_cast<std::int64_t>(b) * chunks + threadIdx.x] : 0.0;
+  detail::block_sum(s);
+  if (threadIdx.x == 0) mean_sq[b] = s[0] / static_cast<double>(per);
+}
+
 template <Scalar T>
 __global__ void clamp_kernel(std::int64_t n, T lo, T hi, T* x) {
   for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride())
@@ -245,6 +257,48 @@ Tensor<T, cuda> gaussian_log_prob(const Tensor<T, cuda>& x, const Tensor<T, cuda
   std::vector<diffusion::cuda_kernels::DdimCoefficients> c;
   for (const double s : stddev) c.push_back({0.0, 0.0, s});
   return diffusion::transition_log_prob(x, mu, std::span<const diffusion::cuda_kernels::DdimCoefficients>(c));
+}
+
+template <Scalar T>
+std::vector<double> per_sample_mean_squared_error(const Tensor<T, cuda>& x, const Tensor<T, cuda>& y) {
+  using diffusion::cuda_kernels::ddim_batch_per_launch;
+  check_same_shape(x.shape(), y.shape(), "per_sample_mean_squared_error (x vs y)");
+  SPO_CHECK(x.rank() >= 1, "per_sample_mean_squared_error: expected a batched tensor, got shape " << x.shape());
+  const std::int64_t batch = x.size(0), per = batch == 0 ? 0 : x.numel() / batch;
+  SPO_CHECK(batch == 0 || per > 0, "per_sample_mean_squared_error: empty samples (per = 0), the mean is undefined");
+  if (batch == 0) return {};
+  const int nc = diffusion::cuda_kernels::DdimLogProb<T>::chunks(per);
+  auto partial = Tensor<double, cuda>::uninitialized(
+      Shape{std::min<std::int64_t>(batch, ddim_batch_per_launch) * nc});  // [min(B, 128) * chunks]
+  auto mean_sq = Tensor<double, cuda>::uninitialized(Shape{batch});       // [B]
+  for (std::int64_t b0 = 0; b0 < batch; b0 += ddim_batch_per_launch) {
+    const std::int64_t nb = std::min<std::int64_t>(ddim_batch_per_launch, batch - b0);
+    const std::int64_t o = b0 * per;
+    const dim3 grid(static_cast<unsigned>(nc), static_cast<unsigned>(nb));
+    diffusion::cuda_kernels::ddim_sq_dist_kernel<T>
+        <<<grid, diffusion::cuda_kernels::detail::logprob_block>>>(per, x.data() + o, y.data() + o, partial.data());
+    SPO_CUDA_CHECK_LAUNCH("ddim_sq_dist_kernel");
+    diffusion::cuda_kernels::mean_sq_dist_kernel<T>
+        <<<static_cast<unsigned>(nb), diffusion::cuda_kernels::detail::logprob_block>>>(per, nc, partial.data(),
+                                                                                        mean_sq.data() + b0);
+    SPO_CUDA_CHECK_LAUNCH("mean_sq_dist_kernel");
+  }
+  const auto host = to_host(mean_sq);  // [B]
+  return std::vector<double>(host.data(), host.data() + host.numel());
+}
+
+template <Scalar T>
+Tensor<T, cuda> per_sample_scaled_difference(const Tensor<T, cuda>& x, const Tensor<T, cuda>& y,
+                                             std::span<const double> g) {
+  check_same_shape(x.shape(), y.shape(), "per_sample_scaled_difference (x vs y)");
+  SPO_CHECK(x.rank() >= 1, "per_sample_scaled_difference: expected a batched tensor, got shape " << x.shape());
+  SPO_CHECK(static_cast<std::int64_t>(g.size()) == x.size(0),
+            "per_sample_scaled_difference: " << g.size() << " weights for batch " << x.size(0));
+  std::vector<SampleWeights> w;
+  for (const double v : g) w.push_back({v, -v});
+  auto out = Tensor<T, cuda>::uninitialized(x.shape());  // x.shape
+  per_sample_affine<T>(x.view(), y.view(), std::span<const SampleWeights>(w), out.view());
+  return out;
 }
 
 template <Scalar T>

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /// @brief Host declarations of the DDIM device operations (transition mean, step log-probability, per-sample affine
-/// combinations, clamping) for code that the C++ compiler builds; definitions in ddim_kernels.cuh, instantiated for
-/// float and double by diffusion/cuda/instantiate/ddim_kernels.cu.
+/// combinations, clamping, the per-sample squared error and scaled difference of the denoising loss) for code that the
+/// C++ compiler builds; definitions in ddim_kernels.cuh, instantiated for float and double by
+/// diffusion/cuda/instantiate/ddim_kernels.cu.
 #pragma once
 
 #include <cmath>
@@ -64,6 +65,17 @@ Tensor<T, cuda> gaussian_log_prob(const Tensor<T, cuda>& x, const Tensor<T, cuda
 /// x <- min(max(x, lo), hi) elementwise.
 template <Scalar T>
 void clamp_inplace(Tensor<T, cuda>& x, T lo, T hi);
+
+/// mean over the non-batch axes of (x - y)^2 per batch element, summed in double on the device in a fixed order
+/// (the reduction of gaussian_log_prob) and returned to the host as B doubles; x, y: [B, ...].
+template <Scalar T>
+std::vector<double> per_sample_mean_squared_error(const Tensor<T, cuda>& x, const Tensor<T, cuda>& y);
+
+/// out[b, i] = g_b (x[b, i] - y[b, i]) as the affine combination g_b x - g_b y (per_sample_affine: double, rounded
+/// to T once); x, y: [B, ...], g: B weights.
+template <Scalar T>
+Tensor<T, cuda> per_sample_scaled_difference(const Tensor<T, cuda>& x, const Tensor<T, cuda>& y,
+                                             std::span<const double> g);
 
 }  // namespace spo
 

@@ -19,9 +19,12 @@ namespace detail {
 template <Scalar T, Device From, Device To>
 void copy_tensor(const Tensor<T, From>& from, Tensor<T, To>& to) {
   if (!(to.shape() == from.shape())) to = Tensor<T, To>::uninitialized(from.shape());
-  if constexpr (std::same_as<From, cpu> && std::same_as<To, cuda>) copy_to_device<T>(from.view(), to.view());
-  else if constexpr (std::same_as<From, cuda> && std::same_as<To, cpu>) copy_to_host<T>(from.view(), to.view());
-  else to = from;
+  if constexpr (std::same_as<From, cpu> && std::same_as<To, cuda>)
+    copy_to_device<T>(from.view(), to.view());
+  else if constexpr (std::same_as<From, cuda> && std::same_as<To, cpu>)
+    copy_to_host<T>(from.view(), to.view());
+  else
+    to = from;
 }
 
 /// Every parameter of `from` by name, checked against `to`'s names and shapes, then f(from_param, to_param).
@@ -30,21 +33,22 @@ void zip_parameters(Src& from, Dst& to, const char* what, F&& f) {
   using Tf = typename Src::scalar_type;
   using Df = typename Src::device_type;
   std::map<std::string, Parameter<Tf, Df>*, std::less<>> source;
-  from.visit_parameters([&](std::string_view name, Parameter<Tf, Df>& p) { source.emplace(std::string(name), &p); }, {});
+  from.visit_parameters([&](std::string_view name, Parameter<Tf, Df>& p) { source.emplace(std::string(name), &p); },
+                        {});
   std::size_t matched = 0;
   to.visit_parameters(
       [&](std::string_view name, auto& q) {
         const auto it = source.find(name);
         SPO_CHECK(it != source.end(), what << ": parameter " << name << " of the destination has no source");
         SPO_CHECK(it->second->shape() == q.shape(), what << ": parameter " << name << " has shape "
-                                                          << it->second->shape() << " in the source and " << q.shape()
-                                                          << " in the destination");
+                                                         << it->second->shape() << " in the source and " << q.shape()
+                                                         << " in the destination");
         f(*it->second, q);
         ++matched;
       },
       {});
-  SPO_CHECK(matched == source.size(), what << ": the source has " << source.size() << " parameters, the destination "
-                                           << matched);
+  SPO_CHECK(matched == source.size(),
+            what << ": the source has " << source.size() << " parameters, the destination " << matched);
 }
 
 }  // namespace detail

@@ -39,8 +39,8 @@ struct HeadMatrices {
   HeadMatrices(T* p, std::int64_t bs, std::int64_t hs, std::int64_t rs)
       : data(p), batch_stride(bs), head_stride(hs), row_stride(rs) {}
   template <class U>
-    requires(std::is_const_v<T> && std::same_as<std::remove_const_t<T>, U>)
-  HeadMatrices(HeadMatrices<U> o) : data(o.data), batch_stride(o.batch_stride), head_stride(o.head_stride), row_stride(o.row_stride) {}
+  requires(std::is_const_v<T>&& std::same_as<std::remove_const_t<T>, U>) HeadMatrices(HeadMatrices<U> o)
+      : data(o.data), batch_stride(o.batch_stride), head_stride(o.head_stride), row_stride(o.row_stride) {}
 
   T* head(std::int64_t b, std::int64_t h) const { return data + b * batch_stride + h * head_stride; }
 };
@@ -80,9 +80,8 @@ auto head_block(const HeadMatrices<T>& a, std::int64_t b, std::int64_t h, std::i
 }
 
 inline void check_attention_shape(const AttentionShape& s, const char* what) {
-  SPO_CHECK(s.batch >= 0 && s.heads >= 1 && s.n >= 0 && s.d >= 1, what << ": invalid extents batch " << s.batch
-                                                                        << ", heads " << s.heads << ", n " << s.n
-                                                                        << ", d " << s.d);
+  SPO_CHECK(s.batch >= 0 && s.heads >= 1 && s.n >= 0 && s.d >= 1,
+            what << ": invalid extents batch " << s.batch << ", heads " << s.heads << ", n " << s.n << ", d " << s.d);
   SPO_CHECK(s.m >= 1 || s.n == 0, what << ": " << s.n << " queries attend to zero keys");
 }
 
@@ -182,8 +181,10 @@ template <class T, int R, int NV>
 void gemm_rows(std::int64_t rows, std::int64_t k, const T* a, std::int64_t a_r, std::int64_t a_k, const T* b,
                std::int64_t ldb, T* c, std::int64_t ldc, std::int64_t width, bool accumulate) {
   if constexpr (R > 0) {
-    if (rows == R) gemm_tile<T, R, NV>(k, a, a_r, a_k, b, ldb, c, ldc, width, accumulate);
-    else gemm_rows<T, R - 1, NV>(rows, k, a, a_r, a_k, b, ldb, c, ldc, width, accumulate);
+    if (rows == R)
+      gemm_tile<T, R, NV>(k, a, a_r, a_k, b, ldb, c, ldc, width, accumulate);
+    else
+      gemm_rows<T, R - 1, NV>(rows, k, a, a_r, a_k, b, ldb, c, ldc, width, accumulate);
   }
 }
 
@@ -232,7 +233,7 @@ void attention_forward(const AttentionShape& s, std::type_identity_t<HeadMatrice
   constexpr std::int64_t br = attention_query_block, bc = attention_key_block, lanes = detail::simd_width<T>;
   const std::int64_t d = s.d, qblocks = (s.n + br - 1) / br, dpad = detail::round_up(d, lanes);
   const std::int64_t cpad_max = detail::round_up(std::min(bc, s.m), lanes);
-  const bool direct = d % lanes == 0;                                      // V read in place, no padded copy
+  const bool direct = d % lanes == 0;  // V read in place, no padded copy
   using Row = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
   // Work items are (batch * head, group of query blocks): whole heads when there are enough of them, so that each
   // key block is packed once per item; smaller groups when heads are fewer than 4 per thread.
@@ -245,22 +246,22 @@ void attention_forward(const AttentionShape& s, std::type_identity_t<HeadMatrice
     const std::int64_t bh = item / groups, b = bh / s.heads, h = bh % s.heads;
     const std::int64_t g0 = (item % groups) * group_rows, g1 = std::min(s.n, g0 + group_rows);
     if (g0 >= g1) return;
-    T* kt = detail::scratch<T>(0, d * cpad_max);                             // K_j^T [d, cpad]
-    T* vp = detail::scratch<T>(1, std::min(bc, s.m) * dpad);                 // V_j [cols, dpad]
-    T* sc = detail::scratch<T>(2, br * cpad_max);                            // S, then P [rows, cpad]
-    T* acc = detail::scratch<T>(3, group_rows * dpad);                       // [group rows, dpad]
-    T* mx = detail::scratch<T>(4, group_rows);                               // running max of scale * S
-    T* l = detail::scratch<T>(5, group_rows);                                // running sum of exp
+    T* kt = detail::scratch<T>(0, d * cpad_max);              // K_j^T [d, cpad]
+    T* vp = detail::scratch<T>(1, std::min(bc, s.m) * dpad);  // V_j [cols, dpad]
+    T* sc = detail::scratch<T>(2, br * cpad_max);             // S, then P [rows, cpad]
+    T* acc = detail::scratch<T>(3, group_rows * dpad);        // [group rows, dpad]
+    T* mx = detail::scratch<T>(4, group_rows);                // running max of scale * S
+    T* l = detail::scratch<T>(5, group_rows);                 // running sum of exp
     for (std::int64_t j0 = 0; j0 < s.m; j0 += bc) {
       const std::int64_t cols = std::min(bc, s.m - j0), cpad = detail::round_up(cols, lanes);
       detail::pack_panel(k.head(b, h) + j0 * k.row_stride, std::int64_t{1}, k.row_stride, d, cols, kt, cpad);
-      const T* vj = v.head(b, h) + j0 * v.row_stride;                        // [cols, d]
+      const T* vj = v.head(b, h) + j0 * v.row_stride;  // [cols, d]
       if (!direct) detail::pack_panel(vj, v.row_stride, std::int64_t{1}, cols, d, vp, dpad);
       for (std::int64_t i0 = g0; i0 < g1; i0 += br) {
         const std::int64_t rows = std::min(br, g1 - i0), off = i0 - g0;
         T* acc_i = acc + off * dpad;
-        detail::tile_gemm(rows, cols, d, q.head(b, h) + i0 * q.row_stride, q.row_stride, std::int64_t{1}, kt, cpad,
-                          sc, cpad, false);                                                           // q k^T
+        detail::tile_gemm(rows, cols, d, q.head(b, h) + i0 * q.row_stride, q.row_stride, std::int64_t{1}, kt, cpad, sc,
+                          cpad, false);  // q k^T
         for (std::int64_t r = 0; r < rows; ++r) {
           Row row(sc + r * cpad, cols), padded(sc + r * cpad, cpad);  // exp over whole vectors; padding unused
           const T row_max = scale * row.maxCoeff();
@@ -278,7 +279,7 @@ void attention_forward(const AttentionShape& s, std::type_identity_t<HeadMatrice
           }
         }
         detail::tile_gemm(rows, d, cols, sc, cpad, std::int64_t{1}, direct ? vj : vp, direct ? v.row_stride : dpad,
-                          acc_i, dpad, j0 != 0);                                                      // P V
+                          acc_i, dpad, j0 != 0);  // P V
       }
     }
     T* oi = o.head(b, h) + g0 * o.row_stride;
@@ -312,7 +313,7 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
   constexpr std::int64_t lanes = detail::simd_width<T>;
   const std::int64_t d = s.d, n = s.n, m = s.m, nbh = s.batch_heads(), dpad = detail::round_up(d, lanes);
   const std::int64_t cpad_max = detail::round_up(std::min(bc, m), lanes);
-  const bool direct = d % lanes == 0;                                      // K, Q, dO read in place
+  const bool direct = d % lanes == 0;  // K, Q, dO read in place
   using ConstMat = Eigen::Map<const detail::AttnMatrix<T>>;
   using Row = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
   if (n == 0) {
@@ -338,21 +339,21 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
     detail::head_block(dq_target, tb, th, 0, n, d).setZero();
     T* dq_head = dq_target.head(tb, th);
     const T* lse_head = lse + bh * n;
-    T* delta_head = detail::scratch<T>(9, n);                                // delta_i = dO_i . O_i  [n]
+    T* delta_head = detail::scratch<T>(9, n);  // delta_i = dO_i . O_i  [n]
     {
       auto ob = detail::head_block(o, b, h, 0, n, d);
       auto gb = detail::head_block(dout, b, h, 0, n, d);
       for (std::int64_t i = 0; i < n; ++i) delta_head[i] = ob.row(i).dot(gb.row(i));
     }
-    T* kt = detail::scratch<T>(0, d * cpad_max);                             // K_j^T [d, cpad]
-    T* vt = detail::scratch<T>(1, d * cpad_max);                             // V_j^T [d, cpad]
-    T* kp = detail::scratch<T>(2, bc * dpad);                                // K_j [cols, dpad]
-    T* qp = detail::scratch<T>(3, br * dpad);                                // Q_i [rows, dpad]
-    T* gp = detail::scratch<T>(4, br * dpad);                                // dO_i [rows, dpad]
-    T* p = detail::scratch<T>(5, br * cpad_max);                             // P [rows, cpad]
-    T* ds = detail::scratch<T>(6, br * cpad_max);                            // dP, then scale * dS [rows, cpad]
-    T* dka = detail::scratch<T>(7, bc * dpad);                               // dK_j [cols, dpad]
-    T* dva = detail::scratch<T>(8, bc * dpad);                               // dV_j [cols, dpad]
+    T* kt = detail::scratch<T>(0, d * cpad_max);   // K_j^T [d, cpad]
+    T* vt = detail::scratch<T>(1, d * cpad_max);   // V_j^T [d, cpad]
+    T* kp = detail::scratch<T>(2, bc * dpad);      // K_j [cols, dpad]
+    T* qp = detail::scratch<T>(3, br * dpad);      // Q_i [rows, dpad]
+    T* gp = detail::scratch<T>(4, br * dpad);      // dO_i [rows, dpad]
+    T* p = detail::scratch<T>(5, br * cpad_max);   // P [rows, cpad]
+    T* ds = detail::scratch<T>(6, br * cpad_max);  // dP, then scale * dS [rows, cpad]
+    T* dka = detail::scratch<T>(7, bc * dpad);     // dK_j [cols, dpad]
+    T* dva = detail::scratch<T>(8, bc * dpad);     // dV_j [cols, dpad]
     const std::int64_t kb_end = std::min(kblocks, (chunk + 1) * blocks_per_chunk);
     for (std::int64_t kb = chunk * blocks_per_chunk; kb < kb_end; ++kb) {
       const std::int64_t j0 = kb * bc, cols = std::min(bc, m - j0), cpad = detail::round_up(cols, lanes);
@@ -366,8 +367,8 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
       for (std::int64_t i0 = 0; i0 < n; i0 += br) {
         const std::int64_t rows = std::min(br, n - i0);
         const bool first = i0 == 0;
-        const T* qi = q.head(b, h) + i0 * q.row_stride;                      // [rows, d]
-        const T* gi = dout.head(b, h) + i0 * dout.row_stride;                // [rows, d]
+        const T* qi = q.head(b, h) + i0 * q.row_stride;        // [rows, d]
+        const T* gi = dout.head(b, h) + i0 * dout.row_stride;  // [rows, d]
         if (!direct) {
           detail::pack_panel(qi, q.row_stride, std::int64_t{1}, rows, d, qp, dpad);
           detail::pack_panel(gi, dout.row_stride, std::int64_t{1}, rows, d, gp, dpad);
@@ -375,7 +376,7 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
           gi = gp;
         }
         const std::int64_t q_ld = direct ? q.row_stride : dpad, g_ld = direct ? dout.row_stride : dpad;
-        detail::tile_gemm(rows, cols, d, qi, q_ld, std::int64_t{1}, kt, cpad, p, cpad, false);     // q k^T
+        detail::tile_gemm(rows, cols, d, qi, q_ld, std::int64_t{1}, kt, cpad, p, cpad, false);  // q k^T
         for (std::int64_t r = 0; r < rows; ++r) {
           Row pr(p + r * cpad, cpad);  // exp over whole vectors; padding columns are never read
           pr = (scale * pr - lse_head[i0 + r]).exp();
@@ -387,8 +388,8 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
           dr = scale * Row(p + r * cpad, cols) * (dr - delta_head[i0 + r]);
         }
         detail::tile_gemm(rows, d, cols, ds, cpad, std::int64_t{1}, kb_op, kb_ld, dq_head + i0 * dq_target.row_stride,
-                          dq_target.row_stride, true);                                            // dQ += dS K
-        detail::tile_gemm(cols, d, rows, ds, std::int64_t{1}, cpad, qi, q_ld, dka, dpad, !first); // dK += dS^T Q
+                          dq_target.row_stride, true);                                             // dQ += dS K
+        detail::tile_gemm(cols, d, rows, ds, std::int64_t{1}, cpad, qi, q_ld, dka, dpad, !first);  // dK += dS^T Q
       }
       T* dkj = dk.head(b, h) + j0 * dk.row_stride;
       T* dvj = dv.head(b, h) + j0 * dv.row_stride;
@@ -418,7 +419,7 @@ void attention_forward_reference(const AttentionShape& s, std::type_identity_t<H
   parallel_for(0, s.batch_heads(), [&](std::int64_t bh) {
     const std::int64_t b = bh / s.heads, h = bh % s.heads;
     detail::AttnMatrix<T> p = scale * detail::head_block(q, b, h, 0, s.n, s.d) *
-                              detail::head_block(k, b, h, 0, s.m, s.d).transpose();   // [n, m]
+                              detail::head_block(k, b, h, 0, s.m, s.d).transpose();  // [n, m]
     for (std::int64_t i = 0; i < s.n; ++i) {
       p.row(i).array() = (p.row(i).array() - p.row(i).maxCoeff()).exp();
       p.row(i) /= p.row(i).sum();
@@ -441,13 +442,13 @@ void attention_backward_reference(const AttentionShape& s, std::type_identity_t<
     auto kh = detail::head_block(k, b, h, 0, s.m, s.d);
     auto vh = detail::head_block(v, b, h, 0, s.m, s.d);
     auto gh = detail::head_block(dout, b, h, 0, s.n, s.d);
-    detail::AttnMatrix<T> p = scale * qh * kh.transpose();                  // [n, m]
+    detail::AttnMatrix<T> p = scale * qh * kh.transpose();  // [n, m]
     for (std::int64_t i = 0; i < s.n; ++i) {
       p.row(i).array() = (p.row(i).array() - p.row(i).maxCoeff()).exp();
       p.row(i) /= p.row(i).sum();
     }
-    detail::AttnMatrix<T> dp = gh * vh.transpose();                         // [n, m]
-    detail::AttnMatrix<T> ds = p.cwiseProduct(dp);                           // [n, m]
+    detail::AttnMatrix<T> dp = gh * vh.transpose();  // [n, m]
+    detail::AttnMatrix<T> ds = p.cwiseProduct(dp);   // [n, m]
     for (std::int64_t i = 0; i < s.n; ++i) ds.row(i) -= p.row(i) * ds.row(i).sum();
     detail::head_block(dv, b, h, 0, s.m, s.d) = p.transpose() * gh;
     detail::head_block(dq, b, h, 0, s.n, s.d) = scale * ds * kh;

@@ -38,8 +38,8 @@ struct Conv2dShape {
            static_cast<double>(in_channels * kernel_h * kernel_w);
   }
   void validate() const {
-    SPO_CHECK(batch >= 1 && in_channels >= 1 && out_channels >= 1 && kernel_h >= 1 && kernel_w >= 1 &&
-                  stride_h >= 1 && stride_w >= 1 && pad_h >= 0 && pad_w >= 0,
+    SPO_CHECK(batch >= 1 && in_channels >= 1 && out_channels >= 1 && kernel_h >= 1 && kernel_w >= 1 && stride_h >= 1 &&
+                  stride_w >= 1 && pad_h >= 0 && pad_w >= 0,
               "invalid convolution " << *this);
     SPO_CHECK(height + 2 * pad_h >= kernel_h && width + 2 * pad_w >= kernel_w,
               "convolution " << *this << ": kernel larger than the padded input");
@@ -84,8 +84,8 @@ void im2col(const Conv2dShape& s, const T* x, T* col) {
           const std::int64_t h = i * s.stride_h - s.pad_h + p;
           for (std::int64_t j = 0; j < wo; ++j) {
             const std::int64_t w = j * s.stride_w - s.pad_w + q;
-            row[i * wo + j] = (h >= 0 && h < s.height && w >= 0 && w < s.width) ? x[(c * s.height + h) * s.width + w]
-                                                                                 : T(0);
+            row[i * wo + j] =
+                (h >= 0 && h < s.height && w >= 0 && w < s.width) ? x[(c * s.height + h) * s.width + w] : T(0);
           }
         }
       }
@@ -117,9 +117,9 @@ template <Scalar T>
 void conv2d_forward_im2col(const Conv2dShape& s, const T* x, const T* w, const T* b, T* y) {
   const std::int64_t kdim = s.in_channels * s.kernel_h * s.kernel_w, hw = s.out_h() * s.out_w();
   parallel_for(0, s.batch, [&](std::int64_t n) {
-    auto col = Tensor<T, cpu>::uninitialized(Shape{kdim, hw});                     // [C kh kw, Ho Wo]
+    auto col = Tensor<T, cpu>::uninitialized(Shape{kdim, hw});  // [C kh kw, Ho Wo]
     detail::im2col(s, x + n * s.in_channels * s.height * s.width, col.data());
-    T* yn = y + n * s.out_channels * hw;                                           // [O, Ho Wo]
+    T* yn = y + n * s.out_channels * hw;  // [O, Ho Wo]
     for (std::int64_t o = 0; o < s.out_channels; ++o) std::fill_n(yn + o * hw, hw, b ? b[o] : T(0));
     gemm_eigen<T>(false, false, s.out_channels, hw, kdim, T(1), w, kdim, col.data(), hw, T(1), yn, hw);
   });
@@ -131,7 +131,7 @@ void conv2d_backward_data_im2col(const Conv2dShape& s, const T* dy, const T* w, 
   const std::int64_t kdim = s.in_channels * s.kernel_h * s.kernel_w, hw = s.out_h() * s.out_w();
   const std::int64_t image = s.in_channels * s.height * s.width;
   parallel_for(0, s.batch, [&](std::int64_t n) {
-    auto col = Tensor<T, cpu>::uninitialized(Shape{kdim, hw});                     // dcol = w^T dy_n  [C kh kw, Ho Wo]
+    auto col = Tensor<T, cpu>::uninitialized(Shape{kdim, hw});  // dcol = w^T dy_n  [C kh kw, Ho Wo]
     gemm_eigen<T>(true, false, kdim, hw, s.out_channels, T(1), w, kdim, dy + n * s.out_channels * hw, hw, T(0),
                   col.data(), hw);
     std::fill_n(dx + n * image, image, T(0));
@@ -143,9 +143,9 @@ void conv2d_backward_data_im2col(const Conv2dShape& s, const T* dy, const T* w, 
 template <Scalar T>
 void conv2d_backward_weights_im2col(const Conv2dShape& s, const T* x, const T* dy, T* dw, T* db) {
   const std::int64_t kdim = s.in_channels * s.kernel_h * s.kernel_w, hw = s.out_h() * s.out_w();
-  auto col = Tensor<T, cpu>::uninitialized(Shape{kdim, hw});                       // [C kh kw, Ho Wo]
+  auto col = Tensor<T, cpu>::uninitialized(Shape{kdim, hw});  // [C kh kw, Ho Wo]
   for (std::int64_t n = 0; n < s.batch; ++n) {
-    const T* dyn = dy + n * s.out_channels * hw;                                   // [O, Ho Wo]
+    const T* dyn = dy + n * s.out_channels * hw;  // [O, Ho Wo]
     if (dw) {
       detail::im2col(s, x + n * s.in_channels * s.height * s.width, col.data());
       gemm_eigen<T>(false, true, s.out_channels, kdim, hw, T(1), dyn, hw, col.data(), hw, T(1), dw, kdim);
@@ -182,18 +182,18 @@ inline Conv2dDnnlPlain conv2d_plain_descs(const Conv2dShape& s) {
 }
 
 inline DnnlKey conv2d_key(int kind, const Conv2dShape& s, bool bias) {
-  return DnnlKey{kind, {s.batch, s.in_channels, s.height, s.width, s.out_channels, s.kernel_h, s.kernel_w, s.stride_h,
-                        s.stride_w, s.pad_h, s.pad_w, bias}};
+  return DnnlKey{kind,
+                 {s.batch, s.in_channels, s.height, s.width, s.out_channels, s.kernel_h, s.kernel_w, s.stride_h,
+                  s.stride_w, s.pad_h, s.pad_w, bias}};
 }
 
 inline dnnl::convolution_forward::primitive_desc conv2d_forward_pd(const Conv2dShape& s, bool bias) {
   const auto any = [](dnnl::memory::dims d) { return dnnl::memory::desc(d, dnnl_dt::f32, dnnl_tag::any); };
   const auto plain = conv2d_plain_descs(s);
   dnnl::convolution_forward::desc d =
-      bias ? dnnl::convolution_forward::desc(
-                 dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, any(plain.x.dims()),
-                 any(plain.w.dims()), plain.b, any(plain.y.dims()), {s.stride_h, s.stride_w}, {s.pad_h, s.pad_w},
-                 {s.pad_h, s.pad_w})
+      bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                                             any(plain.x.dims()), any(plain.w.dims()), plain.b, any(plain.y.dims()),
+                                             {s.stride_h, s.stride_w}, {s.pad_h, s.pad_w}, {s.pad_h, s.pad_w})
            : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
                                              any(plain.x.dims()), any(plain.w.dims()), any(plain.y.dims()),
                                              {s.stride_h, s.stride_w}, {s.pad_h, s.pad_w}, {s.pad_h, s.pad_w});
@@ -242,13 +242,13 @@ struct Conv2dBackwardEntry {
   Conv2dDnnlPlain plain;
   dnnl::convolution_backward_data data_prim;
   dnnl::convolution_backward_weights weights_prim;
-  DnnlReorder dy_data, w_data, dx_out;   // backward-data operands
-  DnnlReorder dy_weights, x_weights;     // backward-weights operands (x from NCHW)
-  DnnlReorder saved_x_weights;           // x from the forward primitive's source layout
+  DnnlReorder dy_data, w_data, dx_out;  // backward-data operands
+  DnnlReorder dy_weights, x_weights;    // backward-weights operands (x from NCHW)
+  DnnlReorder saved_x_weights;          // x from the forward primitive's source layout
   dnnl::memory::desc saved_x_layout;
-  DnnlReorder dw_out_add;                // diff weights into OIHW, accumulating
+  DnnlReorder dw_out_add;  // diff weights into OIHW, accumulating
   dnnl::memory::desc dx_md, dw_md;
-  bool dy_shared = false;                // both passes want dy in the same layout
+  bool dy_shared = false;  // both passes want dy in the same layout
 };
 
 inline const Conv2dForwardEntry& conv2d_forward_entry(const Conv2dShape& s, bool bias) {
@@ -268,7 +268,9 @@ inline const Conv2dForwardEntry& conv2d_forward_entry(const Conv2dShape& s, bool
 inline const Conv2dBackwardEntry& conv2d_backward_entry(const Conv2dShape& s, bool bias) {
   return DnnlCache<Conv2dBackwardEntry>::instance().get(conv2d_key(11, s, bias), [&] {
     const auto& eng = DnnlContext::instance().engine();
-    const auto any = [](const dnnl::memory::desc& md) { return dnnl::memory::desc(md.dims(), dnnl_dt::f32, dnnl_tag::any); };
+    const auto any = [](const dnnl::memory::desc& md) {
+      return dnnl::memory::desc(md.dims(), dnnl_dt::f32, dnnl_tag::any);
+    };
     Conv2dBackwardEntry e;
     e.plain = conv2d_plain_descs(s);
     const auto hint = conv2d_forward_pd(s, bias);
@@ -319,7 +321,7 @@ inline void conv2d_forward_pointwise(const Conv2dShape& s, const float* x, const
   const int threads = num_threads();
 #pragma omp parallel for num_threads(threads) schedule(static) if (s.batch >= threads)
   for (std::int64_t n = 0; n < s.batch; ++n) {
-    float* yn = y + n * oc * hw;                                                  // [O, HW]
+    float* yn = y + n * oc * hw;  // [O, HW]
     if (b)
       for (std::int64_t o = 0; o < oc; ++o) std::fill_n(yn + o * hw, hw, b[o]);
     gemm_dnnl(false, false, oc, hw, ic, 1.f, w, ic, x + n * ic * hw, hw, b ? 1.f : 0.f, yn, hw);
@@ -341,15 +343,16 @@ inline void conv2d_backward_weights_pointwise(const Conv2dShape& s, const float*
                                               float* db) {
   const std::int64_t hw = s.height * s.width, oc = s.out_channels, ic = s.in_channels;
   const int threads = static_cast<int>(std::min<std::int64_t>(num_threads(), s.batch));
-  auto partial = Tensor<float, cpu>(Shape{threads, oc * ic + oc});                // [T, O C + O]
+  auto partial = Tensor<float, cpu>(Shape{threads, oc * ic + oc});  // [T, O C + O]
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
   for (int t = 0; t < threads; ++t) {
     float* acc = partial.data() + t * (oc * ic + oc);
     for (std::int64_t n = s.batch * t / threads; n < s.batch * (t + 1) / threads; ++n) {
-      const float* dyn = dy + n * oc * hw;                                        // [O, HW]
+      const float* dyn = dy + n * oc * hw;  // [O, HW]
       if (dw) gemm_dnnl(false, true, oc, ic, hw, 1.f, dyn, hw, x + n * ic * hw, hw, 1.f, acc, ic);
       if (db)
-        for (std::int64_t o = 0; o < oc; ++o) acc[oc * ic + o] += Eigen::Map<const Eigen::ArrayXf>(dyn + o * hw, hw).sum();
+        for (std::int64_t o = 0; o < oc; ++o)
+          acc[oc * ic + o] += Eigen::Map<const Eigen::ArrayXf>(dyn + o * hw, hw).sum();
     }
   }
   for (int t = 0; t < threads; ++t) {
@@ -446,9 +449,9 @@ inline void conv2d_backward_dnnl(const Conv2dShape& s, const float* x, const flo
       xm = e.saved_x_weights.apply(dnnl_wrap(saved->layout, saved->x.data()), xb);
     }
     dwb = DnnlBuffer(e.dw_md);
-    auto db_tmp = Tensor<float, cpu>::uninitialized(Shape{s.out_channels});   // [O]
-    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dy_w},
-                                               {DNNL_ARG_DIFF_WEIGHTS, dwb.mem}};
+    auto db_tmp = Tensor<float, cpu>::uninitialized(Shape{s.out_channels});  // [O]
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dy_w}, {DNNL_ARG_DIFF_WEIGHTS, dwb.mem}};
     if (db) args.emplace(DNNL_ARG_DIFF_BIAS, dnnl_wrap(e.plain.b, db_tmp.data()));
     e.weights_prim.execute(stream, args);
     if (dw) e.dw_out_add.run(dwb.mem, dnnl_wrap(e.plain.w, dw));

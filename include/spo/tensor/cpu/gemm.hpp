@@ -38,15 +38,21 @@ void gemm_eigen(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std:
   configure_eigen_cache_sizes();
   Eigen::Map<Mat, 0, Stride> cm(c, m, n, Stride(ldc));
   if (m == 0 || n == 0) return;
-  if (beta == T(0)) cm.setZero();
-  else if (beta != T(1)) cm *= beta;
+  if (beta == T(0))
+    cm.setZero();
+  else if (beta != T(1))
+    cm *= beta;
   if (k == 0) return;
   Eigen::Map<const Mat, 0, Stride> am(a, trans_a ? k : m, trans_a ? m : k, Stride(lda));
   Eigen::Map<const Mat, 0, Stride> bm(b, trans_b ? n : k, trans_b ? k : n, Stride(ldb));
-  if (!trans_a && !trans_b) cm.noalias() += alpha * am * bm;
-  else if (trans_a && !trans_b) cm.noalias() += alpha * am.transpose() * bm;
-  else if (!trans_a && trans_b) cm.noalias() += alpha * am * bm.transpose();
-  else cm.noalias() += alpha * am.transpose() * bm.transpose();
+  if (!trans_a && !trans_b)
+    cm.noalias() += alpha * am * bm;
+  else if (trans_a && !trans_b)
+    cm.noalias() += alpha * am.transpose() * bm;
+  else if (!trans_a && trans_b)
+    cm.noalias() += alpha * am * bm.transpose();
+  else
+    cm.noalias() += alpha * am.transpose() * bm.transpose();
 }
 
 /// oneDNN's row-major sgemm (jit AVX-512 kernels on the OpenMP pool); no primitive to create or cache.
@@ -55,8 +61,8 @@ inline void gemm_dnnl(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
                       std::int64_t ldc) {
   const dnnl_status_t st =
       dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  SPO_CHECK(st == dnnl_success, "dnnl_sgemm(" << m << "x" << n << "x" << k << ") failed with status "
-                                               << static_cast<int>(st));
+  SPO_CHECK(st == dnnl_success,
+            "dnnl_sgemm(" << m << "x" << n << "x" << k << ") failed with status " << static_cast<int>(st));
 }
 
 namespace detail {
@@ -80,8 +86,9 @@ struct MatmulEntry {
   }
 
   void execute(const float* a, const float* b, float* c) const {
-    prim.execute(DnnlContext::instance().stream(),
-                 {{DNNL_ARG_SRC, dnnl_wrap(a_md, a)}, {DNNL_ARG_WEIGHTS, dnnl_wrap(b_md, b)}, {DNNL_ARG_DST, dnnl_wrap(c_md, c)}});
+    prim.execute(DnnlContext::instance().stream(), {{DNNL_ARG_SRC, dnnl_wrap(a_md, a)},
+                                                    {DNNL_ARG_WEIGHTS, dnnl_wrap(b_md, b)},
+                                                    {DNNL_ARG_DST, dnnl_wrap(c_md, c)}});
   }
 };
 }  // namespace detail
@@ -121,8 +128,9 @@ inline void gemm_batched_dnnl(std::int64_t batch, bool trans_a, bool trans_b, st
                               const float* b, std::int64_t ldb, std::int64_t stride_b, float beta, float* c,
                               std::int64_t ldc, std::int64_t stride_c) {
   using dt = dnnl::memory::data_type;
-  DnnlKey key{2, {batch, m, n, k, trans_a, trans_b, lda, ldb, ldc, stride_a, stride_b, stride_c, float_key(alpha),
-                  float_key(beta)}};
+  DnnlKey key{2,
+              {batch, m, n, k, trans_a, trans_b, lda, ldb, ldc, stride_a, stride_b, stride_c, float_key(alpha),
+               float_key(beta)}};
   using dims = dnnl::memory::dims;
   const auto& e = DnnlCache<detail::MatmulEntry>::instance().get(key, [&] {
     return detail::MatmulEntry::create(
@@ -134,7 +142,8 @@ inline void gemm_batched_dnnl(std::int64_t batch, bool trans_a, bool trans_b, st
 }
 
 /// `batch` independent GEMMs; operand i starts at a + i * stride_a (likewise b, c). Used by attention.
-/// float: one oneDNN batched matmul (strides must be non-zero; otherwise a loop of gemm); double: a loop of Eigen products.
+/// float: one oneDNN batched matmul (strides must be non-zero; otherwise a loop of gemm); double: a loop of Eigen
+/// products.
 template <Scalar T>
 void gemm_batched(std::int64_t batch, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
                   T alpha, const T* a, std::int64_t lda, std::int64_t stride_a, const T* b, std::int64_t ldb,

@@ -82,26 +82,26 @@ void problem_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, st
   auto** pa = reinterpret_cast<const T**>(pointers.data());
   auto** pb = pa + count;
   auto** pc = reinterpret_cast<T**>(pointers.data() + 2 * count * static_cast<std::int64_t>(sizeof(void*)));
-  problem_pointers_kernel<T><<<cuda_runtime::grid_1d(count), cuda_runtime::block_1d, 0, stream>>>(p0, count, heads, a,
-                                                                                                   b, c, pa, pb, pc);
+  problem_pointers_kernel<T>
+      <<<cuda_runtime::grid_1d(count), cuda_runtime::block_1d, 0, stream>>>(p0, count, heads, a, b, c, pa, pb, pc);
   SPO_CUDA_CHECK_LAUNCH("problem_pointers_kernel");
   cublasHandle_t h = cublas_handle();
   SPO_CUBLAS_CHECK(cublasSetStream(h, stream));
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
-  const int lda_i = static_cast<int>(std::max<std::int64_t>(lda, 1)), ldb_i = static_cast<int>(std::max<std::int64_t>(ldb, 1));
+  const int lda_i = static_cast<int>(std::max<std::int64_t>(lda, 1)),
+            ldb_i = static_cast<int>(std::max<std::int64_t>(ldb, 1));
   const int ldc_i = static_cast<int>(ldc), batch = static_cast<int>(count);
   if constexpr (std::is_same_v<T, float>) {
-    const cublasComputeType_t compute =
-        cuda_runtime::allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    const cublasComputeType_t compute = cuda_runtime::allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     SPO_CUBLAS_CHECK(cublasGemmBatchedEx(h, op_b, op_a, ni, mi, ki, &alpha, reinterpret_cast<const void* const*>(pb),
-                                         CUDA_R_32F, ldb_i, reinterpret_cast<const void* const*>(pa), CUDA_R_32F,
-                                         lda_i, &beta, reinterpret_cast<void* const*>(pc), CUDA_R_32F, ldc_i, batch,
-                                         compute, CUBLAS_GEMM_DEFAULT));
+                                         CUDA_R_32F, ldb_i, reinterpret_cast<const void* const*>(pa), CUDA_R_32F, lda_i,
+                                         &beta, reinterpret_cast<void* const*>(pc), CUDA_R_32F, ldc_i, batch, compute,
+                                         CUBLAS_GEMM_DEFAULT));
   } else {
-    SPO_CUBLAS_CHECK(cublasDgemmBatched(h, op_b, op_a, ni, mi, ki, &alpha, pb, ldb_i, pa, lda_i, &beta, pc, ldc_i,
-                                        batch));
+    SPO_CUBLAS_CHECK(
+        cublasDgemmBatched(h, op_b, op_a, ni, mi, ki, &alpha, pb, ldb_i, pa, lda_i, &beta, pc, ldc_i, batch));
   }
 }
 
@@ -187,7 +187,8 @@ inline void check_attention_shape(const AttentionShape& s, const char* what) {
 template <Scalar T>
 std::int64_t attention_chunk(const AttentionShape& s) {
   const std::size_t per_problem = static_cast<std::size_t>(s.n) * static_cast<std::size_t>(s.m) * sizeof(T);
-  const std::int64_t fit = static_cast<std::int64_t>(attention_score_buffer_bytes() / std::max<std::size_t>(per_problem, 1));
+  const std::int64_t fit =
+      static_cast<std::int64_t>(attention_score_buffer_bytes() / std::max<std::size_t>(per_problem, 1));
   return std::clamp<std::int64_t>(fit, 1, std::max<std::int64_t>(s.batch_heads(), 1));
 }
 
@@ -200,7 +201,7 @@ void attention_forward(const AttentionShape& s, const T* q, const T* k, const T*
   const std::int64_t nbh = s.batch_heads(), n = s.n, m = s.m, d = s.d, ld = s.inner();
   if (nbh == 0 || n == 0) return;
   const std::int64_t chunk = detail::attention_chunk<T>(s), nm = n * m;
-  auto scores = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});          // [chunk, n, m]
+  auto scores = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});  // [chunk, n, m]
   for (std::int64_t p0 = 0; p0 < nbh; p0 += chunk) {
     const std::int64_t p1 = std::min(nbh, p0 + chunk), rows = (p1 - p0) * n;
     const std::int64_t count = p1 - p0, H = s.heads;
@@ -208,12 +209,13 @@ void attention_forward(const AttentionShape& s, const T* q, const T* k, const T*
     const detail::ProblemOperand<T> sc{scores.data(), H * nm, nm, p0 * nm};
     const detail::ProblemOperand<const T> sc_in{scores.data(), H * nm, nm, p0 * nm};
     detail::problem_gemm(false, true, n, m, d, scale, qs, ld, ks, ld, T(0), sc, m, p0, count, H,
-                         stream);                                                    // S = scale Q K^T  [count, n, m]
+                         stream);  // S = scale Q K^T  [count, n, m]
     softmax_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, scores.data(), lse + p0 * n);                                      // P, lse  [count, n]
+        rows, m, scores.data(), lse + p0 * n);  // P, lse  [count, n]
     SPO_CUDA_CHECK_LAUNCH("softmax_rows_kernel");
-    detail::problem_gemm(false, false, n, d, m, T(1), sc_in, m, vs, ld, T(0), detail::ProblemOperand<T>{o, n * ld, d, 0},
-                         ld, p0, count, H, stream);                                  // O = P V  [count, n, d]
+    detail::problem_gemm(false, false, n, d, m, T(1), sc_in, m, vs, ld, T(0),
+                         detail::ProblemOperand<T>{o, n * ld, d, 0}, ld, p0, count, H,
+                         stream);  // O = P V  [count, n, d]
   }
 }
 
@@ -231,13 +233,13 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
     }
     return;
   }
-  auto delta = Tensor<T, cuda>::uninitialized(Shape{nbh, n});               // [B * H, n] = rowsum(dO * O)
+  auto delta = Tensor<T, cuda>::uninitialized(Shape{nbh, n});  // [B * H, n] = rowsum(dO * O)
   attention_delta_kernel<T><<<cuda_runtime::grid_1d(nbh * n), cuda_runtime::block_1d, 0, stream>>>(
       nbh * n, s.heads, n, d, o, dout, delta.data());
   SPO_CUDA_CHECK_LAUNCH("attention_delta_kernel");
   const std::int64_t chunk = detail::attention_chunk<T>(s), nm = n * m;
-  auto probs = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});           // S, then P, then dS  [chunk, n, m]
-  auto dprobs = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});          // dP  [chunk, n, m]
+  auto probs = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});   // S, then P, then dS  [chunk, n, m]
+  auto dprobs = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});  // dP  [chunk, n, m]
   for (std::int64_t p0 = 0; p0 < nbh; p0 += chunk) {
     const std::int64_t p1 = std::min(nbh, p0 + chunk), rows = (p1 - p0) * n;
     T* p = probs.data();
@@ -248,21 +250,24 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
     const detail::ProblemOperand<T> ps{p, H * nm, nm, p0 * nm}, dps{dp, H * nm, nm, p0 * nm};
     const detail::ProblemOperand<const T> ps_in{p, H * nm, nm, p0 * nm};
     detail::problem_gemm(false, true, n, m, d, scale, qs, ld, ks, ld, T(0), ps, m, p0, count, H,
-                         stream);                                                    // S = scale Q K^T
+                         stream);  // S = scale Q K^T
     exp_minus_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, lse + p0 * n, p);                                                 // P = exp(S - lse)
+        rows, m, lse + p0 * n, p);  // P = exp(S - lse)
     SPO_CUDA_CHECK_LAUNCH("exp_minus_rows_kernel");
-    detail::problem_gemm(true, false, m, d, n, T(1), ps_in, m, dos, ld, T(0), detail::ProblemOperand<T>{dv, m * ld, d, 0},
-                         ld, p0, count, H, stream);                                  // dV = P^T dO  [count, m, d]
+    detail::problem_gemm(true, false, m, d, n, T(1), ps_in, m, dos, ld, T(0),
+                         detail::ProblemOperand<T>{dv, m * ld, d, 0}, ld, p0, count, H,
+                         stream);  // dV = P^T dO  [count, m, d]
     detail::problem_gemm(false, true, n, m, d, T(1), dos, ld, vs, ld, T(0), dps, m, p0, count, H,
-                         stream);                                                    // dP = dO V^T  [count, n, m]
+                         stream);  // dP = dO V^T  [count, n, m]
     softmax_grad_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, dp, delta.data() + p0 * n, p);                                    // dS = P * (dP - delta)
+        rows, m, dp, delta.data() + p0 * n, p);  // dS = P * (dP - delta)
     SPO_CUDA_CHECK_LAUNCH("softmax_grad_rows_kernel");
-    detail::problem_gemm(false, false, n, d, m, scale, ps_in, m, ks, ld, T(0), detail::ProblemOperand<T>{dq, n * ld, d, 0},
-                         ld, p0, count, H, stream);                                  // dQ = scale dS K  [count, n, d]
-    detail::problem_gemm(true, false, m, d, n, scale, ps_in, m, qs, ld, T(0), detail::ProblemOperand<T>{dk, m * ld, d, 0},
-                         ld, p0, count, H, stream);                                  // dK = scale dS^T Q  [count, m, d]
+    detail::problem_gemm(false, false, n, d, m, scale, ps_in, m, ks, ld, T(0),
+                         detail::ProblemOperand<T>{dq, n * ld, d, 0}, ld, p0, count, H,
+                         stream);  // dQ = scale dS K  [count, n, d]
+    detail::problem_gemm(true, false, m, d, n, scale, ps_in, m, qs, ld, T(0),
+                         detail::ProblemOperand<T>{dk, m * ld, d, 0}, ld, p0, count, H,
+                         stream);  // dK = scale dS^T Q  [count, m, d]
   }
 }
 

@@ -28,8 +28,8 @@ __global__ void broadcast_rows_kernel(std::int64_t n, std::int64_t cols, const T
 
 /// partial[part, c] = sum of x[r, c] over rows r in [part * rows_per_part, (part + 1) * rows_per_part).
 template <Scalar T>
-__global__ void column_partial_sum_kernel(std::int64_t rows, std::int64_t cols, std::int64_t rows_per_part,
-                                          const T* x, T* partial) {
+__global__ void column_partial_sum_kernel(std::int64_t rows, std::int64_t cols, std::int64_t rows_per_part, const T* x,
+                                          T* partial) {
   __shared__ T lane_sums[column_sum_lanes][column_sum_width];
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * column_sum_width + threadIdx.x;
   const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.y) * rows_per_part;
@@ -73,7 +73,7 @@ void column_sum_accumulate(std::int64_t rows, std::int64_t cols, const T* x, T* 
   // About 256 rows per part, at most 256 parts: enough blocks to fill the device, few partials to add.
   const std::int64_t parts = std::clamp<std::int64_t>((rows + 255) / 256, 1, 256);
   const std::int64_t rows_per_part = (rows + parts - 1) / parts;
-  auto partial = Tensor<T, cuda>::uninitialized(Shape{parts, cols});         // [parts, cols]
+  auto partial = Tensor<T, cuda>::uninitialized(Shape{parts, cols});  // [parts, cols]
   const dim3 grid(static_cast<unsigned>((cols + column_sum_width - 1) / column_sum_width),
                   static_cast<unsigned>(parts));
   const dim3 block(column_sum_width, column_sum_lanes);

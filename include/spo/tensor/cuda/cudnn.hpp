@@ -54,8 +54,10 @@ inline constexpr cudnnDataType_t cudnn_data_type = std::is_same_v<T, float> ? CU
 /// Double: CUDNN_DEFAULT_MATH (FP64 tensor cores, when used, are full FP64).
 template <Scalar T>
 cudnnMathType_t conv_math_type() {
-  if constexpr (std::is_same_v<T, float>) return cuda_runtime::allow_tf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
-  else return CUDNN_DEFAULT_MATH;
+  if constexpr (std::is_same_v<T, float>)
+    return cuda_runtime::allow_tf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+  else
+    return CUDNN_DEFAULT_MATH;
 }
 
 /// A cuDNN scratch buffer of `bytes` from caching_allocator<cuda> (null data when bytes == 0). Freeing it right
@@ -146,11 +148,10 @@ class ConvolutionDescriptor
   ConvolutionDescriptor() = default;
   void set_2d(std::int64_t pad_h, std::int64_t pad_w, std::int64_t stride_h, std::int64_t stride_w,
               cudnnDataType_t compute_type, cudnnMathType_t math) {
-    SPO_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(get(), detail::cudnn_int(pad_h, "pad_h"),
-                                                    detail::cudnn_int(pad_w, "pad_w"),
-                                                    detail::cudnn_int(stride_h, "stride_h"),
-                                                    detail::cudnn_int(stride_w, "stride_w"), 1, 1,
-                                                    CUDNN_CROSS_CORRELATION, compute_type));
+    SPO_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
+        get(), detail::cudnn_int(pad_h, "pad_h"), detail::cudnn_int(pad_w, "pad_w"),
+        detail::cudnn_int(stride_h, "stride_h"), detail::cudnn_int(stride_w, "stride_w"), 1, 1, CUDNN_CROSS_CORRELATION,
+        compute_type));
     set_math_type(math);
   }
   void set_math_type(cudnnMathType_t math) { SPO_CUDNN_CHECK(cudnnSetConvolutionMathType(get(), math)); }
@@ -257,8 +258,8 @@ std::unique_ptr<Conv2dPlan<T>> make_conv2d_plan(const Conv2dGeometry& g, cudnnMa
   SPO_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->forward_conv, plan->x, plan->w, &n, &c, &ho, &wo));
   SPO_CHECK(n == g.batch && c == g.out_channels && ho == g.out_h() && wo == g.out_w(),
             "cuDNN convolution " << g << ": cuDNN's output [" << n << ", " << c << ", " << ho << ", " << wo
-                                 << "] differs from [" << g.batch << ", " << g.out_channels << ", " << g.out_h()
-                                 << ", " << g.out_w() << "]");
+                                 << "] differs from [" << g.batch << ", " << g.out_channels << ", " << g.out_h() << ", "
+                                 << g.out_w() << "]");
 
   int max_count = 0, count = 0;
   {
@@ -267,12 +268,11 @@ std::unique_ptr<Conv2dPlan<T>> make_conv2d_plan(const Conv2dGeometry& g, cudnnMa
     SPO_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, plan->x, plan->w, plan->forward_conv, plan->y,
                                                            static_cast<int>(perf.size()), &count, perf.data()));
     perf.resize(static_cast<std::size_t>(std::max(count, 0)));
-    const auto choice = choose_conv_algorithm(
-        perf, plan->forward_conv, math, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
-        [&](cudnnConvolutionFwdAlgo_t algo, std::size_t* bytes) {
-          return cudnnGetConvolutionForwardWorkspaceSize(h, plan->x, plan->w, plan->forward_conv, plan->y, algo,
-                                                         bytes);
-        });
+    const auto choice = choose_conv_algorithm(perf, plan->forward_conv, math, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+                                              [&](cudnnConvolutionFwdAlgo_t algo, std::size_t* bytes) {
+                                                return cudnnGetConvolutionForwardWorkspaceSize(
+                                                    h, plan->x, plan->w, plan->forward_conv, plan->y, algo, bytes);
+                                              });
     plan->forward_algo = choice.algo;
     plan->forward_workspace = choice.workspace;
     plan->forward_math = choice.math;
@@ -284,12 +284,11 @@ std::unique_ptr<Conv2dPlan<T>> make_conv2d_plan(const Conv2dGeometry& g, cudnnMa
     SPO_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, plan->w, plan->y, plan->data_conv, plan->x,
                                                                 static_cast<int>(perf.size()), &count, perf.data()));
     perf.resize(static_cast<std::size_t>(std::max(count, 0)));
-    const auto choice = choose_conv_algorithm(
-        perf, plan->data_conv, math, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
-        [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t* bytes) {
-          return cudnnGetConvolutionBackwardDataWorkspaceSize(h, plan->w, plan->y, plan->data_conv, plan->x, algo,
-                                                              bytes);
-        });
+    const auto choice = choose_conv_algorithm(perf, plan->data_conv, math, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+                                              [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t* bytes) {
+                                                return cudnnGetConvolutionBackwardDataWorkspaceSize(
+                                                    h, plan->w, plan->y, plan->data_conv, plan->x, algo, bytes);
+                                              });
     plan->data_algo = choice.algo;
     plan->data_workspace = choice.workspace;
     plan->data_math = choice.math;
@@ -298,15 +297,14 @@ std::unique_ptr<Conv2dPlan<T>> make_conv2d_plan(const Conv2dGeometry& g, cudnnMa
   {
     SPO_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max_count));
     std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(static_cast<std::size_t>(std::max(max_count, 1)));
-    SPO_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-        h, plan->x, plan->y, plan->filter_conv, plan->w, static_cast<int>(perf.size()), &count, perf.data()));
+    SPO_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, plan->x, plan->y, plan->filter_conv, plan->w,
+                                                                  static_cast<int>(perf.size()), &count, perf.data()));
     perf.resize(static_cast<std::size_t>(std::max(count, 0)));
-    const auto choice = choose_conv_algorithm(
-        perf, plan->filter_conv, math, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
-        [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t* bytes) {
-          return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, plan->x, plan->y, plan->filter_conv, plan->w,
-                                                                algo, bytes);
-        });
+    const auto choice = choose_conv_algorithm(perf, plan->filter_conv, math, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+                                              [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t* bytes) {
+                                                return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                                                    h, plan->x, plan->y, plan->filter_conv, plan->w, algo, bytes);
+                                              });
     plan->filter_algo = choice.algo;
     plan->filter_workspace = choice.workspace;
     plan->filter_math = choice.math;

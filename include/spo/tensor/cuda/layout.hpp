@@ -46,7 +46,7 @@ Tensor<T, cuda> concat_channels(const Tensor<T, cuda>& a, const Tensor<T, cuda>&
             "concat_channels: shapes " << a.shape() << " and " << b.shape() << " differ outside axis 1");
   Shape s = a.shape();
   s[1] = a.size(1) + b.size(1);
-  auto out = Tensor<T, cuda>::uninitialized(s);                               // [B, Ca + Cb, ...]
+  auto out = Tensor<T, cuda>::uninitialized(s);  // [B, Ca + Cb, ...]
   cuda_kernels::concat_rows<T>(a.data(), b.data(), out.data(), a.size(0), a.shape().numel_from(1),
                                b.shape().numel_from(1));
   return out;
@@ -60,8 +60,8 @@ std::pair<Tensor<T, cuda>, Tensor<T, cuda>> split_channels(const Tensor<T, cuda>
   Shape sa = x.shape(), sb = x.shape();
   sa[1] = channels_a;
   sb[1] = x.size(1) - channels_a;
-  auto a = Tensor<T, cuda>::uninitialized(sa);                                // [B, Ca, ...]
-  auto b = Tensor<T, cuda>::uninitialized(sb);                                // [B, Cb, ...]
+  auto a = Tensor<T, cuda>::uninitialized(sa);  // [B, Ca, ...]
+  auto b = Tensor<T, cuda>::uninitialized(sb);  // [B, Cb, ...]
   cuda_kernels::split_rows<T>(x.data(), a.data(), b.data(), x.size(0), sa.numel_from(1), sb.numel_from(1));
   return {std::move(a), std::move(b)};
 }
@@ -71,7 +71,7 @@ template <Scalar T>
 Tensor<T, cuda> nchw_to_tokens(const Tensor<T, cuda>& x) {
   SPO_CHECK(x.rank() == 4, "nchw_to_tokens expects [B, C, H, W], got " << x.shape());
   const std::int64_t b = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
-  auto out = Tensor<T, cuda>::uninitialized(Shape{b, hw, c});                 // [B, HW, C]
+  auto out = Tensor<T, cuda>::uninitialized(Shape{b, hw, c});  // [B, HW, C]
   cuda_kernels::batched_transpose<T>(x.data(), out.data(), b, c, hw);
   return out;
 }
@@ -82,7 +82,7 @@ Tensor<T, cuda> tokens_to_nchw(const Tensor<T, cuda>& x, std::int64_t h, std::in
   SPO_CHECK(x.rank() == 3 && x.size(1) == h * w,
             "tokens_to_nchw: shape " << x.shape() << " is not [B, " << h * w << ", C]");
   const std::int64_t b = x.size(0), c = x.size(2), hw = h * w;
-  auto out = Tensor<T, cuda>::uninitialized(Shape{b, c, h, w});               // [B, C, H, W]
+  auto out = Tensor<T, cuda>::uninitialized(Shape{b, c, h, w});  // [B, C, H, W]
   cuda_kernels::batched_transpose<T>(x.data(), out.data(), b, hw, c);
   return out;
 }
@@ -99,7 +99,7 @@ void add_channel_bias(Tensor<T, cuda>& x, const Tensor<T, cuda>& v) {
 template <Scalar T>
 Tensor<T, cuda> sum_spatial(const Tensor<T, cuda>& x) {
   SPO_CHECK(x.rank() >= 2, "sum_spatial expects [B, C, ...], got " << x.shape());
-  auto out = Tensor<T, cuda>::uninitialized(Shape{x.size(0), x.size(1)});    // [B, C]
+  auto out = Tensor<T, cuda>::uninitialized(Shape{x.size(0), x.size(1)});  // [B, C]
   cuda_kernels::sum_planes<T>(x.data(), out.data(), x.size(0) * x.size(1), x.shape().numel_from(2), T(1));
   return out;
 }

@@ -3,8 +3,8 @@
 #include "spo/tensor/cuda/bias.cuh"
 
 namespace spo::cuda_kernels {
-#define SPO_INSTANTIATE(T)                                                                                 \
-  template void broadcast_rows<T>(std::int64_t, std::int64_t, const T*, T*, cudaStream_t);                \
+#define SPO_INSTANTIATE(T)                                                                 \
+  template void broadcast_rows<T>(std::int64_t, std::int64_t, const T*, T*, cudaStream_t); \
   template void column_sum_accumulate<T>(std::int64_t, std::int64_t, const T*, T*, cudaStream_t);
 SPO_INSTANTIATE(float)
 SPO_INSTANTIATE(double)

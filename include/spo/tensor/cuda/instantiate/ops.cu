@@ -4,10 +4,10 @@
 #include "spo/tensor/cuda/rng.cuh"
 
 namespace spo {
-#define SPO_INSTANTIATE(T)                                                          \
-  template void fill_normal<T>(TensorView<T, cuda>, Generator&, T, T);             \
-  template void fill_uniform<T>(TensorView<T, cuda>, Generator&, T, T);            \
-  template void axpy<T>(T, TensorView<const T, cuda>, TensorView<T, cuda>);        \
+#define SPO_INSTANTIATE(T)                                                  \
+  template void fill_normal<T>(TensorView<T, cuda>, Generator&, T, T);      \
+  template void fill_uniform<T>(TensorView<T, cuda>, Generator&, T, T);     \
+  template void axpy<T>(T, TensorView<const T, cuda>, TensorView<T, cuda>); \
   template void fill<T>(TensorView<T, cuda>, T);
 SPO_INSTANTIATE(float)
 SPO_INSTANTIATE(double)

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "spo/train/metrics_log.hpp"
+#include "spo/io/metrics_log.hpp"
 
 #include <sys/stat.h>
 
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 using namespace spo;
-using spo::train::MetricsLog;
+using spo::io::MetricsLog;
 namespace fs = std::filesystem;
 
 namespace {

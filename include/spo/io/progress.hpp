@@ -2,20 +2,24 @@
 /// @brief A terminal progress bar (rate, ETA, user fields) that degrades to periodic lines when not on a TTY.
 #pragma once
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 
-namespace spo::train {
+#include <unistd.h>
+
+namespace spo::io {
 
 class ProgressBar {
  public:
   ProgressBar(std::string label, std::int64_t total, std::int64_t start = 0)
-      : label_(std::move(label)), total_(total), start_(start), tty_(::isatty(STDERR_FILENO) != 0),
-        t0_(clock::now()), last_(t0_) {}
+      : label_(std::move(label)),
+        total_(total),
+        start_(start),
+        tty_(::isatty(STDERR_FILENO) != 0),
+        t0_(clock::now()),
+        last_(t0_) {}
 
   /// Reports that `done` of `total` are complete; `fields` is appended (e.g. "loss 0.031").
   void update(std::int64_t done, const std::string& fields = {}) {
@@ -27,7 +31,8 @@ class ProgressBar {
     const double rate = elapsed > 0 ? static_cast<double>(done - start_) / elapsed : 0.0;
     const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0;
     const int width = 30;
-    const int filled = total_ > 0 ? static_cast<int>(width * static_cast<double>(done) / static_cast<double>(total_)) : width;
+    const int filled =
+        total_ > 0 ? static_cast<int>(width * static_cast<double>(done) / static_cast<double>(total_)) : width;
     std::string bar(static_cast<std::size_t>(filled), '#');
     bar.resize(width, '.');
     std::fprintf(stderr, "%s%s [%s] %lld/%lld %.2f it/s eta %s %s%s", tty_ ? "\r" : "", label_.c_str(), bar.c_str(),
@@ -51,4 +56,4 @@ class ProgressBar {
   clock::time_point t0_, last_;
 };
 
-}  // namespace spo::train
+}  // namespace spo::io

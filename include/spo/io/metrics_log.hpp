@@ -15,7 +15,7 @@
 #include "spo/core/error.hpp"
 #include "spo/io/atomic_file.hpp"
 
-namespace spo::train {
+namespace spo::io {
 
 /*!
   WHAT THIS REPRESENTS
@@ -72,4 +72,4 @@ class MetricsLog {
   std::ofstream out_;
 };
 
-}  // namespace spo::train
+}  // namespace spo::io

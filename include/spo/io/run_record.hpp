@@ -2,8 +2,6 @@
 /// @brief The run record written beside every experiment's outputs: resolved config, seed, git revision, host.
 #pragma once
 
-#include <unistd.h>
-
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -16,7 +14,9 @@
 #include "spo/core/parallel.hpp"
 #include "spo/io/atomic_file.hpp"
 
-namespace spo::train {
+#include <unistd.h>
+
+namespace spo::io {
 
 /// `git rev-parse HEAD` (with "-dirty" when the tree has changes) of the source tree, or "unknown". Read-only:
 /// `--no-optional-locks` keeps `git status` from refreshing the index, so a run never takes the index lock of the
@@ -24,7 +24,8 @@ namespace spo::train {
 inline std::string git_revision(const std::filesystem::path& source_dir) {
   auto run = [&](const std::string& cmd) {
     std::string out;
-    if (FILE* p = ::popen(("git --no-optional-locks -C '" + source_dir.string() + "' " + cmd + " 2>/dev/null").c_str(), "r")) {
+    if (FILE* p = ::popen(("git --no-optional-locks -C '" + source_dir.string() + "' " + cmd + " 2>/dev/null").c_str(),
+                          "r")) {
       std::array<char, 256> buf{};
       while (std::fgets(buf.data(), buf.size(), p)) out += buf.data();
       ::pclose(p);
@@ -46,13 +47,17 @@ inline std::string utc_now() {
 }
 
 /// Writes <dir>/run.json: {experiment, config, seed, git_revision, started_utc, threads, resumed_from_step}.
-inline void write_run_record(const std::filesystem::path& dir, const std::string& experiment, const nlohmann::json& config,
-                             std::uint64_t seed, const std::filesystem::path& source_dir, std::int64_t resumed_from_step) {
-  nlohmann::json r{{"experiment", experiment},       {"config", config},
-                   {"seed", seed},                   {"git_revision", git_revision(source_dir)},
-                   {"started_utc", utc_now()},       {"threads", num_threads()},
+inline void write_run_record(const std::filesystem::path& dir, const std::string& experiment,
+                             const nlohmann::json& config, std::uint64_t seed, const std::filesystem::path& source_dir,
+                             std::int64_t resumed_from_step) {
+  nlohmann::json r{{"experiment", experiment},
+                   {"config", config},
+                   {"seed", seed},
+                   {"git_revision", git_revision(source_dir)},
+                   {"started_utc", utc_now()},
+                   {"threads", num_threads()},
                    {"resumed_from_step", resumed_from_step}};
   io::write_file_atomic(dir / "run.json", r.dump(2) + "\n");
 }
 
-}  // namespace spo::train
+}  // namespace spo::io
