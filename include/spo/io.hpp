@@ -9,6 +9,7 @@
 #include "spo/io/half.hpp"
 #include "spo/io/json.hpp"
 #include "spo/io/metrics_log.hpp"
+#include "spo/io/model_files.hpp"
 #include "spo/io/plot.hpp"
 #include "spo/io/png.hpp"
 #include "spo/io/progress.hpp"

@@ -3,6 +3,7 @@
 # Every public header include/spo/<module>/... is included by the module umbrella include/spo/<module>.hpp, and
 # every module umbrella by include/spo/spo.hpp (detail/ and cuda/ headers are exempt).
 
+get_filename_component(INCLUDE_DIR "${INCLUDE_DIR}" ABSOLUTE)
 file(GLOB modules LIST_DIRECTORIES true RELATIVE ${INCLUDE_DIR}/spo ${INCLUDE_DIR}/spo/*)
 file(READ ${INCLUDE_DIR}/spo/spo.hpp top)
 set(missing)

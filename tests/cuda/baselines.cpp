@@ -186,7 +186,7 @@ TEST_CASE("DDIM trajectories on cuda equal the CPU's: every level and step log-p
   CHECK(scaled_diff(gd, gh) <= 1e-9);
   CHECK(gh[0] == th.x[4][2 * 64]);
   CHECK(gh[3 * 64 + 5] == th.x[2][2 * 64 + 5]);
-  CHECK(scaled_diff(train::gather_rows(td.x[3], rows), train::gather_rows(th.x[3], rows)) <= 1e-9);
+  CHECK(scaled_diff(gather_rows(td.x[3], rows), gather_rows(th.x[3], rows)) <= 1e-9);
 }
 
 TEST_CASE("Diffusion-DPO on cuda: two rounds equal the CPU's, and a device checkpoint resumes the second") {

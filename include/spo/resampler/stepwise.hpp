@@ -181,9 +181,9 @@ class StepwiseResampler {
           copy_elements<D>(pred.eps.data() + (c * b + j) * per, per, next_pred.eps.data() + j * per);
         }
       }
-      parent_parts.push_back(gather(parent, parent_rows, per));
-      win_parts.push_back(gather(children, win_rows, per));
-      lose_parts.push_back(gather(children, lose_rows, per));
+      parent_parts.push_back(gather_rows(parent, parent_rows));
+      win_parts.push_back(gather_rows(children, win_rows));
+      lose_parts.push_back(gather_rows(children, lose_rows));
       parent_rows.clear();
       win_rows.clear();
       lose_rows.clear();
@@ -211,14 +211,6 @@ class StepwiseResampler {
       return pm.score(x, t, prompts);
     else
       return pm.score(transfer<PD>(x), t, prompts);
-  }
-  /// Rows `rows` of x (each `per` elements) stacked in order.
-  template <Scalar T, Device D>
-  static Tensor<T, D> gather(const Tensor<T, D>& x, std::span<const std::int64_t> rows, std::int64_t per) {
-    auto out = Tensor<T, D>::uninitialized(Shape{static_cast<std::int64_t>(rows.size()), per});  // [n, C R R]
-    for (std::size_t i = 0; i < rows.size(); ++i)
-      copy_elements<D>(x.data() + rows[i] * per, per, out.data() + static_cast<std::int64_t>(i) * per);
-    return out;
   }
   /// The parts' rows, in order, as [M, C, R, R].
   template <Scalar T, Device D>

@@ -124,7 +124,6 @@ class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Schedul
     for (std::int64_t j = 0; j < j_count; ++j) {
       // Rows 0..m-1: sample 0 of each pair, rows m..2m-1: sample 1, each at the pair's step steps[i][j].
       std::vector<std::int64_t> t(static_cast<std::size_t>(2 * m)), rows(t.size()), level(t.size()), next(t.size());
-      std::vector<double> t_values(t.size());
       for (std::int64_t i = 0; i < m; ++i) {
         const std::int64_t k = pairs[static_cast<std::size_t>(i)];
         const std::int64_t step = steps[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)];
@@ -134,12 +133,11 @@ class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Schedul
           level[dst] = step;
           next[dst] = step + 1;
           t[dst] = traj.t[static_cast<std::size_t>(step)];
-          t_values[dst] = static_cast<double>(t[dst]);
         }
       }
       const tensor x_t = gather_rows(traj.x, level, rows);    // [2m, C, R, R]
       const tensor x_prev = gather_rows(traj.x, next, rows);  // [2m, C, R, R]
-      const tensor tt = scalars_on<T, D>(t_values);           // [2m]
+      const tensor tt = scalars_on<T, D>(t);                  // [2m]
       tensor u_ref;
       {
         nn::no_grad_guard ng;

@@ -146,7 +146,7 @@ class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Pol
     MinibatchResult out;
     for (std::int64_t j = 0; j < j_count; ++j) {
       std::vector<std::int64_t> t(static_cast<std::size_t>(m)), level(t.size()), next(t.size());
-      std::vector<double> lp_old(t.size()), t_values(t.size());
+      std::vector<double> lp_old(t.size());
       for (std::int64_t i = 0; i < m; ++i) {
         const auto k = static_cast<std::size_t>(i);
         const std::int64_t row = rows[k];
@@ -154,12 +154,11 @@ class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Pol
         level[k] = static_cast<std::int64_t>(step);
         next[k] = static_cast<std::int64_t>(step) + 1;
         t[k] = traj.t[step];
-        t_values[k] = static_cast<double>(traj.t[step]);
         lp_old[k] = traj.logp[step][static_cast<std::size_t>(row)];
       }
       const tensor x_t = gather_rows(traj.x, level, rows);                                          // [m, C, R, R]
       const tensor x_prev = gather_rows(traj.x, next, rows);                                        // [m, C, R, R]
-      const tensor tt = scalars_on<T, D>(t_values);                                                 // [m]
+      const tensor tt = scalars_on<T, D>(t);                                                        // [m]
       const tensor u = this->policy_.guided(x_t, tt, cond, uncond, sampling_.guidance_scale);       // [m, C, R, R]
       const auto lp = to_doubles(transfer<cpu>(ddim_.log_prob(u, t, x_t, x_prev, sampling_.eta)));  // [m]
       check_finite(lp, "step log-probability", this->round_ + 1);

@@ -173,7 +173,6 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
     // [2B, C, R, R] each: rows 0..B-1 the winners, B..2B-1 the losers (with the same noise as their winners).
     auto x0 = host_tensor::uninitialized(s), eps_host = host_tensor::uninitialized(s);
     std::vector<std::string> prompts(static_cast<std::size_t>(2 * b));
-    std::vector<double> t_values(static_cast<std::size_t>(2 * b));
     for (std::int64_t i = 0; i < b; ++i) {
       const std::int64_t j = idx[static_cast<std::size_t>(i)];
       std::copy_n(pairs_.x_win.data() + j * per, per, x0.data() + i * per);
@@ -183,10 +182,9 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
       prompts[static_cast<std::size_t>(i)] = prompts[static_cast<std::size_t>(b + i)] =
           pairs_.prompts[static_cast<std::size_t>(j)];
     }
-    for (std::size_t r = 0; r < t_values.size(); ++r) t_values[r] = static_cast<double>(t2[r]);
     const tensor x_t = transfer<D>(ddim_.noise_schedule().add_noise(x0, eps_host, t2));  // [2B, C, R, R]
     const tensor eps = transfer<D>(eps_host);                                            // [2B, C, R, R]
-    const tensor tt = scalars_on<T, D>(t_values);                                        // [2B]
+    const tensor tt = scalars_on<T, D>(t2);                                              // [2B]
     tensor ctx, u_ref;
     {
       nn::no_grad_guard ng;

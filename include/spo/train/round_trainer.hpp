@@ -138,38 +138,21 @@ Trajectories<typename Model::scalar_type, typename Model::device_type> sample_tr
   return out;
 }
 
-/// Rows `rows` of one level x [B, C, R, R] of the trajectories, stacked: [rows.size(), C, R, R], on x's device.
-template <Scalar T, Device D>
-Tensor<T, D> gather_rows(const Tensor<T, D>& x, std::span<const std::int64_t> rows) {
-  const std::int64_t per = x.numel() / std::max<std::int64_t>(x.size(0), 1);
-  Shape s = x.shape();
-  s[0] = static_cast<std::int64_t>(rows.size());
-  auto out = Tensor<T, D>::uninitialized(s);  // [M, C, R, R]
-  for (std::size_t i = 0; i < rows.size(); ++i)
-    copy_elements<D>(x.data() + rows[i] * per, per, out.data() + static_cast<std::int64_t>(i) * per);
-  return out;
-}
-
 /// Row rows[i] of level levels[i] of the trajectories' levels x (each [B, C, R, R]) for every i, stacked:
-/// [rows.size(), C, R, R], on the levels' device.
+/// [rows.size(), C, R, R], on the levels' device (one level's rows: spo::gather_rows(x[level], rows)).
 template <Scalar T, Device D>
 Tensor<T, D> gather_rows(const std::vector<Tensor<T, D>>& x, std::span<const std::int64_t> levels,
                          std::span<const std::int64_t> rows) {
   SPO_CHECK(levels.size() == rows.size(), "gather_rows: " << levels.size() << " levels for " << rows.size() << " rows");
-  SPO_CHECK(!x.empty(), "gather_rows: no levels");
-  const std::int64_t per = x[0].numel() / std::max<std::int64_t>(x[0].size(0), 1);
-  Shape s = x[0].shape();
-  s[0] = static_cast<std::int64_t>(rows.size());
-  auto out = Tensor<T, D>::uninitialized(s);  // [M, C, R, R]
-  for (std::size_t i = 0; i < rows.size(); ++i)
-    copy_elements<D>(x.at(static_cast<std::size_t>(levels[i])).data() + rows[i] * per, per,
-                     out.data() + static_cast<std::int64_t>(i) * per);
-  return out;
+  std::vector<const Tensor<T, D>*> sources(levels.size());
+  for (std::size_t i = 0; i < levels.size(); ++i) sources[i] = &x.at(static_cast<std::size_t>(levels[i]));
+  return spo::gather_rows<T, D>(sources, rows);
 }
 
-/// The values as a [n] tensor of T on device D (host scalars such as per-sample loss gradients, moved to D).
-template <Scalar T, Device D>
-Tensor<T, D> scalars_on(std::span<const double> v) {
+/// The values as a [n] tensor of T on device D (host scalars such as timesteps or per-sample loss gradients, each
+/// rounded to T once, moved to D).
+template <Scalar T, Device D, class V>
+Tensor<T, D> scalars_on(const std::vector<V>& v) {
   auto h = Tensor<T, cpu>::uninitialized(Shape{static_cast<std::int64_t>(v.size())});  // [n]
   for (std::size_t i = 0; i < v.size(); ++i) h[static_cast<std::int64_t>(i)] = static_cast<T>(v[i]);
   return transfer<D>(h);
