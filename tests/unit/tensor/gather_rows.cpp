@@ -47,8 +47,8 @@ TEST_CASE("gather_rows: rows out of range, mismatched counts and other row shape
   CHECK_THROWS_WITH_AS(gather_rows(x, std::vector<std::int64_t>{-1}), doctest::Contains("row -1"), spo::error);
   const Tensor<double, cpu> other(Shape{4, 5});  // [4, 5]: rows of 5, not 6
   const std::vector<const Tensor<double, cpu>*> mixed{&x, &other};
-  CHECK_THROWS_WITH_AS(gather_rows<double, cpu>(mixed, std::vector<std::int64_t>{0, 0}),
-                       doctest::Contains("rows of 6 elements"), spo::error);
-  CHECK_THROWS_WITH_AS(gather_rows<double, cpu>(mixed, std::vector<std::int64_t>{0}), doctest::Contains("2 sources"),
-                       spo::error);
+  const std::vector<std::int64_t> two{0, 0}, one{0};
+  auto gather = [&](const std::vector<std::int64_t>& rows) { return gather_rows<double, cpu>(mixed, rows); };
+  CHECK_THROWS_WITH_AS(gather(two), doctest::Contains("rows of 6 elements"), spo::error);
+  CHECK_THROWS_WITH_AS(gather(one), doctest::Contains("2 sources"), spo::error);
 }
