@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: MIT
-/// @brief Input/output: JSON parsing, crash-safe files, half-precision conversion, model files, resume checks and run
-/// plumbing (progress bar, metrics log, run record).
+/// @brief Input/output: JSON parsing, crash-safe files, half-precision conversion, safetensors (in memory, mapped,
+/// sharded), diffusers pipeline folders, model files, resume checks and run plumbing (progress bar, metrics log, run
+/// record).
 #pragma once
 
 #include "spo/io/atomic_file.hpp"
 #include "spo/io/checkpoint.hpp"
 #include "spo/io/config.hpp"
+#include "spo/io/diffusers_pipeline.hpp"
 #include "spo/io/half.hpp"
 #include "spo/io/json.hpp"
+#include "spo/io/mapped_safetensors.hpp"
 #include "spo/io/metrics_log.hpp"
 #include "spo/io/model_files.hpp"
 #include "spo/io/plot.hpp"
@@ -16,4 +19,6 @@
 #include "spo/io/resume.hpp"
 #include "spo/io/run_record.hpp"
 #include "spo/io/safetensors.hpp"
+#include "spo/io/sharded_safetensors.hpp"
 #include "spo/io/state_dict.hpp"
+#include "spo/io/tensor_store.hpp"

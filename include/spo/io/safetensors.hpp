@@ -77,6 +77,15 @@ inline bool is_floating(Dtype d) { return d == Dtype::f64 || d == Dtype::f32 || 
 template <Scalar T>
 inline constexpr Dtype native_dtype = std::same_as<T, double> ? Dtype::f64 : Dtype::f32;
 
+/// "[d0, d1, ...]".
+inline std::string shape_string(std::span<const std::int64_t> shape) {
+  std::ostringstream os;
+  os << '[';
+  for (std::size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << ']';
+  return os.str();
+}
+
 /// One stored tensor: element type, shape (rank 0 = one element; any rank) and little-endian row-major bytes.
 struct StoredTensor {
   Dtype dtype = Dtype::f32;
@@ -91,13 +100,7 @@ struct StoredTensor {
         throw error("tensor shape " + shape_str() + " has more than 2^63-1 elements");
     return n;
   }
-  std::string shape_str() const {
-    std::ostringstream os;
-    os << '[';
-    for (std::size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-    os << ']';
-    return os.str();
-  }
+  std::string shape_str() const { return shape_string(shape); }
 };
 
 namespace detail {
@@ -192,10 +195,26 @@ std::optional<NonFiniteElement> find_non_finite_bits(const std::byte* p, std::in
 
 }  // namespace detail
 
+/*!
+  WHAT THIS REPRESENTS
+    A read-only view of one stored tensor: its dtype, shape and little-endian row-major bytes, wherever they live
+    (a StoredTensor in memory, a mapped file). Valid while its owner is.
+!*/
+struct TensorBytes {
+  Dtype dtype = Dtype::f32;
+  std::span<const std::int64_t> shape;
+  std::span<const std::byte> data;
+
+  std::int64_t numel() const { return static_cast<std::int64_t>(data.size() / dtype_size(dtype)); }
+  std::string shape_str() const { return shape_string(shape); }
+};
+
+inline TensorBytes bytes_of(const StoredTensor& t) { return {t.dtype, t.shape, t.data}; }
+
 /// The first NaN or infinity of a floating-point tensor, read from its stored bytes in their dtype (F64, F32, F16,
 /// BF16) without conversion; nullopt when every element is finite. Integer tensors hold no such values: nullopt.
-inline std::optional<NonFiniteElement> find_non_finite(const StoredTensor& t) {
-  const std::int64_t n = static_cast<std::int64_t>(t.data.size() / dtype_size(t.dtype));
+inline std::optional<NonFiniteElement> find_non_finite(const TensorBytes& t) {
+  const std::int64_t n = t.numel();
   const std::byte* p = t.data.data();
   switch (t.dtype) {
     case Dtype::f64:
@@ -213,6 +232,20 @@ inline std::optional<NonFiniteElement> find_non_finite(const StoredTensor& t) {
   }
   return std::nullopt;
 }
+inline std::optional<NonFiniteElement> find_non_finite(const StoredTensor& t) { return find_non_finite(bytes_of(t)); }
+
+namespace detail {
+/// Converts every element of `t` to T into `out` (t.numel() elements): a copy when the dtype is T's own.
+template <Scalar T>
+void decode_all(const TensorBytes& t, T* out) {
+  const std::int64_t n = t.numel();
+  if (t.dtype == native_dtype<T>) {
+    if (n) std::memcpy(out, t.data.data(), static_cast<std::size_t>(n) * sizeof(T));
+    return;
+  }
+  for (std::int64_t i = 0; i < n; ++i) out[i] = decode_element<T>(t.dtype, t.data.data(), i);
+}
+}  // namespace detail
 
 /*!
   WHAT THIS REPRESENTS
@@ -268,6 +301,15 @@ class NamedTensors {
     return true;
   }
   const map_type& tensors() const { return tensors_; }
+  /// The names, sorted.
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    out.reserve(tensors_.size());
+    for (const auto& [k, unused] : tensors_) out.push_back(k);
+    return out;
+  }
+  /// The stored bytes of `name` (an error naming it when absent).
+  TensorBytes bytes(std::string_view name) const { return bytes_of(at(name)); }
 
   const StoredTensor& at(std::string_view name) const {
     auto it = tensors_.find(name);
@@ -302,13 +344,7 @@ class NamedTensors {
  private:
   template <Scalar T>
   void decode_into(std::string_view name, T* out) const {
-    const auto& t = at(name);
-    const std::int64_t n = t.numel();
-    if (t.dtype == native_dtype<T>) {
-      if (n) std::memcpy(out, t.data.data(), static_cast<std::size_t>(n) * sizeof(T));
-      return;
-    }
-    for (std::int64_t i = 0; i < n; ++i) out[i] = detail::decode_element<T>(t.dtype, t.data.data(), i);
+    detail::decode_all<T>(bytes(name), out);
   }
 
   map_type tensors_;

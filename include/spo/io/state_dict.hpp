@@ -17,6 +17,7 @@
 
 #include "spo/core/device.hpp"
 #include "spo/io/safetensors.hpp"
+#include "spo/io/tensor_store.hpp"
 #include "spo/nn/parameter.hpp"
 #include "spo/tensor/tensor.hpp"
 
@@ -55,12 +56,19 @@ struct StateDictLoadResult {
 
 namespace detail {
 /// Throws spo::input_error naming `dict.source`, `key` and the first NaN or infinity of that tensor, if it has one.
-inline void expect_finite(const NamedTensors& dict, const std::string& key) {
-  const StoredTensor& t = dict.at(key);
+template <TensorStore S>
+void expect_finite(const S& dict, const std::string& key) {
+  const TensorBytes t = dict.bytes(key);
   if (const auto bad = find_non_finite(t))
     throw input_error(dict.source + ": tensor \"" + key + "\" (" + std::string(dtype_name(t.dtype)) + " " +
                       t.shape_str() + "): element " + std::to_string(bad->index) + " is " + std::string(bad->kind) +
                       " (non-finite values cannot be loaded)");
+}
+
+/// Lets a store that maps its file give the pages of `key` back once read (see MappedSafetensors::release).
+template <TensorStore S>
+void release(const S& dict, const std::string& key) {
+  if constexpr (requires { dict.release(key); }) dict.release(key);
 }
 
 inline std::string key_list(const std::vector<std::string>& keys) {
@@ -137,8 +145,8 @@ void save_state_dict(const std::filesystem::path& path, M& model, const StateDic
 /// Throws spo::input_error naming `dict.source` when a shape differs (always, listing every offending key with both
 /// shapes), when strict, when keys are missing or unexpected (listing them), and, with options.check_finite, when a
 /// tensor that would load holds a NaN or an infinity (naming the tensor, the first such element and its kind).
-template <ParameterVisitable M>
-StateDictLoadResult check_state_dict(M& model, const NamedTensors& dict, const StateDictLoadOptions& options = {}) {
+template <ParameterVisitable M, TensorStore S>
+StateDictLoadResult check_state_dict(M& model, const S& dict, const StateDictLoadOptions& options = {}) {
   StateDictLoadResult r;
   std::vector<std::string> mismatched;
   std::set<std::string, std::less<>> seen;
@@ -151,7 +159,7 @@ StateDictLoadResult check_state_dict(M& model, const NamedTensors& dict, const S
           r.missing.emplace_back(name);
           return;
         }
-        const auto& st = dict.at(key);
+        const TensorBytes st = dict.bytes(key);
         const Shape& want = p.value.shape();
         const bool same_shape = static_cast<int>(st.shape.size()) == want.rank() &&
                                 std::equal(st.shape.begin(), st.shape.end(), want.begin());
@@ -165,7 +173,7 @@ StateDictLoadResult check_state_dict(M& model, const NamedTensors& dict, const S
         }
       },
       {});
-  for (const auto& [key, unused] : dict.tensors()) {
+  for (const auto& key : dict.names()) {
     if (!key.starts_with(prefix) || seen.contains(key)) continue;
     r.unexpected.push_back(key.substr(prefix.size()));
   }
@@ -182,15 +190,18 @@ StateDictLoadResult check_state_dict(M& model, const NamedTensors& dict, const S
     throw input_error(msg);
   }
   if (options.check_finite)
-    for (const auto& name : r.loaded) detail::expect_finite(dict, prefix + name);
+    for (const auto& name : r.loaded) {
+      detail::expect_finite(dict, prefix + name);
+      detail::release(dict, prefix + name);
+    }
   return r;
 }
 
 /// Loads matching parameters, converting the stored dtype to the parameter's scalar type (device parameters are
 /// filled from a host copy). All checks (check_state_dict, the NaN/infinity scan included) run before any parameter
 /// changes, so a failed load leaves the model untouched.
-template <ParameterVisitable M>
-StateDictLoadResult load_state_dict(M& model, const NamedTensors& dict, const StateDictLoadOptions& options = {}) {
+template <ParameterVisitable M, TensorStore S>
+StateDictLoadResult load_state_dict(M& model, const S& dict, const StateDictLoadOptions& options = {}) {
   StateDictLoadResult r = check_state_dict(model, dict, options);
   const std::string prefix = options.prefix.empty() ? "" : options.prefix + ".";
   model.visit_parameters(
@@ -200,9 +211,10 @@ StateDictLoadResult load_state_dict(M& model, const NamedTensors& dict, const St
         const std::string key = prefix + std::string(name);
         if (!dict.contains(key)) return;
         if constexpr (std::same_as<D, cpu>)
-          dict.get_into<T>(key, p.value.view());
+          read_tensor_into<T>(dict, key, p.value.view());
         else
-          detail::assign_from_host(dict.get<T>(key), p.value.view());
+          detail::assign_from_host(read_tensor<T>(dict, key), p.value.view());
+        detail::release(dict, key);
       },
       {});
   return r;
