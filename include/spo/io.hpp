@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /// @brief Input/output: JSON parsing, crash-safe files, half-precision conversion, safetensors (in memory, mapped,
-/// sharded), diffusers pipeline folders, model files, resume checks and run plumbing (progress bar, metrics log, run
-/// record).
+/// sharded), diffusers pipeline folders, LoRA files in every layout, model files, resume checks and run plumbing
+/// (progress bar, metrics log, run record).
 #pragma once
 
 #include "spo/io/atomic_file.hpp"
@@ -10,6 +10,7 @@
 #include "spo/io/diffusers_pipeline.hpp"
 #include "spo/io/half.hpp"
 #include "spo/io/json.hpp"
+#include "spo/io/lora_file.hpp"
 #include "spo/io/mapped_safetensors.hpp"
 #include "spo/io/metrics_log.hpp"
 #include "spo/io/model_files.hpp"
