@@ -95,4 +95,41 @@ struct SquaredCosCapV2Betas {
   }
 };
 
+/// Betas given as a table (diffusers' `trained_betas`, or the output of rescale_zero_terminal_snr).
+struct TrainedBetas {
+  static constexpr std::string_view name = "trained_betas";
+  std::vector<float> values;
+  std::vector<float> betas(int t) const {
+    SPO_CHECK(static_cast<int>(values.size()) == t,
+              "trained_betas holds " << values.size() << " values for num_train_timesteps " << t);
+    return values;
+  }
+};
+
+/// Rescales betas to zero terminal SNR (Lin et al. 2023, Algorithm 1), in float32 as torch computes it: sqrt(abar)
+/// is shifted so that its last value is 0 and scaled so that its first value is unchanged; betas are recovered from
+/// the ratios of consecutive abar (abar_0 for the first). The cumprod accumulates in double, each output rounded.
+/// Ref: diffusers scheduling_ddim.py, rescale_zero_terminal_snr.
+inline std::vector<float> rescale_zero_terminal_snr(const std::vector<float>& betas) {
+  SPO_CHECK(betas.size() >= 2, "rescale_betas_zero_snr needs at least 2 betas, got " << betas.size());
+  const std::size_t n = betas.size();
+  std::vector<float> sqrt_abar(n);
+  double cum = 1.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    cum *= static_cast<double>(1.0f - betas[i]);
+    sqrt_abar[i] = std::sqrt(static_cast<float>(cum));
+  }
+  const float first = sqrt_abar[0], last = sqrt_abar[n - 1];
+  SPO_CHECK(first > last, "rescale_betas_zero_snr: abar must decrease over the schedule");
+  const float scale = first / (first - last);
+  std::vector<float> abar(n), out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const float shifted = sqrt_abar[i] - last;
+    const float scaled = detail::mul_f32(shifted, scale);
+    abar[i] = detail::mul_f32(scaled, scaled);
+  }
+  for (std::size_t i = 0; i < n; ++i) out[i] = 1.0f - (i == 0 ? abar[0] : abar[i] / abar[i - 1]);
+  return out;
+}
+
 }  // namespace spo::diffusion

@@ -11,8 +11,10 @@
 #include <vector>
 
 #include "spo/core/device.hpp"
+#include "spo/core/error.hpp"
 #include "spo/core/rng.hpp"
 #include "spo/tensor/tensor.hpp"
+#include "spo/tensor/transfer.hpp"
 
 namespace spo::diffusion {
 
@@ -128,5 +130,56 @@ concept Scheduler = BetaSchedule<typename S::schedule_type> && Parameterization<
 !*/
 template <class P>
 concept SchedulerPolicy = Scheduler<typename P::scheduler_type> && SamplerPolicy<typename P::sampler_type>;
+
+/*!
+  WHAT THIS REPRESENTS
+    Where a stochastic sampling step takes its standard normal noise from: a generator (drawn with
+    random_normal, the same stream on every device) or an explicit tensor (the noise a reference drew). Empty
+    when the caller has none: a stochastic step then fails with an error naming the scheduler.
+!*/
+template <Scalar T, Device D = cpu>
+class StepNoise {
+ public:
+  StepNoise() = default;
+  StepNoise(Generator& gen) : gen_(&gen) {}                 // NOLINT(google-explicit-constructor)
+  StepNoise(const Tensor<T, D>& noise) : noise_(&noise) {}  // NOLINT(google-explicit-constructor)
+
+  Tensor<T, D> draw(const Shape& shape, std::string_view who) const {
+    if (noise_) {
+      SPO_CHECK(noise_->shape() == shape,
+                who << ": noise of shape " << noise_->shape() << " for a sample of shape " << shape);
+      return *noise_;
+    }
+    SPO_CHECK(gen_ != nullptr, who << ": a stochastic step needs a generator or a noise tensor");
+    return random_normal<T, D>(shape, *gen_);  // shape
+  }
+
+ private:
+  Generator* gen_ = nullptr;
+  const Tensor<T, D>* noise_ = nullptr;
+};
+
+/*!
+  WHAT THIS REPRESENTS
+    An inference scheduler as a text-to-image pipeline uses it (diffusers' SchedulerMixin: DDIM, Euler, Euler
+    ancestral, DPM-Solver++, PNDM), for tensors of scalar T on device D. Multistep state (the step index, previous
+    model outputs) lives inside the scheduler; set_timesteps resets it.
+  REQUIRES
+    - set_timesteps(N) chooses the inference timesteps; timesteps() lists them in the order they are visited (real
+      numbers: Karras and linspace schedules have fractional timesteps)
+    - init_noise_sigma(): the standard deviation of the initial latents
+    - scale_model_input(x, t): the model input at the current step, whose timestep must be t
+    - step(model_output, t, x, noise) -> x at the next timestep; advances the step index. Stochastic steps take
+      their noise from `noise`, deterministic ones ignore it
+!*/
+template <class S, class T = double, class D = cpu>
+concept SamplingScheduler = requires(S& ms, const S& s, const Tensor<T, D>& x, double t, int n,
+                                     const StepNoise<T, D>& noise) {
+  ms.set_timesteps(n);
+  { s.timesteps() } -> std::convertible_to<std::vector<double>>;
+  { s.init_noise_sigma() } -> std::convertible_to<double>;
+  { s.scale_model_input(x, t) } -> std::same_as<Tensor<T, D>>;
+  { ms.step(x, t, x, noise) } -> std::same_as<Tensor<T, D>>;
+};
 
 }  // namespace spo::diffusion

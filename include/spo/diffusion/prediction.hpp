@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string_view>
 
+#include "spo/core/error.hpp"
 #include "spo/core/host_device.hpp"
 #include "spo/diffusion/concepts.hpp"
 
@@ -43,5 +44,28 @@ struct SamplePrediction {
   SPO_HOST_DEVICE static X0Eps jacobian(double a) { return {1.0, -std::sqrt(a) / std::sqrt(1.0 - a)}; }
   SPO_HOST_DEVICE static double target(double x0, double eps, double a) { return x0; }
 };
+
+/// The parameterization as a runtime value, for schedulers configured from a diffusers scheduler_config.json.
+enum class PredictionKind { epsilon, v_prediction, sample };
+
+inline std::string_view to_string(PredictionKind k) {
+  switch (k) {
+    case PredictionKind::epsilon:
+      return EpsilonPrediction::name;
+    case PredictionKind::v_prediction:
+      return VPrediction::name;
+    case PredictionKind::sample:
+      return SamplePrediction::name;
+  }
+  return "?";
+}
+
+inline PredictionKind parse_prediction_kind(std::string_view s) {
+  if (s == EpsilonPrediction::name) return PredictionKind::epsilon;
+  if (s == VPrediction::name) return PredictionKind::v_prediction;
+  if (s == SamplePrediction::name) return PredictionKind::sample;
+  SPO_CHECK(false, "unknown prediction type '" << s << "' (expected epsilon, v_prediction or sample)");
+  return PredictionKind::epsilon;
+}
 
 }  // namespace spo::diffusion
