@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <png.h>
@@ -49,9 +50,10 @@ inline void png_sink_error(png_structp png, png_const_charp message) {
 }
 inline void png_sink_warning(png_structp, png_const_charp) {}
 
-/// Encodes rows into `*sink.out`; returns false with `sink.message` set when libpng fails. No object with a destructor
-/// lives between setjmp and a longjmp.
-inline bool encode_png(const std::vector<std::uint8_t>& pixels, int width, int height, int channels, PngSink& sink) {
+/// Encodes rows into `*sink.out`, with `text` chunks before the image data; returns false with `sink.message` set
+/// when libpng fails. No object with a destructor is created between setjmp and a longjmp.
+inline bool encode_png(const std::vector<std::uint8_t>& pixels, int width, int height, int channels,
+                       std::vector<png_text>& text, PngSink& sink) {
   png_structp png =
       png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, &detail::png_sink_error, &detail::png_sink_warning);
   if (!png) {
@@ -68,6 +70,7 @@ inline bool encode_png(const std::vector<std::uint8_t>& pixels, int width, int h
   png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8,
                channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  if (!text.empty()) png_set_text(png, info, text.data(), static_cast<int>(text.size()));
   png_write_info(png, info);
   for (int y = 0; y < height; ++y)
     png_write_row(png, const_cast<png_bytep>(pixels.data() + static_cast<std::size_t>(y) * width * channels));
@@ -78,23 +81,42 @@ inline bool encode_png(const std::vector<std::uint8_t>& pixels, int width, int h
 
 }  // namespace detail
 
+/// Text chunks of a PNG: (keyword, UTF-8 value) pairs; keywords are 1-79 printable Latin-1 characters.
+using PngText = std::vector<std::pair<std::string, std::string>>;
+
 /*!
-  Writes 8-bit gray (channels = 1) or RGB (channels = 3) rows of width x height pixels to `path`.
+  Writes 8-bit gray (channels = 1) or RGB (channels = 3) rows of width x height pixels to `path`, with `text` as
+  iTXt chunks (the prompt and settings of a generated image, for instance).
   ENSURES
     - The image is encoded in memory first and the file is replaced with AtomicFileWriter: readers see the old
       file or the complete new one, and a failure (libpng, I/O) leaves `path` unchanged and no temporary behind.
     - A libpng failure throws spo::error naming `path` and libpng's message.
 !*/
 inline void write_png(const std::filesystem::path& path, const std::vector<std::uint8_t>& pixels, int width, int height,
-                      int channels) {
+                      int channels, const PngText& text = {}) {
   SPO_CHECK(channels == 1 || channels == 3, "PNG needs 1 or 3 channels, got " << channels);
   SPO_CHECK(width >= 0 && height >= 0, "PNG size " << width << "x" << height);
   SPO_CHECK(pixels.size() == static_cast<std::size_t>(width) * height * channels,
             "PNG buffer of " << pixels.size() << " bytes for " << width << "x" << height << "x" << channels);
+  for (const auto& [key, value] : text) {
+    const bool printable = std::all_of(key.begin(), key.end(), [](char c) {
+      const auto u = static_cast<unsigned char>(c);
+      return (u >= 32 && u <= 126) || u >= 161;
+    });
+    SPO_CHECK(!key.empty() && key.size() <= 79 && printable && key.front() != ' ' && key.back() != ' ',
+              "PNG text keyword \"" << key << "\" must be 1-79 printable Latin-1 characters without edge spaces");
+  }
+  std::vector<png_text> chunks(text.size());  // uncompressed UTF-8 iTXt
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    chunks[i].compression = PNG_ITXT_COMPRESSION_NONE;
+    chunks[i].key = const_cast<png_charp>(text[i].first.c_str());
+    chunks[i].text = const_cast<png_charp>(text[i].second.c_str());
+    chunks[i].itxt_length = text[i].second.size();
+  }
   std::vector<std::byte> encoded;
   detail::PngSink sink;
   sink.out = &encoded;
-  if (!detail::encode_png(pixels, width, height, channels, sink))
+  if (!detail::encode_png(pixels, width, height, channels, chunks, sink))
     throw error(path.string() + ": cannot encode PNG: libpng: " + sink.message);
   write_file_atomic(path, encoded);
 }

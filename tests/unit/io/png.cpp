@@ -118,3 +118,30 @@ TEST_CASE("a failed write_png leaves an existing file unchanged and no temporary
   CHECK_THROWS_AS(write_png(dir.path / "absent" / "x.png", px, 6, 2, 1), error);
   CHECK(dir.entries() == 2);
 }
+
+TEST_CASE("write_png stores text chunks (UTF-8) that libpng reads back; bad keywords are refused") {
+  TempDir dir;
+  const fs::path path = dir.path / "generated.png";
+  const auto px = gradient(4, 3, 3);
+  const PngText text{{"prompt", "une photo d\u2019un chat, 4k"}, {"parameters", "Steps: 20, CFG scale: 5, Seed: 42"}};
+  write_png(path, px, 4, 3, 3, text);
+  CHECK(check_and_decode(path, 4, 3, 3) == px);
+  FILE* f = std::fopen(path.c_str(), "rb");
+  REQUIRE(f != nullptr);
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  png_init_io(png, f);
+  png_read_info(png, info);
+  png_textp chunks = nullptr;
+  const int n = png_get_text(png, info, &chunks, nullptr);
+  PngText read;
+  for (int i = 0; i < n; ++i) {
+    read.emplace_back(chunks[i].key, std::string(chunks[i].text, chunks[i].itxt_length));
+    CHECK(chunks[i].compression == PNG_ITXT_COMPRESSION_NONE);
+  }
+  png_destroy_read_struct(&png, &info, nullptr);
+  std::fclose(f);
+  CHECK(read == text);
+  CHECK_THROWS_WITH_AS(write_png(path, px, 4, 3, 3, {{"", "x"}}), doctest::Contains("keyword"), error);
+  CHECK_THROWS_WITH_AS(write_png(path, px, 4, 3, 3, {{std::string(80, 'k'), "x"}}), doctest::Contains("1-79"), error);
+}
