@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-/// @brief Elementwise activations (SiLU, GELU erf and tanh forms) as stateless layers, and diffusers' GEGLU, on any
-/// device with kernels (the CPU ones here, on Eigen blocks; the spo::cuda ones in nn/cuda/activation.hpp).
+/// @brief Elementwise activations (SiLU, GELU erf and tanh forms, quick GELU) as stateless layers, and diffusers'
+/// GEGLU, on any device with kernels (the CPU ones here, on Eigen blocks; the spo::cuda ones in
+/// nn/cuda/activation.hpp).
 #pragma once
 
 #include <algorithm>
@@ -92,6 +93,24 @@ struct GELUTanhFunction {
     // 1 - tanh^2 u = 4 / (e^u + e^-u)^2, accurate where tanh u rounds to +-1
     dx = dy * (T(0.5) * (T(1) + u.tanh()) +
                T(2) * x / (u.exp() + (-u).exp()).square() * T(sqrt_2_over_pi) * (T(1) + T(3 * cubic) * x.square()));
+  }
+};
+
+/// Quick GELU (OpenAI CLIP's `quick_gelu`): f(x) = x sigmoid(1.702 x), f'(x) = s (1 + 1.702 x (1 - s)) with
+/// s = sigmoid(1.702 x) (transformers activations.py, QuickGELUActivation). CPU only: spo::cuda has no kernel of it.
+struct QuickGELUFunction {
+  static constexpr std::string_view name = "QuickGELU";
+  static constexpr double slope = 1.702;
+  template <class X, class Y>
+  static void value(const X& x, Y&& y) {
+    using T = typename X::Scalar;
+    y = x * (T(slope) * x).logistic();
+  }
+  template <class X, class G, class Y>
+  static void gradient(const X& x, const G& dy, Y&& dx) {
+    using T = typename X::Scalar;
+    ActivationBlock<T> s = (T(slope) * x).logistic();
+    dx = dy * s * (T(1) + T(slope) * x * (T(1) - s));
   }
 };
 
@@ -270,6 +289,8 @@ template <Scalar T, Device D = cpu>
 using GELU = Activation<GELUFunction, T, D>;
 template <Scalar T, Device D = cpu>
 using GELUTanh = Activation<GELUTanhFunction, T, D>;
+template <Scalar T, Device D = cpu>
+using QuickGELU = Activation<QuickGELUFunction, T, D>;
 
 /*!
   WHAT THIS REPRESENTS

@@ -14,6 +14,7 @@ using namespace spo;
 static_assert(nn::Layer<nn::SiLU<double>>);
 static_assert(nn::Layer<nn::GELU<float>>);
 static_assert(nn::Layer<nn::GELUTanh<float>>);
+static_assert(nn::Layer<nn::QuickGELU<float>>);
 static_assert(nn::Layer<nn::GEGLU<float>>);
 
 namespace {
@@ -27,6 +28,10 @@ const std::vector<double> gelu_ref{-0.00404969409489031, -0.15865525393145702, -
 const std::vector<double> gelu_tanh_ref{
     -0.0036373920817729943, -0.1588080093917233, -0.15428599017485606, 0.0,
     0.34571400982514394,    0.8411919906082768,  1.954597694087775,    2.996362607918227};
+// transformers 4.47.1 QuickGELUActivation (x * sigmoid(1.702 x)) in float64 at `points`.
+const std::vector<double> quick_gelu_ref{
+    -0.01807130970778597, -0.1542042340671787, -0.1496115633936199, 0.0,
+    0.35038843660638014,  0.8457957659328212,  1.9356586231442083,  2.981928690292214};
 
 template <class Act>
 void check_values(const std::vector<double>& ref, double tol) {
@@ -48,6 +53,8 @@ TEST_CASE("Activations match torch values") {
   check_values<nn::SiLU<float>>(silu_ref, 2e-6);
   check_values<nn::GELU<float>>(gelu_ref, 2e-6);
   check_values<nn::GELUTanh<float>>(gelu_tanh_ref, 2e-6);
+  check_values<nn::QuickGELU<double>>(quick_gelu_ref, 1e-14);
+  check_values<nn::QuickGELU<float>>(quick_gelu_ref, 2e-6);
 }
 
 TEST_CASE("float activations stay close to double over a wide range and across block boundaries") {
@@ -71,6 +78,7 @@ TEST_CASE("float activations stay close to double over a wide range and across b
   compare(nn::SiLU<double>{}, nn::SiLU<float>{});
   compare(nn::GELU<double>{}, nn::GELU<float>{});
   compare(nn::GELUTanh<double>{}, nn::GELUTanh<float>{});
+  compare(nn::QuickGELU<double>{}, nn::QuickGELU<float>{});
 }
 
 TEST_CASE("Activation gradients match finite differences") {
@@ -79,7 +87,9 @@ TEST_CASE("Activation gradients match finite differences") {
   nn::SiLU<double> silu;
   nn::GELU<double> gelu;
   nn::GELUTanh<double> gelu_tanh;
-  for (auto r : {testing::gradcheck(silu, x), testing::gradcheck(gelu, x), testing::gradcheck(gelu_tanh, x)}) {
+  nn::QuickGELU<double> quick_gelu;
+  for (auto r : {testing::gradcheck(silu, x), testing::gradcheck(gelu, x), testing::gradcheck(gelu_tanh, x),
+                 testing::gradcheck(quick_gelu, x)}) {
     INFO(r.report << r.worst);
     CHECK(r.ok);
   }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -19,9 +20,17 @@
 namespace spo::cpu_kernels {
 
 /// Extents of one attention call: `batch * heads` independent problems with n queries, m keys, head width d.
+/// causal: query i sees keys j <= i only (torch's is_causal, aligned top-left; CLIP's text transformer).
 struct AttentionShape {
   std::int64_t batch = 0, heads = 0, n = 0, m = 0, d = 0;
+  bool causal = false;
   std::int64_t batch_heads() const { return batch * heads; }
+  /// Keys [j0, j0 + cols) that query i sees: their count from j0 (0 when it sees none of them).
+  std::int64_t visible_keys(std::int64_t i, std::int64_t j0, std::int64_t cols) const {
+    return causal ? std::clamp<std::int64_t>(i - j0 + 1, 0, cols) : cols;
+  }
+  /// True when no query of [i0, i0 + rows) sees any key from j0 on.
+  bool masked_block(std::int64_t i0, std::int64_t rows, std::int64_t j0) const { return causal && j0 > i0 + rows - 1; }
 };
 
 /*!
@@ -224,6 +233,8 @@ void tile_gemm(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::
   ENSURES
     - o = softmax(scale q k^T) v and lse[(b * heads + h) * n + i] = log sum_j exp(scale q_i . k_j), the row statistic
       that attention_backward recomputes the probabilities from
+    - with s.causal, the sums and the softmax run over keys j <= i only; key blocks that no query of a block sees
+      are skipped
 !*/
 template <Scalar T>
 void attention_forward(const AttentionShape& s, std::type_identity_t<HeadMatrices<const T>> q,
@@ -259,19 +270,27 @@ void attention_forward(const AttentionShape& s, std::type_identity_t<HeadMatrice
       if (!direct) detail::pack_panel(vj, v.row_stride, std::int64_t{1}, cols, d, vp, dpad);
       for (std::int64_t i0 = g0; i0 < g1; i0 += br) {
         const std::int64_t rows = std::min(br, g1 - i0), off = i0 - g0;
+        if (s.masked_block(i0, rows, j0)) continue;  // j0 > 0 here: every row already saw key 0
         T* acc_i = acc + off * dpad;
         detail::tile_gemm(rows, cols, d, q.head(b, h) + i0 * q.row_stride, q.row_stride, std::int64_t{1}, kt, cpad, sc,
                           cpad, false);  // q k^T
         for (std::int64_t r = 0; r < rows; ++r) {
-          Row row(sc + r * cpad, cols), padded(sc + r * cpad, cpad);  // exp over whole vectors; padding unused
+          const std::int64_t visible = s.visible_keys(i0 + r, j0, cols);
+          if (visible == 0) {  // a later key block of a causal row: P = 0, statistics unchanged
+            Row(sc + r * cpad, cols).setZero();
+            continue;
+          }
+          Row row(sc + r * cpad, visible), padded(sc + r * cpad, cpad);  // exp over whole vectors; padding unused
           const T row_max = scale * row.maxCoeff();
           if (j0 == 0) {
             padded = (scale * padded - row_max).exp();
+            if (visible < cols) Row(sc + r * cpad + visible, cols - visible).setZero();
             mx[off + r] = row_max;
             l[off + r] = row.sum();
           } else {
             const T new_max = std::max(mx[off + r], row_max);
             padded = (scale * padded - new_max).exp();
+            if (visible < cols) Row(sc + r * cpad + visible, cols - visible).setZero();
             const T alpha = std::exp(mx[off + r] - new_max);
             mx[off + r] = new_max;
             l[off + r] = alpha * l[off + r] + row.sum();
@@ -299,9 +318,10 @@ void attention_forward(const AttentionShape& s, std::type_identity_t<HeadMatrice
   Work items are (batch * head, key chunk); each owns its dK and dV rows, and dQ partial sums of several key
   chunks of one head are reduced afterwards (chunks > 1 only when there are fewer heads than 2 per thread).
   REQUIRES
-    - q, k, v, o, lse as produced by attention_forward with the same shape and scale; dout like o
+    - q, k, v, o, lse as produced by attention_forward with the same shape (causal included) and scale; dout like o
   ENSURES
-    - dq, dk, dv are overwritten with the gradients of sum(o * dout)
+    - dq, dk, dv are overwritten with the gradients of sum(o * dout); with s.causal, P is zero above the diagonal
+      (j > i) and tiles that no query sees are skipped
 !*/
 template <Scalar T>
 void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatrices<const T>> q,
@@ -364,9 +384,12 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
       if (!direct) detail::pack_panel(kj, k.row_stride, std::int64_t{1}, cols, d, kp, dpad);
       const T* kb_op = direct ? kj : kp;
       const std::int64_t kb_ld = direct ? k.row_stride : dpad;
+      bool fresh = true;  // dK_j and dV_j not written yet
       for (std::int64_t i0 = 0; i0 < n; i0 += br) {
         const std::int64_t rows = std::min(br, n - i0);
-        const bool first = i0 == 0;
+        if (s.masked_block(i0, rows, j0)) continue;
+        const bool first = fresh;
+        fresh = false;
         const T* qi = q.head(b, h) + i0 * q.row_stride;        // [rows, d]
         const T* gi = dout.head(b, h) + i0 * dout.row_stride;  // [rows, d]
         if (!direct) {
@@ -380,6 +403,8 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
         for (std::int64_t r = 0; r < rows; ++r) {
           Row pr(p + r * cpad, cpad);  // exp over whole vectors; padding columns are never read
           pr = (scale * pr - lse_head[i0 + r]).exp();
+          const std::int64_t visible = s.visible_keys(i0 + r, j0, cols);
+          if (visible < cols) Row(p + r * cpad + visible, cols - visible).setZero();
         }
         detail::tile_gemm(cols, d, rows, p, std::int64_t{1}, cpad, gi, g_ld, dva, dpad, !first);  // dV += P^T dO
         detail::tile_gemm(rows, cols, d, gi, g_ld, std::int64_t{1}, vt, cpad, ds, cpad, false);   // dP = dO V^T
@@ -390,6 +415,10 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
         detail::tile_gemm(rows, d, cols, ds, cpad, std::int64_t{1}, kb_op, kb_ld, dq_head + i0 * dq_target.row_stride,
                           dq_target.row_stride, true);                                             // dQ += dS K
         detail::tile_gemm(cols, d, rows, ds, std::int64_t{1}, cpad, qi, q_ld, dka, dpad, !first);  // dK += dS^T Q
+      }
+      if (fresh) {  // no query sees these keys
+        std::fill(dka, dka + cols * dpad, T(0));
+        std::fill(dva, dva + cols * dpad, T(0));
       }
       T* dkj = dk.head(b, h) + j0 * dk.row_stride;
       T* dvj = dv.head(b, h) + j0 * dv.row_stride;
@@ -410,7 +439,17 @@ void attention_backward(const AttentionShape& s, std::type_identity_t<HeadMatric
   }
 }
 
-/// Reference forward that materialises softmax(scale Q K^T) per head ([n, m]); for tests and as a baseline.
+namespace detail {
+/// Scores of keys j > i set to -inf (causal), so that the softmax gives them probability 0.
+template <class T>
+void mask_causal(AttnMatrix<T>& scores) {
+  for (std::int64_t i = 0; i + 1 < scores.cols() && i < scores.rows(); ++i)
+    scores.row(i).tail(scores.cols() - i - 1).setConstant(-std::numeric_limits<T>::infinity());
+}
+}  // namespace detail
+
+/// Reference forward that materialises softmax(scale Q K^T) per head ([n, m]), with keys j > i masked when
+/// s.causal; for tests and as a baseline.
 template <Scalar T>
 void attention_forward_reference(const AttentionShape& s, std::type_identity_t<HeadMatrices<const T>> q,
                                  std::type_identity_t<HeadMatrices<const T>> k,
@@ -420,6 +459,7 @@ void attention_forward_reference(const AttentionShape& s, std::type_identity_t<H
     const std::int64_t b = bh / s.heads, h = bh % s.heads;
     detail::AttnMatrix<T> p = scale * detail::head_block(q, b, h, 0, s.n, s.d) *
                               detail::head_block(k, b, h, 0, s.m, s.d).transpose();  // [n, m]
+    if (s.causal) detail::mask_causal(p);
     for (std::int64_t i = 0; i < s.n; ++i) {
       p.row(i).array() = (p.row(i).array() - p.row(i).maxCoeff()).exp();
       p.row(i) /= p.row(i).sum();
@@ -428,7 +468,8 @@ void attention_forward_reference(const AttentionShape& s, std::type_identity_t<H
   });
 }
 
-/// Reference backward from the materialised probabilities P [n, m]: dS = P * (dP - rowsum(P * dP)).
+/// Reference backward from the materialised probabilities P [n, m] (causal as the forward):
+/// dS = P * (dP - rowsum(P * dP)).
 template <Scalar T>
 void attention_backward_reference(const AttentionShape& s, std::type_identity_t<HeadMatrices<const T>> q,
                                   std::type_identity_t<HeadMatrices<const T>> k,
@@ -443,6 +484,7 @@ void attention_backward_reference(const AttentionShape& s, std::type_identity_t<
     auto vh = detail::head_block(v, b, h, 0, s.m, s.d);
     auto gh = detail::head_block(dout, b, h, 0, s.n, s.d);
     detail::AttnMatrix<T> p = scale * qh * kh.transpose();  // [n, m]
+    if (s.causal) detail::mask_causal(p);
     for (std::int64_t i = 0; i < s.n; ++i) {
       p.row(i).array() = (p.row(i).array() - p.row(i).maxCoeff()).exp();
       p.row(i) /= p.row(i).sum();
