@@ -26,7 +26,8 @@ struct BlockGradients {
     diffusers' ResnetBlock2D (time_embedding_norm="default", output_scale_factor=1, no up/down sampling):
       h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb))[:, :, None, None]
       y = shortcut(x) + conv2(silu(norm2(h)))          shortcut = conv_shortcut (1x1) iff in != out
-    x [B, Cin, H, W], temb [B, Ct] -> y [B, Cout, H, W].
+    x [B, Cin, H, W], temb [B, Ct] -> y [B, Cout, H, W]. With temb_channels == 0 (diffusers' temb_channels=None,
+    as in the VAE) there is no time_emb_proj and no temb term: forward(x), and backward's dcond is empty.
 !*/
 template <Scalar T, Device D = cpu>
 class ResnetBlock2D {
@@ -37,33 +38,35 @@ class ResnetBlock2D {
 
   ResnetBlock2D() = default;
   ResnetBlock2D(std::int64_t in, std::int64_t out, std::int64_t temb_channels, std::int64_t groups, double eps)
-      : norm1_(groups, in, eps),
-        conv1_(in, out, 3, 1, 1),
-        time_emb_proj_(temb_channels, out),
-        norm2_(groups, out, eps),
-        conv2_(out, out, 3, 1, 1) {
+      : norm1_(groups, in, eps), conv1_(in, out, 3, 1, 1), norm2_(groups, out, eps), conv2_(out, out, 3, 1, 1) {
+    SPO_CHECK(temb_channels >= 0, "ResnetBlock2D: temb_channels " << temb_channels << " is negative");
+    if (temb_channels > 0) time_emb_proj_.emplace(temb_channels, out);
     if (in != out) conv_shortcut_.emplace(in, out, 1, 1, 0);
   }
 
   void reset_parameters(Generator& gen) {
     conv1_.reset_parameters(gen);
-    time_emb_proj_.reset_parameters(gen);
+    if (time_emb_proj_) time_emb_proj_->reset_parameters(gen);
     conv2_.reset_parameters(gen);
     if (conv_shortcut_) conv_shortcut_->reset_parameters(gen);
   }
 
   tensor forward(const tensor& x, const tensor& temb) {
-    auto h = conv1_.forward(act1_.forward(norm1_.forward(x)));          // [B, Cout, H, W]
-    add_channel_bias(h, time_emb_proj_.forward(act_t_.forward(temb)));  // + [B, Cout]
-    auto y = conv2_.forward(act2_.forward(norm2_.forward(h)));          // [B, Cout, H, W]
-    add_inplace(y, conv_shortcut_ ? conv_shortcut_->forward(x) : x);
-    return y;
+    SPO_CHECK(time_emb_proj_, "ResnetBlock2D: a time embedding passed to a block without time_emb_proj");
+    return forward_impl(x, &temb);
+  }
+
+  /// The block without a time embedding (constructed with temb_channels == 0).
+  tensor forward(const tensor& x) {
+    SPO_CHECK(!time_emb_proj_, "ResnetBlock2D: forward without the time embedding its time_emb_proj needs");
+    return forward_impl(x, nullptr);
   }
 
   BlockGradients<T, D> backward(const tensor& dy) {
-    auto dh = norm2_.backward(act2_.backward(conv2_.backward(dy)));          // [B, Cout, H, W]
-    auto dtemb = act_t_.backward(time_emb_proj_.backward(sum_spatial(dh)));  // [B, Ct]
-    auto dx = norm1_.backward(act1_.backward(conv1_.backward(dh)));          // [B, Cin, H, W]
+    auto dh = norm2_.backward(act2_.backward(conv2_.backward(dy)));  // [B, Cout, H, W]
+    tensor dtemb;
+    if (time_emb_proj_) dtemb = act_t_.backward(time_emb_proj_->backward(sum_spatial(dh)));  // [B, Ct]
+    auto dx = norm1_.backward(act1_.backward(conv1_.backward(dh)));                          // [B, Cin, H, W]
     add_inplace(dx, conv_shortcut_ ? conv_shortcut_->backward(dy) : dy);
     return {std::move(dx), std::move(dtemb)};
   }
@@ -72,25 +75,35 @@ class ResnetBlock2D {
   void visit_parameters(F&& f, std::string_view prefix) {
     norm1_.visit_parameters(f, nn::join_name(prefix, "norm1"));
     conv1_.visit_parameters(f, nn::join_name(prefix, "conv1"));
-    time_emb_proj_.visit_parameters(f, nn::join_name(prefix, "time_emb_proj"));
+    if (time_emb_proj_) time_emb_proj_->visit_parameters(f, nn::join_name(prefix, "time_emb_proj"));
     norm2_.visit_parameters(f, nn::join_name(prefix, "norm2"));
     conv2_.visit_parameters(f, nn::join_name(prefix, "conv2"));
     if (conv_shortcut_) conv_shortcut_->visit_parameters(f, nn::join_name(prefix, "conv_shortcut"));
   }
 
  private:
+  tensor forward_impl(const tensor& x, const tensor* temb) {
+    auto h = conv1_.forward(act1_.forward(norm1_.forward(x)));                      // [B, Cout, H, W]
+    if (temb) add_channel_bias(h, time_emb_proj_->forward(act_t_.forward(*temb)));  // + [B, Cout]
+    auto y = conv2_.forward(act2_.forward(norm2_.forward(h)));                      // [B, Cout, H, W]
+    h = tensor();
+    add_inplace(y, conv_shortcut_ ? conv_shortcut_->forward(x) : x);
+    return y;
+  }
+
   nn::GroupNorm<T, D> norm1_;
   nn::SiLU<T, D> act1_;
   nn::Conv2d<T, D> conv1_;
   nn::SiLU<T, D> act_t_;
-  nn::Linear<T, D> time_emb_proj_;
+  std::optional<nn::Linear<T, D>> time_emb_proj_;
   nn::GroupNorm<T, D> norm2_;
   nn::SiLU<T, D> act2_;
   nn::Conv2d<T, D> conv2_;
   std::optional<nn::Conv2d<T, D>> conv_shortcut_;
 };
 
-/// diffusers' Downsample2D(use_conv=True, padding=1): conv 3x3 stride 2. Key `conv`.
+/// diffusers' Downsample2D(use_conv=True, padding=p): conv 3x3 stride 2 with padding p; p = 0 (the VAE's
+/// DownEncoderBlock2D) first pads one zero row and column at the end (F.pad(x, (0, 1, 0, 1))). Key `conv`.
 template <Scalar T, Device D = cpu>
 class Downsample2D {
  public:
@@ -99,7 +112,12 @@ class Downsample2D {
   using tensor = Tensor<T, D>;
 
   Downsample2D() = default;
-  explicit Downsample2D(std::int64_t channels) : conv_(channels, channels, 3, 2, 1) {}
+  explicit Downsample2D(std::int64_t channels, std::int64_t padding = 1)
+      : conv_(channels, channels,
+              nn::Conv2dOptions{.kernel = {3, 3},
+                                .stride = {2, 2},
+                                .padding = {padding, padding},
+                                .padding_end = {padding == 0 ? 1 : 0, padding == 0 ? 1 : 0}}) {}
   void reset_parameters(Generator& gen) { conv_.reset_parameters(gen); }
   tensor forward(const tensor& x) { return conv_.forward(x); }  // [B, C, H/2, W/2]
   tensor backward(const tensor& dy) { return conv_.backward(dy); }

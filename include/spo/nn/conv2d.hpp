@@ -13,6 +13,7 @@
 #include "spo/nn/grad_mode.hpp"
 #include "spo/nn/parameter.hpp"
 #include "spo/tensor/cpu/conv2d.hpp"
+#include "spo/tensor/layout.hpp"
 #include "spo/tensor/ops.hpp"
 #include "spo/tensor/tensor.hpp"
 
@@ -60,18 +61,23 @@ void conv2d_backward(const cpu_kernels::Conv2dShape& s, const Conv2dState<T, cpu
 
 namespace spo::nn {
 
-/// Kernel, stride and padding as (height, width) pairs.
+/// Kernel, stride and padding as (height, width) pairs. padding_end adds zero rows after the last row and zero
+/// columns after the last column, on top of padding (torch: F.pad(x, (0, padding_end[1], 0, padding_end[0])) before
+/// the convolution, as diffusers' Downsample2D with padding=0 pads (0, 1, 0, 1)).
 struct Conv2dOptions {
   std::array<std::int64_t, 2> kernel{1, 1};
   std::array<std::int64_t, 2> stride{1, 1};
   std::array<std::int64_t, 2> padding{0, 0};
   bool bias = true;
+  std::array<std::int64_t, 2> padding_end{0, 0};
 };
 
 /*!
   WHAT THIS REPRESENTS
     torch.nn.Conv2d(in, out, kernel, stride, padding, bias) with groups = 1 and dilation = 1: y = conv(x, w) + b
-    on NCHW tensors, keys `weight` [out, in, kh, kw] and `bias` [out]. forward keeps, in grad mode, the input
+    on NCHW tensors, keys `weight` [out, in, kh, kw] and `bias` [out]. With a non-zero padding_end the input is
+    first extended by that many zero rows and columns at its end (a copy; backward drops their gradient), and the
+    geometry is that of the extended input. forward keeps, in grad mode, the input
     shape and what the device's conv2d_backward needs (Conv2dState<T, D>); on spo::cuda a frozen weight keeps no
     copy of the input, and backward then forms dx alone. The arithmetic is the device's conv2d_* kernels.
 !*/
@@ -94,10 +100,12 @@ class Conv2d {
   Conv2d(std::int64_t in_channels, std::int64_t out_channels, Conv2dOptions opt)
       : in_(in_channels), out_(out_channels), opt_(opt) {
     SPO_CHECK(in_channels >= 1 && out_channels >= 1 && opt.kernel[0] >= 1 && opt.kernel[1] >= 1 && opt.stride[0] >= 1 &&
-                  opt.stride[1] >= 1 && opt.padding[0] >= 0 && opt.padding[1] >= 0,
+                  opt.stride[1] >= 1 && opt.padding[0] >= 0 && opt.padding[1] >= 0 && opt.padding_end[0] >= 0 &&
+                  opt.padding_end[1] >= 0,
               "Conv2d(" << in_channels << " -> " << out_channels << "): invalid kernel (" << opt.kernel[0] << ", "
                         << opt.kernel[1] << "), stride (" << opt.stride[0] << ", " << opt.stride[1] << ") or padding ("
-                        << opt.padding[0] << ", " << opt.padding[1] << ")");
+                        << opt.padding[0] << ", " << opt.padding[1] << ") or end padding (" << opt.padding_end[0]
+                        << ", " << opt.padding_end[1] << ")");
     weight_ = Parameter<T, D>(Shape{out_channels, in_channels, opt.kernel[0], opt.kernel[1]});  // [out, in, kh, kw]
     if (opt.bias) bias_ = Parameter<T, D>(Shape{out_channels});                                 // [out]
   }
@@ -110,11 +118,13 @@ class Conv2d {
     if (opt_.bias) fill_uniform(bias_.value.view(), gen, -bound, bound);
   }
 
-  /// The geometry of this layer applied to an input of `shape`; throws naming the shape when it does not fit.
+  /// The geometry of this layer applied to an input of `shape` (extended by padding_end); throws naming the shape
+  /// when it does not fit.
   cpu_kernels::Conv2dShape geometry(const Shape& shape) const {
     SPO_CHECK(shape.rank() == 4 && shape[1] == in_ && shape[0] >= 1,
               "Conv2d(" << in_ << " -> " << out_ << "): input shape " << shape << " is not [B, " << in_ << ", H, W]");
-    cpu_kernels::Conv2dShape s{shape[0],       shape[1],        shape[2],       shape[3],
+    const std::int64_t height = shape[2] + opt_.padding_end[0], width = shape[3] + opt_.padding_end[1];
+    cpu_kernels::Conv2dShape s{shape[0],       shape[1],        height,         width,
                                out_,           opt_.kernel[0],  opt_.kernel[1], opt_.stride[0],
                                opt_.stride[1], opt_.padding[0], opt_.padding[1]};
     SPO_CHECK(s.height + 2 * s.pad_h >= s.kernel_h && s.width + 2 * s.pad_w >= s.kernel_w,
@@ -128,8 +138,9 @@ class Conv2d {
     auto y = tensor::uninitialized(Shape{s.batch, out_, s.out_h(), s.out_w()});  // [B, Cout, Ho, Wo]
     has_forward_ = grad_enabled();
     state_.clear();
-    conv2d_forward(s, x, weight_.value, opt_.bias ? &bias_.value : nullptr, y, has_forward_ ? &state_ : nullptr,
-                   weight_.trainable);
+    const tensor padded = has_padding_end() ? pad_end(x) : tensor();  // [B, Cin, H + pe_h, W + pe_w]
+    conv2d_forward(s, has_padding_end() ? padded : x, weight_.value, opt_.bias ? &bias_.value : nullptr, y,
+                   has_forward_ ? &state_ : nullptr, weight_.trainable);
     if (has_forward_) input_shape_ = x.shape();
     return y;
   }
@@ -146,12 +157,12 @@ class Conv2d {
     SPO_CHECK(!(opt_.bias && bias_.trainable) || bias_.grad.shape() == bias_.value.shape(),
               "Conv2d::backward: bias gradient of shape " << bias_.grad.shape() << " for a bias of shape "
                                                           << bias_.value.shape());
-    auto dx = tensor::uninitialized(input_shape_);  // [B, Cin, H, W]
+    auto dx = tensor::uninitialized(Shape{s.batch, in_, s.height, s.width});  // [B, Cin, H + pe_h, W + pe_w]
     conv2d_backward(s, state_, weight_.value, dy, dx, weight_.trainable ? &weight_.grad : nullptr,
                     opt_.bias && bias_.trainable ? &bias_.grad : nullptr);
     state_.clear();
     has_forward_ = false;
-    return dx;
+    return has_padding_end() ? drop_end(std::move(dx)) : dx;  // [B, Cin, H, W]
   }
 
   template <class F>
@@ -167,6 +178,33 @@ class Conv2d {
   Parameter<T, D>& bias() { return bias_; }
 
  private:
+  bool has_padding_end() const { return opt_.padding_end[0] != 0 || opt_.padding_end[1] != 0; }
+
+  /// x extended by padding_end zero rows and columns: [B, C, H, W] -> [B, C, H + pe_h, W + pe_w].
+  tensor pad_end(const tensor& x) const {
+    const std::int64_t planes = x.size(0) * x.size(1), h = x.size(2), w = x.size(3);
+    const std::int64_t ph = opt_.padding_end[0], pw = opt_.padding_end[1];
+    tensor rows = x;
+    rows.reshape(Shape{planes * h, w, 1});                                  // [B C H, W, 1]
+    tensor wide = concat_channels(rows, tensor(Shape{planes * h, pw, 1}));  // [B C H, W + pw, 1]
+    rows = tensor();
+    wide.reshape(Shape{planes, h, w + pw});                                      // [B C, H, W + pw]
+    tensor out = concat_channels(wide, tensor(Shape{planes, ph, w + pw}));       // [B C, H + ph, W + pw]
+    return std::move(out).reshape(Shape{x.size(0), x.size(1), h + ph, w + pw});  // [B, C, H + ph, W + pw]
+  }
+
+  /// The inverse of pad_end on a gradient: drops the padded rows and columns.
+  tensor drop_end(tensor dx) const {
+    const std::int64_t planes = input_shape_[0] * input_shape_[1], h = input_shape_[2], w = input_shape_[3];
+    const std::int64_t ph = opt_.padding_end[0], pw = opt_.padding_end[1];
+    dx.reshape(Shape{planes, h + ph, w + pw});
+    tensor top = split_channels(dx, h).first;  // [B C, H, W + pw]
+    dx = tensor();
+    top.reshape(Shape{planes * h, w + pw, 1});
+    tensor out = split_channels(top, w).first;    // [B C H, W, 1]
+    return std::move(out).reshape(input_shape_);  // [B, C, H, W]
+  }
+
   std::int64_t in_ = 0, out_ = 0;
   Conv2dOptions opt_;
   Parameter<T, D> weight_, bias_;
