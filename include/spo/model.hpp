@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief Composed networks: ResNet and transformer blocks, the SD-style UNet, text-conditioned models.
+/// @brief Composed networks: ResNet and transformer blocks, the SD-style UNet, the SD VAE (AutoencoderKL),
+/// text-conditioned models.
 #pragma once
 
 #include "spo/model/autoencoder_kl.hpp"
