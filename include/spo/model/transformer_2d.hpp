@@ -3,7 +3,9 @@
 #pragma once
 
 #include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "spo/model/resnet_block.hpp"
 #include "spo/nn/activation.hpp"
@@ -98,10 +100,12 @@ class BasicTransformerBlock {
 
 /*!
   WHAT THIS REPRESENTS
-    diffusers' Transformer2DModel for continuous inputs with one transformer block:
-      y = x + proj_out(block(proj_in(norm(x)) as tokens, context))
+    diffusers' Transformer2DModel for continuous inputs with `layers` transformer blocks (num_layers; SD 1.x/2.x
+    use 1, SDXL's transformer_layers_per_block up to 10):
+      y = x + proj_out(block_{L-1}(... block_0(proj_in(norm(x)) as tokens, context) ..., context))
     norm = GroupNorm(groups, C, eps=1e-6); proj_in/proj_out are 1x1 convolutions, or Linear layers applied to the
-    token layout when use_linear_projection (SD 2.x). x [B, C, H, W] -> y [B, C, H, W].
+    token layout when use_linear_projection (SD 2.x, SDXL). x [B, C, H, W] -> y [B, C, H, W]. Block k has the keys
+    `transformer_blocks.k`.
 !*/
 template <Scalar T, Device D = cpu, class Proj = nn::Linear<T, D>>
 class Transformer2D {
@@ -110,8 +114,10 @@ class Transformer2D {
 
   Transformer2D() = default;
   Transformer2D(std::int64_t channels, std::int64_t heads, std::int64_t context_dim, std::int64_t groups,
-                bool use_linear_projection)
-      : linear_(use_linear_projection), norm_(groups, channels, 1e-6), block_(channels, heads, context_dim) {
+                bool use_linear_projection, std::int64_t layers = 1)
+      : linear_(use_linear_projection), norm_(groups, channels, 1e-6) {
+    SPO_CHECK(layers >= 1, "Transformer2D: " << layers << " transformer blocks (need at least 1)");
+    for (std::int64_t k = 0; k < layers; ++k) blocks_.emplace_back(channels, heads, context_dim);
     if (linear_) {
       lin_in_ = nn::Linear<T, D>(channels, channels);
       lin_out_ = nn::Linear<T, D>(channels, channels);
@@ -129,7 +135,7 @@ class Transformer2D {
       conv_in_.reset_parameters(gen);
       conv_out_.reset_parameters(gen);
     }
-    block_.reset_parameters(gen);
+    for (auto& b : blocks_) b.reset_parameters(gen);
   }
 
   tensor forward(const tensor& x, const tensor& context) {
@@ -137,7 +143,8 @@ class Transformer2D {
     w_ = x.size(3);
     auto n = norm_.forward(x);                                                                         // [B, C, H, W]
     auto tokens = linear_ ? lin_in_.forward(nchw_to_tokens(n)) : nchw_to_tokens(conv_in_.forward(n));  // [B, HW, C]
-    auto t = block_.forward(tokens, context);                                                          // [B, HW, C]
+    auto t = blocks_[0].forward(tokens, context);                                                      // [B, HW, C]
+    for (std::size_t k = 1; k < blocks_.size(); ++k) t = blocks_[k].forward(t, context);               // [B, HW, C]
     auto y = linear_ ? tokens_to_nchw(lin_out_.forward(t), h_, w_) : conv_out_.forward(tokens_to_nchw(t, h_, w_));
     add_inplace(y, x);  // [B, C, H, W]
     return y;
@@ -145,7 +152,12 @@ class Transformer2D {
 
   BlockGradients<T, D> backward(const tensor& dy) {
     auto dt = linear_ ? lin_out_.backward(nchw_to_tokens(dy)) : nchw_to_tokens(conv_out_.backward(dy));  // [B, HW, C]
-    auto g = block_.backward(dt);
+    auto g = blocks_.back().backward(dt);
+    for (std::size_t k = blocks_.size() - 1; k-- > 0;) {
+      auto gk = blocks_[k].backward(g.dx);
+      g.dx = std::move(gk.dx);
+      add_inplace(g.dcond, gk.dcond);
+    }
     auto dn =
         linear_ ? tokens_to_nchw(lin_in_.backward(g.dx), h_, w_) : conv_in_.backward(tokens_to_nchw(g.dx, h_, w_));
     auto dx = norm_.backward(dn);  // [B, C, H, W]
@@ -160,7 +172,8 @@ class Transformer2D {
       lin_in_.visit_parameters(f, nn::join_name(prefix, "proj_in"));
     else
       conv_in_.visit_parameters(f, nn::join_name(prefix, "proj_in"));
-    block_.visit_parameters(f, nn::join_name(prefix, "transformer_blocks.0"));
+    for (std::size_t k = 0; k < blocks_.size(); ++k)
+      blocks_[k].visit_parameters(f, nn::join_name(prefix, "transformer_blocks." + std::to_string(k)));
     if (linear_)
       lin_out_.visit_parameters(f, nn::join_name(prefix, "proj_out"));
     else
@@ -169,7 +182,7 @@ class Transformer2D {
 
   template <class F>
   void for_each_projection(F&& f) {
-    block_.for_each_projection(f);
+    for (auto& b : blocks_) b.for_each_projection(f);
   }
 
  private:
@@ -178,7 +191,7 @@ class Transformer2D {
   nn::GroupNorm<T, D> norm_;
   nn::Conv2d<T, D> conv_in_, conv_out_;
   nn::Linear<T, D> lin_in_, lin_out_;
-  BasicTransformerBlock<T, D, Proj> block_;
+  std::vector<BasicTransformerBlock<T, D, Proj>> blocks_;
 };
 
 }  // namespace spo::model
