@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: MIT
+/// @brief Stable Diffusion 1.x/2.x and SDXL text-to-image from a diffusers pipeline folder: tokenizers, CLIP text
+/// encoders, the UNet, the VAE and the checkpoint's scheduler, composed as diffusers' pipelines compose them.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "spo/core/error.hpp"
+#include "spo/core/rng.hpp"
+#include "spo/diffusion/scheduler_json.hpp"
+#include "spo/io/config.hpp"
+#include "spo/io/diffusers_pipeline.hpp"
+#include "spo/io/lora_file.hpp"
+#include "spo/io/mapped_safetensors.hpp"
+#include "spo/io/state_dict.hpp"
+#include "spo/model/autoencoder_kl.hpp"
+#include "spo/model/diffusers_unet_config.hpp"
+#include "spo/model/unet_2d_condition.hpp"
+#include "spo/nn/grad_mode.hpp"
+#include "spo/tensor/ops.hpp"
+#include "spo/text/clip_text_model.hpp"
+#include "spo/text/clip_tokenizer.hpp"
+
+namespace spo::model {
+
+/// Which pipeline a folder holds: StableDiffusionPipeline (SD 1.x, 2.x) or StableDiffusionXLPipeline (SDXL base).
+enum class PipelineKind { sd, sdxl };
+
+/// How a pipeline folder is read.
+struct PipelineLoadOptions {
+  std::optional<std::string> variant;  ///< weights variant, e.g. "fp16" (default: plain files, else the only variant)
+  std::string scheduler;               ///< a scheduler class overriding the checkpoint's (scheduler_override_names)
+  double ddim_eta = 0.0;               ///< DDIM's eta when the scheduler is DDIM (diffusers' default 0)
+};
+
+/// One text-to-image request (diffusers' __call__ arguments of the same meaning).
+struct GenerationSettings {
+  std::vector<std::string> prompts;
+  std::optional<std::vector<std::string>> negative_prompts;  ///< none: SD encodes "", SDXL uses zeros
+  int steps = 50;
+  double guidance = 7.5;
+  std::int64_t height = 0, width = 0;  ///< 0: the UNet's sample_size times the VAE's scale factor
+};
+
+/// Text conditioning of one batch: the prompt rows and the negative rows (SDXL also has pooled embeddings).
+template <Scalar T, Device D>
+struct PromptEmbeddings {
+  Tensor<T, D> cond, uncond;             ///< [B, 77, E]
+  Tensor<T, D> pooled, negative_pooled;  ///< [B, P] (SDXL only)
+};
+
+/*!
+  WHAT THIS REPRESENTS
+    A diffusers text-to-image pipeline, loaded from its folder (io::DiffusersPipeline): for SD the tokenizer,
+    CLIPTextModel (last hidden state), UNet, VAE and scheduler; for SDXL both tokenizers and text encoders
+    (penultimate hidden states concatenated, pooled text_embeds of the second), the text_time UNet with
+    add_time_ids (H, W, 0, 0, H, W) and zero negative embeddings for an absent negative prompt when the folder's
+    force_zeros_for_empty_prompt says so (the default).
+    generate() is diffusers' __call__: latents = noise * init_noise_sigma; per step, the UNet on [uncond; cond] rows
+    with scale_model_input, u + g (c - u), scheduler.step; image = VAE.decode(latents / scaling) / 2 + 0.5 clamped
+    to [0, 1].
+  ENSURES
+    - a folder whose pipeline class, component class or config field spo does not implement is an error naming it
+    - weights load strictly: a missing or unexpected tensor, or a shape mismatch, names the tensor and the file
+!*/
+template <Scalar T, Device D = cpu>
+class StableDiffusion {
+  static_assert(std::same_as<D, cpu>,
+                "StableDiffusion runs on spo::cpu: the CLIP encoders (causal attention, quick_gelu) and the Euler, "
+                "DPM-Solver and PNDM steps have no spo::cuda kernels yet");
+
+ public:
+  using tensor = Tensor<T, D>;
+  using Progress = std::function<void(int step, int steps)>;
+
+  static StableDiffusion load(const std::filesystem::path& folder, const PipelineLoadOptions& options = {}) {
+    const io::DiffusersPipeline p(folder);
+    StableDiffusion sd;
+    if (p.class_name() == "StableDiffusionPipeline")
+      sd.kind_ = PipelineKind::sd;
+    else if (p.class_name() == "StableDiffusionXLPipeline")
+      sd.kind_ = PipelineKind::sdxl;
+    else
+      throw input_error(folder.string() + ": pipeline class \"" + p.class_name() +
+                        "\" is not supported (StableDiffusionPipeline or StableDiffusionXLPipeline)");
+    auto expect_class = [&](const std::string& component, std::string_view cls) {
+      SPO_EXPECT(p.component(component).class_name == cls,
+                 folder.string() << ": component \"" << component << "\" is a " << p.component(component).class_name
+                                 << ", expected " << cls);
+    };
+    expect_class("unet", "UNet2DConditionModel");
+    expect_class("vae", "AutoencoderKL");
+    expect_class("text_encoder", "CLIPTextModel");
+    sd.tokenizer_ = text::ClipTokenizer::load(p.component("tokenizer").dir);
+    sd.text_encoder_ = load_weights(text::CLIPTextModel<T, D>(text::load_clip_text_config(p.config("text_encoder"))), p,
+                                    "text_encoder", options);
+    if (sd.kind_ == PipelineKind::sdxl) {
+      expect_class("text_encoder_2", "CLIPTextModelWithProjection");
+      sd.tokenizer_2_ = text::ClipTokenizer::load(p.component("tokenizer_2").dir);
+      sd.text_encoder_2_ =
+          load_weights(text::CLIPTextModelWithProjection<T, D>(text::load_clip_text_config(p.config("text_encoder_2"))),
+                       p, "text_encoder_2", options);
+      const auto it = p.options().find("force_zeros_for_empty_prompt");
+      sd.force_zeros_ = it == p.options().end() || it->second.is_null() || it->second.get<bool>();
+    }
+    sd.unet_config_ = load_diffusers_unet_config(p.config("unet"));
+    const auto unet_json = io::parse_json(io::read_file_text(p.config("unet")), p.config("unet").string());
+    if (unet_json.contains("sample_size") && unet_json["sample_size"].is_number_integer())
+      sd.sample_size_ = unet_json["sample_size"].get<std::int64_t>();
+    sd.unet_ = load_weights(UNet2DCondition<T, D>(sd.unet_config_), p, "unet", options);
+    const auto vae_path = p.config("vae");
+    const auto vae_config = io::in_config_file(vae_path, [&] {
+      auto c = io::from_json<AutoencoderKLConfig>(io::parse_json(io::read_file_text(vae_path), vae_path.string()),
+                                                  vae_path.string());
+      model::validate(c);
+      return c;
+    });
+    sd.vae_ = load_weights(AutoencoderKL<T, D>(vae_config), p, "vae", options);
+    sd.scheduler_ =
+        diffusion::load_scheduler_config(p.config("scheduler").string(), options.scheduler, options.ddim_eta);
+    const bool xl_unet = sd.unet_config_.text_time.has_value();
+    SPO_EXPECT(xl_unet == (sd.kind_ == PipelineKind::sdxl),
+               folder.string() << ": a " << p.class_name() << " needs a UNet " << (xl_unet ? "without" : "with")
+                               << " addition_embed_type \"text_time\"");
+    return sd;
+  }
+
+  PipelineKind kind() const { return kind_; }
+  const UNetConfig& unet_config() const { return unet_config_; }
+  UNet2DCondition<T, D>& unet() { return unet_; }
+  AutoencoderKL<T, D>& vae() { return vae_; }
+  diffusion::AnyScheduler& scheduler() { return scheduler_; }
+  /// 2^(VAE levels - 1): pixels per latent along each side.
+  std::int64_t vae_scale_factor() const { return std::int64_t{1} << (vae_.config().block_out_channels.size() - 1); }
+  std::int64_t default_size() const { return sample_size_ * vae_scale_factor(); }
+
+  /// Merges a LoRA file (any layout io::read_lora reads) into the UNet's weights with `scale`.
+  std::size_t merge_lora(const std::filesystem::path& file, double scale) {
+    const io::MappedSafetensors store(file);
+    io::LoraReadOptions o;
+    o.layers_per_block = unet_config_.layers_per_block;
+    return io::merge_lora(unet_, store, io::read_lora(store, io::lora_targets(unet_), o), scale);
+  }
+
+  /// The prompt embeddings of diffusers' encode_prompt (with classifier-free guidance).
+  PromptEmbeddings<T, D> encode_prompt(const std::vector<std::string>& prompts,
+                                       const std::optional<std::vector<std::string>>& negatives) {
+    SPO_EXPECT(!prompts.empty(), "encode_prompt: no prompt");
+    SPO_EXPECT(!negatives || negatives->size() == prompts.size(),
+               "encode_prompt: " << negatives->size() << " negative prompts for " << prompts.size() << " prompts");
+    PromptEmbeddings<T, D> e;
+    const std::vector<std::string> empty(prompts.size(), "");
+    if (kind_ == PipelineKind::sd) {
+      e.cond = encode_sd(prompts);
+      e.uncond = encode_sd(negatives ? *negatives : empty);
+      return e;
+    }
+    std::tie(e.cond, e.pooled) = encode_xl(prompts);
+    if (!negatives && force_zeros_) {
+      e.uncond = tensor(e.cond.shape());             // [B, 77, E] = 0
+      e.negative_pooled = tensor(e.pooled.shape());  // [B, P] = 0
+    } else {
+      std::tie(e.uncond, e.negative_pooled) = encode_xl(negatives ? *negatives : empty);
+    }
+    return e;
+  }
+
+  /// Runs the sampling loop from `latents` [B, C, h, w] (already scaled by init_noise_sigma) and returns the final
+  /// latents. Stochastic schedulers draw their noise from `gen`.
+  tensor denoise(tensor latents, const PromptEmbeddings<T, D>& e, const GenerationSettings& s, Generator& gen,
+                 const Progress& progress = {}) {
+    nn::no_grad_guard no_grad;
+    const std::int64_t b = latents.size(0), h = latents.size(2) * vae_scale_factor(),
+                       w = latents.size(3) * vae_scale_factor();
+    SPO_EXPECT(e.cond.size(0) == b, "denoise: " << e.cond.size(0) << " prompt rows for " << b << " latents");
+    const tensor context = concat_rows(e.uncond, e.cond);  // [2B, 77, E]
+    UNetAddedConditions<T, D> added;
+    if (kind_ == PipelineKind::sdxl) {
+      added.text_embeds = concat_rows(e.negative_pooled, e.pooled);  // [2B, P]
+      added.time_ids = tensor(Shape{2 * b, 6});                      // [2B, 6] = (H, W, 0, 0, H, W)
+      for (std::int64_t r = 0; r < 2 * b; ++r) {
+        const T ids[6] = {T(h), T(w), T(0), T(0), T(h), T(w)};
+        for (int k = 0; k < 6; ++k) added.time_ids[r * 6 + k] = ids[k];
+      }
+    }
+    return std::visit(
+        [&](auto& sched) {
+          sched.set_timesteps(s.steps);
+          const auto ts = sched.timesteps();
+          const diffusion::StepNoise<T, D> noise(gen);
+          for (std::size_t i = 0; i < ts.size(); ++i) {
+            const double t = ts[i];
+            const tensor scaled = sched.scale_model_input(latents, t);  // [B, C, h, w]
+            const tensor input = concat_rows(scaled, scaled);           // [2B, C, h, w]
+            tensor steps_t(Shape{2 * b});                               // [2B]
+            fill(steps_t.view(), static_cast<T>(t));
+            const tensor out = kind_ == PipelineKind::sdxl ? unet_.forward(input, steps_t, context, added)
+                                                           : unet_.forward(input, steps_t, context);  // [2B, C, h, w]
+            const tensor guided = guide(out, b, s.guidance);                                          // [B, C, h, w]
+            latents = sched.step(guided, t, latents, noise);
+            if (progress) progress(static_cast<int>(i) + 1, static_cast<int>(ts.size()));
+          }
+          return latents;
+        },
+        scheduler_);
+  }
+
+  /// The image of `latents` in [0, 1]: [B, 3, H, W].
+  tensor decode(const tensor& latents) {
+    tensor image = vae_.decode(latents);  // [B, 3, H, W] in about [-1, 1]
+    for (std::int64_t i = 0; i < image.numel(); ++i) image[i] = std::clamp(image[i] / T(2) + T(0.5), T(0), T(1));
+    return image;
+  }
+
+  /// The initial latents [B, C, H/f, W/f] of `s`: standard normal draws from `gen`, prepared as below.
+  tensor initial_latents(const GenerationSettings& s, Generator& gen) {
+    const auto [h, w] = image_size(s);
+    const std::int64_t f = vae_scale_factor();
+    return prepare_latents(
+        random_normal<T, D>(Shape{static_cast<std::int64_t>(s.prompts.size()), unet_config_.in_channels, h / f, w / f},
+                            gen),
+        s.steps);
+  }
+
+  /// diffusers' prepare_latents for given noise: noise * init_noise_sigma of the scheduler set to `steps`.
+  tensor prepare_latents(tensor noise, int steps) {
+    std::visit(
+        [&](auto& sched) {
+          sched.set_timesteps(steps);
+          scale_in_place(noise, static_cast<T>(sched.init_noise_sigma()));
+        },
+        scheduler_);
+    return noise;
+  }
+
+  /// Text to image: the whole pipeline, [B, 3, H, W] in [0, 1].
+  tensor generate(const GenerationSettings& s, Generator& gen, const Progress& progress = {}) {
+    validate(s);
+    const auto e = encode_prompt(s.prompts, s.negative_prompts);
+    return decode(denoise(initial_latents(s, gen), e, s, gen, progress));
+  }
+
+  /// The height and width `s` asks for (the default size for 0), each a multiple of the VAE scale factor times the
+  /// UNet's downsampling (an error naming the value otherwise).
+  std::pair<std::int64_t, std::int64_t> image_size(const GenerationSettings& s) const {
+    const std::int64_t h = s.height ? s.height : default_size(), w = s.width ? s.width : default_size();
+    const std::int64_t m = vae_scale_factor() * unet_config_.size_multiple();
+    SPO_EXPECT(h > 0 && w > 0 && h % m == 0 && w % m == 0,
+               "image size " << h << "x" << w << " must be a positive multiple of " << m << " for this checkpoint");
+    return {h, w};
+  }
+
+  void validate(const GenerationSettings& s) const {
+    SPO_EXPECT(!s.prompts.empty(), "no prompt given");
+    SPO_EXPECT(s.steps >= 1 && s.steps <= 1000, "steps must be in [1, 1000], got " << s.steps);
+    SPO_EXPECT(s.guidance >= 0, "guidance must be >= 0, got " << s.guidance);
+    (void)image_size(s);
+  }
+
+ private:
+  template <class M>
+  static M load_weights(M model, const io::DiffusersPipeline& p, const std::string& component,
+                        const PipelineLoadOptions& options) {
+    const auto store = p.weights(component, options.variant);
+    io::load_state_dict(model, store);
+    return model;
+  }
+
+  static tensor concat_rows(const tensor& a, const tensor& b) {
+    Shape s = a.shape();
+    SPO_CHECK(b.shape() == s, "concat_rows: " << a.shape() << " and " << b.shape());
+    s[0] = 2 * s[0];
+    auto out = tensor::uninitialized(s);  // [2B, ...]
+    std::copy(a.data(), a.data() + a.numel(), out.data());
+    std::copy(b.data(), b.data() + b.numel(), out.data() + a.numel());
+    return out;
+  }
+
+  /// u + g (c - u) of the UNet output [2B, ...] = [u; c].
+  static tensor guide(const tensor& out, std::int64_t b, double g) {
+    Shape s = out.shape();
+    s[0] = b;
+    auto y = tensor::uninitialized(s);  // [B, C, h, w]
+    const std::int64_t n = y.numel();
+    const T* u = out.data();
+    const T* c = out.data() + n;
+    for (std::int64_t i = 0; i < n; ++i) y[i] = u[i] + static_cast<T>(g) * (c[i] - u[i]);
+    return y;
+  }
+
+  static void scale_in_place(tensor& x, T s) {
+    for (std::int64_t i = 0; i < x.numel(); ++i) x[i] *= s;
+  }
+
+  std::vector<std::int32_t> token_rows(const text::ClipTokenizer& tok, const std::vector<std::string>& prompts) {
+    std::vector<std::int32_t> ids;
+    for (const auto& p : prompts) {
+      const auto row = tok.encode(p);
+      ids.insert(ids.end(), row.begin(), row.end());
+    }
+    return ids;
+  }
+
+  tensor encode_sd(const std::vector<std::string>& prompts) {
+    const auto ids = token_rows(*tokenizer_, prompts);
+    return text_encoder_.forward(ids, static_cast<std::int64_t>(prompts.size())).last_hidden_state;  // [B, 77, E]
+  }
+
+  std::pair<tensor, tensor> encode_xl(const std::vector<std::string>& prompts) {
+    const auto batch = static_cast<std::int64_t>(prompts.size());
+    auto one = text_encoder_.forward(token_rows(*tokenizer_, prompts), batch, true);
+    auto two = text_encoder_2_.forward(token_rows(*tokenizer_2_, prompts), batch, true);
+    const tensor& h1 = one.penultimate_hidden_state();  // [B, 77, E1]
+    const tensor& h2 = two.penultimate_hidden_state();  // [B, 77, E2]
+    const std::int64_t rows = h1.size(0) * h1.size(1), e1 = h1.size(2), e2 = h2.size(2);
+    auto cat = tensor::uninitialized(Shape{h1.size(0), h1.size(1), e1 + e2});  // [B, 77, E1 + E2]
+    for (std::int64_t r = 0; r < rows; ++r) {
+      std::copy(h1.data() + r * e1, h1.data() + (r + 1) * e1, cat.data() + r * (e1 + e2));
+      std::copy(h2.data() + r * e2, h2.data() + (r + 1) * e2, cat.data() + r * (e1 + e2) + e1);
+    }
+    return {std::move(cat), std::move(two.text_embeds)};  // pooled [B, P]
+  }
+
+  PipelineKind kind_ = PipelineKind::sd;
+  bool force_zeros_ = true;
+  std::optional<text::ClipTokenizer> tokenizer_, tokenizer_2_;
+  std::int64_t sample_size_ = 64;  // the UNet's sample_size: latents per side at the default image size
+  text::CLIPTextModel<T, D> text_encoder_;
+  text::CLIPTextModelWithProjection<T, D> text_encoder_2_;
+  UNetConfig unet_config_;
+  UNet2DCondition<T, D> unet_;
+  AutoencoderKL<T, D> vae_;
+  diffusion::AnyScheduler scheduler_;
+};
+
+}  // namespace spo::model

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: MIT
+#include "spo/model/stable_diffusion.hpp"
+
+#include <string>
+
+#include <doctest/doctest.h>
+
+using namespace spo;
+
+namespace {
+
+const std::string dir = std::string(SPO_TEST_DATA_DIR) + "/pipelines/";
+
+double max_abs(const Tensor<double>& a) {
+  double m = 0;
+  for (std::int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::abs(a[i]));
+  return m;
+}
+
+template <Scalar T>
+void check_pipeline(const std::string& name, model::PipelineKind kind, double tolerance) {
+  const io::NamedTensors ref = io::load_safetensors(dir + name + ".expected.safetensors");
+  auto sd = model::StableDiffusion<T>::load(dir + name);
+  CHECK(sd.kind() == kind);
+  model::GenerationSettings s;
+  s.prompts = {ref.metadata.at("prompt")};
+  s.steps = std::stoi(ref.metadata.at("steps"));
+  s.guidance = std::stod(ref.metadata.at("guidance"));
+  s.height = std::stoll(ref.metadata.at("height"));
+  s.width = std::stoll(ref.metadata.at("width"));
+  const auto e = sd.encode_prompt(s.prompts, s.negative_prompts);
+  auto compare = [&](const char* what, const Tensor<T>& got) {
+    const auto want = ref.get<T>(what);
+    REQUIRE(got.shape() == want.shape());
+    const double err = max_abs_diff<T>(got.view(), want.view());
+    MESSAGE(name << " " << std::string(what) << ": max abs error " << err << " (scale "
+                 << max_abs(ref.get<double>(what)) << ")");
+    CHECK(err <= tolerance * std::max(1.0, max_abs(ref.get<double>(what))));
+  };
+  compare("prompt_embeds", e.cond);
+  compare("negative_prompt_embeds", e.uncond);
+  if (kind == model::PipelineKind::sdxl) {
+    compare("pooled_prompt_embeds", e.pooled);
+    compare("negative_pooled_prompt_embeds", e.negative_pooled);
+  }
+  Generator gen{0, 0};
+  int calls = 0;
+  const auto latents =
+      sd.denoise(sd.prepare_latents(ref.get<T>("latents.init"), s.steps), e, s, gen, [&](int step, int steps) {
+        ++calls;
+        CHECK(step == calls);
+        CHECK(steps == s.steps);
+      });
+  CHECK(calls == s.steps);
+  compare("latents.final", latents);
+  compare("image", sd.decode(latents));
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("a whole tiny SD 1.5 and SDXL pipeline gives diffusers' latents and image", T, double, float) {
+  const double tol = std::same_as<T, double> ? 1e-10 : 1e-4;
+  check_pipeline<T>("tiny_sd15", model::PipelineKind::sd, tol);
+  check_pipeline<T>("tiny_sdxl", model::PipelineKind::sdxl, tol);
+}
+
+TEST_CASE("generate: settings are checked by name; sizes follow the checkpoint") {
+  auto sd = model::StableDiffusion<float>::load(dir + "tiny_sd15");
+  CHECK(sd.default_size() == 16);
+  model::GenerationSettings s;
+  s.prompts = {"a red dress"};
+  s.steps = 2;
+  s.guidance = 5.0;
+  Generator gen{1, 0};
+  const auto image = sd.generate(s, gen);
+  CHECK(image.shape() == Shape{1, 3, 16, 16});
+  s.height = 10;
+  CHECK_THROWS_WITH_AS(sd.generate(s, gen), doctest::Contains("must be a positive multiple of 4"), input_error);
+  s.height = 0;
+  s.steps = 0;
+  CHECK_THROWS_WITH_AS(sd.generate(s, gen), doctest::Contains("steps must be in"), input_error);
+  CHECK_THROWS_WITH_AS((void)model::StableDiffusion<float>::load(dir + "absent"),
+                       doctest::Contains("no such directory"), input_error);
+}
