@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /// @brief Input/output: JSON parsing, crash-safe files, half-precision conversion, safetensors (in memory, mapped,
-/// sharded), diffusers pipeline folders, LoRA files in every layout, model files, resume checks and run plumbing
-/// (progress bar, metrics log, run record).
+/// sharded), diffusers pipeline folders, single-file checkpoints, LoRA files in every layout, model files, resume
+/// checks and run plumbing (progress bar, metrics log, run record).
 #pragma once
 
 #include "spo/io/atomic_file.hpp"
@@ -21,5 +21,6 @@
 #include "spo/io/run_record.hpp"
 #include "spo/io/safetensors.hpp"
 #include "spo/io/sharded_safetensors.hpp"
+#include "spo/io/single_file_checkpoint.hpp"
 #include "spo/io/state_dict.hpp"
 #include "spo/io/tensor_store.hpp"

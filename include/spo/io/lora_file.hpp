@@ -3,7 +3,6 @@
 /// original block names): read against a model, merged into its weights with a scale, or loaded as spo adapters.
 #pragma once
 
-#include <charconv>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -18,6 +17,10 @@
 #include "spo/io/tensor_store.hpp"
 #include "spo/tensor/cpu/gemm.hpp"
 #include "spo/tensor/transfer.hpp"
+
+#define SPO_IO_DETAIL_ORIGINAL_UNET_NAMES_ALLOWED
+#include "spo/io/detail/original_unet_names.hpp"
+#undef SPO_IO_DETAIL_ORIGINAL_UNET_NAMES_ALLOWED
 
 namespace spo::io {
 
@@ -92,35 +95,9 @@ inline std::string underscored(std::string s) {
 /// The original UNet's block path (`input_blocks_4_1`, `middle_block_1`, `output_blocks_2_1` ...) at the front of
 /// an underscored kohya name, rewritten to diffusers' (`down_blocks_1_attentions_0` ...); nullopt if none.
 inline std::optional<std::string> from_original_blocks(std::string_view name, std::int64_t layers) {
-  auto number = [&](std::string_view& rest, std::int64_t& v) {
-    const auto r = std::from_chars(rest.data(), rest.data() + rest.size(), v);
-    if (r.ec != std::errc{} || r.ptr == rest.data()) return false;
-    rest.remove_prefix(static_cast<std::size_t>(r.ptr - rest.data()));
-    if (rest.starts_with("_")) rest.remove_prefix(1);
-    return true;
-  };
-  static constexpr std::string_view inner[] = {"resnets", "attentions", "upsamplers"};
-  std::int64_t i = 0, j = 0;
-  for (const std::string_view head : {"input_blocks_", "output_blocks_"}) {
-    if (!name.starts_with(head)) continue;
-    std::string_view rest = name.substr(head.size());
-    if (!number(rest, i) || !number(rest, j) || j < 0 || j > 2) return std::nullopt;
-    const bool down = head == "input_blocks_";
-    const std::int64_t block = down ? (i - 1) / (layers + 1) : i / (layers + 1);
-    const std::int64_t layer = down ? (i - 1) % (layers + 1) : i % (layers + 1);
-    if (down && i < 1) return std::nullopt;
-    const std::string inner_name = (down && rest.starts_with("op")) ? "downsamplers" : std::string(inner[j]);
-    const std::int64_t index = (inner_name == "downsamplers" || inner_name == "upsamplers") ? 0 : layer;
-    return std::string(down ? "down_blocks_" : "up_blocks_") + std::to_string(block) + "_" + inner_name + "_" +
-           std::to_string(index) + (rest.empty() ? "" : "_" + std::string(rest));
-  }
-  if (name.starts_with("middle_block_")) {
-    std::string_view rest = name.substr(13);
-    if (!number(rest, i) || i < 0 || i > 2) return std::nullopt;
-    const std::string part = i == 1 ? "attentions_0" : i == 0 ? "resnets_0" : "resnets_1";
-    return "mid_block_" + part + (rest.empty() ? "" : "_" + std::string(rest));
-  }
-  return std::nullopt;
+  const auto b = original_unet_block(name, layers, '_');
+  if (!b) return std::nullopt;
+  return b->block + (b->rest.empty() ? "" : "_" + std::string(b->rest));
 }
 
 struct LoraKey {
