@@ -3,7 +3,9 @@ random weights, saved by diffusers (tiny_sd15/, tiny_sdxl/: model_index.json, sc
 encoder(s), unet, vae, in the layout of the real checkpoints), and what diffusers 0.26.1's StableDiffusionPipeline /
 StableDiffusionXLPipeline produce from fixed initial latents (NAME.expected.safetensors): the prompt embeddings
 (and SDXL's pooled embeddings and add_time_ids), the initial latents, the final latents, and the image in [0, 1]
-([1, 3, H, W]). The settings are in the file's metadata.
+([1, 3, H, W]). The settings are in the file's metadata. tiny_sd15.single.safetensors holds the same weights as
+one original-layout checkpoint (the single-file form users download; SDXL's mapping is proven per component by
+single_file_golden.py).
 
 The weights are saved in float16 (as the released checkpoints are); the run is in float64 on those values. Three places where diffusers computes in float32 whatever
 the model dtype are evaluated in float64, as spo's double path does: the sinusoidal timestep projections (time_proj,
@@ -150,6 +152,24 @@ def run(pipe, name, out_dir, xl):
     print(name, "image range", float(image.min()), float(image.max()))
 
 
+def write_single_file(pipe, name, out_dir, xl):
+    """The pipeline's weights as one original-layout checkpoint (NAME.single.safetensors), as the released
+    `v1-5-pruned-emaonly.safetensors` / `sd_xl_base_1.0.safetensors` files hold them (the mapping of
+    single_file_golden.py, which proves it against diffusers' converters)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from single_file_golden import TEXT_PREFIX, openclip_to_original, unet_to_original, vae_to_original
+    family = "sdxl" if xl else "sd1"
+    original = {}
+    original.update(unet_to_original(pipe.unet.state_dict(), dict(pipe.unet.config)))
+    original.update(vae_to_original(pipe.vae.state_dict(), dict(pipe.vae.config)))
+    original.update({TEXT_PREFIX[(family, "text_encoder")] + k: v for k, v in pipe.text_encoder.state_dict().items()
+                     if not k.endswith("position_ids")})
+    if xl:
+        original.update(openclip_to_original(pipe.text_encoder_2.state_dict(),
+                                             TEXT_PREFIX[(family, "text_encoder_2")]))
+    save_file({k: v.contiguous() for k, v in original.items()}, os.path.join(out_dir, name + ".single.safetensors"))
+
+
 def main(tok_dir, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     tok = CLIPTokenizer.from_pretrained(os.path.join(tok_dir, "tokenizer"))
@@ -168,6 +188,7 @@ def main(tok_dir, out_dir):
     pipe = StableDiffusionPipeline(vae=vae(0.18215), text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.to(torch.float16).save_pretrained(os.path.join(out_dir, "tiny_sd15"), safe_serialization=True)
+    write_single_file(pipe, "tiny_sd15", out_dir, False)
     run(StableDiffusionPipeline.from_pretrained(os.path.join(out_dir, "tiny_sd15")), "tiny_sd15", out_dir, False)
 
     torch.manual_seed(1)

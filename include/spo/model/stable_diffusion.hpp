@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -19,6 +20,7 @@
 #include "spo/io/diffusers_pipeline.hpp"
 #include "spo/io/lora_file.hpp"
 #include "spo/io/mapped_safetensors.hpp"
+#include "spo/io/single_file_checkpoint.hpp"
 #include "spo/io/state_dict.hpp"
 #include "spo/model/autoencoder_kl.hpp"
 #include "spo/model/diffusers_unet_config.hpp"
@@ -36,8 +38,11 @@ enum class PipelineKind { sd, sdxl };
 /// How a pipeline folder is read.
 struct PipelineLoadOptions {
   std::optional<std::string> variant;  ///< weights variant, e.g. "fp16" (default: plain files, else the only variant)
-  std::string scheduler;               ///< a scheduler class overriding the checkpoint's (scheduler_override_names)
-  double ddim_eta = 0.0;               ///< DDIM's eta when the scheduler is DDIM (diffusers' default 0)
+  /// For a single-file checkpoint (one original-layout .safetensors): the pipeline folder whose configs and
+  /// tokenizers describe it (e.g. the base model's diffusers folder; its weights are not read).
+  std::optional<std::filesystem::path> config_folder;
+  std::string scheduler;  ///< a scheduler class overriding the checkpoint's (scheduler_override_names)
+  double ddim_eta = 0.0;  ///< DDIM's eta when the scheduler is DDIM (diffusers' default 0)
 };
 
 /// One text-to-image request (diffusers' __call__ arguments of the same meaning).
@@ -80,8 +85,28 @@ class StableDiffusion {
   using tensor = Tensor<T, D>;
   using Progress = std::function<void(int step, int steps)>;
 
-  static StableDiffusion load(const std::filesystem::path& folder, const PipelineLoadOptions& options = {}) {
-    const io::DiffusersPipeline p(folder);
+  /// From a diffusers pipeline folder, or from a single-file checkpoint with options.config_folder.
+  static StableDiffusion load(const std::filesystem::path& path, const PipelineLoadOptions& options = {}) {
+    if (std::filesystem::is_regular_file(path)) {
+      SPO_EXPECT(options.config_folder.has_value(),
+                 path.string() << ": a single-file checkpoint needs the pipeline folder of its model for the configs "
+                                  "and tokenizers (config_folder; generate --config DIR)");
+      const io::SingleFileCheckpoint file(path);
+      return load_from(io::DiffusersPipeline(*options.config_folder), options,
+                       [&](const std::string& component) { return std::cref(file.component(component)); });
+    }
+    const io::DiffusersPipeline p(path);
+    return load_from(p, options, [&](const std::string& component) {
+      return std::make_shared<io::ShardedSafetensors>(p.weights(component, options.variant));
+    });
+  }
+
+  /// Reads the folder's configs and tokenizers, and every component's weights from `weights(component)` (a
+  /// TensorStore, or a pointer or reference wrapper to one).
+  template <class Weights>
+  static StableDiffusion load_from(const io::DiffusersPipeline& p, const PipelineLoadOptions& options,
+                                   Weights&& weights) {
+    const std::filesystem::path folder = p.root();
     StableDiffusion sd;
     if (p.class_name() == "StableDiffusionPipeline")
       sd.kind_ = PipelineKind::sd;
@@ -99,14 +124,14 @@ class StableDiffusion {
     expect_class("vae", "AutoencoderKL");
     expect_class("text_encoder", "CLIPTextModel");
     sd.tokenizer_ = text::ClipTokenizer::load(p.component("tokenizer").dir);
-    sd.text_encoder_ = load_weights(text::CLIPTextModel<T, D>(text::load_clip_text_config(p.config("text_encoder"))), p,
-                                    "text_encoder", options);
+    sd.text_encoder_ = load_weights(text::CLIPTextModel<T, D>(text::load_clip_text_config(p.config("text_encoder"))),
+                                    weights("text_encoder"));
     if (sd.kind_ == PipelineKind::sdxl) {
       expect_class("text_encoder_2", "CLIPTextModelWithProjection");
       sd.tokenizer_2_ = text::ClipTokenizer::load(p.component("tokenizer_2").dir);
       sd.text_encoder_2_ =
           load_weights(text::CLIPTextModelWithProjection<T, D>(text::load_clip_text_config(p.config("text_encoder_2"))),
-                       p, "text_encoder_2", options);
+                       weights("text_encoder_2"));
       const auto it = p.options().find("force_zeros_for_empty_prompt");
       sd.force_zeros_ = it == p.options().end() || it->second.is_null() || it->second.get<bool>();
     }
@@ -114,7 +139,7 @@ class StableDiffusion {
     const auto unet_json = io::parse_json(io::read_file_text(p.config("unet")), p.config("unet").string());
     if (unet_json.contains("sample_size") && unet_json["sample_size"].is_number_integer())
       sd.sample_size_ = unet_json["sample_size"].get<std::int64_t>();
-    sd.unet_ = load_weights(UNet2DCondition<T, D>(sd.unet_config_), p, "unet", options);
+    sd.unet_ = load_weights(UNet2DCondition<T, D>(sd.unet_config_), weights("unet"));
     const auto vae_path = p.config("vae");
     const auto vae_config = io::in_config_file(vae_path, [&] {
       auto c = io::from_json<AutoencoderKLConfig>(io::parse_json(io::read_file_text(vae_path), vae_path.string()),
@@ -122,7 +147,7 @@ class StableDiffusion {
       model::validate(c);
       return c;
     });
-    sd.vae_ = load_weights(AutoencoderKL<T, D>(vae_config), p, "vae", options);
+    sd.vae_ = load_weights(AutoencoderKL<T, D>(vae_config), weights("vae"));
     sd.scheduler_ =
         diffusion::load_scheduler_config(p.config("scheduler").string(), options.scheduler, options.ddim_eta);
     const bool xl_unet = sd.unet_config_.text_time.has_value();
@@ -265,11 +290,12 @@ class StableDiffusion {
   }
 
  private:
-  template <class M>
-  static M load_weights(M model, const io::DiffusersPipeline& p, const std::string& component,
-                        const PipelineLoadOptions& options) {
-    const auto store = p.weights(component, options.variant);
-    io::load_state_dict(model, store);
+  template <class M, class Store>
+  static M load_weights(M model, const Store& store) {
+    if constexpr (requires { *store; })
+      io::load_state_dict(model, *store);  // a pointer to a store
+    else
+      io::load_state_dict(model, store.get());  // a reference wrapper
     return model;
   }
 

@@ -82,3 +82,21 @@ TEST_CASE("generate: settings are checked by name; sizes follow the checkpoint")
   CHECK_THROWS_WITH_AS((void)model::StableDiffusion<float>::load(dir + "absent"),
                        doctest::Contains("no such directory"), input_error);
 }
+
+TEST_CASE("a single-file checkpoint with its pipeline folder's configs generates what the folder generates") {
+  model::PipelineLoadOptions options;
+  CHECK_THROWS_WITH_AS((void)model::StableDiffusion<double>::load(dir + "tiny_sd15.single.safetensors", options),
+                       doctest::Contains("needs the pipeline folder"), input_error);
+  options.config_folder = dir + "tiny_sd15";
+  auto single = model::StableDiffusion<double>::load(dir + "tiny_sd15.single.safetensors", options);
+  auto folder = model::StableDiffusion<double>::load(dir + "tiny_sd15");
+  model::GenerationSettings s;
+  s.prompts = {"a photo of a red dress"};
+  s.steps = 3;
+  s.guidance = 5.0;
+  Generator g1{5, 0}, g2{5, 0};
+  const auto a = single.generate(s, g1);
+  const auto b = folder.generate(s, g2);
+  CHECK(max_abs_diff<double>(a.view(), b.view()) == 0.0);
+  CHECK(max_abs(a) > 0.0);
+}
