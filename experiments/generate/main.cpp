@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Experiment generate: text to image with a Stable Diffusion 1.x/2.x or SDXL checkpoint (a diffusers pipeline
 // folder), optionally with a LoRA (an SPO LoRA, for instance) merged at a scale.
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -103,6 +105,9 @@ int main(int argc, char** argv) try {
   load.scheduler = scheduler;
   if (config) load.config_folder = *config;
   std::cerr << "loading " << model << "\n";
+  using clock = std::chrono::steady_clock;
+  auto seconds = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+  const auto t_load = clock::now();
   auto sd = Pipeline::load(model, load);
   const bool xl = sd.kind() == spo::model::PipelineKind::sdxl;
   if (lora) {
@@ -124,7 +129,17 @@ int main(int argc, char** argv) try {
 
   spo::Generator gen{seed, 0};
   spo::io::ProgressBar bar("generate", s.steps);
-  const auto images = sd.generate(s, gen, [&](int step, int) { bar.update(step); });
+  const auto t_encode = clock::now();
+  const auto embeddings = sd.encode_prompt(s.prompts, s.negative_prompts);
+  const auto t_denoise = clock::now();
+  const auto latents =
+      sd.denoise(sd.initial_latents(s, gen), embeddings, s, gen, [&](int step, int) { bar.update(step); });
+  const auto t_decode = clock::now();
+  const auto images = sd.decode(latents);
+  const auto t_end = clock::now();
+  std::fprintf(stderr, "timing: load %.2f s, encode %.2f s, denoise %.2f s (%.3f s per step), decode %.2f s\n",
+               seconds(t_load, t_encode), seconds(t_encode, t_denoise), seconds(t_denoise, t_decode),
+               seconds(t_denoise, t_decode) / s.steps, seconds(t_decode, t_end));
 
   const std::string sched_name =
       std::visit([](const auto& x) { return std::string(std::decay_t<decltype(x)>::class_name); }, sd.scheduler());

@@ -26,6 +26,7 @@
 #include "spo/model/diffusers_unet_config.hpp"
 #include "spo/model/unet_2d_condition.hpp"
 #include "spo/nn/grad_mode.hpp"
+#include "spo/nn/parameter.hpp"
 #include "spo/tensor/ops.hpp"
 #include "spo/text/clip_text_model.hpp"
 #include "spo/text/clip_tokenizer.hpp"
@@ -107,6 +108,7 @@ class StableDiffusion {
   static StableDiffusion load_from(const io::DiffusersPipeline& p, const PipelineLoadOptions& options,
                                    Weights&& weights) {
     const std::filesystem::path folder = p.root();
+    nn::frozen_parameters_guard frozen;  // inference only: no gradient memory
     StableDiffusion sd;
     if (p.class_name() == "StableDiffusionPipeline")
       sd.kind_ = PipelineKind::sd;

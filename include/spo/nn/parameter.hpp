@@ -10,6 +10,23 @@
 
 namespace spo::nn {
 
+namespace detail {
+inline thread_local bool construct_frozen = false;
+}  // namespace detail
+
+/// While alive, Parameters constructed on this thread are frozen and hold no gradient memory: models built for
+/// inference only (a Stable Diffusion pipeline) take half the memory. set_trainable(true) gives one its gradient.
+class frozen_parameters_guard {
+ public:
+  frozen_parameters_guard() : previous_(detail::construct_frozen) { detail::construct_frozen = true; }
+  ~frozen_parameters_guard() { detail::construct_frozen = previous_; }
+  frozen_parameters_guard(const frozen_parameters_guard&) = delete;
+  frozen_parameters_guard& operator=(const frozen_parameters_guard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 /*!
   WHAT THIS REPRESENTS
     One learnable tensor. Backward passes accumulate (+=) into grad only when trainable; a frozen parameter
@@ -22,7 +39,10 @@ struct Parameter {
   bool trainable = true;
 
   Parameter() = default;
-  explicit Parameter(Shape shape) : value(shape), grad(shape) {}
+  explicit Parameter(Shape shape)
+      : value(shape),
+        grad(detail::construct_frozen ? Tensor<T, D>() : Tensor<T, D>(shape)),
+        trainable(!detail::construct_frozen) {}
 
   const Shape& shape() const { return value.shape(); }
   void zero_grad() {

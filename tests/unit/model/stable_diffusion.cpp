@@ -67,6 +67,15 @@ TEST_CASE_TEMPLATE("a whole tiny SD 1.5 and SDXL pipeline gives diffusers' laten
 TEST_CASE("generate: settings are checked by name; sizes follow the checkpoint") {
   auto sd = model::StableDiffusion<float>::load(dir + "tiny_sd15");
   CHECK(sd.default_size() == 16);
+  std::size_t frozen = 0, all = 0;
+  sd.unet().visit_parameters(
+      [&](std::string_view, auto& p) {
+        ++all;
+        frozen += !p.trainable && p.grad.numel() == 0;
+      },
+      {});
+  CHECK(all > 50);
+  CHECK(frozen == all);  // inference weights hold no gradient memory
   model::GenerationSettings s;
   s.prompts = {"a red dress"};
   s.steps = 2;
