@@ -17,6 +17,7 @@
 #include "spo/diffusion/pndm.hpp"
 #include "spo/diffusion/prediction.hpp"
 #include "spo/diffusion/sampler_policy.hpp"
+#include "spo/diffusion/sampling_loop.hpp"
 #include "spo/diffusion/scheduler_config.hpp"
 #include "spo/diffusion/scheduler_json.hpp"
 #include "spo/diffusion/sigma_schedule.hpp"

@@ -15,6 +15,7 @@
 
 #include "spo/core/error.hpp"
 #include "spo/core/rng.hpp"
+#include "spo/diffusion/sampling_loop.hpp"
 #include "spo/diffusion/scheduler_json.hpp"
 #include "spo/io/config.hpp"
 #include "spo/io/diffusers_pipeline.hpp"
@@ -217,24 +218,18 @@ class StableDiffusion {
         for (int k = 0; k < 6; ++k) added.time_ids[r * 6 + k] = ids[k];
       }
     }
+    auto model = [&](const tensor& scaled, double t) {
+      const tensor input = concat_rows(scaled, scaled);  // [2B, C, h, w]
+      tensor steps_t(Shape{2 * b});                      // [2B]
+      fill(steps_t.view(), static_cast<T>(t));
+      const tensor out = kind_ == PipelineKind::sdxl ? unet_.forward(input, steps_t, context, added)
+                                                     : unet_.forward(input, steps_t, context);  // [2B, C, h, w]
+      return guide(out, b, s.guidance);                                                         // [B, C, h, w]
+    };
+    const diffusion::StepNoise<T, D> noise(gen);
     return std::visit(
         [&](auto& sched) {
-          sched.set_timesteps(s.steps);
-          const auto ts = sched.timesteps();
-          const diffusion::StepNoise<T, D> noise(gen);
-          for (std::size_t i = 0; i < ts.size(); ++i) {
-            const double t = ts[i];
-            const tensor scaled = sched.scale_model_input(latents, t);  // [B, C, h, w]
-            const tensor input = concat_rows(scaled, scaled);           // [2B, C, h, w]
-            tensor steps_t(Shape{2 * b});                               // [2B]
-            fill(steps_t.view(), static_cast<T>(t));
-            const tensor out = kind_ == PipelineKind::sdxl ? unet_.forward(input, steps_t, context, added)
-                                                           : unet_.forward(input, steps_t, context);  // [2B, C, h, w]
-            const tensor guided = guide(out, b, s.guidance);                                          // [B, C, h, w]
-            latents = sched.step(guided, t, latents, noise);
-            if (progress) progress(static_cast<int>(i) + 1, static_cast<int>(ts.size()));
-          }
-          return latents;
+          return diffusion::sample<T, D>(sched, s.steps, std::move(latents), model, noise, progress);
         },
         scheduler_);
   }
