@@ -55,11 +55,11 @@ struct UNetConfig {
   std::int64_t norm_num_groups = 32;
   double norm_eps = 1e-5;
   bool use_linear_projection = false;
-  std::optional<std::vector<std::int64_t>> level_attention_heads;
-  std::optional<std::vector<std::int64_t>> transformer_layers_per_block;
-  std::optional<bool> flip_sin_to_cos;
-  std::optional<double> freq_shift;
-  std::optional<TextTimeConfig> text_time;
+  std::optional<std::vector<std::int64_t>> level_attention_heads{};
+  std::optional<std::vector<std::int64_t>> transformer_layers_per_block{};
+  std::optional<bool> flip_sin_to_cos{};
+  std::optional<double> freq_shift{};
+  std::optional<TextTimeConfig> text_time{};
 
   /// Heads of the attentions at down level i (and its mirrored up level); the mid block uses level L-1.
   std::int64_t heads(std::size_t level) const {

@@ -9,6 +9,7 @@
 #include "spo/tensor/cpu/conv2d.hpp"
 #include "spo/tensor/cuda/cudnn.hpp"
 #include "spo/tensor/cuda/kernels.hpp"
+#include "spo/tensor/cuda/layout.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/ops.hpp"
 #include "spo/tensor/tensor.hpp"
