@@ -12,6 +12,7 @@
 #include "spo/diffusion/concepts.hpp"
 #include "spo/diffusion/ddim.hpp"
 #include "spo/diffusion/thresholding.hpp"
+#include "spo/diffusion/timesteps.hpp"
 
 namespace spo::diffusion {
 
@@ -104,14 +105,7 @@ class DdimSampling {
   }
 
  private:
-  void check_timestep(double t) const {
-    SPO_CHECK(!timesteps_.empty(), class_name << ": set_timesteps() must be called first");
-    SPO_CHECK(step_index_ < static_cast<int>(timesteps_.size()),
-              class_name << ": all " << timesteps_.size() << " steps are done; call set_timesteps() again");
-    SPO_CHECK(t == timesteps_[static_cast<std::size_t>(step_index_)],
-              class_name << ": timestep " << t << " is not the current one ("
-                         << timesteps_[static_cast<std::size_t>(step_index_)] << ", step " << step_index_ << ")");
-  }
+  void check_timestep(double t) const { check_current_timestep(class_name, timesteps_, step_index_, t); }
 
   DdimSamplingConfig config_;
   std::variant<Ddim<TrainedBetas, EpsilonPrediction>, Ddim<TrainedBetas, VPrediction>,

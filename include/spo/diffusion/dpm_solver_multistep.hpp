@@ -162,14 +162,7 @@ class DpmSolverMultistep {
   }
 
  private:
-  void check_timestep(double t) const {
-    SPO_CHECK(!timesteps_.empty(), class_name << ": set_timesteps() must be called first");
-    SPO_CHECK(step_index_ < static_cast<int>(timesteps_.size()),
-              class_name << ": all " << timesteps_.size() << " steps are done; call set_timesteps() again");
-    SPO_CHECK(t == timesteps_[static_cast<std::size_t>(step_index_)],
-              class_name << ": timestep " << t << " is not the current one ("
-                         << timesteps_[static_cast<std::size_t>(step_index_)] << ", step " << step_index_ << ")");
-  }
+  void check_timestep(double t) const { check_current_timestep(class_name, timesteps_, step_index_, t); }
 
   DpmSolverConfig config_;
   int num_train_ = 0;

@@ -42,11 +42,7 @@ class EulerAncestral {
   template <Scalar T, Device D>
   Tensor<T, D> scale_model_input(const Tensor<T, D>& x, double t) const {
     static_assert(std::same_as<D, cpu>, "EulerAncestral is implemented for spo::cpu tensors only");
-    const double sigma = sigmas_.current_sigma(t, class_name);
-    const double c = std::sqrt(sigma * sigma + 1.0);
-    auto out = Tensor<T, D>::uninitialized(x.shape());  // x.shape
-    for (std::int64_t i = 0; i < x.numel(); ++i) out[i] = static_cast<T>(static_cast<double>(x[i]) / c);
-    return out;
+    return sigmas_.scale_model_input(x, t, class_name);
   }
 
   template <Scalar T, Device D>

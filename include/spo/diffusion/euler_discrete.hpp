@@ -74,6 +74,16 @@ class EulerSigmas {
   int step_index() const { return step_index_; }
   void advance() { ++step_index_; }
 
+  /// x / sqrt(sigma_t^2 + 1): the model input at timestep t (Ref: EulerDiscreteScheduler.scale_model_input).
+  template <Scalar T>
+  Tensor<T, cpu> scale_model_input(const Tensor<T, cpu>& x, double t, std::string_view who) const {
+    const double sigma = current_sigma(t, who);
+    const double c = std::sqrt(sigma * sigma + 1.0);
+    auto out = Tensor<T, cpu>::uninitialized(x.shape());  // x.shape
+    for (std::int64_t i = 0; i < x.numel(); ++i) out[i] = static_cast<T>(static_cast<double>(x[i]) / c);
+    return out;
+  }
+
   /// max sigma, or sqrt(max^2 + 1) for leading spacing (the latents are x_T / sqrt(abar) there).
   double init_noise_sigma() const {
     SPO_CHECK(!sigmas_.empty(), "Euler scheduler: set_timesteps() must be called first");
@@ -139,11 +149,7 @@ class EulerDiscrete {
   template <Scalar T, Device D>
   Tensor<T, D> scale_model_input(const Tensor<T, D>& x, double t) const {
     static_assert(std::same_as<D, cpu>, "EulerDiscrete is implemented for spo::cpu tensors only");
-    const double sigma = sigmas_.current_sigma(t, class_name);
-    const double c = std::sqrt(sigma * sigma + 1.0);
-    auto out = Tensor<T, D>::uninitialized(x.shape());  // x.shape
-    for (std::int64_t i = 0; i < x.numel(); ++i) out[i] = static_cast<T>(static_cast<double>(x[i]) / c);
-    return out;
+    return sigmas_.scale_model_input(x, t, class_name);
   }
 
   template <Scalar T, Device D>

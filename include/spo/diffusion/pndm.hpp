@@ -125,14 +125,7 @@ class Pndm {
   }
 
  private:
-  void check_timestep(double t) const {
-    SPO_CHECK(!timesteps_.empty(), class_name << ": set_timesteps() must be called first");
-    SPO_CHECK(counter_ < static_cast<int>(timesteps_.size()),
-              class_name << ": all " << timesteps_.size() << " steps are done; call set_timesteps() again");
-    SPO_CHECK(t == timesteps_[static_cast<std::size_t>(counter_)],
-              class_name << ": timestep " << t << " is not the current one ("
-                         << timesteps_[static_cast<std::size_t>(counter_)] << ", step " << counter_ << ")");
-  }
+  void check_timestep(double t) const { check_current_timestep(class_name, timesteps_, counter_, t); }
 
   PndmConfig config_;
   NoiseSchedule schedule_;

@@ -69,4 +69,15 @@ inline std::vector<std::int64_t> make_timesteps(TimestepSpacing spacing, int num
   return ts;
 }
 
+/// The check of an inference scheduler's step: set_timesteps was called, steps remain, and `t` is the timestep of
+/// step `index` (an spo::error naming the scheduler `who` otherwise).
+inline void check_current_timestep(std::string_view who, const std::vector<double>& timesteps, int index, double t) {
+  SPO_CHECK(!timesteps.empty(), who << ": set_timesteps() must be called first");
+  SPO_CHECK(index < static_cast<int>(timesteps.size()),
+            who << ": all " << timesteps.size() << " steps are done; call set_timesteps() again");
+  SPO_CHECK(t == timesteps[static_cast<std::size_t>(index)], who << ": timestep " << t << " is not the current one ("
+                                                                 << timesteps[static_cast<std::size_t>(index)]
+                                                                 << ", step " << index << ")");
+}
+
 }  // namespace spo::diffusion

@@ -94,12 +94,7 @@ class MappedSafetensors {
 
   bool contains(std::string_view name) const { return entries_.find(name) != entries_.end(); }
   std::size_t size() const { return entries_.size(); }
-  std::vector<std::string> names() const {
-    std::vector<std::string> out;
-    out.reserve(entries_.size());
-    for (const auto& [k, unused] : entries_) out.push_back(k);
-    return out;
-  }
+  std::vector<std::string> names() const { return detail::keys_of(entries_); }
   TensorBytes bytes(std::string_view name) const {
     const Entry& e = entry(name);
     return {e.dtype, e.shape, {base_ + data_begin_ + e.begin, static_cast<std::size_t>(e.end - e.begin)}};

@@ -86,6 +86,17 @@ inline std::string shape_string(std::span<const std::int64_t> shape) {
   return os.str();
 }
 
+namespace detail {
+/// The keys of a map, in its order (the names() of the tensor stores).
+template <class Map>
+std::vector<std::string> keys_of(const Map& m) {
+  std::vector<std::string> out;
+  out.reserve(m.size());
+  for (const auto& [k, unused] : m) out.push_back(k);
+  return out;
+}
+}  // namespace detail
+
 /// One stored tensor: element type, shape (rank 0 = one element; any rank) and little-endian row-major bytes.
 struct StoredTensor {
   Dtype dtype = Dtype::f32;
@@ -317,12 +328,7 @@ class NamedTensors {
   }
   const map_type& tensors() const { return tensors_; }
   /// The names, sorted.
-  std::vector<std::string> names() const {
-    std::vector<std::string> out;
-    out.reserve(tensors_.size());
-    for (const auto& [k, unused] : tensors_) out.push_back(k);
-    return out;
-  }
+  std::vector<std::string> names() const { return detail::keys_of(tensors_); }
   /// The stored bytes of `name` (an error naming it when absent).
   TensorBytes bytes(std::string_view name) const { return bytes_of(at(name)); }
 

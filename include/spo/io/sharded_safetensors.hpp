@@ -39,12 +39,7 @@ class ShardedSafetensors {
 
   bool contains(std::string_view name) const { return owner_.find(name) != owner_.end(); }
   std::size_t size() const { return owner_.size(); }
-  std::vector<std::string> names() const {
-    std::vector<std::string> out;
-    out.reserve(owner_.size());
-    for (const auto& [k, unused] : owner_) out.push_back(k);
-    return out;
-  }
+  std::vector<std::string> names() const { return detail::keys_of(owner_); }
   TensorBytes bytes(std::string_view name) const { return shard_of(name).bytes(name); }
   void release(std::string_view name) const { shard_of(name).release(name); }
   /// The files, in the order the index first names them.

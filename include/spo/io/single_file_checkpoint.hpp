@@ -67,12 +67,7 @@ class SingleFileComponent {
 
   bool contains(std::string_view name) const { return entries_.find(name) != entries_.end(); }
   std::size_t size() const { return entries_.size(); }
-  std::vector<std::string> names() const {
-    std::vector<std::string> out;
-    out.reserve(entries_.size());
-    for (const auto& [k, unused] : entries_) out.push_back(k);
-    return out;
-  }
+  std::vector<std::string> names() const { return detail::keys_of(entries_); }
   TensorBytes bytes(std::string_view name) const {
     const Entry& e = entry(name);
     return {e.dtype, e.shape, e.transposed ? std::span<const std::byte>(e.owned) : e.data};

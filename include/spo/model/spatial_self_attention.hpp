@@ -19,7 +19,7 @@ namespace spo::model {
       t = group_norm(x) as tokens [B, HW, C];  q, k, v = to_q(t), to_k(t), to_v(t)   (with biases)
       y = x + to_out.0(concat_h softmax(q_h k_h^T / sqrt(C/heads)) v_h) as [B, C, H, W]
     Keys: group_norm.{weight,bias} [C], to_q/to_k/to_v/to_out.0.{weight [C, C], bias [C]}. The VAE uses one head
-    (attention_head_dim = C). The core is the device's attention_forward kernel (no [B, H, N, N] tensor).
+    (attention_head_dim = C). The core is nn::Attention with biased q/k/v (no [B, H, N, N] tensor).
   REQUIRES
     C % groups == 0, C % heads == 0.
   ENSURES
@@ -34,45 +34,21 @@ class SpatialSelfAttention {
 
   SpatialSelfAttention() = default;
   SpatialSelfAttention(std::int64_t channels, std::int64_t heads, std::int64_t groups, double eps)
-      : channels_(channels),
-        heads_(heads),
-        group_norm_(groups, channels, eps),
-        to_q_(channels, channels),
-        to_k_(channels, channels),
-        to_v_(channels, channels),
-        to_out_(channels, channels) {
+      : channels_(channels), heads_(heads), group_norm_(groups, channels, eps) {
     SPO_CHECK(heads >= 1 && channels % heads == 0,
               "SpatialSelfAttention: " << channels << " channels are not divisible by " << heads << " heads");
+    attention_ = nn::Attention<T, D>(channels, heads, channels / heads, 0, {.qkv_bias = true});
   }
 
-  void reset_parameters(Generator& gen) {
-    to_q_.reset_parameters(gen);
-    to_k_.reset_parameters(gen);
-    to_v_.reset_parameters(gen);
-    to_out_.reset_parameters(gen);
-  }
+  void reset_parameters(Generator& gen) { attention_.reset_parameters(gen); }
 
   tensor forward(const tensor& x) {
     SPO_CHECK(x.rank() == 4 && x.size(1) == channels_, "SpatialSelfAttention(" << channels_ << "): input shape "
                                                                                << x.shape() << " is not [B, "
                                                                                << channels_ << ", H, W]");
     nn::no_grad_guard no_grad;
-    const std::int64_t b = x.size(0), h = x.size(2), w = x.size(3), n = h * w;
-    tensor t = nchw_to_tokens(group_norm_.forward(x));  // [B, HW, C]
-    tensor q = to_q_.forward(t);                        // [B, HW, C]
-    tensor k = to_k_.forward(t);                        // [B, HW, C]
-    tensor v = to_v_.forward(t);                        // [B, HW, C]
-    t = tensor();
-    auto o = tensor::uninitialized(Shape{b, n, channels_});  // [B, HW, C]
-    auto lse = tensor::uninitialized(Shape{b, heads_, n});   // [B, heads, HW]
-    const std::int64_t dim_head = channels_ / heads_;
-    attention_forward(cpu_kernels::AttentionShape{b, heads_, n, n, dim_head}, q, k, v, o, lse,
-                      T(1) / std::sqrt(static_cast<T>(dim_head)));
-    q = tensor();
-    k = tensor();
-    v = tensor();
-    lse = tensor();
-    tensor y = tokens_to_nchw(to_out_.forward(o), h, w);  // [B, C, H, W]
+    const std::int64_t h = x.size(2), w = x.size(3);
+    tensor y = tokens_to_nchw(attention_.forward(nchw_to_tokens(group_norm_.forward(x))), h, w);  // [B, C, H, W]
     add_inplace(y, x);
     return y;
   }
@@ -80,16 +56,13 @@ class SpatialSelfAttention {
   template <class F>
   void visit_parameters(F&& f, std::string_view prefix) {
     group_norm_.visit_parameters(f, nn::join_name(prefix, "group_norm"));
-    to_q_.visit_parameters(f, nn::join_name(prefix, "to_q"));
-    to_k_.visit_parameters(f, nn::join_name(prefix, "to_k"));
-    to_v_.visit_parameters(f, nn::join_name(prefix, "to_v"));
-    to_out_.visit_parameters(f, nn::join_name(prefix, "to_out.0"));
+    attention_.visit_parameters(f, prefix);
   }
 
  private:
   std::int64_t channels_ = 0, heads_ = 1;
   nn::GroupNorm<T, D> group_norm_;
-  nn::Linear<T, D> to_q_, to_k_, to_v_, to_out_;
+  nn::Attention<T, D> attention_;  // one biased q/k/v/out set under to_q ... to_out.0
 };
 
 }  // namespace spo::model

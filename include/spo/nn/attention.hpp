@@ -66,6 +66,21 @@ void accumulate_sum(Tensor<T, cpu>& acc, const Tensor<T, cpu>& a, const Tensor<T
 
 namespace spo::nn {
 
+/// The parameter keys of an attention's four projections: diffusers' (to_q, to_k, to_v, to_out.0) or
+/// transformers' CLIP (q_proj, k_proj, v_proj, out_proj).
+struct AttentionKeys {
+  std::string_view q = "to_q", k = "to_k", v = "to_v", out = "to_out.0";
+};
+inline constexpr AttentionKeys clip_attention_keys{"q_proj", "k_proj", "v_proj", "out_proj"};
+
+/// What varies between the attentions of the models spo reads: biases of q/k/v (CLIP, the SD VAE), a causal mask
+/// (CLIP's text transformer: query i sees keys j <= i) and the key names.
+struct AttentionOptions {
+  bool qkv_bias = false;
+  bool causal = false;
+  AttentionKeys keys{};
+};
+
 /*!
   WHAT THIS REPRESENTS
     y = to_out.0(concat_h softmax(q_h k_h^T * dim_head^-0.5) v_h), q = to_q(x), k = to_k(context), v = to_v(context),
@@ -73,6 +88,7 @@ namespace spo::nn {
     Ref: diffusers 0.26 models/attention_processor.py, Attention + AttnProcessor (to_out.1 is dropout: no
     parameters, identity here). Keys: to_q.weight, to_k.weight, to_v.weight [inner, in], to_out.0.weight
     [query_dim, inner], to_out.0.bias, inner = heads * dim_head.
+    AttentionOptions add biases to q/k/v, the causal mask and other key names (CLIP's q_proj ... out_proj).
     Proj is the projection layer type, constructed as Proj(in, out, bias), e.g. Linear<T, D> or LoRA<Linear<T, D>>.
     The core runs in the device's attention kernels (spo::kernels): no [B, H, N, M] tensor is kept; backward keeps
     q, k, v, the core output and the row logsumexp [B, H, N].
@@ -99,14 +115,16 @@ class Attention {
 
   Attention() = default;
   /// context_dim = 0 means query_dim (diffusers: cross_attention_dim=None).
-  Attention(std::int64_t query_dim, std::int64_t heads, std::int64_t dim_head, std::int64_t context_dim = 0)
+  Attention(std::int64_t query_dim, std::int64_t heads, std::int64_t dim_head, std::int64_t context_dim = 0,
+            AttentionOptions options = {})
       : query_dim_(query_dim),
         context_dim_(context_dim == 0 ? query_dim : context_dim),
         heads_(heads),
         dim_head_(dim_head),
-        to_q_(query_dim, heads * dim_head, false),
-        to_k_(context_dim_, heads * dim_head, false),
-        to_v_(context_dim_, heads * dim_head, false),
+        options_(options),
+        to_q_(query_dim, heads * dim_head, options.qkv_bias),
+        to_k_(context_dim_, heads * dim_head, options.qkv_bias),
+        to_v_(context_dim_, heads * dim_head, options.qkv_bias),
         to_out_(heads * dim_head, query_dim, true) {
     SPO_CHECK(query_dim > 0 && heads > 0 && dim_head > 0 && context_dim >= 0,
               "Attention: invalid query_dim " << query_dim << ", heads " << heads << ", dim_head " << dim_head
@@ -162,10 +180,10 @@ class Attention {
 
   template <class F>
   void visit_parameters(F&& f, std::string_view prefix) {
-    to_q_.visit_parameters(f, join_name(prefix, "to_q"));
-    to_k_.visit_parameters(f, join_name(prefix, "to_k"));
-    to_v_.visit_parameters(f, join_name(prefix, "to_v"));
-    to_out_.visit_parameters(f, join_name(prefix, "to_out.0"));
+    to_q_.visit_parameters(f, join_name(prefix, options_.keys.q));
+    to_k_.visit_parameters(f, join_name(prefix, options_.keys.k));
+    to_v_.visit_parameters(f, join_name(prefix, options_.keys.v));
+    to_out_.visit_parameters(f, join_name(prefix, options_.keys.out));
   }
 
   Proj& to_q() { return to_q_; }
@@ -178,6 +196,7 @@ class Attention {
   std::int64_t heads() const { return heads_; }
   std::int64_t dim_head() const { return dim_head_; }
   std::int64_t inner_dim() const { return heads_ * dim_head_; }
+  const AttentionOptions& options() const { return options_; }
   /// dim_head^-0.5 (diffusers: scale_qk with scale=None).
   T scale() const { return T(1) / std::sqrt(static_cast<T>(dim_head_)); }
 
@@ -206,7 +225,7 @@ class Attention {
     tensor v = to_v_.forward(context);                          // [B, M, inner]
     auto o = tensor::uninitialized(Shape{batch, n, inner});     // [B, N, inner]
     auto lse = tensor::uninitialized(Shape{batch, heads_, n});  // [B, H, N]
-    const cpu_kernels::AttentionShape s{batch, heads_, n, m, dim_head_};
+    const cpu_kernels::AttentionShape s{batch, heads_, n, m, dim_head_, options_.causal};
     attention_forward(s, q, k, v, o, lse, scale());
     tensor y = to_out_.forward(o);  // [B, N, query_dim]
     if (grad_enabled()) {
@@ -246,6 +265,7 @@ class Attention {
   }
 
   std::int64_t query_dim_ = 0, context_dim_ = 0, heads_ = 1, dim_head_ = 1;
+  AttentionOptions options_;
   Proj to_q_, to_k_, to_v_, to_out_;
   Mode mode_ = Mode::none;
   cpu_kernels::AttentionShape shape_;

@@ -165,109 +165,19 @@ inline std::int64_t clip_pool_index(std::span<const std::int32_t> row, const CLI
   return eos == row.end() ? 0 : eos - row.begin();
 }
 
-/*!
-  WHAT THIS REPRESENTS
-    transformers' CLIPAttention with the causal mask of the text transformer:
-      y = out_proj(concat_h softmax(q_h k_h^T / sqrt(head_dim) + mask) v_h),  q, k, v = {q,k,v}_proj(x)
-    mask = -inf above the diagonal (key j > query i) when causal. Keys q_proj, k_proj, v_proj, out_proj
-    (.weight [W, W], .bias [W]). Input [B, L, W]. The core runs in the device's attention kernels with
-    AttentionShape::causal; backward keeps q, k, v, the core output and the row logsumexp.
-!*/
+/// transformers' CLIPAttention: nn::Attention with biased q/k/v projections under the keys q_proj, k_proj, v_proj,
+/// out_proj, and (in the text transformer) the causal mask.
 template <Scalar T, Device D = cpu>
-class CLIPAttention {
- public:
-  using scalar_type = T;
-  using device_type = D;
-  using tensor = Tensor<T, D>;
+using CLIPAttention = nn::Attention<T, D>;
 
-  CLIPAttention() = default;
-  CLIPAttention(std::int64_t width, std::int64_t heads, bool causal = true)
-      : width_(width),
-        heads_(heads),
-        causal_(causal),
-        q_proj_(width, width),
-        k_proj_(width, width),
-        v_proj_(width, width),
-        out_proj_(width, width) {
-    SPO_CHECK(width > 0 && heads > 0 && width % heads == 0,
-              "CLIPAttention: width " << width << " is not a positive multiple of " << heads << " heads");
-  }
-
-  void reset_parameters(Generator& gen) {
-    q_proj_.reset_parameters(gen);
-    k_proj_.reset_parameters(gen);
-    v_proj_.reset_parameters(gen);
-    out_proj_.reset_parameters(gen);
-  }
-
-  tensor forward(const tensor& x) {
-    SPO_CHECK(x.rank() == 3 && x.size(2) == width_,
-              "CLIPAttention(" << width_ << "): input shape " << x.shape() << " must be [B, L, " << width_ << "]");
-    const std::int64_t batch = x.size(0), length = x.size(1);
-    tensor q = q_proj_.forward(x);                                   // [B, L, W]
-    tensor k = k_proj_.forward(x);                                   // [B, L, W]
-    tensor v = v_proj_.forward(x);                                   // [B, L, W]
-    auto o = tensor::uninitialized(x.shape());                       // [B, L, W]
-    auto lse = tensor::uninitialized(Shape{batch, heads_, length});  // [B, H, L]
-    const cpu_kernels::AttentionShape s{batch, heads_, length, length, width_ / heads_, causal_};
-    attention_forward(s, q, k, v, o, lse, scale());
-    tensor y = out_proj_.forward(o);  // [B, L, W]
-    if (nn::grad_enabled()) {
-      shape_ = s;
-      q_ = std::move(q);
-      k_ = std::move(k);
-      v_ = std::move(v);
-      o_ = std::move(o);
-      lse_ = std::move(lse);
-    } else {
-      release();
-    }
-    return y;
-  }
-
-  tensor backward(const tensor& dy) {
-    SPO_CHECK(!q_.empty(), "CLIPAttention::backward without a forward in grad mode");
-    check_same_shape(dy.shape(), q_.shape(), "CLIPAttention::backward (gradient vs output)");
-    tensor d_o = out_proj_.backward(dy);  // [B, L, W]
-    auto dq = tensor::uninitialized(q_.shape()), dk = tensor::uninitialized(k_.shape()),
-         dv = tensor::uninitialized(v_.shape());  // [B, L, W] x3
-    attention_backward(shape_, q_, k_, v_, o_, d_o, lse_, dq, dk, dv, scale());
-    release();
-    tensor dx = q_proj_.backward(dq);    // [B, L, W]
-    tensor dx_k = k_proj_.backward(dk);  // [B, L, W]
-    tensor dx_v = v_proj_.backward(dv);  // [B, L, W]
-    accumulate_sum(dx, dx_k, dx_v);
-    return dx;
-  }
-
-  template <class F>
-  void visit_parameters(F&& f, std::string_view prefix) {
-    q_proj_.visit_parameters(f, nn::join_name(prefix, "q_proj"));
-    k_proj_.visit_parameters(f, nn::join_name(prefix, "k_proj"));
-    v_proj_.visit_parameters(f, nn::join_name(prefix, "v_proj"));
-    out_proj_.visit_parameters(f, nn::join_name(prefix, "out_proj"));
-  }
-
-  bool causal() const { return causal_; }
-  std::int64_t heads() const { return heads_; }
-  /// head_dim^-0.5 (transformers: self.scale).
-  T scale() const { return T(1) / std::sqrt(static_cast<T>(width_ / heads_)); }
-
- private:
-  void release() {
-    q_ = tensor();
-    k_ = tensor();
-    v_ = tensor();
-    o_ = tensor();
-    lse_ = tensor();
-  }
-
-  std::int64_t width_ = 0, heads_ = 1;
-  bool causal_ = true;
-  nn::Linear<T, D> q_proj_, k_proj_, v_proj_, out_proj_;
-  cpu_kernels::AttentionShape shape_;
-  tensor q_, k_, v_, o_, lse_;
-};
+/// CLIPAttention of `width` in `heads` heads, causal as CLIP's text transformer.
+template <Scalar T, Device D = cpu>
+CLIPAttention<T, D> clip_attention(std::int64_t width, std::int64_t heads, bool causal = true) {
+  SPO_CHECK(width > 0 && heads > 0 && width % heads == 0,
+            "CLIPAttention: width " << width << " is not a positive multiple of " << heads << " heads");
+  return CLIPAttention<T, D>(width, heads, width / heads, 0,
+                             {.qkv_bias = true, .causal = causal, .keys = nn::clip_attention_keys});
+}
 
 /*!
   WHAT THIS REPRESENTS
@@ -287,7 +197,7 @@ class CLIPEncoderLayer {
   explicit CLIPEncoderLayer(const CLIPTextConfig& c)
       : act_(c.hidden_act),
         layer_norm1_(c.hidden_size, c.layer_norm_eps),
-        self_attn_(c.hidden_size, c.num_attention_heads, true),
+        self_attn_(clip_attention<T, D>(c.hidden_size, c.num_attention_heads)),
         layer_norm2_(c.hidden_size, c.layer_norm_eps),
         fc1_(c.hidden_size, c.intermediate_size),
         fc2_(c.intermediate_size, c.hidden_size) {}

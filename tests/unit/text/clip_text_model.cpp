@@ -237,7 +237,7 @@ TEST_CASE("CLIP text encoders name the tensor or token that does not fit") {
 TEST_CASE("CLIP attention and encoder layer gradients match finite differences (causal and not, both activations)") {
   Generator g{31, 0};
   for (bool causal : {true, false}) {
-    text::CLIPAttention<double> attn(8, 2, causal);
+    auto attn = text::clip_attention<double>(8, 2, causal);
     attn.reset_parameters(g);
     auto r = testing::gradcheck(attn, randn<double>(Shape{2, 5, 8}, g));
     INFO("seed 31, causal " << causal << "\n" << r.report << r.worst);
