@@ -3,11 +3,11 @@
 // with random weights come from tools/reference/full_size_pipelines.py): one sampling step (the UNet on the
 // [uncond; cond] batch of 2, guidance and the scheduler step), the VAE decode of one latent, and the prompt
 // encoding. The diffusers peer is bench/diffusers_sd_peer.py; bench/run_sd_pipeline.sh runs both.
-#include <benchmark/benchmark.h>
-
 #include <cstdlib>
 #include <memory>
 #include <string>
+
+#include <benchmark/benchmark.h>
 
 #include "spo/model/stable_diffusion.hpp"
 
