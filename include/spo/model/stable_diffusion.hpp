@@ -234,8 +234,10 @@ class StableDiffusion {
         scheduler_);
   }
 
-  /// The image of `latents` in [0, 1]: [B, 3, H, W].
+  /// The image of `latents` in [0, 1]: [B, 3, H, W]. The blocks the sampling loop left in the allocator's pools are
+  /// handed back first: the VAE's activations have other sizes, and both sets would otherwise stay resident.
   tensor decode(const tensor& latents) {
+    caching_allocator<D>::instance().release_all();
     tensor image = vae_.decode(latents);  // [B, 3, H, W] in about [-1, 1]
     for (std::int64_t i = 0; i < image.numel(); ++i) image[i] = std::clamp(image[i] / T(2) + T(0.5), T(0), T(1));
     return image;
