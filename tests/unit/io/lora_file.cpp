@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include "spo/io/mapped_safetensors.hpp"
+#include "spo/model/diffusers_unet_config.hpp"
 #include "spo/model/unet_2d_condition.hpp"
 #include "spo/nn/lora.hpp"
 
@@ -18,20 +19,9 @@ namespace {
 const std::string dir = std::string(SPO_TEST_DATA_DIR) + "/lora/";
 const std::vector<std::string> layouts{"diffusers", "attn_procs", "peft", "kohya", "kohya_sgm"};
 
+/// The UNet of base.safetensors: its diffusers config is in the metadata.
 model::UNetConfig base_config(const NamedTensors& base) {
-  const json c = json::parse(base.metadata.at("config"));
-  model::UNetConfig cfg;
-  cfg.in_channels = c["in_channels"];
-  cfg.out_channels = c["out_channels"];
-  cfg.block_out_channels = c["block_out_channels"].get<std::vector<std::int64_t>>();
-  cfg.attention.clear();
-  for (const auto& t : c["down_block_types"]) cfg.attention.push_back(t == "CrossAttnDownBlock2D");
-  cfg.layers_per_block = c["layers_per_block"];
-  cfg.attention_heads = c["attention_head_dim"];
-  cfg.cross_attention_dim = c["cross_attention_dim"];
-  cfg.norm_num_groups = c["norm_num_groups"];
-  cfg.use_linear_projection = c["use_linear_projection"];
-  return cfg;
+  return model::unet_config_from_diffusers(json::parse(base.metadata.at("config")));
 }
 
 template <class UNet>
