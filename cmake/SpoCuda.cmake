@@ -18,6 +18,17 @@ if(SPO_CUDNN_INCLUDE_DIR AND SPO_CUDNN_LIBRARY)
   target_link_libraries(spo_cudnn INTERFACE ${SPO_CUDNN_LIBRARY})
 endif()
 
+# NCCL ships with the CUDA toolkit (nccl.h, libnccl): the NCCL communicator (spo/dist/cuda/nccl_communicator.hpp,
+# SPO_WITH_NCCL) for programs that also link spo::mpi (rank 0's ncclUniqueId goes out over MPI).
+find_path(SPO_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+find_library(SPO_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR})
+if(SPO_NCCL_INCLUDE_DIR AND SPO_NCCL_LIBRARY)
+  add_library(spo_nccl INTERFACE)
+  target_include_directories(spo_nccl INTERFACE ${SPO_NCCL_INCLUDE_DIR})
+  target_link_libraries(spo_nccl INTERFACE ${SPO_NCCL_LIBRARY} CUDA::cudart)
+  target_compile_definitions(spo_nccl INTERFACE SPO_WITH_NCCL=1)
+endif()
+
 # spo_cuda_kernels: the device kernels instantiated for float and double (include/spo/<module>/cuda/instantiate/*.cu:
 # tensor, diffusion, optim, spm), so that everything above them (layers, models, trainers on spo::cuda) is plain C++
 # built by the host compiler against the declarations in include/spo/<module>/cuda/*.hpp.

@@ -8,3 +8,5 @@ find_package(ZLIB REQUIRED)
 find_package(PNG REQUIRED)
 find_package(OpenMP REQUIRED)
 find_package(dnnl CONFIG REQUIRED)
+# Optional: Open MPI (libopenmpi-dev) for data parallelism across processes and nodes (spo::mpi).
+find_package(MPI COMPONENTS CXX QUIET)

@@ -4,6 +4,10 @@ include(CMakePackageConfigHelpers)
 
 install(DIRECTORY include/spo DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS spo EXPORT spoTargets)
+if(TARGET spo_mpi)
+  install(TARGETS spo_mpi EXPORT spoMpiTargets)
+  install(EXPORT spoMpiTargets NAMESPACE spo:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/spo)
+endif()
 install(EXPORT spoTargets NAMESPACE spo:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/spo)
 configure_package_config_file(cmake/spoConfig.cmake.in ${CMAKE_CURRENT_BINARY_DIR}/spoConfig.cmake
                               INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/spo PATH_VARS CMAKE_INSTALL_INCLUDEDIR)

@@ -33,5 +33,8 @@ function(spo_add_experiment name)
     set_target_properties(${name} PROPERTIES OUTPUT_NAME ${arg_OUTPUT_NAME})
   endif()
   target_compile_definitions(${name} PRIVATE SPO_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  if(TARGET spo_mpi)  # every experiment can run data parallel under mpirun / srun
+    target_link_libraries(${name} PRIVATE spo_mpi)
+  endif()
   add_dependencies(experiments ${name})
 endfunction()

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libeigen3-dev libboost-dev nlohmann-json3-dev doctest-dev libbenchmark-dev
+  libopenmpi-dev openmpi-bin                 # data-parallel runs across processes (spo::mpi) and their tests
   zlib1g-dev libpng-dev libdnnl-dev ocl-icd-opencl-dev
   dataset-fashion-mnist
   clang-14 libclang-rt-14-dev libomp-14-dev  # the libFuzzer harnesses of tests/fuzz (omp.h for clang: fuzz_config)

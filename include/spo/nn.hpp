@@ -7,6 +7,7 @@
 #include "spo/nn/context_layer.hpp"
 #include "spo/nn/conv2d.hpp"
 #include "spo/nn/grad_mode.hpp"
+#include "spo/nn/gradient_hook.hpp"
 #include "spo/nn/group_norm.hpp"
 #include "spo/nn/layer.hpp"
 #include "spo/nn/layer_norm.hpp"

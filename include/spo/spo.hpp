@@ -3,8 +3,8 @@
 ///
 /// The floors: a header of a module includes headers of its own module and of modules listed above it, never below
 /// (tests/build/floor_check.cmake reads this list; `ctest -R module_floors`). From the ground up: the core; tensors;
-/// layers; gradient checks; optimizers; files (configs, checkpoints, run plumbing); the data; text; diffusion
-/// (schedules, DDIM); losses; models; the judges; preferences (rater, pairs, compare); evaluation; the resampler; the
+/// layers; gradient checks; optimizers; data-parallel communicators; files (configs, checkpoints, run plumbing); the
+/// data; text; diffusion (schedules, DDIM); losses; models; the judges; preferences (rater, pairs, compare); evaluation; the resampler; the
 /// training loops; the step-aware preference model; and the composition root, the experiments.
 #pragma once
 
@@ -15,6 +15,7 @@
 #include "spo/nn.hpp"
 #include "spo/testing.hpp"
 #include "spo/optim.hpp"
+#include "spo/dist.hpp"
 #include "spo/io.hpp"
 #include "spo/data.hpp"
 #include "spo/text.hpp"

@@ -84,29 +84,30 @@ inline constexpr std::int64_t image_channels = 1;
 !*/
 template <class Config, class MakeTrainer>
 int run_baseline_experiment(int argc, char** argv, const char* source_dir, const std::string& method,
-                            MakeTrainer&& make_trainer) try {
-  const auto cli = parse_command_line(argc, argv, "rounds");
-  if (!cli) return cli.exit_code;
-  const auto config = load_run_config<Config>(*cli);
-  const auto base_config = io::in_config_file(cli->config, [&] { return validate(config); });
-  check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");
+                            MakeTrainer&& make_trainer) {
+  return run_guarded(argv[0], [&](dist::AnyCommunicator& comm) {
+    const auto cli = parse_command_line(argc, argv, "rounds");
+    if (!cli) return cli.exit_code;
+    comm = make_run_communicator(*cli, false);
+    const auto config = load_run_config<Config>(*cli);
+    const auto base_config = io::in_config_file(cli->config, [&] { return validate(config); });
+    check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");
 
-  auto base = load_base_model<BaseModelType>(config.base);
-  auto policy = make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
-  auto evaluator = io::in_config_file(cli->config, [&] { return make_evaluator(config, base_config); });
-  std::fprintf(stderr, "%s: %s; %lld LoRA parameters\n", argv[0], method.c_str(),
-               static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
-  auto training =
-      io::in_config_file(cli->config, [&] { return make_trainer(config, base_config, policy, base.model, evaluator); });
-  const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator);
-  train_and_report(run, config, training, evaluator, base.model, policy, {method, method}, [&] {
-    return nlohmann::json{
-        {"method", method}, {"rounds", training.round()}, {"seed", config.seed}, {"train_wall_s", training.wall_s()}};
+    auto base = load_base_model<BaseModelType>(config.base);
+    auto policy = make_policy(base_config.unet, base_config.text, base.model, config.lora, config.seed);
+    auto evaluator = io::in_config_file(cli->config, [&] { return make_evaluator(config, base_config); });
+    if (comm.is_root())
+      std::fprintf(stderr, "%s: %s; %lld LoRA parameters\n", argv[0], method.c_str(),
+                   static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
+    auto training = io::in_config_file(
+        cli->config, [&] { return make_trainer(config, base_config, policy, base.model, evaluator); });
+    const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator, comm);
+    train_and_report(run, config, training, evaluator, base.model, policy, {method, method}, [&] {
+      return nlohmann::json{
+          {"method", method}, {"rounds", training.round()}, {"seed", config.seed}, {"train_wall_s", training.wall_s()}};
+    });
+    return 0;
   });
-  return 0;
-} catch (const std::exception& e) {
-  std::cerr << argv[0] << ": error: " << e.what() << "\n";
-  return 1;
 }
 
 }  // namespace spo::experiment

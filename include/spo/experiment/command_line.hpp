@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "spo/core/error.hpp"
+#include "spo/dist/launch.hpp"
 
 namespace spo::experiment {
 
@@ -563,6 +564,8 @@ struct CommandLine {
   std::optional<std::string> output;   ///< --output=DIR: overrides the config's output_dir
   bool allow_length_change = false;    ///< --allow-<length_flag>-change: with --resume, the run length may differ
                                        ///< from the resumed run's (no other key may)
+  std::string comm = "auto";           ///< --comm: the data-parallel transport (auto: by how the program was launched)
+  double comm_timeout = dist::default_timeout_s;  ///< --comm-timeout S: how long a collective may wait
 };
 
 /// What parse_command_line returns: the command line, or (printed already) the exit code of a program that stops.
@@ -576,8 +579,8 @@ struct ParsedCommandLine {
   const CommandLine* operator->() const { return &*line; }
 };
 
-/// The parser of `<program> <config.json> [--resume] [--<length_flag> N] [--seed N] [--output DIR]
-/// [--allow-<length_flag>-change]` filling `c`.
+/// The parser of `<program> <config.json> [--resume] [--<length_flag> N] [--seed N] [--output DIR] [--comm NAME]
+/// [--comm-timeout S] [--allow-<length_flag>-change]` filling `c`.
 inline ArgumentParser command_line_parser(const std::string& program, const std::string& length_flag, CommandLine& c) {
   ArgumentParser p(
       program, "Runs the experiment configured by <config.json>; the options override the config's run length (train." +
@@ -588,6 +591,12 @@ inline ArgumentParser command_line_parser(const std::string& program, const std:
               std::numeric_limits<std::int64_t>::max())
       .option("--seed", "N", "overrides the config's seed", c.seed)
       .option("--output", "DIR", "overrides the config's output_dir", c.output)
+      .option("--comm", "NAME",
+              "data parallel: auto (one rank alone; under mpirun/srun MPI ranks on the CPU, NCCL on GPUs), single, "
+              "mpi or nccl",
+              c.comm)
+      .option("--comm-timeout", "S", "seconds a collective may wait for the other ranks before the run aborts",
+              c.comm_timeout, 1e-3, 1e9)
       .flag("--allow-" + length_flag + "-change",
             "with --resume: accept a config whose train." + length_flag +
                 " differs from the resumed run's (every other key must match)",
@@ -609,6 +618,30 @@ inline ParsedCommandLine parse_command_line(int argc, const char* const* argv, c
   auto parser = command_line_parser(program, length_flag, c);
   if (const auto code = parser.parse_main(argc, argv, out, err)) return {std::nullopt, *code};
   return {std::move(c), 0};
+}
+
+/// The communicator of a training run: the transport --comm names (auto: by the launcher's environment), with the
+/// --comm-timeout; a model on a GPU (on_gpu) makes auto choose NCCL for several ranks.
+inline dist::AnyCommunicator make_run_communicator(const CommandLine& c, bool on_gpu) {
+  return dist::make_communicator(dist::parse_backend(c.comm), dist::detect_launch(), on_gpu, c.comm_timeout);
+}
+
+/*!
+  ENSURES
+    - returns body(comm), where body sets comm (make_run_communicator) once it knows the run's device
+    - an exception escaping body: "<program>: error: <what>" on stderr and exit code 1 for one rank; for several
+      ranks, the message and an abort that ends every rank of the run (MPI_Abort / ncclCommAbort), never a hang
+!*/
+template <class Body>
+int run_guarded(const char* program, Body&& body) {
+  dist::AnyCommunicator comm;
+  try {
+    return body(comm);
+  } catch (const std::exception& e) {
+    if (comm.size() > 1) comm.abort(std::string(program) + ": error: " + e.what());
+    std::cerr << program << ": error: " << e.what() << "\n";
+    return 1;
+  }
 }
 
 }  // namespace spo::experiment

@@ -335,6 +335,7 @@ struct TunedName {
 /// A fine-tuning run: where it writes, the binary and source tree it records, and when it started (results.json's
 /// wall_s counts from here).
 struct RunContext {
+  dist::AnyCommunicator comm;  ///< the run's ranks: rank 0 alone writes
   std::filesystem::path out;
   std::string program;  ///< argv[0]
   std::filesystem::path source_dir;
@@ -351,8 +352,9 @@ struct RunContext {
 !*/
 template <class Scheduler = DefaultScheduler::scheduler_type>
 RunContext start_run(const CommandLine& cli, const std::string& output_dir, const char* program, const char* source_dir,
-                     const BasicEvaluator<Scheduler>* evaluator = nullptr) {
+                     const BasicEvaluator<Scheduler>* evaluator = nullptr, dist::AnyCommunicator comm = {}) {
   const std::filesystem::path out = output_dir;
+  if (!comm.is_root()) return {comm, out, program, source_dir, cli.resume, std::chrono::steady_clock::now()};
   std::filesystem::create_directories(out);
   for (const auto& p : io::remove_orphaned_temporaries(out))
     std::fprintf(stderr, "%s: removed %s, left by a process that no longer runs\n", program, p.string().c_str());
@@ -361,7 +363,7 @@ RunContext start_run(const CommandLine& cli, const std::string& output_dir, cons
     std::fprintf(stderr, "%s: wrote the computed rater statistics to %s\n", program,
                  (out / "feature_stats.safetensors").string().c_str());
   }
-  return {out, program, source_dir, cli.resume, std::chrono::steady_clock::now()};
+  return {comm, out, program, source_dir, cli.resume, std::chrono::steady_clock::now()};
 }
 
 /*!
@@ -370,6 +372,8 @@ RunContext start_run(const CommandLine& cli, const std::string& output_dir, cons
       run(out, on_round), which trains the remaining rounds and calls on_round(round, training wall_s) after each
     - describe() returns the "experiment" object of results.json; it is called after training
   ENSURES
+    - trains on the run's ranks (run.comm; every rank resumes from the same checkpoint, so output_dir must be on a
+      file system they share); only rank 0 evaluates and writes
     - resumes from <out>/checkpoint.safetensors when the run asks and it exists; writes run.json
     - progress evaluations (progress_seeds_per_prompt seeds) before training and every progress_every_rounds rounds
       (their time is not training time): progress.jsonl, and reward_vs_time.png with two or more
@@ -389,11 +393,20 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
   namespace fs = std::filesystem;
   const fs::path& out = run.out;
   const fs::path ckpt = out / "checkpoint.safetensors";
+  auto comm = run.comm;
+  training.set_communicator(comm);
   if (run.resume && fs::exists(ckpt)) {
     training.resume(ckpt);
     std::fprintf(stderr, "%s: resumed after round %lld\n", run.program.c_str(),
                  static_cast<long long>(training.round()));
   }
+  if (!comm.is_root()) {  // the other ranks train, rank 0 reports
+    training.run(out);
+    return;
+  }
+  if (comm.size() > 1)
+    std::fprintf(stderr, "%s: data parallel over %d ranks (%s)\n", run.program.c_str(), comm.size(),
+                 std::string(comm.name()).c_str());
   io::write_run_record(out, fs::path(run.program).filename().string(), io::to_json(config), config.seed, run.source_dir,
                        training.round());
 
@@ -456,43 +469,45 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
       and run.json; prints the table
 !*/
 template <class E>
-int run_spo_experiment(int argc, char** argv, const char* source_dir) try {
-  const auto cli = parse_command_line(argc, argv, "rounds");
-  if (!cli) return cli.exit_code;
-  const auto config = load_run_config<ConfigOf<E>>(*cli);
-  const auto base_config = io::in_config_file(cli->config, [&] { return validate<E>(config); });
-  check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");
+int run_spo_experiment(int argc, char** argv, const char* source_dir) {
+  return run_guarded(argv[0], [&](dist::AnyCommunicator& comm) {
+    const auto cli = parse_command_line(argc, argv, "rounds");
+    if (!cli) return cli.exit_code;
+    using Model = typename E::model_type;
+    comm = make_run_communicator(*cli, !std::same_as<typename Model::device_type, cpu>);
+    const auto config = load_run_config<ConfigOf<E>>(*cli);
+    const auto base_config = io::in_config_file(cli->config, [&] { return validate<E>(config); });
+    check_resume(*cli, config.output_dir, io::to_json(config), "train.rounds", "rounds");
 
-  using Model = typename E::model_type;
-  auto base = load_base_model<typename Model::base_model>(config.base);
-  auto policy = make_policy<Model>(base_config.unet, base_config.text, base.model, config.lora, config.seed);
-  auto evaluator =
-      io::in_config_file(cli->config, [&] { return make_evaluator<typename E::scheduler_type>(config, base_config); });
-  auto pm = make_preference_model<E>(config, evaluator.rater);
-  const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator);
-  std::fprintf(stderr,
-               "%s: preference model \"%s\", compare \"%s\", continuation \"%s\", loss \"%s\"; %lld LoRA parameters\n",
-               argv[0], std::string(E::preference_type::name).c_str(), std::string(E::compare_type::name).c_str(),
-               std::string(E::continuation_type::name).c_str(), std::string(E::loss_type::name).c_str(),
-               static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
+    auto base = load_base_model<typename Model::base_model>(config.base);
+    auto policy = make_policy<Model>(base_config.unet, base_config.text, base.model, config.lora, config.seed);
+    auto evaluator = io::in_config_file(
+        cli->config, [&] { return make_evaluator<typename E::scheduler_type>(config, base_config); });
+    auto pm = make_preference_model<E>(config, evaluator.rater);
+    const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator, comm);
+    if (comm.is_root())
+      std::fprintf(
+          stderr,
+          "%s: preference model \"%s\", compare \"%s\", continuation \"%s\", loss \"%s\"; %lld LoRA parameters\n",
+          argv[0], std::string(E::preference_type::name).c_str(), std::string(E::compare_type::name).c_str(),
+          std::string(E::continuation_type::name).c_str(), std::string(E::loss_type::name).c_str(),
+          static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
 
-  using Training =
-      train::SpoTraining<typename Model::policy_model, typename Model::base_model, typename E::scheduler_type,
-                         decltype(pm), typename E::compare_type, typename E::continuation_type, typename E::loss_type>;
-  Training training(policy, base.model, evaluator.ddim, pm, config.resampler, config.loss, config.train,
-                    base_config.resolution, config.seed, io::to_json(config));
-  train_and_report(run, config, training, evaluator, base.model, policy, {"spo", "SPO"}, [&] {
-    return nlohmann::json{{"preference", E::preference_type::name},
-                          {"compare", E::compare_type::name},
-                          {"continuation", E::continuation_type::name},
-                          {"loss", E::loss_type::name},
-                          {"rounds", training.round()},
-                          {"seed", config.seed}};
+    using Training = train::SpoTraining<typename Model::policy_model, typename Model::base_model,
+                                        typename E::scheduler_type, decltype(pm), typename E::compare_type,
+                                        typename E::continuation_type, typename E::loss_type>;
+    Training training(policy, base.model, evaluator.ddim, pm, config.resampler, config.loss, config.train,
+                      base_config.resolution, config.seed, io::to_json(config));
+    train_and_report(run, config, training, evaluator, base.model, policy, {"spo", "SPO"}, [&] {
+      return nlohmann::json{{"preference", E::preference_type::name},
+                            {"compare", E::compare_type::name},
+                            {"continuation", E::continuation_type::name},
+                            {"loss", E::loss_type::name},
+                            {"rounds", training.round()},
+                            {"seed", config.seed}};
+    });
+    return 0;
   });
-  return 0;
-} catch (const std::exception& e) {
-  std::cerr << argv[0] << ": error: " << e.what() << "\n";
-  return 1;
 }
 
 }  // namespace spo::experiment

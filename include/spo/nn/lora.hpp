@@ -11,6 +11,7 @@
 
 #include "spo/core/rng.hpp"
 #include "spo/nn/grad_mode.hpp"
+#include "spo/nn/gradient_hook.hpp"
 #include "spo/nn/layer.hpp"
 #include "spo/nn/parameter.hpp"
 #include "spo/tensor/cpu/gemm.hpp"
@@ -131,10 +132,12 @@ class LoRA {
     const std::int64_t in = in_features(), out = out_features(), rows = in ? input_.numel() / in : 0;
     if (lora_b_.trainable)  // dB += s dy^T u  [out, r]
       gemm(true, false, out, rank_, rows, scale_, dy, down_, T(1), lora_b_.grad);
+    if (lora_b_.trainable) gradient_ready(lora_b_);
     auto du = tensor::uninitialized(down_.shape());  // [..., r] = s dy B
     gemm(false, false, rows, rank_, out, scale_, dy, lora_b_.value, T(0), du);
     if (lora_a_.trainable)  // dA += du^T x  [r, in]
       gemm(true, false, rank_, in, rows, T(1), du, input_, T(1), lora_a_.grad);
+    if (lora_a_.trainable) gradient_ready(lora_a_);
     gemm(false, false, rows, in, rank_, T(1), du, lora_a_.value, T(1), dx);  // dx += du A  [..., in]
     input_ = tensor();
     down_ = tensor();

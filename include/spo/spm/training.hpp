@@ -15,6 +15,9 @@
 #include <boost/hana/define_struct.hpp>
 
 #include "spo/data/fashion_mnist.hpp"
+#include "spo/dist/any_communicator.hpp"
+#include "spo/dist/gradient_reducer.hpp"
+#include "spo/dist/replica_check.hpp"
 #include "spo/io/checkpoint.hpp"
 #include "spo/io/metrics_log.hpp"
 #include "spo/io/model_files.hpp"
@@ -27,6 +30,7 @@
 #include "spo/spm/noised_prediction.hpp"
 #include "spo/spm/variant.hpp"
 #include "spo/train/common_sections.hpp"
+#include "spo/train/data_parallel.hpp"
 
 namespace spo::spm {
 
@@ -111,22 +115,44 @@ class SpmTraining {
 
   std::int64_t step() const { return step_; }
 
+  /// Data parallel (train_spm.py on several GPUs): call before the first step and before resume, on every rank.
+  /// Rank 0's weights are broadcast; rank r draws (t, noise) from its own generator and trains on its share of each
+  /// global minibatch of W batch_size pairs; gradients are averaged over ranks before clipping; rank 0 alone logs,
+  /// evaluates and writes (the pair loss has no cross-sample term, so no features are gathered).
+  void set_communicator(dist::AnyCommunicator comm) {
+    SPO_CHECK(step_ == 0 && gen_.offset == 0, "set_communicator: call it before the first step and before resume");
+    comm_ = std::move(comm);
+    reducer_.reset();
+    gen_ = Generator{train::rank_seed(config_.seed, comm_.rank()), 0};
+    dist::broadcast_parameters(comm_, net_);
+    dist::verify_replicas(comm_, net_, "after the broadcast from rank 0");
+  }
+
   void resume(const std::filesystem::path& checkpoint) {
     const auto info = io::load_checkpoint(checkpoint, net_, optimizer_);
     step_ = info.step;
-    gen_ = info.rng;
+    gen_ = train::rank_generator(comm_, info.config, info.rng, checkpoint);
   }
+  /// Writes the checkpoint (rank 0; every rank calls it: the replicas are verified and the generators gathered).
   void save(const std::filesystem::path& path) {
-    io::save_checkpoint(path, net_, optimizer_, io::CheckpointInfo{step_, resolved_, gen_});
+    nlohmann::json c = resolved_;
+    if (comm_.size() > 1) {
+      dist::verify_replicas(comm_, net_, "at the checkpoint of step " + std::to_string(step_),
+                            static_cast<std::uint64_t>(step_));
+      c["rank_generators"] = train::rank_generators(comm_, gen_);
+    }
+    if (comm_.is_root()) io::save_checkpoint(path, net_, optimizer_, io::CheckpointInfo{step_, c, gen_});
+    if (comm_.size() > 1) comm_.barrier();
   }
 
-  /// One optimisation step; returns {loss, batch accuracy, grad norm}.
+  /// One optimisation step; returns {loss, batch accuracy, grad norm} of this rank's pairs (rank r of W takes pair
+  /// slots (step W + r) batch_size .. (step W + r + 1) batch_size - 1 of the epoch permutations).
   std::array<double, 3> train_step() {
     const auto& tc = config_.train;
     const std::int64_t p = tc.batch_size, n = train_.size(), per = images_a_.numel() / n;
     std::vector<std::int64_t> idx(static_cast<std::size_t>(p));
     for (std::int64_t i = 0; i < p; ++i) {
-      const std::int64_t flat = step_ * p + i, epoch = flat / n;
+      const std::int64_t flat = (step_ * comm_.size() + comm_.rank()) * p + i, epoch = flat / n;
       if (order_epoch_ != epoch) {
         order_ = data::shuffled_indices(n, config_.seed, static_cast<std::uint64_t>(epoch));
         order_epoch_ = epoch;
@@ -189,6 +215,10 @@ class SpmTraining {
       ds[p + i] = static_cast<T>(l.d_logit_b[static_cast<std::size_t>(i)]);
     }
     net_.backward(ds);
+    if (comm_.size() > 1) {
+      if (!reducer_) reducer_.emplace(net_, comm_);
+      reducer_->finish();
+    }
     const double norm = optim::clip_grad_norm(net_, tc.max_grad_norm, true);
     const double warm = tc.warmup_steps > 0 ? std::min(1.0, static_cast<double>(step_ + 1) / tc.warmup_steps) : 1.0;
     optimizer_.set_lr(tc.lr * warm);
@@ -212,19 +242,29 @@ class SpmTraining {
   /// Runs to train.steps with logs, evaluations and checkpoints (<output>/checkpoint.safetensors).
   void run(const std::filesystem::path& out) {
     const auto& tc = config_.train;
-    io::MetricsLog log(out / "metrics.jsonl", step_ > 0 ? step_ : -1);
-    io::ProgressBar bar(std::string(V::name), tc.steps, step_);
+    std::optional<io::MetricsLog> log;
+    std::optional<io::ProgressBar> bar;
+    if (comm_.is_root()) {
+      log.emplace(out / "metrics.jsonl", step_ > 0 ? step_ : -1);
+      bar.emplace(std::string(V::name), tc.steps, step_);
+    }
     const auto t0 = std::chrono::steady_clock::now();
     double loss_acc = 0, acc_acc = 0;
     int n_acc = 0;
     while (step_ < tc.steps) {
-      const auto [loss, acc, norm] = train_step();
+      auto [loss, acc, norm] = train_step();
+      if (comm_.size() > 1) {  // the run's loss and accuracy: means over ranks
+        double v[2] = {loss, std::isfinite(acc) ? acc : 0.5};
+        comm_.all_reduce(std::span<double>(v, 2), dist::ReduceOp::mean);
+        loss = v[0];
+        acc = v[1];
+      }
       loss_acc += loss;
       acc_acc += std::isfinite(acc) ? acc : 0.5;
       ++n_acc;
       char fields[64];
       std::snprintf(fields, sizeof fields, "loss %.4f", loss);
-      bar.update(step_, fields);
+      if (bar) bar->update(step_, fields);
       nlohmann::json rec;
       if (step_ % tc.log_every == 0 || step_ == tc.steps) {
         rec = {{"step", step_},
@@ -236,13 +276,14 @@ class SpmTraining {
         loss_acc = acc_acc = 0;
         n_acc = 0;
       }
-      if (step_ % tc.eval_every == 0 || step_ == tc.steps) {
+      if (comm_.is_root() && (step_ % tc.eval_every == 0 || step_ == tc.steps)) {
         if (rec.is_null()) rec = {{"step", step_}};
         for (const auto& a : evaluate()) rec["val_accuracy_t" + std::to_string(a.t)] = a.label_accuracy;
       }
-      if (!rec.is_null()) {
+      if (!rec.is_null() && log) {
         rec["wall_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        log.write(rec);
+        if (comm_.size() > 1) rec["ranks"] = comm_.size();
+        log->write(rec);
       }
       if (step_ % tc.checkpoint_every == 0 || step_ == tc.steps) save(out / "checkpoint.safetensors");
     }
@@ -265,6 +306,8 @@ class SpmTraining {
   std::int64_t step_ = 0;
   std::vector<std::int64_t> order_;
   std::int64_t order_epoch_ = -1;
+  dist::AnyCommunicator comm_;
+  std::optional<dist::GradientReducer<T, cpu>> reducer_;
 };
 
 }  // namespace spo::spm

@@ -6,6 +6,7 @@
 #include <concepts>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -18,6 +19,7 @@ struct RoundRecord {
   nlohmann::json metrics = nlohmann::json::object();
   std::string summary;
   double sample_s = 0, train_s = 0;
+  std::vector<std::string> sum_keys;  ///< metrics that are counts: summed over ranks (the others are averaged)
 };
 
 /*!

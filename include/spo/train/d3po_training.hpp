@@ -225,6 +225,7 @@ class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Schedul
     ++this->round_;
     RoundRecord rec;
     rec.round = this->round_;
+    rec.sum_keys = {"pairs"};
     rec.sample_s = std::chrono::duration<double>(t1 - t0).count();
     rec.train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     rec.metrics = {{"pairs", p},

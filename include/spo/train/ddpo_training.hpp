@@ -192,10 +192,24 @@ class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Pol
     return {std::move(traj), std::move(rewards)};
   }
 
+  /// The advantages of this rank's samples. W ranks (ddpo-pytorch's train.py): the prompts and rewards of all ranks
+  /// are gathered in rank order, every rank updates its (identical) stat tracker with all of them, and takes the
+  /// advantages of its own rows.
+  std::vector<double> rank_advantages(const std::vector<std::string>& prompts, const std::vector<double>& rewards) {
+    auto& comm = this->comm_;
+    if (comm.size() == 1) return tracker_.update(prompts, rewards);
+    const auto adv = tracker_.update(dist::all_gather_strings(comm, prompts),
+                                     dist::all_gather_values(comm, std::span<const double>(rewards)));
+    SPO_CHECK(adv.size() == rewards.size() * static_cast<std::size_t>(comm.size()),
+              "DDPO: the ranks sampled different numbers of images");
+    const auto first = adv.begin() + static_cast<std::ptrdiff_t>(rewards.size()) * comm.rank();
+    return std::vector<double>(first, first + static_cast<std::ptrdiff_t>(rewards.size()));
+  }
+
   RoundRecord run_round() {
     const auto t0 = std::chrono::steady_clock::now();
     auto [traj, rewards] = sample_round();
-    const auto advantages = tracker_.update(traj.prompts, rewards);
+    const auto advantages = rank_advantages(traj.prompts, rewards);
     const auto t1 = std::chrono::steady_clock::now();
     const std::int64_t b = traj.size(), n = traj.steps();
     const std::int64_t j_count = train_timesteps(n, train_.timestep_fraction);
@@ -230,6 +244,7 @@ class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Pol
     ++this->round_;
     RoundRecord rec;
     rec.round = this->round_;
+    rec.sum_keys = {"samples"};
     rec.sample_s = std::chrono::duration<double>(t1 - t0).count();
     rec.train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     rec.metrics = {{"samples", b},

@@ -92,13 +92,13 @@ WinLosePairs<T> win_lose_pairs(const preference::PreferencePairs& p) {
     reference's 5000 carries over to the 1x32x32 images here unchanged; a sum-of-squares convention would instead
     need beta / (C H W).
     Pair order: pair slot p = (round * steps_per_round + step) * batch_size + i lies in epoch e = p / M and is pair
-    perm_e[p % M], with perm_e a permutation drawn from Generator{seed ^ 0xd1ff, e * ceil(M / 4)} (a pure function of
-    the position: resuming needs only the round). (t, eps) come from the trainer's generator.
-    Devices: the pairs stay on the host (the data store); each minibatch is noised there (x_t, eps: data
-    preparation, the same numbers on every device) and moved to the policy's device (Policy::device_type), where
-    both models run and the denoising errors and their gradient are computed; only the 4B errors and the loss's
-    per-pair gradients pass back through the host.
-  REQUIRES
+    perm_e[p % M] (W ranks: rank r takes slots ((round * steps_per_round + step) W + r) batch_size + i, its share of
+    one process's minibatch of W batch_size pairs, with (t, eps) from its own generator), with perm_e a permutation
+drawn from Generator{seed ^ 0xd1ff, e * ceil(M / 4)} (a pure function of the position: resuming needs only the round).
+(t, eps) come from the trainer's generator. Devices: the pairs stay on the host (the data store); each minibatch is
+noised there (x_t, eps: data preparation, the same numbers on every device) and moved to the policy's device
+(Policy::device_type), where both models run and the denoising errors and their gradient are computed; only the 4B
+errors and the loss's per-pair gradients pass back through the host. REQUIRES
     - Policy, Reference: models on one device with forward(x_t, t, context) / encode(prompts) (the policy also
       backward(d u, train_text_encoder)); Scheduler: noise_schedule() and config() of the DDIM training schedule
 !*/
@@ -129,12 +129,14 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
 
   const WinLosePairs<T>& pairs() const { return pairs_; }
 
-  /// The pair indices of optimizer step `step` (counted from the start of training).
+  /// The pair indices this rank trains on at optimizer step `step` (counted from the start of training): pair slots
+  /// (step W + rank) b .. (step W + rank + 1) b - 1 with W ranks of batch_size b, so that the W ranks together take
+  /// the slots of one process with batch size W b (DistributedSampler's contiguous shards of the global batch).
   std::vector<std::int64_t> batch_indices(std::int64_t step) {
-    const std::int64_t m = pairs_.size();
+    const std::int64_t m = pairs_.size(), world = this->comm_.size(), rank = this->comm_.rank();
     std::vector<std::int64_t> idx;
     for (std::int64_t i = 0; i < train_.batch_size; ++i) {
-      const std::int64_t p = step * train_.batch_size + i, epoch = p / m;
+      const std::int64_t p = (step * world + rank) * train_.batch_size + i, epoch = p / m;
       if (epoch != perm_epoch_) {
         Generator g{order_seed_, static_cast<std::uint64_t>(epoch) * static_cast<std::uint64_t>((m + 3) / 4)};
         perm_ = random_permutation(g, m);
@@ -145,6 +147,28 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
     return idx;
   }
 
+  /// The (t, eps) of b pairs: one draw each, shared by a pair's winner and loser.
+  struct NoiseDraw {
+    std::vector<std::int64_t> t;  ///< [b] timesteps
+    Tensor<T, cpu> noise;         ///< [b, C, R, R]
+  };
+
+  /// The (t, eps) of the next b pairs from the trainer's generator: b uniform timesteps, then b noise images.
+  NoiseDraw draw_noise(std::int64_t b) {
+    const std::int64_t n_train = ddim_.config().num_train_timesteps;
+    const std::uint64_t first = this->gen_.reserve(static_cast<std::uint64_t>(b));
+    NoiseDraw d;
+    for (std::int64_t i = 0; i < b; ++i)
+      d.t.push_back(std::min<std::int64_t>(
+          static_cast<std::int64_t>(rng::uniform_at(this->gen_.seed, first, static_cast<std::uint64_t>(i)) *
+                                    static_cast<double>(n_train)),
+          n_train - 1));
+    Shape s = pairs_.x_win.shape();
+    s[0] = b;
+    d.noise = randn<T>(s, this->gen_);  // [b, C, R, R]
+    return d;
+  }
+
   /*!
     ENSURES
       - one Diffusion-DPO optimizer step on pairs `idx` (t and eps from the trainer's generator); returns the loss
@@ -152,23 +176,23 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
       - throws spo::error, before any parameter changes, when a denoising error or the loss is not finite
   !*/
   loss::DiffusionDpoResult train_minibatch(std::span<const std::int64_t> idx, double& grad_norm) {
+    return train_minibatch(idx, draw_noise(static_cast<std::int64_t>(idx.size())), grad_norm);
+  }
+
+  /// The same with the pairs' (t, eps) given (draw.t.size() == idx.size()).
+  loss::DiffusionDpoResult train_minibatch(std::span<const std::int64_t> idx, const NoiseDraw& draw,
+                                           double& grad_norm) {
     const auto b = static_cast<std::int64_t>(idx.size());
+    SPO_CHECK(static_cast<std::int64_t>(draw.t.size()) == b && draw.noise.size(0) == b,
+              "Diffusion-DPO minibatch: " << b << " pairs, " << draw.t.size() << " noise draws");
     const std::int64_t per = pairs_.x_win.numel() / pairs_.size();
-    const std::int64_t n_train = ddim_.config().num_train_timesteps;
     // t and eps: one draw per pair, shared by its winner and loser (timesteps.chunk(2)[0].repeat(2)).
-    const std::uint64_t first = this->gen_.reserve(static_cast<std::uint64_t>(b));
     std::vector<std::int64_t> t2(static_cast<std::size_t>(2 * b));
-    for (std::int64_t i = 0; i < b; ++i) {
-      const auto t = std::min<std::int64_t>(
-          static_cast<std::int64_t>(rng::uniform_at(this->gen_.seed, first, static_cast<std::uint64_t>(i)) *
-                                    static_cast<double>(n_train)),
-          n_train - 1);
-      t2[static_cast<std::size_t>(i)] = t2[static_cast<std::size_t>(b + i)] = t;
-    }
+    for (std::int64_t i = 0; i < b; ++i)
+      t2[static_cast<std::size_t>(i)] = t2[static_cast<std::size_t>(b + i)] = draw.t[static_cast<std::size_t>(i)];
     using host_tensor = Tensor<T, cpu>;
+    const auto& noise = draw.noise;  // [B, C, R, R]
     Shape s = pairs_.x_win.shape();
-    s[0] = b;
-    const auto noise = randn<T>(s, this->gen_);  // [B, C, R, R]
     s[0] = 2 * b;
     // [2B, C, R, R] each: rows 0..B-1 the winners, B..2B-1 the losers (with the same noise as their winners).
     auto x0 = host_tensor::uninitialized(s), eps_host = host_tensor::uninitialized(s);
@@ -210,7 +234,10 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
           2.0 / static_cast<double>(per) *
           (r < b ? res.d_w[static_cast<std::size_t>(r)] : res.d_l[static_cast<std::size_t>(r - b)]);
     const tensor du = per_sample_scaled_difference(u, eps, std::span<const double>(g));  // [2B, C, R, R]
-    this->policy_.backward(du, false);
+    {
+      auto sync = this->overlap_gradients();
+      this->policy_.backward(du, false);
+    }
     grad_norm = this->clip_and_step();
     return res;
   }
@@ -232,6 +259,7 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
     ++this->round_;
     RoundRecord rec;
     rec.round = this->round_;
+    rec.sum_keys = {"pairs"};
     rec.train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rec.metrics = {{"pairs", train_.steps_per_round * train_.batch_size},
                    {"loss", loss / n},

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -20,6 +21,10 @@
 
 #include "spo/diffusion/concepts.hpp"
 #include "spo/diffusion/ddim.hpp"
+#include "spo/dist/any_communicator.hpp"
+#include "spo/dist/exchange.hpp"
+#include "spo/dist/gradient_reducer.hpp"
+#include "spo/dist/replica_check.hpp"
 #include "spo/io/checkpoint.hpp"
 #include "spo/io/metrics_log.hpp"
 #include "spo/io/progress.hpp"
@@ -31,6 +36,7 @@
 #include "spo/text/prompts.hpp"
 #include "spo/train/common_sections.hpp"
 #include "spo/train/concepts.hpp"
+#include "spo/train/data_parallel.hpp"
 
 namespace spo::train {
 
@@ -168,6 +174,12 @@ Tensor<T, D> scalars_on(const std::vector<V>& v) {
     resumed run repeats exactly what an uninterrupted one does.
     Everything lives on the policy's device (Policy::device_type): the optimizer state, the cached blocks returned
     after each round.
+    Data parallel (set_communicator, before the first round or resume): rank 0's parameters are broadcast to every
+    rank and checked identical; each rank draws from its own generator (rank_seed); the trainable gradients are
+    averaged over ranks before clipping (dist::GradientReducer, buckets started during the last backward when the
+    method opens overlap_gradients()), so the norm is the global one; the round records are reduced (reduce_record);
+    rank 0 alone writes metrics and checkpoints, after the ranks' parameters are verified identical (a hash) and
+    every rank's generator is stored, so a resume under the same number of ranks continues exactly.
 !*/
 template <class Derived, class Policy>
 class RoundTrainer {
@@ -187,7 +199,8 @@ class RoundTrainer {
         max_grad_norm_(max_grad_norm),
         resolved_(std::move(resolved)),
         optimizer_(optim::AdamWOptions{lr, 0.9, 0.999, 1e-8, weight_decay}),
-        gen_{seed, 0} {
+        gen_{seed, 0},
+        seed_(seed) {
     validate_optimizer(lr, weight_decay, max_grad_norm);
     validate_positive(rounds, "rounds");
     validate_positive(checkpoint_every, "checkpoint_every");
@@ -198,15 +211,35 @@ class RoundTrainer {
   /// Training wall-clock seconds so far (sampling and updates; restored on resume).
   double wall_s() const { return wall_offset_; }
 
+  /*!
+    REQUIRES
+      - called before the first round and before resume(), on every rank with the same arguments otherwise
+    ENSURES
+      - the trainer runs as rank comm.rank() of comm.size(): rank 0's parameters are broadcast to all and verified
+        identical; this rank's generator is {rank_seed(seed, rank), 0}
+  !*/
+  void set_communicator(dist::AnyCommunicator comm) {
+    SPO_CHECK(round_ == 0 && gen_.offset == 0, "set_communicator: call it before the first round and before resume");
+    comm_ = std::move(comm);
+    reducer_.reset();
+    gen_ = Generator{rank_seed(seed_, comm_.rank()), 0};
+    if (comm_.size() == 1) return;
+    dist::broadcast_parameters(comm_, policy_);
+    dist::verify_replicas(comm_, policy_, "after the broadcast from rank 0");
+  }
+  const dist::AnyCommunicator& communicator() const { return comm_; }
+  dist::AnyCommunicator& communicator() { return comm_; }
+
   void resume(const std::filesystem::path& checkpoint) {
     const auto info = io::load_checkpoint(checkpoint, policy_, optimizer_);
     round_ = info.step;
-    gen_ = info.rng;
+    gen_ = rank_generator(comm_, info.config, info.rng, checkpoint);
     wall_offset_ = info.config.value("train_wall_s", 0.0);
     if constexpr (requires(Derived & d, const nlohmann::json& j) { d.load_state(j); })
       self().load_state(info.config.value("trainer_state", nlohmann::json::object()));
   }
 
+  /// Writes the checkpoint (rank 0; every rank calls it: the replicas are verified and the generators gathered).
   void save(const std::filesystem::path& path) {
     nlohmann::json c = resolved_;
     c["train_wall_s"] = wall_offset_;
@@ -215,34 +248,57 @@ class RoundTrainer {
       self().save_state(state);
       c["trainer_state"] = std::move(state);
     }
-    io::save_checkpoint(path, policy_, optimizer_, io::CheckpointInfo{round_, c, gen_});
+    if (comm_.size() > 1) {
+      dist::verify_replicas(comm_, policy_, "at the checkpoint of round " + std::to_string(round_),
+                            static_cast<std::uint64_t>(round_));
+      c["rank_generators"] = rank_generators(comm_, gen_);
+    }
+    if (comm_.is_root()) io::save_checkpoint(path, policy_, optimizer_, io::CheckpointInfo{round_, c, gen_});
+    if (comm_.size() > 1) comm_.barrier();  // no rank reads the checkpoint before rank 0 wrote it
   }
 
   /// Runs to `rounds` with JSONL metrics (<out>/metrics.jsonl: the round's record plus step, sample_s, train_s,
   /// wall_s), checkpoints (<out>/checkpoint.safetensors) and `on_round(round, wall_s)` after each round.
   void run(const std::filesystem::path& out,
            const std::function<void(std::int64_t, double)>& on_round = {}) requires RoundMethod<Derived> {
-    io::MetricsLog log(out / "metrics.jsonl", round_ > 0 ? round_ : -1);
-    io::ProgressBar bar(label_, rounds_, round_);
+    std::optional<io::MetricsLog> log;
+    std::optional<io::ProgressBar> bar;
+    if (comm_.is_root()) {
+      log.emplace(out / "metrics.jsonl", round_ > 0 ? round_ : -1);
+      bar.emplace(label_, rounds_, round_);
+    }
     while (round_ < rounds_) {
       auto m = self().run_round();
+      reduce_record(comm_, m);
       wall_offset_ += m.sample_s + m.train_s;  // training time only: callbacks (evaluations) are not counted
       m.metrics["step"] = m.round;
       m.metrics["sample_s"] = m.sample_s;
       m.metrics["train_s"] = m.train_s;
       m.metrics["wall_s"] = wall_offset_;
-      log.write(m.metrics);
-      bar.update(round_, m.summary);
+      if (comm_.size() > 1) m.metrics["ranks"] = comm_.size();
+      if (log) log->write(m.metrics);
+      if (bar) bar->update(round_, m.summary);
       if (round_ % checkpoint_every_ == 0 || round_ == rounds_) save(out / "checkpoint.safetensors");
-      if (on_round) on_round(round_, wall_offset_);
+      if (on_round && comm_.is_root()) on_round(round_, wall_offset_);
       // A round's last minibatch has its own size: return cached blocks so that sizes do not pile up over rounds.
       caching_allocator<D>::instance().release_all();
     }
   }
 
  protected:
-  /// Clips the policy's gradient norm to max_grad_norm, takes one AdamW step and returns the norm before clipping.
+  /// The gradient averaging of a data-parallel run (built on first use).
+  dist::GradientReducer<T, D>& reducer() {
+    if (!reducer_) reducer_.emplace(policy_, comm_);
+    return *reducer_;
+  }
+  /// The scope around the last backward before clip_and_step(): gradient buckets start their all-reduce as soon as
+  /// backward completes them (a one-rank run does nothing).
+  nn::gradient_ready_scope overlap_gradients() { return reducer().overlap(); }
+
+  /// Averages the gradients over ranks, clips their (global) norm to max_grad_norm, takes one AdamW step and returns
+  /// the norm before clipping.
   double clip_and_step() {
+    if (comm_.size() > 1) reducer().finish();
     const double norm = optim::clip_grad_norm(policy_, max_grad_norm_, true);
     optimizer_.step(policy_);
     return norm;
@@ -257,6 +313,9 @@ class RoundTrainer {
   Generator gen_;
   std::int64_t round_ = 0;
   double wall_offset_ = 0;
+  std::uint64_t seed_;
+  dist::AnyCommunicator comm_;
+  std::optional<dist::GradientReducer<T, D>> reducer_;
 
  private:
   Derived& self() { return static_cast<Derived&>(*this); }

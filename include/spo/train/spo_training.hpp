@@ -59,7 +59,11 @@ inline void validate(const LoraSection& l, const SpoTrainSection& t) {
       log_prob on the guided outputs; the two children share x_t, so one guided pass per model serves both),
       loss = the pair-loss policy Loss (SPO's clipped-ratio loss by default: docs/algorithm.md 3) on the four
       log-probabilities, d lp -> log_prob_backward -> guided_backward -> LoRA gradients; grad-norm clipping; AdamW.
-    The round loop, checkpoints and exact resume are RoundTrainer's, shared with the baselines. Everything runs on
+    The round loop, checkpoints and exact resume are RoundTrainer's, shared with the baselines. Data parallel
+    (train_spo.py under accelerate): each rank samples prompts_per_round prompts with its own generator, the valid
+    pairs of all ranks are gathered in rank order, rank 0's permutation of them is broadcast and each rank trains on
+    an equal share (gather_pairs, local_order); the gradients are averaged over ranks, so W ranks with batch_size b
+    train as one process with the union of their pairs and minibatches of W b items. Everything runs on
     the policy's device (Policy::device_type); only per-item scalars (log-probs, the loss and its gradients, the
     gradient norm) pass through the host. A non-finite log-probability or loss stops the run with an error before
     any update, leaving the last checkpoint intact.
@@ -150,33 +154,73 @@ class SpoTraining : public RoundTrainer<SpoTraining<Policy, Reference, Scheduler
     auto du = scheduler_.log_prob_backward(u, t, x_t, x_w, eta, transfer<D>(g_w));  // [m, C, R, R]
     const auto du_l = scheduler_.log_prob_backward(u, t, x_t, x_l, eta, transfer<D>(g_l));
     axpy<T>(T(1), du_l.view(), du.view());
-    this->policy_.guided_backward(du);
+    {
+      auto sync = this->overlap_gradients();
+      this->policy_.guided_backward(du);
+    }
     grad_norm = this->clip_and_step();
     return res;
   }
 
-  /// One round: sample, then train on the round's items in shuffled minibatches (SPO: no inner epochs, no stored
-  /// old-policy log-probs).
+  /// This rank's sampling of a round: prompts_per_round prompts from the trainer's generator, the step-wise resampler
+  /// on the current policy.
+  resampler::RoundResult<T, D> sample_round() {
+    const auto prompts = draw_prompts();
+    return resampler_.sample(this->policy_, scheduler_, pm_, prompts, resolution_, 1, this->gen_);
+  }
+
+  /// The valid pairs of every rank, concatenated in rank order (one rank: its own), on the policy's device.
+  resampler::StepPairs<T, D> gather_pairs(resampler::StepPairs<T, D> local, Shape row_shape) {
+    auto& comm = this->comm_;
+    if (comm.size() == 1) return local;
+    resampler::StepPairs<T, D> all;
+    all.x_t = dist::all_gather_rows(comm, local.x_t, row_shape);
+    all.x_win = dist::all_gather_rows(comm, local.x_win, row_shape);
+    all.x_lose = dist::all_gather_rows(comm, local.x_lose, row_shape);
+    all.t = dist::all_gather_values(comm, std::span<const std::int64_t>(local.t));
+    all.gap = dist::all_gather_values(comm, std::span<const double>(local.gap));
+    all.prompts = dist::all_gather_strings(comm, local.prompts);
+    return all;
+  }
+
+  /// The items of the round's n gathered pairs this rank trains on, in training order: rank 0 draws a permutation
+  /// of [0, n) from its generator and broadcasts it; rank r takes entries [r s, (r + 1) s) with s = floor(n / W)
+  /// (the remainder is dropped, as the official code does). One rank: the whole permutation.
+  std::vector<std::int64_t> local_order(std::int64_t n) {
+    auto& comm = this->comm_;
+    std::vector<std::int64_t> order =
+        comm.is_root() ? random_permutation(this->gen_, n) : std::vector<std::int64_t>(static_cast<std::size_t>(n));
+    if (comm.size() == 1) return order;
+    comm.broadcast(std::span<std::int64_t>(order), 0);
+    const std::int64_t share = n / comm.size();
+    const auto first = order.begin() + comm.rank() * share;
+    return std::vector<std::int64_t>(first, first + share);
+  }
+
+  /// One round: sample, gather the ranks' pairs, then train on this rank's share in shuffled minibatches (SPO: no
+  /// inner epochs, no stored old-policy log-probs).
   RoundRecord run_round() {
     RoundRecord rec;
     rec.round = this->round_ + 1;
+    rec.sum_keys = {"items"};
     const auto t0 = std::chrono::steady_clock::now();
-    const auto prompts = draw_prompts();
-    auto r = resampler_.sample(this->policy_, scheduler_, pm_, prompts, resolution_, 1, this->gen_);
+    auto r = sample_round();
     const auto t1 = std::chrono::steady_clock::now();
-    const auto items = static_cast<std::int64_t>(r.pairs.size());
+    Shape row{r.final_images.size(1), r.final_images.size(2), r.final_images.size(3)};
+    const auto pairs = gather_pairs(std::move(r.pairs), row);
+    const auto order = local_order(pairs.size());
+    const auto items = static_cast<std::int64_t>(order.size());
     double score_mean = 0, score_sq = 0;
     for (double v : r.final_scores) score_mean += v;
     score_mean /= static_cast<double>(r.final_scores.size());
     for (double v : r.final_scores) score_sq += (v - score_mean) * (v - score_mean);
     const double score_std = std::sqrt(score_sq / static_cast<double>(r.final_scores.size()));
-    const auto order = random_permutation(this->gen_, items);
     double loss = 0, ratio_win = 0, ratio_lose = 0, clip_fraction = 0, implicit_accuracy = 0, grad_norm = 0;
     std::int64_t batches = 0;
     for (std::size_t at = 0; at < order.size(); at += static_cast<std::size_t>(train_.batch_size)) {
       const auto len = std::min(static_cast<std::size_t>(train_.batch_size), order.size() - at);
       double norm = 0;
-      const auto res = train_minibatch(r.pairs, std::span(order).subspan(at, len), norm);
+      const auto res = train_minibatch(pairs, std::span(order).subspan(at, len), norm);
       loss += res.loss;
       ratio_win += res.ratio_win_mean;
       ratio_lose += res.ratio_lose_mean;
