@@ -156,19 +156,26 @@ void append_rows(Tensor<T>& acc, const Tensor<T>& x) {
   acc = std::move(out);
 }
 
-/// One SPO round on this rank of comm; the reference: one process samples every rank's prompts with that rank's
-/// generator, concatenates the pairs in rank order, takes rank 0's permutation and trains minibatches made of the
-/// ranks' k-th minibatches (W x batch items) on the union.
-inline Outcome spo_round(dist::AnyCommunicator comm) {
+/// One round of the trainer `make` builds, on this rank of comm: the rank's weights, hash and reduced record.
+template <class Make>
+Outcome one_round(dist::AnyCommunicator comm, Make make) {
   Outcome out;
   Replica rank;
-  auto t = rank.spo(seed);
+  auto t = (rank.*make)(seed, batch);
   t.set_communicator(comm);
   auto rec = t.run_round();
   train::reduce_record(comm, rec);
   out.metrics = rec.metrics;
   out.weights = rank.lora();
   out.hash = dist::parameter_hash(rank.policy);
+  return out;
+}
+
+/// One SPO round on this rank of comm; the reference: one process samples every rank's prompts with that rank's
+/// generator, concatenates the pairs in rank order, takes rank 0's permutation and trains minibatches made of the
+/// ranks' k-th minibatches (W x batch items) on the union.
+inline Outcome spo_round(dist::AnyCommunicator comm) {
+  Outcome out = one_round(comm, &Replica::spo);
 
   const int w = comm.size();
   Replica ref;
@@ -202,15 +209,7 @@ inline Outcome spo_round(dist::AnyCommunicator comm) {
 /// One Diffusion-DPO round (2 steps) on this rank of comm; the reference: one process with batch W x batch, whose
 /// minibatch s holds rank r's pairs at slots r batch .. (r + 1) batch - 1 with the (t, eps) rank r drew.
 inline Outcome dpo_round(dist::AnyCommunicator comm) {
-  Outcome out;
-  Replica rank;
-  auto t = rank.dpo(seed);
-  t.set_communicator(comm);
-  auto rec = t.run_round();
-  train::reduce_record(comm, rec);
-  out.metrics = rec.metrics;
-  out.weights = rank.lora();
-  out.hash = dist::parameter_hash(rank.policy);
+  Outcome out = one_round(comm, &Replica::dpo);
 
   const int w = comm.size();
   Replica ref;

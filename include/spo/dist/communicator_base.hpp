@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -189,6 +190,13 @@ class CommunicatorBase {
     Pending inner;
   };
 };
+
+/// A duration in seconds as text (%g: "3", "0.2", "1800").
+inline std::string seconds_text(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
 
 /// Seconds since `start` (the timeouts' clock).
 inline double seconds_since(std::chrono::steady_clock::time_point start) {

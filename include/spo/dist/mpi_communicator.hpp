@@ -157,7 +157,7 @@ class MpiCommunicator final : public CommunicatorBase {
       MPI_Test(&req, &done, MPI_STATUS_IGNORE);
       if (done) return;
       if (seconds_since(start) > timeout_s_)
-        abort(std::string(what) + " timed out after " + std::to_string(timeout_s_) +
+        abort(std::string(what) + " timed out after " + seconds_text(timeout_s_) +
               " s (another rank failed, hangs or runs a different number of collectives)");
       if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
@@ -205,7 +205,7 @@ class MpiCommunicator final : public CommunicatorBase {
       const auto start = std::chrono::steady_clock::now();
       for (std::int64_t polls = 0; !test(); ++polls) {
         if (seconds_since(start) > comm.timeout_s_)
-          comm.abort("all_reduce timed out after " + std::to_string(comm.timeout_s_) +
+          comm.abort("all_reduce timed out after " + seconds_text(comm.timeout_s_) +
                      " s (another rank failed, hangs or runs a different number of collectives)");
         if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
       }

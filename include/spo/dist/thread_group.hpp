@@ -65,7 +65,8 @@ class ThreadGroup {
     throw_if_aborted();
     if (!done) {
       std::ostringstream os;
-      os << "rank " << rank << ": " << what << " timed out after " << timeout_s_ << " s waiting for rank(s)";
+      os << "rank " << rank << ": " << what << " timed out after " << seconds_text(timeout_s_)
+         << " s waiting for rank(s)";
       for (int r = 0; r < size_; ++r)
         if (!present_[static_cast<std::size_t>(r)]) os << " " << r;
       abort_locked(rank, os.str());

@@ -604,6 +604,7 @@ inline ArgumentParser command_line_parser(const std::string& program, const std:
       .check([&c, length_flag] {
         SPO_EXPECT(!c.allow_length_change || c.resume,
                    "--allow-" << length_flag << "-change: applies to --resume only");
+        dist::parse_backend(c.comm);
       });
   return p;
 }

@@ -413,6 +413,8 @@ TEST_CASE("parse_command_line: the training experiments' command line") {
         {{"c.json", "--seed=1", "--seed=2"}, "--seed: given more than once ('1', then '2')"},
         {{"c.json", "other.json"}, "unexpected argument 'other.json'"},
         {{"c.json", "--output"}, "--output: missing value (--output DIR)"},
+        {{"c.json", "--comm=gloo"}, "--comm: \"gloo\" is not one of auto, single, mpi, nccl"},
+        {{"c.json", "--comm-timeout=0"}, "--comm-timeout: expected a number in [0.001, 1e+09], got '0'"},
     };
     for (const auto& [args, message] : cases) {
       CAPTURE(message);
@@ -422,7 +424,8 @@ TEST_CASE("parse_command_line: the training experiments' command line") {
       CHECK(out.empty());
       CHECK(err ==
             "spo: error: " + message +
-                "\nusage: spo <config.json> [--resume] [--rounds N] [--seed N] [--output DIR] [--allow-rounds-change]\n"
+                "\nusage: spo <config.json> [--resume] [--rounds N] [--seed N] [--output DIR] [--comm NAME]\n"
+                "           [--comm-timeout S] [--allow-rounds-change]\n"
                 "Run 'spo --help' for more.\n");
     }
   }
@@ -432,7 +435,8 @@ TEST_CASE("parse_command_line: the training experiments' command line") {
     CHECK(r.exit_code == 0);
     CHECK(err.empty());
     CHECK(out ==
-          "usage: spo <config.json> [--resume] [--steps N] [--seed N] [--output DIR] [--allow-steps-change]\n"
+          "usage: spo <config.json> [--resume] [--steps N] [--seed N] [--output DIR] [--comm NAME]\n"
+          "           [--comm-timeout S] [--allow-steps-change]\n"
           "\n"
           "Runs the experiment configured by <config.json>; the options override the config's run length\n"
           "(train.steps), seed and output_dir.\n"
@@ -445,6 +449,10 @@ TEST_CASE("parse_command_line: the training experiments' command line") {
           "  --steps N             the run length: overrides train.steps (an integer >= 1)\n"
           "  --seed N              overrides the config's seed (a non-negative integer)\n"
           "  --output DIR          overrides the config's output_dir\n"
+          "  --comm NAME           data parallel: auto (one rank alone; under mpirun/srun MPI ranks on the CPU,\n"
+          "                        NCCL on GPUs), single, mpi or nccl (default \"auto\")\n"
+          "  --comm-timeout S      seconds a collective may wait for the other ranks before the run aborts (a\n"
+          "                        number in [0.001, 1e+09]; default 1800)\n"
           "  --allow-steps-change  with --resume: accept a config whose train.steps differs from the resumed\n"
           "                        run's (every other key must match)\n"
           "  -h, --help            print this help and exit\n");

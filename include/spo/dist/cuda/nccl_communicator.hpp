@@ -154,7 +154,7 @@ class NcclCommunicator final : public CommunicatorBase {
       const auto start = std::chrono::steady_clock::now();
       while (!test()) {
         if (seconds_since(start) > comm.timeout_s_)
-          comm.abort("NCCL collective timed out after " + std::to_string(comm.timeout_s_) + " s");
+          comm.abort("NCCL collective timed out after " + seconds_text(comm.timeout_s_) + " s");
         std::this_thread::sleep_for(std::chrono::microseconds(20));
       }
     }
