@@ -4,8 +4,9 @@
 /// The floors: a header of a module includes headers of its own module and of modules listed above it, never below
 /// (tests/build/floor_check.cmake reads this list; `ctest -R module_floors`). From the ground up: the core; tensors;
 /// layers; gradient checks; optimizers; data-parallel communicators; files (configs, checkpoints, run plumbing); the
-/// data; text; diffusion (schedules, DDIM); losses; models; the judges; preferences (rater, pairs, compare); evaluation; the resampler; the
-/// training loops; the step-aware preference model; and the composition root, the experiments.
+/// data; text; diffusion (schedules, DDIM); losses; models; the judges; preferences (rater, pairs, compare);
+/// evaluation; the resampler; the training loops; the step-aware preference model; and the composition root, the
+/// experiments.
 #pragma once
 
 // The floor order, lowest first (kept as written):

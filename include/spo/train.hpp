@@ -7,6 +7,7 @@
 // The contracts above; the components:
 #include "spo/train/common_sections.hpp"
 #include "spo/train/d3po_training.hpp"
+#include "spo/train/data_parallel.hpp"
 #include "spo/train/ddpo_training.hpp"
 #include "spo/train/diffusion_dpo_training.hpp"
 #include "spo/train/pretraining.hpp"

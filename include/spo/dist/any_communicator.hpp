@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -46,7 +47,10 @@ class AnyCommunicator {
     return impl_->all_gather(block);
   }
   void barrier() { impl_->barrier(); }
-  [[noreturn]] void abort(std::string_view message) { impl_->abort(message); }
+  [[noreturn]] void abort(std::string_view message) {
+    impl_->abort(message);
+    std::terminate();  // transports never return from abort
+  }
 
   CommunicatorBase& transport() { return *impl_; }
 

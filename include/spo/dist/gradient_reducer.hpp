@@ -137,7 +137,12 @@ class GradientReducer {
                                << "\" reported ready twice in one backward (a layer used twice?): run that backward "
                                   "outside GradientReducer::overlap()");
     b.reported[k] = true;
-    if (++b.ready == b.params.size()) start(b);
+    if (++b.ready == b.params.size()) {
+      start(b);
+      // Progress the buckets in flight: MPI moves non-blocking collectives only inside MPI calls.
+      for (auto& other : buckets_)
+        if (other.started && &other != &b) other.pending.ready();
+    }
   }
 
   void start(Bucket& b) {

@@ -422,11 +422,10 @@ TEST_CASE("parse_command_line: the training experiments' command line") {
       CHECK_FALSE(r);
       CHECK(r.exit_code == 2);
       CHECK(out.empty());
-      CHECK(err ==
-            "spo: error: " + message +
-                "\nusage: spo <config.json> [--resume] [--rounds N] [--seed N] [--output DIR] [--comm NAME]\n"
-                "           [--comm-timeout S] [--allow-rounds-change]\n"
-                "Run 'spo --help' for more.\n");
+      CHECK(err == "spo: error: " + message +
+                       "\nusage: spo <config.json> [--resume] [--rounds N] [--seed N] [--output DIR] [--comm NAME]\n"
+                       "           [--comm-timeout S] [--allow-rounds-change]\n"
+                       "Run 'spo --help' for more.\n");
     }
   }
   SUBCASE("--help: exit code 0, the help on stdout") {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <span>
 #include <string>
@@ -117,6 +118,7 @@ class NcclCommunicator final : public CommunicatorBase {
     if (comm_) ncclCommAbort(comm_);
     comm_ = nullptr;
     bootstrap_->abort(message);
+    std::terminate();  // the bootstrap never returns from abort
   }
 
  private:
