@@ -25,7 +25,7 @@ for key in ("prompts_per_round", "batch_size"):
         assert t[key] % ranks == 0, f"{key} {t[key]} is not a multiple of {ranks}"
         t[key] //= ranks
 c["evaluation"]["progress_every_rounds"] = 0
-c["evaluation"]["seeds_per_prompt"] = 1
+c["evaluation"]["seeds_per_prompt"] = 2
 json.dump(c, open(dst, "w"), indent=2)
 PY
 }
