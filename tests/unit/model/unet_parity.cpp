@@ -36,16 +36,10 @@ Reference load_reference(const std::string& name) {
   return r;
 }
 
-io::StateDictLoadOptions non_strict() {
-  io::StateDictLoadOptions options;
-  options.strict = false;
-  return options;
-}
-
 template <Scalar T>
 model::UNet2DCondition<T> load_model(const Reference& r) {
   model::UNet2DCondition<T> unet(r.config);
-  auto res = io::load_state_dict(unet, r.file, non_strict());
+  auto res = io::load_state_dict(unet, r.file, {.strict = false, .prefix = {}});
   INFO("missing: " << res.missing.size());
   REQUIRE(res.missing.empty());
   for (const auto& k : res.unexpected)
@@ -146,7 +140,7 @@ TEST_CASE("UNet errors name the shapes; LoRA attaches to every attention project
       unet.forward(Tensor<float>(Shape{2, 2, 8, 8}), Tensor<float>(Shape{2}), Tensor<float>(Shape{2, 3, 5})),
       doctest::Contains("[2, 3, 5]"), spo::error);
   model::UNet2DCondition<float, cpu, nn::LoRA<nn::Linear<float>>> lora_unet(ref.config);
-  REQUIRE(io::load_state_dict(lora_unet, ref.file, non_strict()).missing.empty());
+  REQUIRE(io::load_state_dict(lora_unet, ref.file, {.strict = false, .prefix = {}}).missing.empty());
   Generator gen{1, 0};
   lora_unet.attach_lora(4, 4.0, gen);
   int adapters = 0, trainable_other = 0;
