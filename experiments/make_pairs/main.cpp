@@ -3,10 +3,17 @@
 // split's templates) the base model samples 2 x pairs_per_prompt images (DDIM with the base model's sampling
 // settings), image 2i and 2i+1 form pair i, the oracle rater scores both and a Bradley-Terry label is drawn.
 // Training and validation pairs use disjoint prompt templates and disjoint seeds.
+// With `generators` (a pool of other models or sampling settings, as Pick-a-Pic's images come from many models) the
+// pairs are off-policy: image a of pair i comes from generator i mod G, image b from generator floor(i / G) mod G,
+// each generator sampling its images of a prompt in one batch from its own seed. The compute of the generation
+// (UNet forward-equivalents, the rater's queries) is written to compute.json beside the pairs.
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +25,7 @@
 #include "spo/io/progress.hpp"
 #include "spo/io/run_record.hpp"
 #include "spo/preference/pairs.hpp"
+#include "spo/train/compute_budget.hpp"
 
 using Model = spo::model::FashionModel<float>;
 using Scheduler = spo::diffusion::Ddim<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>;
@@ -27,10 +35,25 @@ struct SplitSection {
                            (std::uint64_t, seed));
 };
 
+/// One source of images: a model (default: the base model) and its sampling settings.
+struct GeneratorSection {
+  BOOST_HANA_DEFINE_STRUCT(GeneratorSection, (std::string, name), (std::optional<spo::io::ModelFiles>, model),
+                           (double, guidance_scale), (std::int64_t, num_inference_steps), (double, eta));
+};
+
 struct PairsConfig {
   BOOST_HANA_DEFINE_STRUCT(PairsConfig, (std::string, data_dir), (std::string, output_dir), (spo::io::ModelFiles, base),
                            (spo::preference::RaterSection, rater), (spo::preference::LabelConfig, labels),
-                           (std::uint64_t, label_seed), (SplitSection, train), (SplitSection, validation));
+                           (std::uint64_t, label_seed), (SplitSection, train), (SplitSection, validation),
+                           (std::optional<std::vector<GeneratorSection>>, generators));
+};
+
+/// A generator ready to sample: its model, scheduler and settings.
+struct Source {
+  std::string name;
+  Model model;
+  Scheduler ddim;
+  double guidance_scale, eta;
 };
 
 namespace {
@@ -59,6 +82,47 @@ void validate(const PairsConfig& c) {
                        "template " << a << " is in train.templates too; the split is by prompt");
   SPO_CONFIG_CHECK(c.train.seed != c.validation.seed, "validation.seed",
                    "must differ from train.seed (" << c.train.seed << ")");
+  if (!c.generators) return;
+  SPO_CONFIG_CHECK(!c.generators->empty(), "generators", "must name at least one generator (or leave the key out)");
+  for (std::size_t i = 0; i < c.generators->size(); ++i) {
+    const auto& g = (*c.generators)[i];
+    const std::string key = "generators[" + std::to_string(i) + "]";
+    SPO_CONFIG_CHECK(!g.name.empty(), key + ".name", "must not be empty");
+    SPO_CONFIG_CHECK(std::isfinite(g.guidance_scale) && g.guidance_scale >= 0, key + ".guidance_scale",
+                     "must be finite and >= 0, got " << g.guidance_scale);
+    SPO_CONFIG_CHECK(g.num_inference_steps >= 1 && g.num_inference_steps <= 1000, key + ".num_inference_steps",
+                     "must be in [1, 1000], got " << g.num_inference_steps);
+    SPO_CONFIG_CHECK(std::isfinite(g.eta) && g.eta >= 0, key + ".eta", "must be finite and >= 0, got " << g.eta);
+    for (std::size_t j = 0; j < i; ++j)
+      SPO_CONFIG_CHECK((*c.generators)[j].name != g.name, key + ".name", "\"" << g.name << "\" is used twice");
+  }
+}
+
+/// The 2P images of one prompt from the pool: image a of pair i from generator i mod G, image b from generator
+/// floor(i / G) mod G; generator g samples all of its images of the prompt in one batch from the seed
+/// seed xor (g + 1) * 0x9e3779b97f4a7c15 (the on-policy set uses `seed` itself).
+spo::Tensor<float> sample_from_pool(std::vector<Source>& pool, std::int64_t per, const std::string& prompt,
+                                    std::uint64_t seed, std::int64_t res) {
+  const auto g_count = static_cast<std::int64_t>(pool.size());
+  std::vector<std::vector<std::int64_t>> rows(pool.size());  // per generator: destination rows of the 2P images
+  for (std::int64_t i = 0; i < per; ++i) {
+    rows[static_cast<std::size_t>(i % g_count)].push_back(2 * i);
+    rows[static_cast<std::size_t>((i / g_count) % g_count)].push_back(2 * i + 1);
+  }
+  const std::int64_t px = res * res;
+  auto images = spo::Tensor<float>::uninitialized(spo::Shape{2 * per, 1, res, res});  // [2P, 1, R, R]
+  for (std::size_t g = 0; g < pool.size(); ++g) {
+    const auto n = static_cast<std::int64_t>(rows[g].size());
+    if (n == 0) continue;
+    auto& s = pool[g];
+    spo::Generator gen{seed ^ (0x9e3779b97f4a7c15ULL * (g + 1)), 0};
+    const std::vector<std::string> prompts(static_cast<std::size_t>(n), prompt);
+    auto x = spo::randn<float>(spo::Shape{n, 1, res, res}, gen);  // [n, 1, R, R]
+    const auto y = spo::model::sample_ddim(s.model, s.ddim, std::move(x), prompts, s.guidance_scale, s.eta, gen);
+    for (std::int64_t r = 0; r < n; ++r)
+      std::copy_n(y.data() + r * px, px, images.data() + rows[g][static_cast<std::size_t>(r)] * px);
+  }
+  return images;
 }
 
 }  // namespace
@@ -77,9 +141,29 @@ int main(int argc, char** argv) try {
   const auto config = spo::io::load_config<PairsConfig>(config_path);
   spo::io::in_config_file(config_path, [&] { validate(config); });
   auto base = spo::experiment::load_base_model<Model>(config.base);
-  auto ddim = spo::diffusion::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(
-      base.config.schedule);
-  ddim.set_timesteps(base.config.sampling.num_inference_steps);
+  auto make_ddim = [&](std::int64_t steps) {
+    auto d = spo::diffusion::make_scheduler<spo::diffusion::LinearBetas, spo::diffusion::EpsilonPrediction>(
+        base.config.schedule);
+    d.set_timesteps(static_cast<int>(steps));
+    return d;
+  };
+  auto ddim = make_ddim(base.config.sampling.num_inference_steps);
+  // The pool of generators (none: the base model with its own sampling settings, on-policy pairs).
+  std::vector<Source> pool;
+  if (config.generators)
+    for (std::size_t i = 0; i < config.generators->size(); ++i) {
+      const auto& g = (*config.generators)[i];
+      const std::string key = "generators[" + std::to_string(i) + "].model";
+      auto loaded = spo::io::in_config_file(config_path, [&] {
+        if (g.model) {
+          SPO_CONFIG_CHECK(std::filesystem::is_regular_file(g.model->weights), key + ".weights",
+                           "no such file: \"" << g.model->weights << "\"");
+          return spo::experiment::load_base_model<Model>(*g.model).model;
+        }
+        return spo::experiment::load_base_model<Model>(config.base).model;
+      });
+      pool.push_back(Source{g.name, std::move(loaded), make_ddim(g.num_inference_steps), g.guidance_scale, g.eta});
+    }
   auto rater = spo::io::in_config_file(config_path, [&] {
     return spo::experiment::load_oracle_rater<float>(config.rater, config.data_dir, base.config.resolution);
   });
@@ -88,6 +172,9 @@ int main(int argc, char** argv) try {
   std::filesystem::create_directories(out);
   spo::io::write_run_record(out, "make_pairs", spo::io::to_json(config), config.train.seed, SPO_SOURCE_DIR, 0);
 
+  const double unit_flops = spo::train::unet_row_flops(base.model, 1, base.config.resolution);
+  spo::nn::ComputeMeter meter;
+  const spo::nn::MeterScope metered(meter);
   spo::Generator label_gen{config.label_seed, 0};
   for (const auto& [name, split] :
        {std::pair{std::string("train"), config.train}, std::pair{std::string("validation"), config.validation}}) {
@@ -103,11 +190,16 @@ int main(int argc, char** argv) try {
       for (int c = 0; c < 10; ++c) {
         const std::string prompt = spo::text::fashion_prompt(c, static_cast<std::size_t>(tmpl));
         const std::uint64_t seed = split.seed + static_cast<std::uint64_t>(tmpl * 10 + c);
-        spo::Generator gen{seed, 0};
         const std::vector<std::string> prompts(static_cast<std::size_t>(2 * per), prompt);
-        auto x = spo::randn<float>(spo::Shape{2 * per, 1, res, res}, gen);  // [2P, 1, R, R]
-        auto images = spo::model::sample_ddim(base.model, ddim, std::move(x), prompts,
-                                              base.config.sampling.guidance_scale, base.config.sampling.eta, gen);
+        spo::Tensor<float> images;  // [2P, 1, R, R]: images 2i and 2i + 1 form pair i
+        if (pool.empty()) {
+          spo::Generator gen{seed, 0};
+          auto x = spo::randn<float>(spo::Shape{2 * per, 1, res, res}, gen);  // [2P, 1, R, R]
+          images = spo::model::sample_ddim(base.model, ddim, std::move(x), prompts, base.config.sampling.guidance_scale,
+                                           base.config.sampling.eta, gen);
+        } else {
+          images = sample_from_pool(pool, per, prompt, seed, res);
+        }
         const auto rewards = rater.score(images, prompts);
         const std::int64_t px = res * res;
         std::vector<double> ra, rb;
@@ -127,14 +219,18 @@ int main(int argc, char** argv) try {
         at += per;
         progress.update(at);
       }
-    pairs.generation = {{"base", spo::io::to_json(config.base)},
-                        {"sampling", spo::io::to_json(base.config.sampling)},
-                        {"rater", spo::io::to_json(config.rater)},
-                        {"labels", spo::io::to_json(config.labels)},
-                        {"label_seed", config.label_seed},
-                        {"templates", split.templates},
-                        {"pairs_per_prompt", per},
-                        {"seed", split.seed}};
+    if (config.generators) {
+      pairs.generation["generators"] = spo::io::to_json(*config.generators);
+      pairs.generation["pairing"] = "image a of pair i from generator i mod G, image b from floor(i / G) mod G";
+    }
+    pairs.generation.update({{"base", spo::io::to_json(config.base)},
+                             {"sampling", spo::io::to_json(base.config.sampling)},
+                             {"rater", spo::io::to_json(config.rater)},
+                             {"labels", spo::io::to_json(config.labels)},
+                             {"label_seed", config.label_seed},
+                             {"templates", split.templates},
+                             {"pairs_per_prompt", per},
+                             {"seed", split.seed}});
     spo::preference::save_pairs(out / (name + ".safetensors"), pairs);
     // Summary: reward spread and label statistics.
     double gap = 0, agree = 0;
@@ -154,6 +250,13 @@ int main(int argc, char** argv) try {
         name.c_str(), static_cast<long long>(n), gap / static_cast<double>(n), static_cast<long long>(ties),
         100.0 * static_cast<double>(ties) / static_cast<double>(n), 100.0 * agree / static_cast<double>(counted));
   }
+  spo::train::ComputeRecord record;
+  record.what = "make_pairs";
+  record.unit_flops = unit_flops;
+  record.own = meter;
+  spo::train::save_compute_record(out, record);
+  std::printf("compute: %.0f UNet forward-equivalents, %lld rater queries (compute.json)\n",
+              record.forward_equivalents(), static_cast<long long>(record.rater_queries()));
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "make_pairs: error: " << e.what() << "\n";

@@ -6,6 +6,7 @@
 #include "spo/train/concepts.hpp"
 // The contracts above; the components:
 #include "spo/train/common_sections.hpp"
+#include "spo/train/compute_budget.hpp"
 #include "spo/train/d3po_training.hpp"
 #include "spo/train/data_parallel.hpp"
 #include "spo/train/ddpo_training.hpp"

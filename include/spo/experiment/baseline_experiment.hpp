@@ -18,29 +18,32 @@
 
 namespace spo::experiment {
 
-/// Diffusion-DPO on the offline preference pairs (`pairs`: a file written by make_pairs). Every key is required.
+/// Diffusion-DPO on the offline preference pairs (`pairs`: a file written by make_pairs). Every key is required but
+/// budget.
 struct DiffusionDpoConfig {
   BOOST_HANA_DEFINE_STRUCT(DiffusionDpoConfig, (std::uint64_t, seed), (std::string, data_dir),
                            (std::string, output_dir), (io::ModelFiles, base), (preference::RaterSection, rater),
                            (train::LoraSection, lora), (std::string, pairs), (loss::DiffusionDpoOptions, loss),
-                           (train::DiffusionDpoTrainSection, train), (eval::EvalSection, evaluation));
+                           (train::DiffusionDpoTrainSection, train), (eval::EvalSection, evaluation),
+                           (std::optional<train::BudgetSection>, budget));
 };
 
-/// D3PO with the rater's preference of the final images. Every key is required.
+/// D3PO with the rater's preference of the final images. Every key is required but budget.
 struct D3poConfig {
   BOOST_HANA_DEFINE_STRUCT(D3poConfig, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
                            (io::ModelFiles, base), (preference::RaterSection, rater), (train::LoraSection, lora),
                            (train::TrajectorySection, sampling), (loss::D3poLossOptions, loss),
-                           (train::D3poTrainSection, train), (eval::EvalSection, evaluation));
+                           (train::D3poTrainSection, train), (eval::EvalSection, evaluation),
+                           (std::optional<train::BudgetSection>, budget));
 };
 
-/// DDPO_IS with the rater's reward of the final images. Every key is required.
+/// DDPO_IS with the rater's reward of the final images. Every key is required but budget.
 struct DdpoConfig {
   BOOST_HANA_DEFINE_STRUCT(DdpoConfig, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
                            (io::ModelFiles, base), (preference::RaterSection, rater), (train::LoraSection, lora),
                            (train::TrajectorySection, sampling), (loss::DdpoLossOptions, loss),
                            (loss::StatTrackerOptions, stat_tracker), (train::DdpoTrainSection, train),
-                           (eval::EvalSection, evaluation));
+                           (eval::EvalSection, evaluation), (std::optional<train::BudgetSection>, budget));
 };
 
 inline train::PretrainConfig validate(const DiffusionDpoConfig& c) {
@@ -101,8 +104,12 @@ int run_baseline_experiment(int argc, char** argv, const char* source_dir, const
                    static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
     auto training = io::in_config_file(
         cli->config, [&] { return make_trainer(config, base_config, policy, base.model, evaluator); });
+    std::vector<std::pair<std::string, std::string>> inputs;
+    if constexpr (requires { config.pairs; }) inputs.emplace_back("pairs", config.pairs);
+    const auto compute = io::in_config_file(
+        cli->config, [&] { return make_compute_setup(config, base.model, base_config.resolution, inputs); });
     const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator, comm);
-    train_and_report(run, config, training, evaluator, base.model, policy, {method, method}, [&] {
+    train_and_report(run, config, training, evaluator, base.model, policy, {method, method}, compute, [&] {
       return nlohmann::json{
           {"method", method}, {"rounds", training.round()}, {"seed", config.seed}, {"train_wall_s", training.wall_s()}};
     });

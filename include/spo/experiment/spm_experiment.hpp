@@ -13,6 +13,7 @@
 #include "spo/experiment/spo_experiment.hpp"
 #include "spo/io/run_record.hpp"
 #include "spo/spm/training.hpp"
+#include "spo/train/compute_budget.hpp"
 
 namespace spo::experiment {
 
@@ -77,6 +78,12 @@ int run_spm_experiment(int argc, char** argv, const char* source_dir) {
     if (comm.is_root())
       io::write_run_record(out, program, io::to_json(config), config.seed, source_dir, training.step());
     training.run(out);
+    nn::ComputeMeter spent = training.compute();  // every rank's training steps
+    if (comm.size() > 1) {
+      spent = {};
+      for (const auto& s : dist::all_gather_strings(comm, {nn::to_json(training.compute()).dump()}))
+        spent += nn::compute_meter_from_json(nlohmann::json::parse(s));
+    }
     if (!comm.is_root()) return 0;
 
     const auto acc = training.evaluate();
@@ -86,9 +93,18 @@ int run_spm_experiment(int argc, char** argv, const char* source_dir) {
           {{"t", a.t}, {"label_accuracy", a.label_accuracy}, {"order_accuracy", a.order_accuracy}});
     spm::save_preference_model<V>(out / "preference_model.safetensors", net, result);
     io::write_file_atomic(out / "accuracy.json", result.dump(2) + "\n");
+    train::ComputeRecord record;  // what the model cost: its steps, its pairs, its initialisation
+    record.what = program;
+    record.unit_flops = train::unet_row_flops(base.model, 1, base.config.resolution);
+    record.own = spent;
+    train::add_input_record(record, "pairs", config.pairs.train);
+    if (config.init_from) train::add_input_record(record, "init_from", *config.init_from);
+    train::save_compute_record(out, record);
     for (const auto& a : acc)
       std::printf("%s  t=%4lld  label accuracy %.3f  order accuracy %.3f\n", std::string(V::name).c_str(),
                   static_cast<long long>(a.t), a.label_accuracy, a.order_accuracy);
+    std::printf("compute: %.0f UNet forward-equivalents of its own, %.0f with its inputs (compute.json)\n",
+                record.own_forward_equivalents(), record.forward_equivalents());
     return 0;
   });
 }

@@ -4,11 +4,14 @@
 #pragma once
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <boost/hana/define_struct.hpp>
@@ -32,6 +35,7 @@
 #include "spo/preference/preference_model.hpp"
 #include "spo/resampler/continuation.hpp"
 #include "spo/spm/variant.hpp"
+#include "spo/train/compute_budget.hpp"
 #include "spo/train/spo_training.hpp"
 
 namespace spo::experiment {
@@ -93,15 +97,16 @@ struct PolicyNames {
                            (std::optional<std::string>, continuation), (std::optional<std::string>, loss));
 };
 
-/// The config of an SPO experiment whose loss has options LossOptions. Every key is required except `policies`
-/// and preference_model (required unless the experiment uses the oracle).
+/// The config of an SPO experiment whose loss has options LossOptions. Every key is required except `policies`,
+/// preference_model (required unless the experiment uses the oracle) and budget (train.rounds alone ends the run).
 template <class LossOptions>
 struct SpoConfigOf {
   BOOST_HANA_DEFINE_STRUCT(SpoConfigOf, (std::uint64_t, seed), (std::string, data_dir), (std::string, output_dir),
                            (std::optional<PolicyNames>, policies), (io::ModelFiles, base),
                            (std::optional<std::string>, preference_model), (preference::RaterSection, rater),
                            (train::LoraSection, lora), (resampler::ResamplerOptions, resampler), (LossOptions, loss),
-                           (train::SpoTrainSection, train), (eval::EvalSection, evaluation));
+                           (train::SpoTrainSection, train), (eval::EvalSection, evaluation),
+                           (std::optional<train::BudgetSection>, budget));
 };
 /// The config of the paper's SPO (its clipped loss).
 using SpoConfig = SpoConfigOf<loss::SpoLossOptions>;
@@ -132,7 +137,49 @@ train::PretrainConfig validate_common(const C& c) {
   validate_input_file("base.weights", c.base.weights);
   validate_input_file("rater.judge.weights", c.rater.judge.weights);
   validate_input_file("evaluation.held_out_judge.weights", c.evaluation.held_out_judge.weights);
+  if (c.budget) train::validate(*c.budget);
   return base;
+}
+
+/// The compute accounting of a fine-tuning run: the unit (one UNet forward of one row of the base model), the
+/// compute records of the method's inputs when the budget charges them, and the budget.
+struct ComputeSetup {
+  double unit_flops = 0;
+  std::map<std::string, train::ComputeRecord> inputs;  ///< charged inputs by config key
+  std::optional<train::BudgetSection> budget;
+
+  double charged_fe() const {
+    double f = 0;
+    for (const auto& [k, r] : inputs) f += r.forward_equivalents();
+    return f;
+  }
+  std::int64_t charged_queries() const {
+    std::int64_t n = 0;
+    for (const auto& [k, r] : inputs) n += r.rater_queries();
+    return n;
+  }
+};
+
+/*!
+  ENSURES
+    - measures the unit on `base`; with a budget that charges inputs, loads the compute record of every artifact
+      in `inputs` ({config key, artifact path}); a missing or foreign record is an error naming the key and file
+!*/
+template <class Config, class Base>
+ComputeSetup make_compute_setup(const Config& c, Base& base, std::int64_t resolution,
+                                const std::vector<std::pair<std::string, std::string>>& inputs) {
+  ComputeSetup s;
+  s.unit_flops = train::unet_row_flops(base, 1, resolution);
+  s.budget = c.budget;
+  if (c.budget && c.budget->charge_inputs)
+    for (const auto& [key, path] : inputs) {
+      try {
+        s.inputs.emplace(key, train::load_compute_record(path, s.unit_flops));
+      } catch (const input_error& e) {
+        throw config_error(key, std::string(e.what()) + " (budget.charge_inputs is true)");
+      }
+    }
+  return s;
 }
 
 /// Checks everything that can be checked before work starts (base model config included); errors are config_errors
@@ -384,7 +431,7 @@ RunContext start_run(const CommandLine& cli, const std::string& output_dir, cons
 template <class Config, class Training, class Scheduler, class Base, class Policy, class Describe>
 void train_and_report(const RunContext& run, const Config& config, Training& training,
                       BasicEvaluator<Scheduler>& evaluator, Base& base, Policy& policy, const TunedName& name,
-                      Describe&& describe) {
+                      const ComputeSetup& compute, Describe&& describe) {
   using D = typename Policy::device_type;
   auto release_blocks = [] {  // evaluation batch shapes differ from training's
     caching_allocator<cpu>::instance().release_all();
@@ -395,6 +442,8 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
   const fs::path ckpt = out / "checkpoint.safetensors";
   auto comm = run.comm;
   training.set_communicator(comm);
+  training.set_compute(compute.unit_flops, compute.charged_fe(), compute.charged_queries(),
+                       compute.budget ? compute.budget->forward_equivalents : 0.0);
   if (run.resume && fs::exists(ckpt)) {
     training.resume(ckpt);
     std::fprintf(stderr, "%s: resumed after round %lld\n", run.program.c_str(),
@@ -418,6 +467,8 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
     auto [m, images] = evaluator.run(policy, ev.progress_seeds_per_prompt);
     progress.write({{"step", round},
                     {"train_wall_s", wall},
+                    {"fe", training.forward_equivalents()},
+                    {"rater_queries", training.rater_queries()},
                     {"reward_mean", m.reward.mean},
                     {"class_accuracy", m.class_accuracy},
                     {"frechet", m.frechet}});
@@ -425,10 +476,24 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
     reward_curve.ys.push_back(m.reward.mean);
     release_blocks();
   };
-  if (training.round() == 0 && ev.progress_every_rounds > 0) progress_eval(0, 0.0);
+  const auto& budget = compute.budget;
+  const bool fe_progress = budget && budget->progress_every > 0;
+  if (training.round() == 0 && (ev.progress_every_rounds > 0 || fe_progress)) progress_eval(0, 0.0);
+  double fe_before = training.forward_equivalents();
   training.run(out, [&](std::int64_t round, double wall) {
-    if (ev.progress_every_rounds > 0 && (round % ev.progress_every_rounds == 0 || round == config.train.rounds))
+    const double fe = training.forward_equivalents();
+    bool snapshot = false;
+    if (budget)
+      for (const double s : budget->snapshots)
+        if (fe_before < s && s <= fe) {
+          save_lora(out / ("lora_fe" + std::to_string(std::llround(s)) + ".safetensors"), policy, config.lora);
+          snapshot = true;
+        }
+    const bool last = round == config.train.rounds || training.budget_spent();
+    if ((ev.progress_every_rounds > 0 && (round % ev.progress_every_rounds == 0 || last)) ||
+        (fe_progress && (train::crossed_multiple(fe_before, fe, budget->progress_every) || snapshot || last)))
       progress_eval(round, wall);
+    fe_before = fe;
   });
   save_lora(out / "lora.safetensors", policy, config.lora);
 
@@ -438,6 +503,15 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
   auto [mt, images_tuned] = evaluator.run(policy, ev.seeds_per_prompt);
   auto [md, j] = comparison_table(mb, mt, name.key);
   j["experiment"] = describe();
+  nlohmann::json charged = nlohmann::json::object();
+  for (const auto& [key, r] : compute.inputs) charged[key] = train::to_json(r);
+  j["compute"] = {{"unit_flops", compute.unit_flops},
+                  {"forward_equivalents", training.forward_equivalents()},
+                  {"charged_inputs_fe", compute.charged_fe()},
+                  {"rater_queries", training.rater_queries()},
+                  {"rounds", training.round()},
+                  {"by_network", nn::to_json(training.compute())},
+                  {"charged_inputs", charged}};
   j["wall_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - run.start).count();
   io::write_file_atomic(out / "results.json", j.dump(2) + "\n");
   io::write_file_atomic(out / "results.md", md);
@@ -484,6 +558,10 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) {
     auto evaluator = io::in_config_file(
         cli->config, [&] { return make_evaluator<typename E::scheduler_type>(config, base_config); });
     auto pm = make_preference_model<E>(config, evaluator.rater);
+    std::vector<std::pair<std::string, std::string>> inputs;
+    if constexpr (E::needs_checkpoint) inputs.emplace_back("preference_model", *config.preference_model);
+    const auto compute = io::in_config_file(
+        cli->config, [&] { return make_compute_setup(config, base.model, base_config.resolution, inputs); });
     const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator, comm);
     if (comm.is_root())
       std::fprintf(
@@ -498,7 +576,7 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) {
                                         typename E::continuation_type, typename E::loss_type>;
     Training training(policy, base.model, evaluator.ddim, pm, config.resampler, config.loss, config.train,
                       base_config.resolution, config.seed, io::to_json(config));
-    train_and_report(run, config, training, evaluator, base.model, policy, {"spo", "SPO"}, [&] {
+    train_and_report(run, config, training, evaluator, base.model, policy, {"spo", "SPO"}, compute, [&] {
       return nlohmann::json{{"preference", E::preference_type::name},
                             {"compare", E::compare_type::name},
                             {"continuation", E::continuation_type::name},

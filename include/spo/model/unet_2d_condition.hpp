@@ -11,6 +11,7 @@
 
 #include "spo/model/resnet_block.hpp"
 #include "spo/model/transformer_2d.hpp"
+#include "spo/nn/compute_meter.hpp"
 #include "spo/nn/timestep_embedding.hpp"
 
 namespace spo::model {
@@ -294,6 +295,7 @@ class UNet2DCondition {
 
   UNetGradients<T, D> backward(const tensor& dy) {
     SPO_CHECK(has_forward_, "UNet2DCondition::backward without a forward in grad mode");
+    const nn::NetworkScope metered("unet", nn::Pass::backward, dy.size(0));
     has_forward_ = false;
     tensor dtemb(temb_shape_), dcontext(context_shape_);
     auto dh = conv_norm_out_.backward(conv_act_.backward(conv_out_.backward(dy)));  // [B, C0, H, W]
@@ -417,6 +419,7 @@ class UNet2DCondition {
         context.rank() == 3 && context.size(0) == sample.size(0) && context.size(2) == config_.cross_attention_dim,
         "UNet2DCondition: context shape " << context.shape() << " is not [" << sample.size(0) << ", M, "
                                           << config_.cross_attention_dim << "]");
+    const nn::NetworkScope metered("unet", nn::Pass::forward, sample.size(0));
     const bool keep = nn::grad_enabled();
     context_shape_ = context.shape();
     auto temb = time_embedding_.forward(time_proj_.forward(timesteps));  // [B, 4 C0]

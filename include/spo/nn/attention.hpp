@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "spo/core/rng.hpp"
+#include "spo/nn/compute_meter.hpp"
 #include "spo/nn/context_layer.hpp"
 #include "spo/nn/grad_mode.hpp"
 #include "spo/nn/layer.hpp"
@@ -227,7 +228,8 @@ class Attention {
     auto lse = tensor::uninitialized(Shape{batch, heads_, n});  // [B, H, N]
     const cpu_kernels::AttentionShape s{batch, heads_, n, m, dim_head_, options_.causal};
     attention_forward(s, q, k, v, o, lse, scale());
-    tensor y = to_out_.forward(o);  // [B, N, query_dim]
+    count_flops(Pass::forward, 2 * gemm_flops(s.batch_heads() * n, m, dim_head_));  // q k^T, p v
+    tensor y = to_out_.forward(o);                                                  // [B, N, query_dim]
     if (grad_enabled()) {
       shape_ = s;
       mode_ = mode;
@@ -251,6 +253,8 @@ class Attention {
     CoreGradients g{tensor::uninitialized(q_.shape()), tensor::uninitialized(k_.shape()),
                     tensor::uninitialized(v_.shape())};  // [B, N, inner], [B, M, inner] x2
     attention_backward(shape_, q_, k_, v_, o_, d_o, lse_, g.dq, g.dk, g.dv, scale());
+    // p recomputed from q k^T and lse, then dv = p^T do, dp = do v^T, dq = ds k, dk = ds^T q
+    count_flops(Pass::backward, 5 * gemm_flops(shape_.batch_heads() * shape_.n, shape_.m, dim_head_));
     release();
     return g;
   }

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "spo/core/rng.hpp"
+#include "spo/nn/compute_meter.hpp"
 #include "spo/nn/grad_mode.hpp"
 #include "spo/nn/parameter.hpp"
 #include "spo/tensor/cpu/conv2d.hpp"
@@ -141,6 +142,7 @@ class Conv2d {
     const tensor padded = has_padding_end() ? pad_end(x) : tensor();  // [B, Cin, H + pe_h, W + pe_w]
     conv2d_forward(s, has_padding_end() ? padded : x, weight_.value, opt_.bias ? &bias_.value : nullptr, y,
                    has_forward_ ? &state_ : nullptr, weight_.trainable);
+    count_flops(Pass::forward, s.flops());
     if (has_forward_) input_shape_ = x.shape();
     return y;
   }
@@ -160,6 +162,7 @@ class Conv2d {
     auto dx = tensor::uninitialized(Shape{s.batch, in_, s.height, s.width});  // [B, Cin, H + pe_h, W + pe_w]
     conv2d_backward(s, state_, weight_.value, dy, dx, weight_.trainable ? &weight_.grad : nullptr,
                     opt_.bias && bias_.trainable ? &bias_.grad : nullptr);
+    count_flops(Pass::backward, s.flops() * (weight_.trainable ? 2 : 1));  // d input (+ d weight)
     state_.clear();
     has_forward_ = false;
     return has_padding_end() ? drop_end(std::move(dx)) : dx;  // [B, Cin, H, W]

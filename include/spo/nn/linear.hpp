@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "spo/core/rng.hpp"
+#include "spo/nn/compute_meter.hpp"
 #include "spo/nn/grad_mode.hpp"
 #include "spo/nn/parameter.hpp"
 #include "spo/tensor/cpu/gemm.hpp"
@@ -77,6 +78,7 @@ class Linear {
     if (has_bias_) broadcast_rows(bias_.value, y);
     if (in_ == 0 && !has_bias_) y.fill_zero();
     gemm(false, true, rows, out_, in_, T(1), x, weight_.value, has_bias_ ? T(1) : T(0), y);  // y (+)= x W^T
+    count_flops(Pass::forward, gemm_flops(rows, out_, in_));
     if (grad_enabled()) input_ = x;
     return y;
   }
@@ -92,6 +94,7 @@ class Linear {
     if (has_bias_ && bias_.trainable) column_sum_accumulate(dy, bias_.grad);  // db += sum_rows dy  [out]
     auto dx = tensor::uninitialized(input_.shape());                          // [..., in] = dy W
     gemm(false, false, rows, in_, out_, T(1), dy, weight_.value, T(0), dx);
+    count_flops(Pass::backward, gemm_flops(rows, in_, out_) * (weight_.trainable ? 2 : 1));  // dx (+ dW)
     input_ = tensor();
     return dx;
   }

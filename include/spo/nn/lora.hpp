@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "spo/core/rng.hpp"
+#include "spo/nn/compute_meter.hpp"
 #include "spo/nn/grad_mode.hpp"
 #include "spo/nn/gradient_hook.hpp"
 #include "spo/nn/layer.hpp"
@@ -115,6 +116,7 @@ class LoRA {
     auto u = tensor::uninitialized(us);  // [..., r] = x A^T
     gemm(false, true, rows, rank_, in, T(1), x, lora_a_.value, T(0), u);
     gemm(false, true, rows, out, rank_, scale_, u, lora_b_.value, T(1), y);  // y += s u B^T  [..., out]
+    count_flops(Pass::forward, gemm_flops(rows, rank_, in) + gemm_flops(rows, out, rank_));
     if (grad_enabled()) {
       input_ = x;
       down_ = std::move(u);
@@ -139,6 +141,8 @@ class LoRA {
       gemm(true, false, rank_, in, rows, T(1), du, input_, T(1), lora_a_.grad);
     if (lora_a_.trainable) gradient_ready(lora_a_);
     gemm(false, false, rows, in, rank_, T(1), du, lora_a_.value, T(1), dx);  // dx += du A  [..., in]
+    count_flops(Pass::backward, gemm_flops(rows, rank_, out) * (lora_b_.trainable ? 2 : 1) +
+                                    gemm_flops(rows, rank_, in) * (lora_a_.trainable ? 2 : 1));
     input_ = tensor();
     down_ = tensor();
     return dx;

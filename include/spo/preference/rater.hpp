@@ -24,6 +24,7 @@
 #include "spo/io/model_files.hpp"
 #include "spo/io/safetensors.hpp"
 #include "spo/judge/classifier.hpp"
+#include "spo/nn/compute_meter.hpp"
 #include "spo/nn/grad_mode.hpp"
 #include "spo/preference/concepts.hpp"
 #include "spo/text/prompts.hpp"
@@ -398,6 +399,7 @@ class OracleRater {
     const std::int64_t n = images.size(0), per = images.shape().numel_from(1);
     SPO_CHECK(static_cast<std::int64_t>(prompts.size()) == n,
               "rater got " << n << " images but " << prompts.size() << " prompts");
+    const nn::NetworkScope metered("rater", nn::Pass::forward, n);  // the labels' source, not charged compute
     Parts out;
     for (const auto& p : prompts) out.cls.push_back(prompt_class(p));
     const std::int64_t f_dim = stats_.features();

@@ -15,6 +15,7 @@
 #include <boost/hana/define_struct.hpp>
 
 #include "spo/core/rng.hpp"
+#include "spo/nn/compute_meter.hpp"
 #include "spo/nn/grad_mode.hpp"
 #include "spo/nn/parameter.hpp"
 #include "spo/spm/image_encoder.hpp"
@@ -176,6 +177,7 @@ class PreferenceNetwork {
   tensor forward(const tensor& images, const tensor& t, std::span<const std::vector<std::int32_t>> ids) {
     SPO_CHECK(images.rank() >= 1 && static_cast<std::int64_t>(ids.size()) == images.size(0),
               "PreferenceNetwork: " << ids.size() << " token rows for image shape " << images.shape());
+    const nn::NetworkScope metered("preference_model", nn::Pass::forward, images.size(0));
     tensor f = visual_.forward(images, t);                               // [B, E]
     tensor g = text_.forward(ids);                                       // [B, E]
     tensor u, v, norms;                                                  // [B, E], [B, E], [B, 2]
@@ -196,6 +198,7 @@ class PreferenceNetwork {
     SPO_CHECK(dscores.shape() == scores_.shape(), "PreferenceNetwork::backward: gradient shape "
                                                       << dscores.shape() << " does not match scores shape "
                                                       << scores_.shape());
+    const nn::NetworkScope metered("preference_model", nn::Pass::backward, dscores.size(0));
     tensor df, dg;  // [B, E]
     clip_scores_backward(dscores, u_, v_, norms_, scores_, logit_scale_.value, df, dg,
                          logit_scale_.trainable ? &logit_scale_.grad : nullptr);

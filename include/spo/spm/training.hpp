@@ -2,6 +2,7 @@
 /// @brief Training a preference-model variant on preference pairs exactly as SPO trains its SPM.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -23,6 +24,7 @@
 #include "spo/io/model_files.hpp"
 #include "spo/io/progress.hpp"
 #include "spo/loss/pair_preference.hpp"
+#include "spo/nn/compute_meter.hpp"
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
 #include "spo/preference/pairs.hpp"
@@ -132,10 +134,14 @@ class SpmTraining {
     const auto info = io::load_checkpoint(checkpoint, net_, optimizer_);
     step_ = info.step;
     gen_ = train::rank_generator(comm_, info.config, info.rng, checkpoint);
+    if (info.config.contains("compute")) meter_ = nn::compute_meter_from_json(info.config.at("compute"));
   }
+  /// This rank's metered compute of every training step so far (validations excluded), by network.
+  const nn::ComputeMeter& compute() const { return meter_; }
   /// Writes the checkpoint (rank 0; every rank calls it: the replicas are verified and the generators gathered).
   void save(const std::filesystem::path& path) {
     nlohmann::json c = resolved_;
+    c["compute"] = nn::to_json(meter_);
     if (comm_.size() > 1) {
       dist::verify_replicas(comm_, net_, "at the checkpoint of step " + std::to_string(step_),
                             static_cast<std::uint64_t>(step_));
@@ -252,7 +258,12 @@ class SpmTraining {
     double loss_acc = 0, acc_acc = 0;
     int n_acc = 0;
     while (step_ < tc.steps) {
-      auto [loss, acc, norm] = train_step();
+      std::array<double, 3> stepped{};
+      {
+        const nn::MeterScope metered(meter_);  // the validations below are not charged
+        stepped = train_step();
+      }
+      auto [loss, acc, norm] = stepped;
       if (comm_.size() > 1) {  // the run's loss and accuracy: means over ranks
         double v[2] = {loss, std::isfinite(acc) ? acc : 0.5};
         comm_.all_reduce(std::span<double>(v, 2), dist::ReduceOp::mean);
@@ -298,6 +309,7 @@ class SpmTraining {
   nlohmann::json resolved_;
   optim::AdamW<T> optimizer_;
   Generator gen_;
+  nn::ComputeMeter meter_;
   text::Tokenizer tokenizer_;
   preference::PreferencePairs train_, validation_;
   Tensor<T, cpu> images_a_, images_b_;  // [N, 1, R, R]

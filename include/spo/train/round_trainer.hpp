@@ -35,6 +35,7 @@
 #include "spo/tensor/transfer.hpp"
 #include "spo/text/prompts.hpp"
 #include "spo/train/common_sections.hpp"
+#include "spo/train/compute_budget.hpp"
 #include "spo/train/concepts.hpp"
 #include "spo/train/data_parallel.hpp"
 
@@ -170,8 +171,11 @@ Tensor<T, D> scalars_on(const std::vector<V>& v) {
     `RoundRecord run_round()`, and optionally `void save_state(nlohmann::json&) const` /
     `void load_state(const nlohmann::json&)` for extra state that must survive a resume): the LoRA policy, AdamW
     (betas 0.9 / 0.999, eps 1e-8), the generator, the round counter and the training wall-clock. Checkpoints
-    (policy, optimizer, generator, round, wall-clock, extra state) are written atomically between rounds, so a
-    resumed run repeats exactly what an uninterrupted one does.
+    (policy, optimizer, generator, round, wall-clock, compute, extra state) are written atomically between rounds, so
+    a resumed run repeats exactly what an uninterrupted one does.
+    Compute: every round runs under a nn::ComputeMeter; with set_compute() the rounds' charged compute in UNet
+    forward-equivalents (fe_round, and fe: the charged inputs plus every round so far, summed over ranks) and the
+    rater's queries are logged, and a budget stops the loop after the round that reaches it.
     Everything lives on the policy's device (Policy::device_type): the optimizer state, the cached blocks returned
     after each round.
     Data parallel (set_communicator, before the first round or resume): rank 0's parameters are broadcast to every
@@ -208,6 +212,29 @@ class RoundTrainer {
 
   std::int64_t round() const { return round_; }
   Generator& generator() { return gen_; }
+
+  /*!
+    REQUIRES
+      - unit_flops > 0 (train::unet_row_flops of the base model); charged_fe, budget_fe >= 0 (budget_fe 0: none)
+    ENSURES
+      - the compute so far counts from charged_fe (the method's inputs, e.g. its preference model) and
+        charged_queries rater labels; run() stops once forward_equivalents() >= budget_fe
+  !*/
+  void set_compute(double unit_flops, double charged_fe, std::int64_t charged_queries, double budget_fe) {
+    SPO_CHECK(unit_flops > 0 && charged_fe >= 0 && charged_queries >= 0 && budget_fe >= 0,
+              "set_compute: unit " << unit_flops << ", charged " << charged_fe << ", budget " << budget_fe);
+    unit_flops_ = unit_flops;
+    charged_fe_ = charged_fe;
+    charged_queries_ = charged_queries;
+    budget_fe_ = budget_fe;
+  }
+  /// Charged compute so far in UNet forward-equivalents: the inputs' plus every round's, summed over ranks.
+  double forward_equivalents() const { return charged_fe_ + fe_; }
+  /// Rater labels so far (the inputs' and every round's, summed over ranks).
+  std::int64_t rater_queries() const { return charged_queries_ + queries_; }
+  /// This rank's metered compute of every round so far, by network.
+  const nn::ComputeMeter& compute() const { return meter_; }
+  bool budget_spent() const { return budget_fe_ > 0 && forward_equivalents() >= budget_fe_; }
   /// Training wall-clock seconds so far (sampling and updates; restored on resume).
   double wall_s() const { return wall_offset_; }
 
@@ -235,6 +262,12 @@ class RoundTrainer {
     round_ = info.step;
     gen_ = rank_generator(comm_, info.config, info.rng, checkpoint);
     wall_offset_ = info.config.value("train_wall_s", 0.0);
+    if (info.config.contains("compute")) {
+      const auto& c = info.config.at("compute");
+      meter_ = nn::compute_meter_from_json(c.at("meter"));
+      fe_ = c.at("forward_equivalents").template get<double>();
+      queries_ = c.at("rater_queries").template get<std::int64_t>();
+    }
     if constexpr (requires(Derived & d, const nlohmann::json& j) { d.load_state(j); })
       self().load_state(info.config.value("trainer_state", nlohmann::json::object()));
   }
@@ -243,6 +276,7 @@ class RoundTrainer {
   void save(const std::filesystem::path& path) {
     nlohmann::json c = resolved_;
     c["train_wall_s"] = wall_offset_;
+    c["compute"] = {{"meter", nn::to_json(meter_)}, {"forward_equivalents", fe_}, {"rater_queries", queries_}};
     if constexpr (requires(const Derived& d, nlohmann::json& j) { d.save_state(j); }) {
       nlohmann::json state = nlohmann::json::object();
       self().save_state(state);
@@ -257,8 +291,9 @@ class RoundTrainer {
     if (comm_.size() > 1) comm_.barrier();  // no rank reads the checkpoint before rank 0 wrote it
   }
 
-  /// Runs to `rounds` with JSONL metrics (<out>/metrics.jsonl: the round's record plus step, sample_s, train_s,
-  /// wall_s), checkpoints (<out>/checkpoint.safetensors) and `on_round(round, wall_s)` after each round.
+  /// Runs to `rounds` (or until the budget of set_compute is spent) with JSONL metrics (<out>/metrics.jsonl: the
+  /// round's record plus step, sample_s, train_s, wall_s, rater_queries_round, flops_round and, with set_compute,
+  /// fe_round and fe), checkpoints (<out>/checkpoint.safetensors) and `on_round(round, wall_s)` after each round.
   void run(const std::filesystem::path& out,
            const std::function<void(std::int64_t, double)>& on_round = {}) requires RoundMethod<Derived> {
     std::optional<io::MetricsLog> log;
@@ -267,9 +302,30 @@ class RoundTrainer {
       log.emplace(out / "metrics.jsonl", round_ > 0 ? round_ : -1);
       bar.emplace(label_, rounds_, round_);
     }
-    while (round_ < rounds_) {
-      auto m = self().run_round();
+    while (round_ < rounds_ && !budget_spent()) {
+      nn::ComputeMeter round_meter;
+      RoundRecord m;
+      {
+        const nn::MeterScope metered(round_meter);
+        m = self().run_round();
+      }
+      meter_ += round_meter;
+      nlohmann::json flops = nlohmann::json::object();
+      for (const auto& [name, c] : round_meter.networks) flops[name] = c.flops();
+      m.metrics["flops_round"] = flops;
+      m.metrics["rater_queries_round"] = train::rater_queries(round_meter);
+      m.sum_keys.push_back("rater_queries_round");
+      if (unit_flops_ > 0) {
+        m.metrics["fe_round"] = train::forward_equivalents(round_meter, unit_flops_);
+        m.sum_keys.push_back("fe_round");
+      }
       reduce_record(comm_, m);
+      queries_ += m.metrics["rater_queries_round"].get<std::int64_t>();
+      if (unit_flops_ > 0) {
+        fe_ += m.metrics["fe_round"].get<double>();
+        m.metrics["fe"] = forward_equivalents();
+      }
+      m.metrics["rater_queries"] = rater_queries();
       wall_offset_ += m.sample_s + m.train_s;  // training time only: callbacks (evaluations) are not counted
       m.metrics["step"] = m.round;
       m.metrics["sample_s"] = m.sample_s;
@@ -313,6 +369,9 @@ class RoundTrainer {
   Generator gen_;
   std::int64_t round_ = 0;
   double wall_offset_ = 0;
+  nn::ComputeMeter meter_;
+  double unit_flops_ = 0, charged_fe_ = 0, budget_fe_ = 0, fe_ = 0;
+  std::int64_t charged_queries_ = 0, queries_ = 0;
   std::uint64_t seed_;
   dist::AnyCommunicator comm_;
   std::optional<dist::GradientReducer<T, D>> reducer_;
