@@ -24,6 +24,7 @@
 #include "spo/io/config.hpp"
 #include "spo/io/progress.hpp"
 #include "spo/io/run_record.hpp"
+#include "spo/preference/generator_pool.hpp"
 #include "spo/preference/pairs.hpp"
 #include "spo/train/compute_budget.hpp"
 
@@ -98,24 +99,18 @@ void validate(const PairsConfig& c) {
   }
 }
 
-/// The 2P images of one prompt from the pool: image a of pair i from generator i mod G, image b from generator
-/// floor(i / G) mod G; generator g samples all of its images of the prompt in one batch from the seed
-/// seed xor (g + 1) * 0x9e3779b97f4a7c15 (the on-policy set uses `seed` itself).
+/// The 2P images of one prompt from the pool (preference::pool_rows): generator g samples all of its images of the
+/// prompt in one batch from preference::pool_seed(seed, g) (the on-policy set uses `seed` itself).
 spo::Tensor<float> sample_from_pool(std::vector<Source>& pool, std::int64_t per, const std::string& prompt,
                                     std::uint64_t seed, std::int64_t res) {
-  const auto g_count = static_cast<std::int64_t>(pool.size());
-  std::vector<std::vector<std::int64_t>> rows(pool.size());  // per generator: destination rows of the 2P images
-  for (std::int64_t i = 0; i < per; ++i) {
-    rows[static_cast<std::size_t>(i % g_count)].push_back(2 * i);
-    rows[static_cast<std::size_t>((i / g_count) % g_count)].push_back(2 * i + 1);
-  }
+  const auto rows = spo::preference::pool_rows(per, static_cast<std::int64_t>(pool.size()));
   const std::int64_t px = res * res;
   auto images = spo::Tensor<float>::uninitialized(spo::Shape{2 * per, 1, res, res});  // [2P, 1, R, R]
   for (std::size_t g = 0; g < pool.size(); ++g) {
     const auto n = static_cast<std::int64_t>(rows[g].size());
     if (n == 0) continue;
     auto& s = pool[g];
-    spo::Generator gen{seed ^ (0x9e3779b97f4a7c15ULL * (g + 1)), 0};
+    spo::Generator gen{spo::preference::pool_seed(seed, g), 0};
     const std::vector<std::string> prompts(static_cast<std::size_t>(n), prompt);
     auto x = spo::randn<float>(spo::Shape{n, 1, res, res}, gen);  // [n, 1, R, R]
     const auto y = spo::model::sample_ddim(s.model, s.ddim, std::move(x), prompts, s.guidance_scale, s.eta, gen);

@@ -5,6 +5,7 @@
 #include "spo/preference/concepts.hpp"
 // The contracts above; the components:
 #include "spo/preference/compare.hpp"
+#include "spo/preference/generator_pool.hpp"
 #include "spo/preference/labels.hpp"
 #include "spo/preference/pairs.hpp"
 #include "spo/preference/preference_model.hpp"

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief Counting compute by network: the layers report the floating-point operations of their GEMMs and
-/// convolutions, the networks report the rows (samples) they process, into the meter active on the thread.
+/// @brief Counting compute by network (docs/algorithm.md 5.4): the layers report the floating-point operations of their
+/// GEMMs and convolutions, the networks report the rows (samples) they process, into the meter active on the thread.
 #pragma once
 
 #include <cstdint>

@@ -12,11 +12,16 @@
 
 namespace spo::text {
 
-/// Phrase templates; "{}" is replaced by the lower-cased class name. The first ones are used in training, the
-/// last ones are held out for evaluation (prompts never seen in pretraining or preference tuning).
-inline constexpr std::array<std::string_view, 6> fashion_templates = {
-    "a photo of a {}", "a picture of a {}", "an image of a {}", "a {}", "a drawing of a {}", "a picture of one {}"};
+/// Phrase templates; "{}" is replaced by the lower-cased class name. Templates 0-3 are used in pretraining and
+/// preference tuning, 4-5 are held out for evaluation, 6-7 are the validation split on which hyperparameters are
+/// chosen (neither trained on nor evaluated on). Every template is made of words of the first six, so the
+/// vocabulary (fashion_tokenizer) is the same as with the first six alone.
+inline constexpr std::array<std::string_view, 8> fashion_templates = {
+    "a photo of a {}",   "a picture of a {}",   "an image of a {}",   "a {}",
+    "a drawing of a {}", "a picture of one {}", "an image of one {}", "a photo of one {}"};
 inline constexpr std::size_t fashion_train_templates = 4;
+/// The validation templates (hyperparameter selection).
+inline constexpr std::array<int, 2> fashion_validation_templates = {6, 7};
 
 inline std::string class_phrase(int label) {
   std::string s(data::fashion_mnist_classes.at(static_cast<std::size_t>(label)));

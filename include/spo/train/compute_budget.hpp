@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief Compute in UNet forward-equivalents: the unit, the records that artifacts (preference pairs, preference
-/// models) carry of what they cost, and the budget section of the experiment configs.
+/// @brief Compute in UNet forward-equivalents (docs/algorithm.md 5.4): the unit, the records that artifacts (pair sets,
+/// preference models) carry of what they cost, and the budget section of the experiment configs.
 #pragma once
 
 #include <cmath>

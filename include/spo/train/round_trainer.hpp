@@ -334,7 +334,7 @@ class RoundTrainer {
       if (comm_.size() > 1) m.metrics["ranks"] = comm_.size();
       if (log) log->write(m.metrics);
       if (bar) bar->update(round_, m.summary);
-      if (round_ % checkpoint_every_ == 0 || round_ == rounds_) save(out / "checkpoint.safetensors");
+      if (round_ % checkpoint_every_ == 0 || round_ == rounds_ || budget_spent()) save(out / "checkpoint.safetensors");
       if (on_round && comm_.is_root()) on_round(round_, wall_offset_);
       // A round's last minibatch has its own size: return cached blocks so that sizes do not pile up over rounds.
       caching_allocator<D>::instance().release_all();

@@ -268,9 +268,24 @@ TEST_CASE("every committed config loads through the overlay loader and reads as 
       {"configs/spm.json", as(std::type_identity<spm::SpmConfig>{})},
       {"configs/spm_no_step.json", as(std::type_identity<spm::SpmConfig>{})},
       {"configs/pm_clean.json", as(std::type_identity<spm::SpmConfig>{})},
-      // Their config types are declared in the binaries' main.cpp (evaluate_spm, make_pairs).
+      {"configs/fair/spo_on_policy.json", spo},
+      {"configs/fair/spo_off_policy.json", spo},
+      {"configs/fair/diffusion_dpo_on_policy.json", as(std::type_identity<experiment::DiffusionDpoConfig>{})},
+      {"configs/fair/diffusion_dpo_off_policy.json", as(std::type_identity<experiment::DiffusionDpoConfig>{})},
+      {"configs/fair/d3po.json", as(std::type_identity<experiment::D3poConfig>{})},
+      {"configs/fair/ddpo.json", as(std::type_identity<experiment::DdpoConfig>{})},
+      {"configs/fair/pretrain_early.json", as(std::type_identity<train::PretrainConfig>{})},
+      {"configs/fair/pm_clean_on_policy.json", as(std::type_identity<spm::SpmConfig>{})},
+      {"configs/fair/pm_clean_off_policy.json", as(std::type_identity<spm::SpmConfig>{})},
+      {"configs/fair/spm_on_policy.json", as(std::type_identity<spm::SpmConfig>{})},
+      {"configs/fair/spm_off_policy.json", as(std::type_identity<spm::SpmConfig>{})},
+      // Their config types are declared in the binaries' main.cpp (evaluate_spm, make_pairs) or read by tools/
+      // (the fair comparison's grid).
       {"configs/evaluate_spm.json", json_only},
       {"configs/preference_pairs.json", json_only},
+      {"configs/fair/pairs_on_policy.json", json_only},
+      {"configs/fair/pairs_off_policy.json", json_only},
+      {"configs/fair/grid.json", json_only},
   };
   std::vector<std::string> files;
   for (const auto& entry : fs::recursive_directory_iterator("configs"))

@@ -1,4 +1,7 @@
 // SPDX-License-Identifier: MIT
+#include <string>
+#include <vector>
+
 #include <doctest/doctest.h>
 
 #include "spo/testing/gradcheck.hpp"
@@ -24,6 +27,22 @@ TEST_CASE("fashion prompts tokenize; unknown words and long prompts are errors; 
   CHECK(tok.encode("") == std::vector<std::int32_t>(8, text::Tokenizer::pad_id));
   CHECK_THROWS_WITH_AS(tok.encode("a photo of a hat"), doctest::Contains("unknown word 'hat'"), spo::error);
   CHECK_THROWS_WITH_AS(tok.encode("a a a a a a a a a"), doctest::Contains("at most 8"), spo::error);
+}
+
+TEST_CASE("the validation templates add no word: every prompt has the ids of the six-template vocabulary") {
+  std::vector<std::string> words;  // the vocabulary the committed base model was trained with
+  for (std::size_t t = 0; t < 6; ++t)
+    for (auto& w : text::Tokenizer::split(text::fashion_templates[t]))
+      if (w != "{}") words.push_back(w);
+  for (int c = 0; c < 10; ++c)
+    for (auto& w : text::Tokenizer::split(text::class_phrase(c))) words.push_back(w);
+  const text::Tokenizer six(words, 8);
+  const auto all = text::fashion_tokenizer(8);
+  CHECK(all.vocab_size() == six.vocab_size());
+  for (int c = 0; c < 10; ++c)
+    for (std::size_t t = 0; t < text::fashion_templates.size(); ++t)
+      CHECK(all.encode(text::fashion_prompt(c, t)) == six.encode(text::fashion_prompt(c, t)));
+  for (const int t : text::fashion_validation_templates) CHECK(t >= 6);
 }
 
 TEST_CASE("text encoder: features are token + position embeddings; gradients accumulate per token") {
