@@ -7,3 +7,4 @@
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
 #include "spo/optim/ema.hpp"
+#include "spo/optim/loss_scaler.hpp"

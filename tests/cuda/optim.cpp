@@ -29,6 +29,7 @@
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
 #include "spo/optim/cuda/optim_kernels.hpp"
+#include "spo/optim/loss_scaler.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/ops.hpp"
 
@@ -251,6 +252,32 @@ TEST_CASE_TEMPLATE("grad_norm and clip_grad_norm on cuda: both branches, the non
     CHECK(std::isinf(optim::clip_grad_norm(dev, 1e-3)));
     CHECK(same_bits(to_host(dev.one.grad), grads0.at("one")));
   }
+}
+
+TEST_CASE_TEMPLATE("scale and the loss scaler on cuda: unscaling bitwise as on the CPU, an infinity skips the step", T,
+                   float, double) {
+  Generator gen{78, 3};
+  Params<T, cpu> host;
+  randomize_values(host, gen);
+  randomize_grads(host, gen, 0.5);
+  Params<T, cuda> dev;
+  nn::copy_parameters(host, dev);
+  nn::copy_gradients(host, dev);
+  const optim::DynamicLossScaler scaler({1024.0, 2.0, 0.5, 10});
+  CHECK(scaler.unscale(host));
+  CHECK(scaler.unscale(dev));
+  check_all_same_bits(host_tensors(dev, true), host_tensors(host, true), "unscaled gradient");  // y * 2^-10: exact
+  auto big = host_tensors(dev, true).at("big");
+  big[777] = std::numeric_limits<T>::infinity();
+  copy_to_device(std::as_const(big).view(), dev.big.grad.view());
+  const auto values0 = host_tensors(dev, false);
+  optim::DynamicLossScaler s({1024.0, 2.0, 0.5, 10});
+  optim::AdamW<T, cuda> opt(optim::AdamWOptions{1e-3, 0.9, 0.999, 1e-8, 0.0});
+  const auto r = s.step(dev, opt, 1.0);
+  CHECK(r.skipped);
+  CHECK(s.scale() == 512.0);
+  CHECK(opt.step_count() == 0);
+  check_all_same_bits(host_tensors(dev, false), values0, "parameter after a skipped step");
 }
 
 TEST_CASE_TEMPLATE("sum_of_squares on cuda: long tensors (capped partials), empty lists, several views", T, float,

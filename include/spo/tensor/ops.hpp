@@ -66,6 +66,12 @@ void axpy(T alpha, TensorView<const T, cpu> x, TensorView<T, cpu> y) {
   as_array(y) += alpha * as_array(x);
 }
 
+/// y *= alpha
+template <Scalar T>
+void scale(T alpha, TensorView<T, cpu> y) {
+  as_array(y) *= alpha;
+}
+
 /// Sum of elementwise products, accumulated in double.
 template <Scalar T>
 double dot(TensorView<const T, cpu> a, TensorView<const T, cpu> b) {

@@ -58,6 +58,11 @@ __global__ void axpy_kernel(std::int64_t n, T alpha, const T* x, T* y) {
 }
 
 template <Scalar T>
+__global__ void scale_kernel(std::int64_t n, T alpha, T* y) {
+  for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) y[i] *= alpha;
+}
+
+template <Scalar T>
 __global__ void fill_kernel(std::int64_t n, T value, T* y) {
   for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) y[i] = value;
 }
@@ -93,6 +98,28 @@ struct Axpy {
     axpy_kernel<T>
         <<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(args.n, args.alpha, args.x, args.y);
     SPO_CUDA_CHECK_LAUNCH("axpy_kernel");
+  }
+};
+
+/// y[i] *= alpha for i < n.
+template <Scalar T>
+struct Scale {
+  struct Arguments {
+    std::int64_t n = 0;
+    T alpha = T(1);
+    T* y = nullptr;
+  };
+  static bool can_implement(const Arguments& args, std::string* why = nullptr) {
+    const std::string reason = detail::null_pointer_reason(args.n, args.y);
+    if (why) *why = reason;
+    return reason.empty();
+  }
+  static void run(const Arguments& args, cudaStream_t stream = nullptr) {
+    std::string why;
+    SPO_CHECK(can_implement(args, &why), "cuda_kernels::Scale: " << why);
+    if (args.n == 0) return;
+    scale_kernel<T><<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(args.n, args.alpha, args.y);
+    SPO_CUDA_CHECK_LAUNCH("scale_kernel");
   }
 };
 
@@ -177,6 +204,12 @@ template <Scalar T>
 void axpy(T alpha, TensorView<const T, cuda> x, TensorView<T, cuda> y) {
   check_same_shape(x.shape(), y.shape(), "axpy");
   cuda_kernels::Axpy<T>::run({y.numel(), alpha, x.data(), y.data()});
+}
+
+/// y *= alpha on the device (the cuda twin of spo::scale in tensor/ops.hpp).
+template <Scalar T>
+void scale(T alpha, TensorView<T, cuda> y) {
+  cuda_kernels::Scale<T>::run({y.numel(), alpha, y.data()});
 }
 
 /// Every element of t set to value.

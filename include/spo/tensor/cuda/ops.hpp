@@ -19,6 +19,9 @@ void fill_uniform(TensorView<T, cuda> t, Generator& gen, T lo = T(0), T hi = T(1
 /// y += alpha * x.
 template <Scalar T>
 void axpy(T alpha, TensorView<const T, cuda> x, TensorView<T, cuda> y);
+/// y *= alpha.
+template <Scalar T>
+void scale(T alpha, TensorView<T, cuda> y);
 /// Every element of t set to value.
 template <Scalar T>
 void fill(TensorView<T, cuda> t, T value);

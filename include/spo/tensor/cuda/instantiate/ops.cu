@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Instantiates tensor/cuda/ops.hpp (fill, random fills, axpy) for float and double.
+// Instantiates tensor/cuda/ops.hpp (fill, random fills, axpy, scale) for float and double.
 #include "spo/tensor/cuda/elementwise.cuh"
 #include "spo/tensor/cuda/rng.cuh"
 
@@ -8,6 +8,7 @@ namespace spo {
   template void fill_normal<T>(TensorView<T, cuda>, Generator&, T, T);      \
   template void fill_uniform<T>(TensorView<T, cuda>, Generator&, T, T);     \
   template void axpy<T>(T, TensorView<const T, cuda>, TensorView<T, cuda>); \
+  template void scale<T>(T, TensorView<T, cuda>);                           \
   template void fill<T>(TensorView<T, cuda>, T);
 SPO_INSTANTIATE(float)
 SPO_INSTANTIATE(double)
