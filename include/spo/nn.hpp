@@ -4,6 +4,7 @@
 
 #include "spo/nn/activation.hpp"
 #include "spo/nn/attention.hpp"
+#include "spo/nn/checkpoint.hpp"
 #include "spo/nn/compute_meter.hpp"
 #include "spo/nn/context_layer.hpp"
 #include "spo/nn/conv2d.hpp"

@@ -11,6 +11,7 @@
 
 #include "spo/model/resnet_block.hpp"
 #include "spo/model/transformer_2d.hpp"
+#include "spo/nn/checkpoint.hpp"
 #include "spo/nn/compute_meter.hpp"
 #include "spo/nn/timestep_embedding.hpp"
 
@@ -178,18 +179,23 @@ struct UNetAddedConditions {
   WHAT THIS REPRESENTS
     eps_hat (or v_hat, x0_hat) = UNet(sample [B, Cin, H, W], timesteps [B], context [B, M, Dctx]) -> [B, Cout, H, W].
     A text_time UNet (SDXL) also takes UNetAddedConditions (text_embeds [B, P], time_ids [B, K]) and only them.
-    Proj is the projection policy of every attention (nn::Linear, or nn::LoRA<nn::Linear> for LoRA fine-tuning).
+    Proj is the projection policy of every attention (nn::Linear, or nn::LoRA<nn::Linear> for LoRA fine-tuning);
+    Checkpoint the activation-checkpointing policy of its resnet and transformer blocks (nn::NoCheckpointing, or
+    nn::BlockCheckpointing: each block recomputes its activations in backward, gradients bitwise the same).
     forward() keeps what backward() needs when nn::grad_enabled(); backward(dy) returns the sample and context
     gradients (and, after a text_time forward, those of text_embeds and time_ids) and adds parameter gradients into
     trainable parameters.
 !*/
-template <Scalar T, Device D = cpu, class Proj = nn::Linear<T, D>>
+template <Scalar T, Device D = cpu, class Proj = nn::Linear<T, D>, class Checkpoint = nn::NoCheckpointing>
 class UNet2DCondition {
  public:
   using scalar_type = T;
   using device_type = D;
   using projection_type = Proj;
+  using checkpoint_policy = Checkpoint;
   using tensor = Tensor<T, D>;
+  using resnet_type = typename Checkpoint::template apply<ResnetBlock2D<T, D>>;
+  using attention_type = typename Checkpoint::template apply<Transformer2D<T, D, Proj>>;
 
   UNet2DCondition() = default;
   explicit UNet2DCondition(const UNetConfig& c) : config_(c) {
@@ -224,10 +230,10 @@ class UNet2DCondition {
       down_.push_back(std::move(b));
     }
     const std::int64_t cm = ch.back();
-    mid_resnet0_ = ResnetBlock2D<T, D>(cm, cm, temb, g, c.norm_eps);
-    mid_attention_ = Transformer2D<T, D, Proj>(cm, c.heads(levels - 1), c.cross_attention_dim, g,
-                                               c.use_linear_projection, c.transformer_layers(levels - 1));
-    mid_resnet1_ = ResnetBlock2D<T, D>(cm, cm, temb, g, c.norm_eps);
+    mid_resnet0_ = resnet_type(cm, cm, temb, g, c.norm_eps);
+    mid_attention_ = attention_type(cm, c.heads(levels - 1), c.cross_attention_dim, g, c.use_linear_projection,
+                                    c.transformer_layers(levels - 1));
+    mid_resnet1_ = resnet_type(cm, cm, temb, g, c.norm_eps);
     std::int64_t prev = cm;
     for (std::int64_t i = 0; i < levels; ++i) {
       const std::int64_t level = levels - 1 - i;
@@ -468,13 +474,13 @@ class UNet2DCondition {
   }
 
   struct DownBlock {
-    std::vector<ResnetBlock2D<T, D>> resnets;
-    std::vector<Transformer2D<T, D, Proj>> attentions;
+    std::vector<resnet_type> resnets;
+    std::vector<attention_type> attentions;
     std::optional<Downsample2D<T, D>> down;
   };
   struct UpBlock {
-    std::vector<ResnetBlock2D<T, D>> resnets;
-    std::vector<Transformer2D<T, D, Proj>> attentions;
+    std::vector<resnet_type> resnets;
+    std::vector<attention_type> attentions;
     std::vector<std::int64_t> hidden_channels;  // channels of h before each skip concatenation
     std::optional<Upsample2D<T, D>> up;
   };
@@ -486,8 +492,8 @@ class UNet2DCondition {
   nn::Timesteps<T, D> add_time_proj_;
   std::optional<nn::TimestepEmbedding<T, D>> add_embedding_;
   std::vector<DownBlock> down_;
-  ResnetBlock2D<T, D> mid_resnet0_, mid_resnet1_;
-  Transformer2D<T, D, Proj> mid_attention_;
+  resnet_type mid_resnet0_, mid_resnet1_;
+  attention_type mid_attention_;
   std::vector<UpBlock> up_;
   nn::GroupNorm<T, D> conv_norm_out_;
   nn::SiLU<T, D> conv_act_;

@@ -25,4 +25,17 @@ class no_grad_guard {
   bool previous_;
 };
 
+/// RAII scope in which forward passes keep what backward needs, whatever the caller's mode (a checkpointed block's
+/// recomputation inside backward).
+class enable_grad_guard {
+ public:
+  enable_grad_guard() : previous_(detail::grad_mode_flag()) { detail::grad_mode_flag() = true; }
+  ~enable_grad_guard() { detail::grad_mode_flag() = previous_; }
+  enable_grad_guard(const enable_grad_guard&) = delete;
+  enable_grad_guard& operator=(const enable_grad_guard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 }  // namespace spo::nn
