@@ -18,9 +18,10 @@ struct TextSection {
   BOOST_HANA_DEFINE_STRUCT(TextSection, (std::int64_t, max_length));
 };
 
-/// The default text-to-image model type for scalar T, device D and attention projection policy Proj.
-template <Scalar T, Device D = cpu, class Proj = nn::Linear<T, D>>
-using FashionModel = TextConditioned<UNet2DCondition<T, D, Proj>, text::EmbeddingTextEncoder<T, D>>;
+/// The default text-to-image model type for scalar T, device D, attention projection policy Proj and
+/// activation-checkpointing policy Checkpoint (nn/checkpoint.hpp).
+template <Scalar T, Device D = cpu, class Proj = nn::Linear<T, D>, class Checkpoint = nn::NoCheckpointing>
+using FashionModel = TextConditioned<UNet2DCondition<T, D, Proj, Checkpoint>, text::EmbeddingTextEncoder<T, D>>;
 
 /// Builds a FashionModel (one image channel; `unet`'s in/out channels are set to 1) from config sections; parameters
 /// are torch-default initialised from `gen`.
