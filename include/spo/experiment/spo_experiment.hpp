@@ -480,6 +480,10 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
   const bool fe_progress = budget && budget->progress_every > 0;
   if (training.round() == 0 && (ev.progress_every_rounds > 0 || fe_progress)) progress_eval(0, 0.0);
   double fe_before = training.forward_equivalents();
+  if (budget && training.round() == 0)  // inputs that cost more than a snapshot's budget: the untrained weights
+    for (const double s : budget->snapshots)
+      if (s <= fe_before)
+        save_lora(out / ("lora_fe" + std::to_string(std::llround(s)) + ".safetensors"), policy, config.lora);
   training.run(out, [&](std::int64_t round, double wall) {
     const double fe = training.forward_equivalents();
     bool snapshot = false;
