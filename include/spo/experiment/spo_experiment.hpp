@@ -148,15 +148,15 @@ struct ComputeSetup {
   std::map<std::string, train::ComputeRecord> inputs;  ///< charged inputs by config key
   std::optional<train::BudgetSection> budget;
 
-  double charged_fe() const {
-    double f = 0;
-    for (const auto& [k, r] : inputs) f += r.forward_equivalents();
-    return f;
-  }
-  std::int64_t charged_queries() const {
-    std::int64_t n = 0;
-    for (const auto& [k, r] : inputs) n += r.rater_queries();
-    return n;
+  /// The inputs' compute, an artifact two inputs share counted once.
+  double charged_fe() const { return charged().forward_equivalents(); }
+  std::int64_t charged_queries() const { return charged().rater_queries(); }
+  train::ComputeRecord charged() const {
+    train::ComputeRecord all;  // a record of nothing whose inputs are the charged ones
+    all.what = "charged inputs";
+    all.unit_flops = unit_flops;
+    all.inputs = inputs;
+    return all;
   }
 };
 

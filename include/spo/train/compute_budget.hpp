@@ -74,16 +74,27 @@ struct ComputeRecord {
   std::map<std::string, std::string> missing_inputs;  ///< inputs made without a record: key -> artifact path
 
   double own_forward_equivalents() const { return train::forward_equivalents(own, unit_flops); }
-  /// Own plus every input's total (each input counted once per path).
+  /// Own plus the inputs', each artifact of the chain counted once (a step-aware model's pairs reach it twice: as
+  /// its own input and through the clean model it starts from).
   double forward_equivalents() const {
-    double f = own_forward_equivalents();
-    for (const auto& [k, r] : inputs) f += r.forward_equivalents();
+    double f = 0;
+    for (const auto& [key, r] : chain()) f += r->own_forward_equivalents();
     return f;
   }
   std::int64_t rater_queries() const {
-    std::int64_t n = train::rater_queries(own);
-    for (const auto& [k, r] : inputs) n += r.rater_queries();
+    std::int64_t n = 0;
+    for (const auto& [key, r] : chain()) n += train::rater_queries(r->own);
     return n;
+  }
+  /// Every record of the chain by identity (what made it and what it metered), this one included.
+  std::map<std::string, const ComputeRecord*> chain() const {
+    std::map<std::string, const ComputeRecord*> seen;
+    collect(seen);
+    return seen;
+  }
+  void collect(std::map<std::string, const ComputeRecord*>& seen) const {
+    seen.emplace(what + "|" + nn::to_json(own).dump(), this);
+    for (const auto& [k, r] : inputs) r.collect(seen);
   }
 };
 

@@ -318,13 +318,29 @@ TEST_CASE("compute records: round trip, foreign units and incomplete chains are 
   CHECK(loaded.forward_equivalents() == doctest::Approx(56.0));  // its own 16 and its pairs' 40
   CHECK(loaded.rater_queries() == 20);
 
+  // A step-aware model initialised from a clean model trained on the same pairs: the pairs are charged once.
+  train::ComputeRecord clean;
+  clean.what = "train_pm_clean";
+  clean.unit_flops = 1000;
+  clean.own["preference_model"] = nn::NetworkCompute{64, 64, 3000, 5000};
+  train::add_input_record(clean, "pairs", dir / "pairs" / "train.safetensors");
+  fs::create_directories(dir / "clean");
+  train::save_compute_record(dir / "clean", clean);
+  train::ComputeRecord diamond = spm;
+  diamond.inputs.clear();
+  train::add_input_record(diamond, "pairs", dir / "pairs" / "train.safetensors");
+  train::add_input_record(diamond, "init_from", dir / "clean" / "preference_model.safetensors");
+  CHECK(diamond.chain().size() == 3);
+  CHECK(diamond.forward_equivalents() == doctest::Approx(16.0 + 8.0 + 40.0));  // own, the clean model's, the pairs'
+  CHECK(diamond.rater_queries() == 20);
+
   CHECK_THROWS_WITH_AS(train::load_compute_record(dir / "spm" / "x.safetensors", 999),
                        doctest::Contains("another model"), spo::input_error);
   CHECK_THROWS_WITH_AS(train::load_compute_record(dir / "none" / "x.safetensors", 1000),
                        doctest::Contains("no compute record"), spo::input_error);
   train::ComputeRecord orphan = spm;
   orphan.inputs.clear();
-  train::add_input_record(orphan, "init_from", dir / "clean" / "preference_model.safetensors");
+  train::add_input_record(orphan, "init_from", dir / "nowhere" / "preference_model.safetensors");
   CHECK(orphan.missing_inputs.size() == 1);
   fs::create_directories(dir / "orphan");
   train::save_compute_record(dir / "orphan", orphan);
