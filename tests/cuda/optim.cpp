@@ -275,7 +275,7 @@ TEST_CASE_TEMPLATE("scale and the loss scaler on cuda: unscaling bitwise as on t
   optim::AdamW<T, cuda> opt(optim::AdamWOptions{1e-3, 0.9, 0.999, 1e-8, 0.0});
   const auto r = s.step(dev, opt, 1.0);
   CHECK(r.skipped);
-  CHECK(s.scale() == 512.0);
+  CHECK(s.loss_scale() == 512.0);
   CHECK(opt.step_count() == 0);
   check_all_same_bits(host_tensors(dev, false), values0, "parameter after a skipped step");
 }

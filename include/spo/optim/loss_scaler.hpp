@@ -47,7 +47,7 @@ struct ScaledStep {
 /*!
   WHAT THIS REPRESENTS
     The loss scale s of mixed-precision training (docs/algorithm.md 5.5). A trainer multiplies the gradient of its
-    loss by scale() before the backward, so that small half-precision gradients do not flush to zero, then calls
+    loss by loss_scale() before the backward, so that small half-precision gradients do not flush to zero, then calls
     step(): every trainable gradient is multiplied by 1 / s (exact for the powers of two the defaults keep s at); if
     any is not finite the update is skipped and s *= backoff_factor; otherwise the gradients are clipped to
     max_grad_norm and the optimizer steps, and after growth_interval consecutive finite steps s *= growth_factor.
@@ -60,10 +60,10 @@ class DynamicLossScaler {
     validate(o);
   }
 
-  double scale() const { return scale_; }
+  double loss_scale() const { return scale_; }
   std::int64_t growth_tracker() const { return tracker_; }
 
-  /// Multiplies every trainable gradient of `model` by 1 / scale(); returns false when any of them is not finite.
+  /// Multiplies every trainable gradient of `model` by 1 / loss_scale(); returns false when any of them is not finite.
   template <class Model>
   bool unscale(Model& model) const {
     const double inv = 1.0 / scale_;
@@ -92,7 +92,7 @@ class DynamicLossScaler {
 
   /*!
     REQUIRES
-      - the trainable gradients of `model` hold scale() x the loss's gradients
+      - the trainable gradients of `model` hold loss_scale() x the loss's gradients
     ENSURES
       - unscale, then either skip (no parameter changes, gradients left as they are) or clip to max_grad_norm and
         take one optimizer step; then update the scale

@@ -65,7 +65,7 @@ optim::AdamW<float> adamw() { return optim::AdamW<float>(optim::AdamWOptions{1e-
 
 TEST_CASE("loss scaler: GradScaler's defaults, and bad options are config errors naming the key") {
   const optim::DynamicLossScaler s;
-  CHECK(s.scale() == 65536.0);
+  CHECK(s.loss_scale() == 65536.0);
   CHECK(s.growth_tracker() == 0);
   CHECK_THROWS_WITH_AS(optim::DynamicLossScaler({0.0, 2.0, 0.5, 10}), doctest::Contains("loss_scale.init_scale"),
                        spo::config_error);
@@ -81,15 +81,15 @@ TEST_CASE("loss scaler: unscaling by a power of two is exact, and an injected in
   Problem p, q;
   const optim::DynamicLossScaler s;
   p.backward(1.0);
-  q.backward(s.scale());
+  q.backward(s.loss_scale());
   CHECK(s.unscale(q.layer));
   const auto& gp = p.weight().grad;
   const auto& gq = q.weight().grad;
   for (std::int64_t i = 0; i < gp.numel(); ++i) CHECK(gq[i] == gp[i]);
-  q.backward(s.scale());
+  q.backward(s.loss_scale());
   q.weight().grad[3] = inf;
   CHECK_FALSE(s.unscale(q.layer));
-  q.backward(s.scale());
+  q.backward(s.loss_scale());
   q.weight().grad[0] = std::numeric_limits<float>::quiet_NaN();
   CHECK_FALSE(s.unscale(q.layer));
 }
@@ -100,31 +100,31 @@ TEST_CASE("loss scaler: a non-finite gradient skips the update and halves the sc
   optim::DynamicLossScaler s({1024.0, 2.0, 0.5, 3});
   // Two finite steps: updates taken, the tracker counts.
   for (int i = 0; i < 2; ++i) {
-    p.backward(s.scale());
+    p.backward(s.loss_scale());
     const auto r = s.step(p.layer, opt, 1.0);
     CHECK_FALSE(r.skipped);
     CHECK(std::isfinite(r.grad_norm));
   }
-  CHECK(s.scale() == 1024.0);
+  CHECK(s.loss_scale() == 1024.0);
   CHECK(s.growth_tracker() == 2);
   CHECK(opt.step_count() == 2);
   // An injected infinity: no parameter moves, no optimizer step, the scale backs off and the tracker restarts.
   const auto before = p.weights();
-  p.backward(s.scale());
+  p.backward(s.loss_scale());
   p.weight().grad[1] = inf;
   const auto r = s.step(p.layer, opt, 1.0);
   CHECK(r.skipped);
   CHECK(r.scale_used == 1024.0);
   CHECK(p.weights() == before);
   CHECK(opt.step_count() == 2);
-  CHECK(s.scale() == 512.0);
+  CHECK(s.loss_scale() == 512.0);
   CHECK(s.growth_tracker() == 0);
   // Three finite steps in a row double it.
   for (int i = 0; i < 3; ++i) {
-    p.backward(s.scale());
+    p.backward(s.loss_scale());
     CHECK_FALSE(s.step(p.layer, opt, 1.0).skipped);
   }
-  CHECK(s.scale() == 1024.0);
+  CHECK(s.loss_scale() == 1024.0);
   CHECK(s.growth_tracker() == 0);
   CHECK(opt.step_count() == 5);
 }
@@ -137,10 +137,10 @@ TEST_CASE("loss scaler: training with a power-of-two scale equals unscaled train
     a.backward(1.0);
     optim::clip_grad_norm(a.layer, 0.05);
     oa.step(a.layer);
-    b.backward(s.scale());
+    b.backward(s.loss_scale());
     CHECK_FALSE(s.step(b.layer, ob, 0.05).skipped);
   }
-  CHECK(s.scale() == 16384.0);
+  CHECK(s.loss_scale() == 16384.0);
   CHECK(a.weights() == b.weights());
 }
 
@@ -151,12 +151,12 @@ TEST_CASE("loss scaler: the state resumes exactly and a corrupt state is an erro
   a.update(true);
   optim::DynamicLossScaler b({256.0, 2.0, 0.5, 4});
   b.load_state(a.state());
-  CHECK(b.scale() == 128.0);
+  CHECK(b.loss_scale() == 128.0);
   CHECK(b.growth_tracker() == 1);
   for (bool f : {true, true, true, false, true}) {
     a.update(f);
     b.update(f);
-    CHECK(a.scale() == b.scale());
+    CHECK(a.loss_scale() == b.loss_scale());
     CHECK(a.growth_tracker() == b.growth_tracker());
   }
   CHECK_THROWS_AS(b.load_state({{"scale", -1.0}, {"growth_tracker", 0}}), spo::error);
