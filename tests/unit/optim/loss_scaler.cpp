@@ -11,6 +11,7 @@
 
 #include <doctest/doctest.h>
 
+#include "spo/nn/layer.hpp"
 #include "spo/nn/linear.hpp"
 #include "spo/nn/parameter.hpp"
 #include "spo/optim/adamw.hpp"
