@@ -86,7 +86,7 @@ TEST_CASE("range errors are config errors: file, key and value, one key per chec
   CHECK(config_message(c) == "spo.json: rater.images_per_class: must be >= 0 (0: every training image), got -1");
   c = spo_config();
   c.evaluation.templates = {0, 9};
-  CHECK(config_message(c) == "spo.json: evaluation.templates[1]: no template 9 (there are 6)");
+  CHECK(config_message(c) == "spo.json: evaluation.templates[1]: no template 9 (there are 8)");
   for (auto* m : {&c}) check_user_facing(config_message(*m));
 }
 

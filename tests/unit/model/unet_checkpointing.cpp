@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include <doctest/doctest.h>
 
@@ -56,12 +57,14 @@ void check_bitwise_equal(bool lora) {
   using Plain = model::UNet2DCondition<double, cpu, Proj>;
   using Ckpt = model::UNet2DCondition<double, cpu, Proj, nn::BlockCheckpointing>;
   static_assert(!Plain::checkpoint_policy::enabled && Ckpt::checkpoint_policy::enabled);
+  static_assert(std::is_same_v<typename Ckpt::resnet_type, nn::Checkpointed<model::ResnetBlock2D<double>>>);
+  static_assert(std::is_same_v<typename Plain::attention_type, model::Transformer2D<double, cpu, Proj>>);
   auto plain = make_unet<Plain>(lora);
   auto ckpt = make_unet<Ckpt>(lora);
   Generator g{5, 0};
-  const auto x = randn<double>(Shape{2, 1, 8, 8}, g);                  // [2, 1, 8, 8]
+  const auto x = randn<double>(Shape{2, 4, 8, 8}, g);                  // [2, 4, 8, 8]
   const auto ctx = randn<double>(Shape{2, 6, 8}, g);                   // [2, 6, 8]
-  const auto dy = randn<double>(Shape{2, 1, 8, 8}, g);                 // [2, 1, 8, 8]
+  const auto dy = randn<double>(Shape{2, 4, 8, 8}, g);                 // [2, 4, 8, 8]
   const Tensor<double> t(Shape{2}, std::vector<double>{17.0, 503.0});  // [2]
   nn::zero_grad(plain);
   nn::zero_grad(ckpt);
