@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
-// axpy, fill and SiLU forward/backward on spo::cuda against the CPU (spo::axpy, cpu_kernels::activation_*).
+// axpy, scale, fill and SiLU forward/backward on spo::cuda against the CPU (spo::axpy, spo::scale,
+// cpu_kernels::activation_*).
 // Bounds, per element, written as |gpu - cpu| <= abs + rel |cpu|:
 //   axpy: one rounding each side, a fused multiply-add on either: float abs 0, rel 2^-22 of |alpha x| + |y| terms;
+//   scale: one rounded product each side: exact;
 //   fill: exact;
 //   SiLU: the CPU float logistic is Eigen's rational approximation (a few ulp on [-9, 18], exp(x) below -9, which
 //         is off by a relative e^x <= 1.3e-4 there, i.e. <= 2e-7 absolute in x s(x)); the device uses expf (2 ulp):
@@ -43,6 +45,22 @@ TEST_CASE_TEMPLATE("axpy == spo::axpy (shapes checked, odd sizes, in the caller'
   }
   Tensor<T, cuda> a(Shape{2, 3}), b(Shape{3, 2});
   CHECK_THROWS_WITH_AS(axpy<T>(T(1), a.view(), b.view()), doctest::Contains("[3, 2]"), spo::error);
+}
+
+TEST_CASE_TEMPLATE("scale == spo::scale bitwise (odd sizes, a power of two and an arbitrary factor)", T, float,
+                   double) {
+  for (const std::int64_t n : {std::int64_t{1}, std::int64_t{257}, std::int64_t{300001}})
+    for (const T alpha : {T(0x1p-16), T(-0.3)}) {
+      INFO("n = " << n << ", alpha = " << alpha);
+      Generator g{32, 0};
+      auto y = Tensor<T, cpu>::uninitialized(Shape{n});
+      cuda_test::cpu_fill_normal(y, g, T(0), T(1));
+      auto dy = to_device(y);
+      scale<T>(alpha, dy.view());
+      cuda_test::cpu_scale(alpha, y);
+      const auto got = to_host(dy);
+      REQUIRE(std::memcmp(got.data(), y.data(), static_cast<std::size_t>(n) * sizeof(T)) == 0);
+    }
 }
 
 TEST_CASE_TEMPLATE("fill sets every element exactly", T, float, double) {

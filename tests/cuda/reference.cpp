@@ -39,6 +39,8 @@ void cpu_axpy(float alpha, const Tensor<float, cpu>& x, Tensor<float, cpu>& y) {
 void cpu_axpy(double alpha, const Tensor<double, cpu>& x, Tensor<double, cpu>& y) {
   axpy<double>(alpha, x.view(), y.view());
 }
+void cpu_scale(float alpha, Tensor<float, cpu>& y) { scale<float>(alpha, y.view()); }
+void cpu_scale(double alpha, Tensor<double, cpu>& y) { scale<double>(alpha, y.view()); }
 void cpu_fill_normal(Tensor<float, cpu>& t, Generator& gen, float mean, float stddev) {
   fill_normal<float>(t.view(), gen, mean, stddev);
 }

@@ -30,6 +30,8 @@ void cpu_silu_backward(const double* x, const double* dy, double* dx, std::int64
 /// spo::axpy, spo::fill_normal, spo::fill_uniform of tensor/ops.hpp.
 void cpu_axpy(float alpha, const Tensor<float, cpu>& x, Tensor<float, cpu>& y);
 void cpu_axpy(double alpha, const Tensor<double, cpu>& x, Tensor<double, cpu>& y);
+void cpu_scale(float alpha, Tensor<float, cpu>& y);
+void cpu_scale(double alpha, Tensor<double, cpu>& y);
 void cpu_fill_normal(Tensor<float, cpu>& t, Generator& gen, float mean, float stddev);
 void cpu_fill_normal(Tensor<double, cpu>& t, Generator& gen, double mean, double stddev);
 void cpu_fill_uniform(Tensor<float, cpu>& t, Generator& gen, float lo, float hi);
