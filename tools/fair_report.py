@@ -24,8 +24,7 @@ import shlex
 import sys
 from xml.sax.saxutils import escape
 
-# Two-sided 95% Student t quantiles by degrees of freedom.
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+from results_tables import fmt, interval  # the same intervals as the other tables of docs/results.md
 
 # (run folder, label, key of the tuned model in results.json)
 VARIANTS = [
@@ -41,24 +40,6 @@ DEFAULT_BUDGETS = {"small": 80000, "large": 320000}
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 BEGIN, END = "<!-- fair:begin -->", "<!-- fair:end -->"
 SVG_NAME = "fair_reward_vs_compute.svg"
-
-
-def interval(values):
-    """Mean and 95% t interval over runs (None for the interval with one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = T95.get(n - 1, 1.96) * sd / math.sqrt(n)
-    return mean, (mean - half, mean + half)
-
-
-def fmt(values, digits=4):
-    if not values:
-        return "-"
-    mean, ci = interval(values)
-    return f"{mean:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
 
 
 def mean_or_none(values):
