@@ -142,7 +142,7 @@ def tune(args):
             cfg = os.path.join(RUNS, "tune", "configs", variant, point + ".json")
             write_json(os.path.join(ROOT, cfg), overlay)
             cmd = [os.path.join(BIN, m["binary"]), cfg, "--resume"]
-            tasks.append(lambda th, cmd=cmd, out=out: run(cmd, os.path.join(out + ".log"), th))
+            tasks.append(lambda th, cmd=cmd, out=out: run(cmd, out + ".log", th))
     parallel(tasks, args.jobs)
     choose(g)
 
