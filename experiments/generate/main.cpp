@@ -131,9 +131,13 @@ int main(int argc, char** argv) try {
   spo::io::ProgressBar bar("generate", s.steps);
   const auto t_encode = clock::now();
   const auto embeddings = sd.encode_prompt(s.prompts, s.negative_prompts);
+  // One batch per run: each component's weights go once the run is past it, so the UNet's do not sit beside the
+  // VAE decode's activations (the peak at 512x512 and above).
+  sd.release(spo::model::PipelineComponent::text_encoders);
   const auto t_denoise = clock::now();
   const auto latents =
       sd.denoise(sd.initial_latents(s, gen), embeddings, s, gen, [&](int step, int) { bar.update(step); });
+  sd.release(spo::model::PipelineComponent::unet);
   const auto t_decode = clock::now();
   const auto images = sd.decode(latents);
   const auto t_end = clock::now();

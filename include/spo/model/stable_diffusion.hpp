@@ -37,6 +37,9 @@ namespace spo::model {
 /// Which pipeline a folder holds: StableDiffusionPipeline (SD 1.x, 2.x) or StableDiffusionXLPipeline (SDXL base).
 enum class PipelineKind { sd, sdxl };
 
+/// The parts of a pipeline a one-shot run can hand back once it is past them (StableDiffusion::release).
+enum class PipelineComponent { text_encoders, unet };
+
 /// How a pipeline folder is read.
 struct PipelineLoadOptions {
   std::optional<std::string> variant;  ///< weights variant, e.g. "fp16" (default: plain files, else the only variant)
@@ -171,6 +174,7 @@ class StableDiffusion {
 
   /// Merges a LoRA file (any layout io::read_lora reads) into the UNet's weights with `scale`.
   std::size_t merge_lora(const std::filesystem::path& file, double scale) {
+    expect_loaded(PipelineComponent::unet, "merge_lora");
     const io::MappedSafetensors store(file);
     io::LoraReadOptions o;
     o.layers_per_block = unet_config_.layers_per_block;
@@ -183,6 +187,7 @@ class StableDiffusion {
     SPO_EXPECT(!prompts.empty(), "encode_prompt: no prompt");
     SPO_EXPECT(!negatives || negatives->size() == prompts.size(),
                "encode_prompt: " << negatives->size() << " negative prompts for " << prompts.size() << " prompts");
+    expect_loaded(PipelineComponent::text_encoders, "encode_prompt");
     PromptEmbeddings<T, D> e;
     const std::vector<std::string> empty(prompts.size(), "");
     if (kind_ == PipelineKind::sd) {
@@ -204,6 +209,7 @@ class StableDiffusion {
   /// latents. Stochastic schedulers draw their noise from `gen`.
   tensor denoise(tensor latents, const PromptEmbeddings<T, D>& e, const GenerationSettings& s, Generator& gen,
                  const Progress& progress = {}) {
+    expect_loaded(PipelineComponent::unet, "denoise");
     nn::no_grad_guard no_grad;
     const std::int64_t b = latents.size(0), h = latents.size(2) * vae_scale_factor(),
                        w = latents.size(3) * vae_scale_factor();
@@ -233,6 +239,24 @@ class StableDiffusion {
         },
         scheduler_);
   }
+
+  /*!
+    Frees the weights of `c` (the text encoders: both for SDXL) for a run that is past it: a one-shot text-to-image
+    run needs the text encoders only for the prompt and the UNet only until the last step, and at 512x512 the SD1.5
+    UNet's 3.4 GB of float weights would otherwise stay resident through the VAE decode, where the peak sits.
+    The memory goes back to the allocator's pool (decode hands the pool back to the system). Later use of a released
+    component (encode_prompt, denoise, merge_lora) is an error naming it; the other stages are unaffected.
+  !*/
+  void release(PipelineComponent c) {
+    if (c == PipelineComponent::text_encoders) {
+      text_encoder_ = text::CLIPTextModel<T, D>();
+      text_encoder_2_ = text::CLIPTextModelWithProjection<T, D>();
+    } else {
+      unet_ = UNet2DCondition<T, D>();
+    }
+    released_[static_cast<int>(c)] = true;
+  }
+  bool released(PipelineComponent c) const { return released_[static_cast<int>(c)]; }
 
   /// The image of `latents` in [0, 1]: [B, 3, H, W]. The blocks the sampling loop left in the allocator's pools are
   /// handed back first: the VAE's activations have other sizes, and both sets would otherwise stay resident.
@@ -296,6 +320,12 @@ class StableDiffusion {
     else
       io::load_state_dict(model, store.get());  // a reference wrapper
     return model;
+  }
+
+  void expect_loaded(PipelineComponent c, const char* stage) const {
+    SPO_EXPECT(!released(c), stage << ": the pipeline's "
+                                   << (c == PipelineComponent::unet ? "UNet was" : "text encoders were")
+                                   << " released (StableDiffusion::release) after an earlier stage");
   }
 
   static tensor concat_rows(const tensor& a, const tensor& b) {
@@ -363,6 +393,7 @@ class StableDiffusion {
   UNet2DCondition<T, D> unet_;
   AutoencoderKL<T, D> vae_;
   diffusion::AnyScheduler scheduler_;
+  bool released_[2] = {false, false};  // by PipelineComponent
 };
 
 }  // namespace spo::model

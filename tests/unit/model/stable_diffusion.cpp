@@ -109,3 +109,43 @@ TEST_CASE("a single-file checkpoint with its pipeline folder's configs generates
   CHECK(max_abs_diff<double>(a.view(), b.view()) == 0.0);
   CHECK(max_abs(a) > 0.0);
 }
+
+TEST_CASE("released components free their weights; the image is unchanged and a later use names the component") {
+  for (const char* name : {"tiny_sd15", "tiny_sdxl"}) {
+    CAPTURE(name);
+    model::GenerationSettings s;
+    s.prompts = {"a photo of a red dress"};
+    s.steps = 2;
+    s.guidance = 5.0;
+    auto kept = model::StableDiffusion<double>::load(dir + name);
+    Generator g1{3, 0};
+    const auto want = kept.generate(s, g1);
+
+    auto& pool = caching_allocator<cpu>::instance();
+    auto sd = model::StableDiffusion<double>::load(dir + name);
+    Generator g2{3, 0};
+    const auto e = sd.encode_prompt(s.prompts, s.negative_prompts);
+    const std::size_t before_text = pool.in_use_bytes();
+    sd.release(model::PipelineComponent::text_encoders);
+    CHECK(pool.in_use_bytes() < before_text);
+    CHECK(sd.released(model::PipelineComponent::text_encoders));
+    CHECK_FALSE(sd.released(model::PipelineComponent::unet));
+    CHECK_THROWS_WITH_AS((void)sd.encode_prompt(s.prompts, s.negative_prompts),
+                         doctest::Contains("encode_prompt: the pipeline's text encoders were released"), input_error);
+    const auto latents = sd.denoise(sd.initial_latents(s, g2), e, s, g2);
+    std::size_t unet_bytes = 0;
+    sd.unet().visit_parameters(
+        [&](std::string_view, auto& p) { unet_bytes += static_cast<std::size_t>(p.value.numel()) * sizeof(double); },
+        {});
+    REQUIRE(unet_bytes > 0);
+    const std::size_t before_unet = pool.in_use_bytes();
+    sd.release(model::PipelineComponent::unet);
+    CHECK(before_unet - pool.in_use_bytes() >= unet_bytes);
+    CHECK_THROWS_WITH_AS((void)sd.denoise(latents, e, s, g2),
+                         doctest::Contains("denoise: the pipeline's UNet was released"), input_error);
+    CHECK_THROWS_WITH_AS((void)sd.merge_lora(dir + "missing.safetensors", 1.0),
+                         doctest::Contains("merge_lora: the pipeline's UNet"), input_error);
+    const auto got = sd.decode(latents);
+    CHECK(max_abs_diff<double>(got.view(), want.view()) == 0.0);
+  }
+}
