@@ -16,11 +16,16 @@
 #include "spo/io/png.hpp"
 #include "spo/io/progress.hpp"
 #include "spo/model/stable_diffusion.hpp"
+#ifndef SPO_GENERATE_CUDA  // 1 in builds with CUDA (experiments/CMakeLists.txt)
+#define SPO_GENERATE_CUDA 0
+#endif
+#if SPO_GENERATE_CUDA
+#include "spo/cuda.hpp"
+#endif
 
 namespace {
 
 namespace fs = std::filesystem;
-using Pipeline = spo::model::StableDiffusion<float>;
 
 /// The image [3, H, W] in [0, 1] of row `i` as 8-bit RGB rows.
 std::vector<std::uint8_t> rgb_rows(const spo::Tensor<float>& images, std::int64_t i) {
@@ -39,9 +44,8 @@ fs::path numbered(const fs::path& out, std::int64_t i, std::int64_t n) {
   return out.parent_path() / (out.stem().string() + "-" + std::to_string(i) + out.extension().string());
 }
 
-}  // namespace
-
-int main(int argc, char** argv) try {
+/// The command line of generate.
+struct Options {
   std::string model, out, prompt, scheduler, device = "cpu";
   std::optional<std::string> negative, lora, variant, config;
   double lora_scale = 1.0;
@@ -51,6 +55,18 @@ int main(int argc, char** argv) try {
   std::optional<std::int64_t> width, height;
   int batch = 1;
   bool paper = false;
+};
+
+/// Loads the pipeline on device D, generates one batch and writes the PNGs.
+template <spo::Device D>
+int generate(const Options& o);
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  Options o;
+  auto& [model, out, prompt, scheduler, device, negative, lora, variant, config, lora_scale, steps, guidance, seed,
+         width, height, batch, paper] = o;
   spo::experiment::ArgumentParser args(
       "generate",
       "Text to image with a Stable Diffusion 1.x/2.x or SDXL checkpoint: a diffusers pipeline folder "
@@ -90,21 +106,35 @@ int main(int argc, char** argv) try {
       .option("--device", "cpu|cuda", "where to run", device)
       .check([&] {
         SPO_EXPECT(device == "cpu" || device == "cuda", "--device: expected cpu or cuda, got '" << device << "'");
-        SPO_EXPECT(device == "cpu",
-                   "--device cuda: text-to-image runs on the CPU in this version (the CLIP text "
-                   "encoders and the Euler, DPM-Solver and PNDM steps have no CUDA kernels yet)");
+        SPO_EXPECT(device == "cpu" || SPO_GENERATE_CUDA,
+                   "--device cuda: this generate was built without CUDA (configure with -DSPO_WITH_CUDA=ON)");
         SPO_EXPECT(fs::path(out).parent_path().empty() || fs::is_directory(fs::path(out).parent_path()),
                    "--out: directory not found: " << fs::path(out).parent_path().string());
         SPO_EXPECT(!lora || fs::is_regular_file(*lora), "--lora: file not found: " << *lora);
       });
   if (const auto exit_code = args.parse_main(argc, argv)) return *exit_code;
   if (paper && scheduler.empty()) scheduler = "ddim";
+#if SPO_GENERATE_CUDA
+  if (device == "cuda") return generate<spo::cuda>(o);
+#endif
+  return generate<spo::cpu>(o);
+} catch (const std::exception& e) {
+  std::cerr << "generate: error: " << e.what() << "\n";
+  return 1;
+}
 
+namespace {
+
+template <spo::Device D>
+int generate(const Options& o) {
+  const auto& [model, out, prompt, scheduler, device, negative, lora, variant, config, lora_scale, steps, guidance,
+               seed, width, height, batch, paper] = o;
+  using Pipeline = spo::model::StableDiffusion<float, D>;
   spo::model::PipelineLoadOptions load;
   load.variant = variant;
   load.scheduler = scheduler;
   if (config) load.config_folder = *config;
-  std::cerr << "loading " << model << "\n";
+  std::cerr << "loading " << model << " on " << D::name << "\n";
   using clock = std::chrono::steady_clock;
   auto seconds = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
   const auto t_load = clock::now();
@@ -156,7 +186,8 @@ int main(int argc, char** argv) try {
                             {"scheduler", sched_name},
                             {"width", w},
                             {"height", h},
-                            {"batch", batch}};
+                            {"batch", batch},
+                            {"device", device}};
   if (lora) settings["lora"] = {{"file", *lora}, {"scale", lora_scale}};
   std::ostringstream parameters;  // the "parameters" chunk other image tools read
   parameters << prompt << "\n";
@@ -171,7 +202,6 @@ int main(int argc, char** argv) try {
     std::cout << path.string() << "\n";
   }
   return 0;
-} catch (const std::exception& e) {
-  std::cerr << "generate: error: " << e.what() << "\n";
-  return 1;
 }
+
+}  // namespace

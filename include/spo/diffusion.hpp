@@ -13,6 +13,7 @@
 #include "spo/diffusion/dpm_solver_multistep.hpp"
 #include "spo/diffusion/euler_ancestral.hpp"
 #include "spo/diffusion/euler_discrete.hpp"
+#include "spo/diffusion/host_step.hpp"
 #include "spo/diffusion/noise_schedule.hpp"
 #include "spo/diffusion/pndm.hpp"
 #include "spo/diffusion/prediction.hpp"

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Attention<T, cuda, Proj> against the CPU Attention (same parameters, inputs and output gradient), with
-// Proj = Linear and Proj = LoRA<Linear> (adapters attached, base frozen): y, dx, dcontext and every parameter
-// gradient. Bounds, per element, |gpu - cpu| <= abs max(1, max |cpu|) + rel |cpu| (abs relative to the tensor's scale):
+// Proj = Linear and Proj = LoRA<Linear> (adapters attached, base frozen), and causal self-attention
+// (AttentionOptions::causal, CLIP's text transformer): y, dx, dcontext and every parameter gradient. Bounds, per
+// element, |gpu - cpu| <= abs max(1, max |cpu|) + rel |cpu| (abs relative to the tensor's scale):
 //   double: abs 1e-11, rel 1e-9;
-//   float: abs 1e-4, rel 5e-4. The reductions are short (at most ~30 terms; 1024-term softmax sums and 2048-row
-//          weight gradients in the long case), but the backward's dS = P (dP - rowsum(dO O)) cancels: its float
-//          error is relative to dP and the row sum, not to dS, and it reaches dQ, dK and the LoRA gradients through
-//          two more products (on an H200: 6e-5 on a to_k.lora_B gradient of scale 2.2 with one query token).
+//   float: abs 1e-4, rel 5e-4. The reductions are short (at most ~30 terms; 77-term softmax sums and 231-row
+//          weight gradients in the causal cases, 1024-term softmax sums and 2048-row weight gradients in the long
+//          case), but the backward's dS = P (dP - rowsum(dO O)) cancels: its float error is relative to dP and
+//          the row sum, not to dS, and it reaches dQ, dK and the LoRA gradients through two more products (on an
+//          H200: 6e-5 on a to_k.lora_B gradient of scale 2.2 with one query token).
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -108,6 +110,7 @@ struct Case {
   std::int64_t batch, n, m, query_dim, context_dim, heads, dim_head;
   bool cross;
   std::int64_t chunk = 0;  ///< problems per score-buffer chunk (0: the default cap)
+  bool causal = false;     ///< AttentionOptions::causal on both sides (query i sees keys j <= i)
 };
 
 template <class T, bool Lora>
@@ -119,8 +122,11 @@ void run_case(const Case& c) {
   INFO(label);
   const Tolerance tol = tolerance<T>();
   const std::int64_t context_dim = c.cross ? c.context_dim : 0, m = c.cross ? c.m : c.n;
-  nn::Attention<T, cpu, CpuProj> cpu_attn(c.query_dim, c.heads, c.dim_head, context_dim);
-  nn::Attention<T, cuda, GpuProj> gpu_attn(c.query_dim, c.heads, c.dim_head, context_dim);
+  const nn::AttentionOptions options{.causal = c.causal};
+  nn::Attention<T, cpu, CpuProj> cpu_attn(c.query_dim, c.heads, c.dim_head, context_dim, options);
+  nn::Attention<T, cuda, GpuProj> gpu_attn(c.query_dim, c.heads, c.dim_head, context_dim, options);
+  REQUIRE(cpu_attn.options().causal == c.causal);
+  REQUIRE(gpu_attn.options().causal == c.causal);
   Generator g_cpu{41, 0}, g_gpu{41, 0};
   cpu_attn.reset_parameters(g_cpu);
   gpu_attn.reset_parameters(g_gpu);
@@ -175,6 +181,21 @@ const Case small_cases[] = {
     {"cross, one query token", 2, 1, 6, 8, 10, 4, 3, true, 1},
 };
 
+// Causal self-attention (N = M): one token (a single visible key), 7 tokens (fewer than a warp's 32 lanes) and
+// CLIP's 77 (rows spanning three warp passes); chunk caps that start chunks inside a batch entry (chunk 3 of 2 x 4
+// problems; chunk 5 of 3 x 4: runs {b0 h0-3, b1 h0}, {b1 h1-3, b2 h0-1}, {b2 h2-3}), so that the row index within
+// a problem is taken from chunks that do not start at problem 0.
+const Case causal_cases[] = {
+    {"causal self, 1 token, 1 head", 2, 1, 0, 8, 0, 1, 8, false, 0, true},
+    {"causal self, 1 token, 4 heads, chunks of 1", 2, 1, 0, 12, 0, 4, 3, false, 1, true},
+    {"causal self, 7 tokens, 1 head", 3, 7, 0, 16, 0, 1, 16, false, 0, true},
+    {"causal self, 7 tokens, 4 heads", 2, 7, 0, 20, 0, 4, 5, false, 0, true},
+    {"causal self, 7 tokens, 4 heads, chunks of 3", 2, 7, 0, 20, 0, 4, 5, false, 3, true},
+    {"causal self, 77 tokens, 1 head", 2, 77, 0, 24, 0, 1, 24, false, 0, true},
+    {"causal self, 77 tokens, 4 heads", 2, 77, 0, 32, 0, 4, 8, false, 0, true},
+    {"causal self, 77 tokens, 4 heads, chunks of 5", 3, 77, 0, 32, 0, 4, 8, false, 5, true},
+};
+
 }  // namespace
 
 TEST_CASE_TEMPLATE("Attention<T, cuda, Linear> matches the CPU (self and cross, 1 and 4 heads)", T, float, double) {
@@ -185,10 +206,17 @@ TEST_CASE_TEMPLATE("Attention<T, cuda, LoRA<Linear>> matches the CPU with adapte
   for (const Case& c : small_cases) run_case<T, true>(c);
 }
 
+TEST_CASE_TEMPLATE("Attention<T, cuda> with a causal mask matches the CPU (1, 7 and 77 tokens, 1 and 4 heads)", T,
+                   float, double) {
+  for (const Case& c : causal_cases) run_case<T, false>(c);
+  run_case<T, true>(causal_cases[4]);  // the mask under LoRA projections, chunked
+}
+
 TEST_CASE_TEMPLATE("Attention<T, cuda> with 1024 tokens in chunks of 2 problems", T, float, double) {
   // 2 x 3 = 6 problems of [1024, 1024] scores, two per chunk: chunk 2 spans batch entries 0 and 1.
   run_case<T, false>({"self, N = M = 1024", 2, 1024, 0, 16, 0, 3, 8, false, 2});
   run_case<T, false>({"cross, N = 1024, M = 1024", 2, 1024, 1024, 16, 12, 3, 8, true, 2});
+  run_case<T, false>({"causal self, N = M = 1024", 2, 1024, 0, 16, 0, 3, 8, false, 2, true});
 }
 
 TEST_CASE("Attention<float, cuda>: errors name the shapes and the call form") {

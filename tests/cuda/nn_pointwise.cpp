@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-// The pointwise layers on spo::cuda against their CPU twins, float and double: SiLU / GELU / GELUTanh
+// The pointwise layers on spo::cuda against their CPU twins, float and double: SiLU / GELU / GELUTanh / QuickGELU
 // (nn/activation.hpp), GEGLU, Upsample2x, GlobalAvgPool, Timesteps and TimestepEmbedding.
 // Bounds, per element, |gpu - cpu| <= abs + rel |cpu|:
 //   activations: the CPU float kernels use Eigen's approximations of logistic / erf / tanh / exp (a few ulp), the
-//     device expf / erff / tanhf (<= 2 ulp); near the zeros of f and f' terms of size ~|x| cancel:
+//     device expf / erff / tanhf (<= 2 ulp); near the zeros of f and f' terms of size ~|x| cancel (QuickGELU is
+//     SiLU's sigmoid at u = 1.702 x, u rounded alike on both sides, so it shares SiLU's error terms):
 //     float forward abs 2e-6 rel 4e-6, backward abs 4e-6 (1 + |dy|) rel 4e-6; double abs 1e-14 (1 + |dy|) rel 1e-13.
 //   GEGLU, TimestepEmbedding: Linear is a GEMM on both sides (oneDNN/Eigen vs cuBLAS, no TF32) with reductions of
 //     k <= 106 terms of size ~1: float abs 1e-4 rel 1e-4, double abs 1e-12 rel 1e-12.
@@ -140,11 +141,12 @@ void check_activation(std::uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("SiLU / GELU / GELUTanh on cuda == the CPU activations", T, float, double) {
+TEST_CASE_TEMPLATE("SiLU / GELU / GELUTanh / QuickGELU on cuda == the CPU activations", T, float, double) {
   worst_seen = 0;
   check_activation<nn::SiLUFunction, T>(301);
   check_activation<nn::GELUFunction, T>(302);
   check_activation<nn::GELUTanhFunction, T>(303);
+  check_activation<nn::QuickGELUFunction, T>(304);
   MESSAGE("largest error / bound ratio in this test case: " << worst_seen);
 }
 

@@ -153,6 +153,8 @@ class StepNoise {
     SPO_CHECK(gen_ != nullptr, who << ": a stochastic step needs a generator or a noise tensor");
     return random_normal<T, D>(shape, *gen_);  // shape
   }
+  Generator* generator() const { return gen_; }
+  const Tensor<T, D>* tensor() const { return noise_; }
 
  private:
   Generator* gen_ = nullptr;

@@ -13,6 +13,7 @@
 #include "spo/diffusion/ddim.hpp"
 #include "spo/diffusion/thresholding.hpp"
 #include "spo/diffusion/timesteps.hpp"
+#include "spo/tensor/transfer.hpp"
 
 namespace spo::diffusion {
 
@@ -30,7 +31,8 @@ struct DdimSamplingConfig {
     diffusers' DDIMScheduler.step (0.26.1, use_clipped_model_output false) through Ddim's predict / transition /
     mean, with dynamic thresholding of x0 between prediction and mean, and eta * std * z added when eta > 0. The
     betas are a table (any beta schedule, rescaled to zero terminal SNR where configured). Step arithmetic in
-    double from the float32 alphas_cumprod table. Thresholding is CPU-only; the rest follows Ddim's devices.
+    double from the float32 alphas_cumprod table. On a device, thresholding runs on a host copy of x0; the rest
+    follows Ddim's devices.
 !*/
 class DdimSampling {
  public:
@@ -86,10 +88,13 @@ class DdimSampling {
         [&](const auto& d) {
           auto pred = d.predict(model_output, x, ts);
           if (config_.thresholding) {
-            if constexpr (std::same_as<D, cpu>)
+            if constexpr (std::same_as<D, cpu>) {
               dynamic_threshold_inplace(pred.x0, *config_.thresholding);
-            else
-              SPO_CHECK(false, class_name << ": thresholding is implemented for spo::cpu tensors only");
+            } else {  // a per-sample quantile: on the host copy of x0 (the latents, a few hundred KiB)
+              auto x0 = transfer<cpu>(pred.x0);  // x.shape
+              dynamic_threshold_inplace(x0, *config_.thresholding);
+              pred.x0 = transfer<D>(x0);
+            }
           }
           const std::vector<Transition> tr(ts.size(), d.transition(ti, config_.eta, PrevTimestepRule::diffusers));
           auto mu = d.mean(pred, tr);  // x.shape

@@ -10,6 +10,7 @@
 
 #include "spo/core/error.hpp"
 #include "spo/diffusion/concepts.hpp"
+#include "spo/diffusion/host_step.hpp"
 #include "spo/diffusion/noise_schedule.hpp"
 #include "spo/diffusion/prediction.hpp"
 #include "spo/diffusion/sigma_schedule.hpp"
@@ -48,10 +49,14 @@ struct DpmSolverConfig {
                     midpoint: x' = sigma_t'/sigma_t x - alpha_t' (e^-h - 1) (D0 + D1 / 2)
                     heun:     x' = sigma_t'/sigma_t x - alpha_t' (e^-h - 1) D0 + alpha_t' ((e^-h - 1) / h + 1) D1
     The first step, and the last when lower_order_final (fewer than 15 steps), euler_at_final or a zero final
-    sigma ask for it, use first order. Deterministic; init_noise_sigma 1, unscaled model input. CPU tensors.
+    sigma ask for it, use first order. Deterministic; init_noise_sigma 1, unscaled model input. Defined on CPU tensors;
+    other devices step through the host.
 !*/
-class DpmSolverMultistep {
+class DpmSolverMultistep : public HostStepsOnDevices<DpmSolverMultistep> {
  public:
+  using HostStepsOnDevices<DpmSolverMultistep>::scale_model_input;  // on other devices: through the host
+  using HostStepsOnDevices<DpmSolverMultistep>::step;
+
   static constexpr std::string_view class_name = "DPMSolverMultistepScheduler";
 
   DpmSolverMultistep() = default;
@@ -98,16 +103,15 @@ class DpmSolverMultistep {
   double init_noise_sigma() const { return 1.0; }
   const DpmSolverConfig& config() const { return config_; }
 
-  template <Scalar T, Device D>
-  Tensor<T, D> scale_model_input(const Tensor<T, D>& x, double t) const {
-    static_assert(std::same_as<D, cpu>, "DpmSolverMultistep is implemented for spo::cpu tensors only");
+  template <Scalar T>
+  Tensor<T, cpu> scale_model_input(const Tensor<T, cpu>& x, double t) const {
     check_timestep(t);
     return x;
   }
 
-  template <Scalar T, Device D>
-  Tensor<T, D> step(const Tensor<T, D>& model_output, double t, const Tensor<T, D>& x, const StepNoise<T, D>& = {}) {
-    static_assert(std::same_as<D, cpu>, "DpmSolverMultistep is implemented for spo::cpu tensors only");
+  template <Scalar T>
+  Tensor<T, cpu> step(const Tensor<T, cpu>& model_output, double t, const Tensor<T, cpu>& x,
+                      const StepNoise<T, cpu>& = {}) {
     check_same_shape(model_output.shape(), x.shape(), "DpmSolverMultistep::step (model_output vs sample)");
     check_timestep(t);
     const int n = static_cast<int>(timesteps_.size()), i = step_index_;
@@ -141,7 +145,7 @@ class DpmSolverMultistep {
     const double lambda_s0 = std::log(alpha_s0) - std::log(sigma_s0);
     const double h = lambda_t - lambda_s0;
     const double cx = sigma_t / sigma_s0, cd = alpha_t * (std::exp(-h) - 1.0);
-    auto out = Tensor<T, D>::uninitialized(x.shape());  // x.shape
+    auto out = Tensor<T, cpu>::uninitialized(x.shape());  // x.shape
     if (config_.solver_order == 1 || lower_order_nums_ < 1 || final_first_order) {
       for (std::int64_t e = 0; e < x.numel(); ++e) out[e] = static_cast<T>(cx * static_cast<double>(x[e]) - cd * d0[e]);
     } else {

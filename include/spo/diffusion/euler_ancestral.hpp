@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "spo/diffusion/euler_discrete.hpp"
+#include "spo/diffusion/host_step.hpp"
 
 namespace spo::diffusion {
 
@@ -19,10 +20,13 @@ namespace spo::diffusion {
       x_{i+1} = x_i + (x_i - x0_hat) / sigma_i * (sigma_down - sigma_i) + sigma_up z,   z ~ N(0, I)
     on the linearly interpolated sigma schedule (no Karras sigmas), model input x / sqrt(sigma^2 + 1). Every step
     draws z (also the last, where sigma_up = 0), as the reference does. Predictions: epsilon and v_prediction.
-    CPU tensors (spo::cuda needs kernels).
+    Defined on CPU tensors; other devices step through the host.
 !*/
-class EulerAncestral {
+class EulerAncestral : public HostStepsOnDevices<EulerAncestral> {
  public:
+  using HostStepsOnDevices<EulerAncestral>::scale_model_input;  // on other devices: through the host
+  using HostStepsOnDevices<EulerAncestral>::step;
+
   static constexpr std::string_view class_name = "EulerAncestralDiscreteScheduler";
 
   EulerAncestral() = default;
@@ -39,15 +43,14 @@ class EulerAncestral {
   double init_noise_sigma() const { return sigmas_.init_noise_sigma(); }
   const EulerConfig& config() const { return sigmas_.config(); }
 
-  template <Scalar T, Device D>
-  Tensor<T, D> scale_model_input(const Tensor<T, D>& x, double t) const {
-    static_assert(std::same_as<D, cpu>, "EulerAncestral is implemented for spo::cpu tensors only");
+  template <Scalar T>
+  Tensor<T, cpu> scale_model_input(const Tensor<T, cpu>& x, double t) const {
     return sigmas_.scale_model_input(x, t, class_name);
   }
 
-  template <Scalar T, Device D>
-  Tensor<T, D> step(const Tensor<T, D>& model_output, double t, const Tensor<T, D>& x, const StepNoise<T, D>& noise) {
-    static_assert(std::same_as<D, cpu>, "EulerAncestral is implemented for spo::cpu tensors only");
+  template <Scalar T>
+  Tensor<T, cpu> step(const Tensor<T, cpu>& model_output, double t, const Tensor<T, cpu>& x,
+                      const StepNoise<T, cpu>& noise) {
     check_same_shape(model_output.shape(), x.shape(), "EulerAncestral::step (model_output vs sample)");
     const double sigma = sigmas_.current_sigma(t, class_name);
     const double from = sigma, to = sigmas_.sigmas()[static_cast<std::size_t>(sigmas_.step_index() + 1)];
@@ -56,7 +59,7 @@ class EulerAncestral {
     const double dt = down - sigma;
     const auto z = noise.draw(x.shape(), class_name);  // x.shape
     const PredictionKind k = sigmas_.config().prediction_type;
-    auto out = Tensor<T, D>::uninitialized(x.shape());  // x.shape
+    auto out = Tensor<T, cpu>::uninitialized(x.shape());  // x.shape
     for (std::int64_t i = 0; i < x.numel(); ++i) {
       const double xi = x[i];
       const double x0 = detail::EulerSigmas::predict_x0(k, model_output[i], xi, sigma);

@@ -12,6 +12,7 @@
 
 #include "spo/core/error.hpp"
 #include "spo/diffusion/concepts.hpp"
+#include "spo/diffusion/host_step.hpp"
 #include "spo/diffusion/noise_schedule.hpp"
 #include "spo/diffusion/prediction.hpp"
 #include "spo/diffusion/sigma_schedule.hpp"
@@ -131,10 +132,14 @@ class EulerSigmas {
     diffusers' EulerDiscreteScheduler (0.26.1) without churn (s_churn = 0, its pipelines' setting):
       x_{i+1} = x_i + (x_i - x0_hat) / sigma_i * (sigma_{i+1} - sigma_i)
     on the sigma schedule of set_timesteps (linear interpolation of the training sigmas at the inference
-    timesteps, or Karras sigmas), model input x / sqrt(sigma^2 + 1). CPU tensors (spo::cuda needs kernels).
+    timesteps, or Karras sigmas), model input x / sqrt(sigma^2 + 1). Defined on CPU tensors; other devices step through
+the host.
 !*/
-class EulerDiscrete {
+class EulerDiscrete : public HostStepsOnDevices<EulerDiscrete> {
  public:
+  using HostStepsOnDevices<EulerDiscrete>::scale_model_input;  // on other devices: through the host
+  using HostStepsOnDevices<EulerDiscrete>::step;
+
   static constexpr std::string_view class_name = "EulerDiscreteScheduler";
 
   EulerDiscrete() = default;
@@ -146,20 +151,19 @@ class EulerDiscrete {
   double init_noise_sigma() const { return sigmas_.init_noise_sigma(); }
   const EulerConfig& config() const { return sigmas_.config(); }
 
-  template <Scalar T, Device D>
-  Tensor<T, D> scale_model_input(const Tensor<T, D>& x, double t) const {
-    static_assert(std::same_as<D, cpu>, "EulerDiscrete is implemented for spo::cpu tensors only");
+  template <Scalar T>
+  Tensor<T, cpu> scale_model_input(const Tensor<T, cpu>& x, double t) const {
     return sigmas_.scale_model_input(x, t, class_name);
   }
 
-  template <Scalar T, Device D>
-  Tensor<T, D> step(const Tensor<T, D>& model_output, double t, const Tensor<T, D>& x, const StepNoise<T, D>& = {}) {
-    static_assert(std::same_as<D, cpu>, "EulerDiscrete is implemented for spo::cpu tensors only");
+  template <Scalar T>
+  Tensor<T, cpu> step(const Tensor<T, cpu>& model_output, double t, const Tensor<T, cpu>& x,
+                      const StepNoise<T, cpu>& = {}) {
     check_same_shape(model_output.shape(), x.shape(), "EulerDiscrete::step (model_output vs sample)");
     const double sigma = sigmas_.current_sigma(t, class_name);
     const double dt = static_cast<double>(sigmas_.sigmas()[static_cast<std::size_t>(sigmas_.step_index() + 1)]) - sigma;
     const PredictionKind k = sigmas_.config().prediction_type;
-    auto out = Tensor<T, D>::uninitialized(x.shape());  // x.shape
+    auto out = Tensor<T, cpu>::uninitialized(x.shape());  // x.shape
     for (std::int64_t i = 0; i < x.numel(); ++i) {
       const double xi = x[i];
       const double x0 = detail::EulerSigmas::predict_x0(k, model_output[i], xi, sigma);

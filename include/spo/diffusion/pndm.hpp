@@ -11,6 +11,7 @@
 
 #include "spo/core/error.hpp"
 #include "spo/diffusion/concepts.hpp"
+#include "spo/diffusion/host_step.hpp"
 #include "spo/diffusion/noise_schedule.hpp"
 #include "spo/diffusion/prediction.hpp"
 #include "spo/diffusion/timesteps.hpp"
@@ -33,10 +34,14 @@ struct PndmConfig {
       (3 e_1 - e_2) / 2,  (23 e_1 - 16 e_2 + 5 e_3) / 12,  (55 e_1 - 59 e_2 + 37 e_3 - 9 e_4) / 24
     and the transfer of PNDM eq. (9) from t to t' = t - T/N (abar_{t'} = final_alpha_cumprod when t' < 0):
       x' = sqrt(abar_t' / abar_t) x - (abar_t' - abar_t) eps' / (abar_t sqrt(1 - abar_t') + sqrt(abar_t (1 - abar_t)
-abar_t')) v_prediction converts the combined output to eps with the current sample. Deterministic; CPU tensors.
+abar_t')) v_prediction converts the combined output to eps with the current sample. Deterministic; defined on CPU
+tensors, other devices step through the host.
 !*/
-class Pndm {
+class Pndm : public HostStepsOnDevices<Pndm> {
  public:
+  using HostStepsOnDevices<Pndm>::scale_model_input;  // on other devices: through the host
+  using HostStepsOnDevices<Pndm>::step;
+
   static constexpr std::string_view class_name = "PNDMScheduler";
 
   Pndm() = default;
@@ -65,16 +70,15 @@ class Pndm {
   double init_noise_sigma() const { return 1.0; }
   const PndmConfig& config() const { return config_; }
 
-  template <Scalar T, Device D>
-  Tensor<T, D> scale_model_input(const Tensor<T, D>& x, double t) const {
-    static_assert(std::same_as<D, cpu>, "Pndm is implemented for spo::cpu tensors only");
+  template <Scalar T>
+  Tensor<T, cpu> scale_model_input(const Tensor<T, cpu>& x, double t) const {
     check_timestep(t);
     return x;
   }
 
-  template <Scalar T, Device D>
-  Tensor<T, D> step(const Tensor<T, D>& model_output, double t, const Tensor<T, D>& x, const StepNoise<T, D>& = {}) {
-    static_assert(std::same_as<D, cpu>, "Pndm is implemented for spo::cpu tensors only");
+  template <Scalar T>
+  Tensor<T, cpu> step(const Tensor<T, cpu>& model_output, double t, const Tensor<T, cpu>& x,
+                      const StepNoise<T, cpu>& = {}) {
     check_same_shape(model_output.shape(), x.shape(), "Pndm::step (model_output vs sample)");
     check_timestep(t);
     const std::int64_t ratio = num_train_ / num_inference_steps_;
@@ -113,7 +117,7 @@ class Pndm {
     const double b_t = 1.0 - a_t, b_prev = 1.0 - a_prev;
     const double sample_coeff = std::sqrt(a_prev / a_t);
     const double denom = a_t * std::sqrt(b_prev) + std::sqrt(a_t * b_t * a_prev);
-    auto out = Tensor<T, D>::uninitialized(x.shape());  // x.shape
+    auto out = Tensor<T, cpu>::uninitialized(x.shape());  // x.shape
     for (std::int64_t e = 0; e < x.numel(); ++e) {
       double ee = eps[e];
       if (config_.prediction_type == PredictionKind::v_prediction)

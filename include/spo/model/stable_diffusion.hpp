@@ -15,6 +15,7 @@
 
 #include "spo/core/error.hpp"
 #include "spo/core/rng.hpp"
+#include "spo/diffusion/ddim.hpp"
 #include "spo/diffusion/sampling_loop.hpp"
 #include "spo/diffusion/scheduler_json.hpp"
 #include "spo/io/config.hpp"
@@ -29,6 +30,7 @@
 #include "spo/nn/grad_mode.hpp"
 #include "spo/nn/parameter.hpp"
 #include "spo/tensor/ops.hpp"
+#include "spo/tensor/transfer.hpp"
 #include "spo/text/clip_text_model.hpp"
 #include "spo/text/clip_tokenizer.hpp"
 
@@ -76,18 +78,17 @@ struct PromptEmbeddings {
     generate() is diffusers' __call__: latents = noise * init_noise_sigma; per step, the UNet on [uncond; cond] rows
     with scale_model_input, u + g (c - u), scheduler.step; image = VAE.decode(latents / scaling) / 2 + 0.5 clamped
     to [0, 1].
+    On a device D other than the CPU every network and the latents live on D; token ids, the scheduler's state
+    of the multistep schedulers (diffusion::step_on_host) and the final image are on the host.
   ENSURES
     - a folder whose pipeline class, component class or config field spo does not implement is an error naming it
     - weights load strictly: a missing or unexpected tensor, or a shape mismatch, names the tensor and the file
 !*/
 template <Scalar T, Device D = cpu>
 class StableDiffusion {
-  static_assert(std::same_as<D, cpu>,
-                "StableDiffusion runs on spo::cpu: the CLIP encoders (causal attention, quick_gelu) and the Euler, "
-                "DPM-Solver and PNDM steps have no spo::cuda kernels yet");
-
  public:
   using tensor = Tensor<T, D>;
+  using host_tensor = Tensor<T, cpu>;
   using Progress = std::function<void(int step, int steps)>;
 
   /// From a diffusers pipeline folder, or from a single-file checkpoint with options.config_folder.
@@ -218,11 +219,12 @@ class StableDiffusion {
     UNetAddedConditions<T, D> added;
     if (kind_ == PipelineKind::sdxl) {
       added.text_embeds = concat_rows(e.negative_pooled, e.pooled);  // [2B, P]
-      added.time_ids = tensor(Shape{2 * b, 6});                      // [2B, 6] = (H, W, 0, 0, H, W)
+      host_tensor ids(Shape{2 * b, 6});                              // [2B, 6] = (H, W, 0, 0, H, W)
       for (std::int64_t r = 0; r < 2 * b; ++r) {
-        const T ids[6] = {T(h), T(w), T(0), T(0), T(h), T(w)};
-        for (int k = 0; k < 6; ++k) added.time_ids[r * 6 + k] = ids[k];
+        const T row[6] = {T(h), T(w), T(0), T(0), T(h), T(w)};
+        for (int k = 0; k < 6; ++k) ids[r * 6 + k] = row[k];
       }
+      added.time_ids = transfer<D>(ids);
     }
     auto model = [&](const tensor& scaled, double t) {
       const tensor input = concat_rows(scaled, scaled);  // [2B, C, h, w]
@@ -260,9 +262,9 @@ class StableDiffusion {
 
   /// The image of `latents` in [0, 1]: [B, 3, H, W]. The blocks the sampling loop left in the allocator's pools are
   /// handed back first: the VAE's activations have other sizes, and both sets would otherwise stay resident.
-  tensor decode(const tensor& latents) {
+  host_tensor decode(const tensor& latents) {
     caching_allocator<D>::instance().release_all();
-    tensor image = vae_.decode(latents);  // [B, 3, H, W] in about [-1, 1]
+    host_tensor image = transfer<cpu>(vae_.decode(latents));  // [B, 3, H, W] in about [-1, 1]
     for (std::int64_t i = 0; i < image.numel(); ++i) image[i] = std::clamp(image[i] / T(2) + T(0.5), T(0), T(1));
     return image;
   }
@@ -282,14 +284,14 @@ class StableDiffusion {
     std::visit(
         [&](auto& sched) {
           sched.set_timesteps(steps);
-          scale_in_place(noise, static_cast<T>(sched.init_noise_sigma()));
+          scale(static_cast<T>(sched.init_noise_sigma()), noise.view());
         },
         scheduler_);
     return noise;
   }
 
-  /// Text to image: the whole pipeline, [B, 3, H, W] in [0, 1].
-  tensor generate(const GenerationSettings& s, Generator& gen, const Progress& progress = {}) {
+  /// Text to image: the whole pipeline, [B, 3, H, W] in [0, 1] on the host.
+  host_tensor generate(const GenerationSettings& s, Generator& gen, const Progress& progress = {}) {
     validate(s);
     const auto e = encode_prompt(s.prompts, s.negative_prompts);
     return decode(denoise(initial_latents(s, gen), e, s, gen, progress));
@@ -333,25 +335,20 @@ class StableDiffusion {
     SPO_CHECK(b.shape() == s, "concat_rows: " << a.shape() << " and " << b.shape());
     s[0] = 2 * s[0];
     auto out = tensor::uninitialized(s);  // [2B, ...]
-    std::copy(a.data(), a.data() + a.numel(), out.data());
-    std::copy(b.data(), b.data() + b.numel(), out.data() + a.numel());
+    copy_elements<D>(a.data(), a.numel(), out.data());
+    copy_elements<D>(b.data(), b.numel(), out.data() + a.numel());
     return out;
   }
 
-  /// u + g (c - u) of the UNet output [2B, ...] = [u; c].
+  /// u + g (c - u) of the UNet output [2B, ...] = [u; c] (diffusion::guide).
   static tensor guide(const tensor& out, std::int64_t b, double g) {
     Shape s = out.shape();
     s[0] = b;
-    auto y = tensor::uninitialized(s);  // [B, C, h, w]
-    const std::int64_t n = y.numel();
-    const T* u = out.data();
-    const T* c = out.data() + n;
-    for (std::int64_t i = 0; i < n; ++i) y[i] = u[i] + static_cast<T>(g) * (c[i] - u[i]);
-    return y;
-  }
-
-  static void scale_in_place(tensor& x, T s) {
-    for (std::int64_t i = 0; i < x.numel(); ++i) x[i] *= s;
+    auto u = tensor::uninitialized(s);  // [B, C, h, w]
+    auto c = tensor::uninitialized(s);  // [B, C, h, w]
+    copy_elements<D>(out.data(), u.numel(), u.data());
+    copy_elements<D>(out.data() + u.numel(), c.numel(), c.data());
+    return diffusion::guide(u, c, g);
   }
 
   std::vector<std::int32_t> token_rows(const text::ClipTokenizer& tok, const std::vector<std::string>& prompts) {
@@ -377,8 +374,8 @@ class StableDiffusion {
     const std::int64_t rows = h1.size(0) * h1.size(1), e1 = h1.size(2), e2 = h2.size(2);
     auto cat = tensor::uninitialized(Shape{h1.size(0), h1.size(1), e1 + e2});  // [B, 77, E1 + E2]
     for (std::int64_t r = 0; r < rows; ++r) {
-      std::copy(h1.data() + r * e1, h1.data() + (r + 1) * e1, cat.data() + r * (e1 + e2));
-      std::copy(h2.data() + r * e2, h2.data() + (r + 1) * e2, cat.data() + r * (e1 + e2) + e1);
+      copy_elements<D>(h1.data() + r * e1, e1, cat.data() + r * (e1 + e2));
+      copy_elements<D>(h2.data() + r * e2, e2, cat.data() + r * (e1 + e2) + e1);
     }
     return {std::move(cat), std::move(two.text_embeds)};  // pooled [B, P]
   }

@@ -97,7 +97,7 @@ struct GELUTanhFunction {
 };
 
 /// Quick GELU (OpenAI CLIP's `quick_gelu`): f(x) = x sigmoid(1.702 x), f'(x) = s (1 + 1.702 x (1 - s)) with
-/// s = sigmoid(1.702 x) (transformers activations.py, QuickGELUActivation). CPU only: spo::cuda has no kernel of it.
+/// s = sigmoid(1.702 x) (transformers activations.py, QuickGELUActivation).
 struct QuickGELUFunction {
   static constexpr std::string_view name = "QuickGELU";
   static constexpr double slope = 1.702;

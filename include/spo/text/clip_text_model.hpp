@@ -27,6 +27,7 @@
 #include "spo/nn/parameter.hpp"
 #include "spo/tensor/cpu/attention_kernels.hpp"
 #include "spo/tensor/layout.hpp"
+#include "spo/tensor/transfer.hpp"
 #include "spo/text/text_encoder.hpp"
 
 namespace spo::text {
@@ -273,13 +274,10 @@ struct CLIPTextOutput {
       h_i = layer_i(h_{i-1}), i = 1..N, with the causal mask
       last_hidden_state = final_layer_norm(h_N), pooled[b] = last_hidden_state[b, pool_index(ids[b])]
     Keys embeddings.token_embedding.weight [V, W], embeddings.position_embedding.weight [P, W],
-    encoder.layers.{i}.*, final_layer_norm.{weight,bias}. CPU only: spo::cuda has no quick_gelu or causal kernels.
+    encoder.layers.{i}.*, final_layer_norm.{weight,bias}. Token ids stay on the host; the hidden states live on D.
 !*/
 template <Scalar T, Device D = cpu>
 class CLIPTextTransformer {
-  static_assert(std::same_as<D, cpu>,
-                "spo::text::CLIPTextTransformer: spo::cuda has no quick_gelu or causal-attention kernels yet");
-
  public:
   using scalar_type = T;
   using device_type = D;
@@ -316,7 +314,7 @@ class CLIPTextTransformer {
       h = embedding_lookup(token_.value, position_.value, ids, batch);
     } else {
       auto positions = tensor::uninitialized(Shape{length, width});  // [L, W] the first L positions
-      std::copy(position_.value.data(), position_.value.data() + length * width, positions.data());
+      copy_elements<D>(position_.value.data(), length * width, positions.data());
       h = embedding_lookup(token_.value, positions, ids, batch);
     }
     for (auto& layer : layers_) {
@@ -331,8 +329,7 @@ class CLIPTextTransformer {
       const std::int64_t at =
           clip_pool_index(ids.subspan(static_cast<std::size_t>(b * length), static_cast<std::size_t>(length)), config_);
       out.pool_index.push_back(at);
-      const T* src = out.last_hidden_state.data() + (b * length + at) * width;
-      std::copy(src, src + width, out.pooled.data() + b * width);
+      copy_elements<D>(out.last_hidden_state.data() + (b * length + at) * width, width, out.pooled.data() + b * width);
     }
     return out;
   }

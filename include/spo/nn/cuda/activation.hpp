@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-/// @brief The spo::cuda kernels of nn::Activation (SiLU, GELU, GELU-tanh) and nn::GEGLU (activation_forward,
-/// activation_backward, gated_forward, gated_backward; contracts in nn/activation.hpp): the per-element formulas of
-/// the CPU functions (cuda_kernels::SiluOp, GeluOp, GeluTanhOp of tensor/cuda/pointwise.hpp).
+/// @brief The spo::cuda kernels of nn::Activation (SiLU, GELU, GELU-tanh, QuickGELU) and nn::GEGLU
+/// (activation_forward, activation_backward, gated_forward, gated_backward; contracts in nn/activation.hpp): the
+/// per-element formulas of the CPU functions (cuda_kernels::SiluOp, GeluOp, GeluTanhOp, QuickGeluOp of
+/// tensor/cuda/pointwise.hpp).
 #pragma once
 
 #include <concepts>
@@ -17,7 +18,8 @@
 
 namespace spo::cuda_kernels {
 
-/// The device form of an ActivationFunction (nn::SiLUFunction, nn::GELUFunction, nn::GELUTanhFunction).
+/// The device form of an ActivationFunction (nn::SiLUFunction, nn::GELUFunction, nn::GELUTanhFunction,
+/// nn::QuickGELUFunction).
 template <nn::ActivationFunction F>
 constexpr PointwiseFunction pointwise_function() {
   if constexpr (std::same_as<F, nn::SiLUFunction>)
@@ -26,8 +28,11 @@ constexpr PointwiseFunction pointwise_function() {
     return PointwiseFunction::gelu;
   else if constexpr (std::same_as<F, nn::GELUTanhFunction>)
     return PointwiseFunction::gelu_tanh;
+  else if constexpr (std::same_as<F, nn::QuickGELUFunction>)
+    return PointwiseFunction::quick_gelu;
   else
-    static_assert(std::same_as<F, void>, "ActivationFunction F has no spo::cuda kernel (SiLU, GELU, GELUTanh)");
+    static_assert(std::same_as<F, void>,
+                  "ActivationFunction F has no spo::cuda kernel (SiLU, GELU, GELUTanh, QuickGELU)");
 }
 
 }  // namespace spo::cuda_kernels

@@ -2,7 +2,7 @@
 /// @brief The spo::cuda kernels of nn::Attention (attention_forward, attention_backward, accumulate_sum; contracts in
 /// nn/attention.hpp): cuBLAS strided-batched products and row-softmax kernels (tensor/cuda/attention.hpp) that read
 /// the heads straight out of the projections' [B, tokens, H d] outputs and never keep the probabilities. Causal
-/// shapes (AttentionShape::causal) are rejected.
+/// shapes (AttentionShape::causal) mask the scores of later keys in the row kernels.
 #pragma once
 
 #include "spo/core/device.hpp"
@@ -21,9 +21,8 @@ namespace spo::inline kernels {
 template <Scalar T>
 void attention_forward(const cpu_kernels::AttentionShape& s, const Tensor<T, cuda>& q, const Tensor<T, cuda>& k,
                        const Tensor<T, cuda>& v, Tensor<T, cuda>& o, Tensor<T, cuda>& lse, T scale) {
-  SPO_CHECK(!s.causal, "attention_forward on spo::cuda: causal masking is not implemented on this device");
-  cuda_kernels::attention_forward<T>({s.batch, s.heads, s.n, s.m, s.d}, q.data(), k.data(), v.data(), o.data(),
-                                     lse.data(), scale);
+  cuda_kernels::attention_forward<T>({s.batch, s.heads, s.n, s.m, s.d, s.causal}, q.data(), k.data(), v.data(),
+                                     o.data(), lse.data(), scale);
 }
 
 template <Scalar T>
@@ -31,9 +30,8 @@ void attention_backward(const cpu_kernels::AttentionShape& s, const Tensor<T, cu
                         const Tensor<T, cuda>& v, const Tensor<T, cuda>& o, const Tensor<T, cuda>& dout,
                         const Tensor<T, cuda>& lse, Tensor<T, cuda>& dq, Tensor<T, cuda>& dk, Tensor<T, cuda>& dv,
                         T scale) {
-  SPO_CHECK(!s.causal, "attention_backward on spo::cuda: causal masking is not implemented on this device");
-  cuda_kernels::attention_backward<T>({s.batch, s.heads, s.n, s.m, s.d}, q.data(), k.data(), v.data(), o.data(),
-                                      dout.data(), lse.data(), dq.data(), dk.data(), dv.data(), scale);
+  cuda_kernels::attention_backward<T>({s.batch, s.heads, s.n, s.m, s.d, s.causal}, q.data(), k.data(), v.data(),
+                                      o.data(), dout.data(), lse.data(), dq.data(), dk.data(), dv.data(), scale);
 }
 
 template <Scalar T>

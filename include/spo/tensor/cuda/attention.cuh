@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /// @brief Multi-head attention on spo::cuda: S = scale Q K^T and O = P V as cuBLAS strided-batched GEMMs over
-/// the heads of the interleaved [B, tokens, H * d] layout, a warp-per-row softmax that also writes the row
-/// logsumexp, and the FlashAttention-style backward from (q, k, v, o, lse) with P recomputed.
+/// the heads of the interleaved [B, tokens, H * d] layout, a warp-per-row softmax (causal mask optional) that also
+/// writes the row logsumexp, and the FlashAttention-style backward from (q, k, v, o, lse) with P recomputed.
 #pragma once
 
 #include <algorithm>
@@ -112,40 +112,55 @@ inline unsigned row_grid(std::int64_t rows) {
   return static_cast<unsigned>(std::clamp<std::int64_t>((rows + rows_per_block - 1) / rows_per_block, 1, 1 << 20));
 }
 
+/// Columns of a row kernel's row `row` that its query sees: all cols, or with causal min(row % n + 1, cols) (the
+/// rows are the n queries of consecutive problems, the first row at a problem boundary).
+__device__ inline std::int64_t visible_cols(std::int64_t row, std::int64_t cols, bool causal, std::int64_t n) {
+  if (!causal) return cols;
+  const std::int64_t seen = row % n + 1;
+  return seen < cols ? seen : cols;
+}
+
 }  // namespace detail
 
 /// x[r, :] = softmax(x[r, :]) in place and lse[r] = log sum_j exp(x[r, j]) for r < rows; x [rows, cols], cols >= 1.
+/// With causal (rows of n queries per problem, starting at a problem boundary), row r's max and sum run over its
+/// visible columns j <= r % n only and x[r, j] = 0 for the others.
 template <Scalar T>
-__global__ void softmax_rows_kernel(std::int64_t rows, std::int64_t cols, T* x, T* lse) {
+__global__ void softmax_rows_kernel(std::int64_t rows, std::int64_t cols, T* x, T* lse, bool causal, std::int64_t n) {
   const int lane = threadIdx.x;
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
        row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
     T* r = x + row * cols;
+    const std::int64_t visible = detail::visible_cols(row, cols, causal, n);
     T mx = r[0];
-    for (std::int64_t j = lane; j < cols; j += 32) mx = fmax(mx, r[j]);
+    for (std::int64_t j = lane; j < visible; j += 32) mx = fmax(mx, r[j]);
     mx = detail::warp_max(mx);
     T sum = T(0);
-    for (std::int64_t j = lane; j < cols; j += 32) {
+    for (std::int64_t j = lane; j < visible; j += 32) {
       const T e = detail::exp_of(r[j] - mx);
       r[j] = e;
       sum += e;
     }
     sum = detail::warp_sum(sum);
     const T inv = T(1) / sum;
-    for (std::int64_t j = lane; j < cols; j += 32) r[j] *= inv;
+    for (std::int64_t j = lane; j < visible; j += 32) r[j] *= inv;
+    for (std::int64_t j = visible + lane; j < cols; j += 32) r[j] = T(0);
     if (lane == 0) lse[row] = mx + detail::log_of(sum);
   }
 }
 
 /// x[r, j] = exp(x[r, j] - lse[r]) over a [rows, cols] buffer (P recomputed from the scaled scores); one warp
-/// per row.
+/// per row. With causal (as softmax_rows_kernel), x[r, j] = 0 for the columns j > r % n.
 template <Scalar T>
-__global__ void exp_minus_rows_kernel(std::int64_t rows, std::int64_t cols, const T* lse, T* x) {
+__global__ void exp_minus_rows_kernel(std::int64_t rows, std::int64_t cols, const T* lse, T* x, bool causal,
+                                      std::int64_t n) {
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
        row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
     T* r = x + row * cols;
     const T l = lse[row];
-    for (std::int64_t j = threadIdx.x; j < cols; j += 32) r[j] = detail::exp_of(r[j] - l);
+    const std::int64_t visible = detail::visible_cols(row, cols, causal, n);
+    for (std::int64_t j = threadIdx.x; j < visible; j += 32) r[j] = detail::exp_of(r[j] - l);
+    for (std::int64_t j = visible + threadIdx.x; j < cols; j += 32) r[j] = T(0);
   }
 }
 
@@ -211,7 +226,7 @@ void attention_forward(const AttentionShape& s, const T* q, const T* k, const T*
     detail::problem_gemm(false, true, n, m, d, scale, qs, ld, ks, ld, T(0), sc, m, p0, count, H,
                          stream);  // S = scale Q K^T  [count, n, m]
     softmax_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, scores.data(), lse + p0 * n);  // P, lse  [count, n]
+        rows, m, scores.data(), lse + p0 * n, s.causal, n);  // P, lse  [count, n]
     SPO_CUDA_CHECK_LAUNCH("softmax_rows_kernel");
     detail::problem_gemm(false, false, n, d, m, T(1), sc_in, m, vs, ld, T(0),
                          detail::ProblemOperand<T>{o, n * ld, d, 0}, ld, p0, count, H,
@@ -252,7 +267,7 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
     detail::problem_gemm(false, true, n, m, d, scale, qs, ld, ks, ld, T(0), ps, m, p0, count, H,
                          stream);  // S = scale Q K^T
     exp_minus_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, lse + p0 * n, p);  // P = exp(S - lse)
+        rows, m, lse + p0 * n, p, s.causal, n);  // P = exp(S - lse), 0 above the diagonal when causal
     SPO_CUDA_CHECK_LAUNCH("exp_minus_rows_kernel");
     detail::problem_gemm(true, false, m, d, n, T(1), ps_in, m, dos, ld, T(0),
                          detail::ProblemOperand<T>{dv, m * ld, d, 0}, ld, p0, count, H,

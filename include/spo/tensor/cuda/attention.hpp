@@ -14,8 +14,11 @@
 namespace spo::cuda_kernels {
 
 /// Extents of one attention call: `batch * heads` independent problems with n queries, m keys, head width d.
+/// causal: query i sees keys j <= i only, min(i + 1, m) of them (cpu_kernels::AttentionShape::causal: torch's
+/// is_causal, aligned top-left; CLIP's text transformer).
 struct AttentionShape {
   std::int64_t batch = 0, heads = 0, n = 0, m = 0, d = 0;
+  bool causal = false;
   std::int64_t batch_heads() const { return batch * heads; }
   std::int64_t inner() const { return heads * d; }
 };
@@ -37,6 +40,8 @@ inline std::size_t& attention_score_buffer_bytes() {
   ENSURES
     - o = softmax(scale q k^T) v and lse[(b * heads + h) * n + i] = log sum_j exp(scale q_i . k_j), the row
       statistic that attention_backward recomputes the probabilities from (float softmax with max subtraction)
+    - with s.causal, the max, the sum and the softmax of row i run over keys j <= i only and the probabilities of
+      keys j > i are exactly 0 (the scores of all m keys are still computed, then overwritten)
 !*/
 template <Scalar T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, T* lse, T scale,
@@ -48,8 +53,10 @@ void attention_forward(const AttentionShape& s, const T* q, const T* k, const T*
     dV = P^T dO,  dP = dO V^T,  dS = P * (dP - delta),  dQ = scale dS K,  dK = scale dS^T Q.
   REQUIRES
     - the layouts of attention_forward; dout like o; dq like q; dk, dv like k
+    - o and lse from attention_forward with the same shape (causal included) and scale
   ENSURES
-    - dq, dk, dv are overwritten with the gradients of sum(o * dout)
+    - dq, dk, dv are overwritten with the gradients of sum(o * dout); with s.causal, P is 0 for keys j > i, so
+      dS is 0 there too and masked keys receive no gradient from query i
 !*/
 template <Scalar T>
 void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* o, const T* dout,

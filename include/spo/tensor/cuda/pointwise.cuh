@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-/// @brief Pointwise kernels on spo::cuda: GELU (erf and tanh forms) device functors beside elementwise.cuh's SiluOp,
-/// activation forward (saving its input) and backward, GEGLU's gated product, nearest 2x upsampling and the
-/// sinusoidal timestep embedding; host declarations in pointwise.hpp.
+/// @brief Pointwise kernels on spo::cuda: GELU (erf and tanh forms) and QuickGELU device functors beside
+/// elementwise.cuh's SiluOp, activation forward (saving its input) and backward, GEGLU's gated product, nearest 2x
+/// upsampling and the sinusoidal timestep embedding; host declarations in pointwise.hpp.
 #pragma once
 
 #include <cmath>
@@ -65,6 +65,22 @@ struct GeluTanhOp {
   }
 };
 
+/// Quick GELU (nn::QuickGELUFunction, OpenAI CLIP's `quick_gelu`): f(x) = x sigmoid(1.702 x),
+/// f'(x) = s (1 + 1.702 x (1 - s)) with s = sigmoid(1.702 x) (sigmoid written as 1 / (1 + e^-u), as SiluOp does).
+struct QuickGeluOp {
+  static constexpr std::string_view name = "QuickGELU";
+  static constexpr double slope = 1.702;
+  template <Scalar T>
+  __device__ static T value(T x) {
+    return x / (T(1) + detail::exp_of(-T(slope) * x));
+  }
+  template <Scalar T>
+  __device__ static T gradient(T x, T dy) {
+    const T s = T(1) / (T(1) + detail::exp_of(-T(slope) * x));
+    return dy * s * (T(1) + T(slope) * x * (T(1) - s));
+  }
+};
+
 namespace pointwise_detail {
 
 /// launch(Op{}) with the device functor of f.
@@ -79,6 +95,9 @@ void with_function(PointwiseFunction f, Launch&& launch) {
       return;
     case PointwiseFunction::gelu_tanh:
       launch(GeluTanhOp{});
+      return;
+    case PointwiseFunction::quick_gelu:
+      launch(QuickGeluOp{});
       return;
   }
   SPO_CHECK(false, "cuda_kernels: unknown PointwiseFunction " << static_cast<int>(f));

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-/// @brief Host declarations of spo::cuda's pointwise kernels: activations (SiLU, GELU, GELU-tanh) with a saved
-/// input, the gated product of GEGLU, nearest 2x upsampling and the sinusoidal timestep embedding (device pointers;
-/// definitions in pointwise.cuh, instantiated for float and double in instantiate/pointwise.cu).
+/// @brief Host declarations of spo::cuda's pointwise kernels: activations (SiLU, GELU, GELU-tanh, QuickGELU) with a
+/// saved input, the gated product of GEGLU, nearest 2x upsampling and the sinusoidal timestep embedding (device
+/// pointers; definitions in pointwise.cuh, instantiated for float and double in instantiate/pointwise.cu).
 #pragma once
 
 #include <cstdint>
@@ -10,8 +10,9 @@
 
 namespace spo::cuda_kernels {
 
-/// The elementwise functions with a device form: nn::SiLUFunction, nn::GELUFunction, nn::GELUTanhFunction.
-enum class PointwiseFunction { silu, gelu, gelu_tanh };
+/// The elementwise functions with a device form: nn::SiLUFunction, nn::GELUFunction, nn::GELUTanhFunction,
+/// nn::QuickGELUFunction.
+enum class PointwiseFunction { silu, gelu, gelu_tanh, quick_gelu };
 
 /// y = f(x) over n elements; saved = x as well when saved is not null (the input kept for backward).
 template <Scalar T>

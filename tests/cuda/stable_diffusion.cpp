@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: MIT
+// Text to image on spo::cuda against the same pipeline on the CPU, from the tiny SD 1.5 and SDXL folders the CPU test
+// compares with diffusers (tests/data/pipelines): the prompt embeddings (the CLIP encoders' causal attention,
+// quick_gelu and GELU, the pooled and projected embeddings of SDXL), the final latents after every scheduler (DDIM
+// with eta 0 and eta 1, Euler, Euler ancestral and DPM-Solver++ 2M, whose noise and multistep state follow the same
+// generator, PNDM) and the decoded image; float and double.
+// Bounds, per element (cuda_test::scaled_error): double 1e-10, float 2e-3 of the tensor's largest CPU magnitude
+// (the whole-model bounds of the UNet test: the pipeline chains the text encoder, 4 UNet calls and the VAE).
+#include "spo/model/stable_diffusion.hpp"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "spo/cuda.hpp"
+
+#include "reference.hpp"
+
+using namespace spo;
+
+namespace {
+
+const std::string dir = std::string(SPO_TEST_DATA_DIR) + "/pipelines/";
+
+template <class T>
+void check_pipeline(const std::string& name, const std::string& scheduler, double eta, bool negative) {
+  CAPTURE(name);
+  CAPTURE(scheduler);
+  CAPTURE(eta);
+  model::PipelineLoadOptions o;
+  o.scheduler = scheduler;
+  o.ddim_eta = eta;
+  auto host = model::StableDiffusion<T, cpu>::load(dir + name, o);
+  auto device = model::StableDiffusion<T, cuda>::load(dir + name, o);
+  model::GenerationSettings s;
+  s.prompts = {"a photo of a red dress", "a blue shirt, folded"};
+  if (negative) s.negative_prompts = std::vector<std::string>{"blurry", "a sneaker"};
+  s.steps = 4;
+  s.guidance = 5.0;
+  const double tol = cuda_test::model_tolerance<T>();
+
+  const auto eh = host.encode_prompt(s.prompts, s.negative_prompts);
+  const auto ed = device.encode_prompt(s.prompts, s.negative_prompts);
+  CHECK(cuda_test::scaled_error(to_host(ed.cond), eh.cond, tol) <= 1.0);
+  CHECK(cuda_test::scaled_error(to_host(ed.uncond), eh.uncond, tol) <= 1.0);
+  if (host.kind() == model::PipelineKind::sdxl) {
+    CHECK(cuda_test::scaled_error(to_host(ed.pooled), eh.pooled, tol) <= 1.0);
+    CHECK(cuda_test::scaled_error(to_host(ed.negative_pooled), eh.negative_pooled, tol) <= 1.0);
+  }
+
+  Generator gh{7, 0}, gd{7, 0};
+  const auto lh = host.denoise(host.initial_latents(s, gh), eh, s, gh);      // [B, C, h, w]
+  const auto ld = device.denoise(device.initial_latents(s, gd), ed, s, gd);  // [B, C, h, w]
+  CHECK(gh.offset == gd.offset);                                             // the same draws from the stream
+  CHECK(cuda_test::scaled_error(to_host(ld), lh, tol) <= 1.0);
+  CHECK(cuda_test::scaled_error(device.decode(ld), host.decode(lh), tol) <= 1.0);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("StableDiffusion on cuda == cpu: SD 1.5 and SDXL, every scheduler", T, float, double) {
+  for (const char* name : {"tiny_sd15", "tiny_sdxl"}) {
+    check_pipeline<T>(name, "ddim", 0.0, false);
+    check_pipeline<T>(name, "ddim", 1.0, true);
+    check_pipeline<T>(name, "euler", 0.0, false);
+    check_pipeline<T>(name, "euler_a", 0.0, true);
+    check_pipeline<T>(name, "dpm++2m", 0.0, false);
+    check_pipeline<T>(name, "pndm", 0.0, false);
+  }
+}
+
+TEST_CASE("StableDiffusion on cuda: a released component names itself") {
+  auto sd = model::StableDiffusion<float, cuda>::load(dir + "tiny_sd15");
+  sd.release(model::PipelineComponent::text_encoders);
+  CHECK_THROWS_WITH_AS((void)sd.encode_prompt({"a dress"}, std::nullopt),
+                       doctest::Contains("the pipeline's text encoders were released"), input_error);
+}
