@@ -6,8 +6,11 @@ guidance, scheduler.step) and BM_SD_VaeDecode (vae.decode of one latent), in flo
 set to --threads.
 --generate: one whole image (DDIM, --steps steps, guidance 5, the checkpoint's size) as the pipeline's __call__, and
 prints {"load_s", "encode_s", "denoise_s", "decode_s"}; run it under /usr/bin/time for the peak RSS.
+--device cuda: the same on the GPU (float32; every timed call ends with torch.cuda.synchronize()), the peer of
+bench/cuda/bench_sd_pipeline_cuda and `generate --device cuda`; the peak device memory is printed as "peak_gpu_gb".
 
     python bench/diffusers_sd_peer.py FOLDER (--micro | --generate) [--threads N] [--reps N] [--steps N]
+                                     [--device cpu|cuda]
 """
 import argparse
 import json
@@ -18,21 +21,29 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
 
 PROMPT = "a photo of an astronaut riding a horse on the moon"
+DEVICE = "cpu"
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def timed(fn, reps, warm_up=True):
     if warm_up:
         fn()
+        sync()
     samples = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
+        sync()
         samples.append(1e3 * (time.perf_counter() - t0))
     return statistics.median(samples), min(samples)
 
 
 def load(folder):
-    pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32).to(DEVICE)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -40,9 +51,9 @@ def load(folder):
 
 def encode(pipe, xl):
     if xl:
-        pe, npe, pooled, npooled = pipe.encode_prompt(PROMPT, device="cpu", do_classifier_free_guidance=True)
+        pe, npe, pooled, npooled = pipe.encode_prompt(PROMPT, device=DEVICE, do_classifier_free_guidance=True)
         return pe, npe, pooled, npooled
-    pe, npe = pipe.encode_prompt(PROMPT, "cpu", 1, True)
+    pe, npe = pipe.encode_prompt(PROMPT, DEVICE, 1, True)
     return pe, npe, None, None
 
 
@@ -54,10 +65,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args()
+    global DEVICE
+    DEVICE = a.device
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     pipe = load(a.folder)
+    sync()
     load_s = time.perf_counter() - t0
     xl = hasattr(pipe, "text_encoder_2")
     size = pipe.unet.config.sample_size
@@ -65,24 +80,30 @@ def main():
         if a.generate:
             t1 = time.perf_counter()
             pe, npe, pooled, npooled = encode(pipe, xl)
+            sync()
             t2 = time.perf_counter()
             kwargs = dict(prompt_embeds=pe, negative_prompt_embeds=npe, num_inference_steps=a.steps,
                           guidance_scale=5.0, output_type="latent")
             if xl:
                 kwargs.update(pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=npooled)
             latents = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).images
+            sync()
             t3 = time.perf_counter()
             pipe.vae.decode(latents / pipe.vae.config.scaling_factor)
+            sync()
             t4 = time.perf_counter()
-            print(json.dumps({"load_s": load_s, "encode_s": t2 - t1, "denoise_s": t3 - t2, "decode_s": t4 - t3}))
+            out = {"load_s": load_s, "encode_s": t2 - t1, "denoise_s": t3 - t2, "decode_s": t4 - t3}
+            if DEVICE == "cuda":
+                out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1e9
+            print(json.dumps(out))
             return
         pe, npe, pooled, npooled = encode(pipe, xl)
         context = torch.cat([npe, pe])
         added = None
         if xl:
-            ids = torch.tensor([[size * 8.0, size * 8.0, 0, 0, size * 8.0, size * 8.0]] * 2)
+            ids = torch.tensor([[size * 8.0, size * 8.0, 0, 0, size * 8.0, size * 8.0]] * 2, device=DEVICE)
             added = {"text_embeds": torch.cat([npooled, pooled]), "time_ids": ids}
-        x = torch.randn(1, 4, size, size)
+        x = torch.randn(1, 4, size, size, device=DEVICE)
         pipe.scheduler.set_timesteps(1)
         t = pipe.scheduler.timesteps[0]
 

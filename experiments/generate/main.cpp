@@ -2,6 +2,7 @@
 // Experiment generate: text to image with a Stable Diffusion 1.x/2.x or SDXL checkpoint (a diffusers pipeline
 // folder), optionally with a LoRA (an SPO LoRA, for instance) merged at a scale.
 #include <chrono>
+#include <concepts>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -174,6 +175,9 @@ int generate(const Options& o) {
   std::fprintf(stderr, "timing: load %.2f s, encode %.2f s, denoise %.2f s (%.3f s per step), decode %.2f s\n",
                seconds(t_load, t_encode), seconds(t_encode, t_denoise), seconds(t_denoise, t_decode),
                seconds(t_denoise, t_decode) / s.steps, seconds(t_decode, t_end));
+  if constexpr (!std::same_as<D, spo::cpu>)
+    std::fprintf(stderr, "memory: device peak %.2f GB of tensors in use\n",
+                 static_cast<double>(spo::caching_allocator<D>::instance().peak_in_use_bytes()) / 1e9);
 
   const std::string sched_name =
       std::visit([](const auto& x) { return std::string(std::decay_t<decltype(x)>::class_name); }, sd.scheduler());

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/// @brief Input/output: JSON parsing, crash-safe files, half-precision conversion, safetensors (in memory, mapped,
+/// @brief Input/output: JSON parsing, crash-safe files, safetensors (fp16/bf16/fp32/fp64; in memory, mapped,
 /// sharded), diffusers pipeline folders, single-file checkpoints, LoRA files in every layout, model files, resume
 /// checks and run plumbing (progress bar, metrics log, run record).
 #pragma once
@@ -8,7 +8,6 @@
 #include "spo/io/checkpoint.hpp"
 #include "spo/io/config.hpp"
 #include "spo/io/diffusers_pipeline.hpp"
-#include "spo/io/half.hpp"
 #include "spo/io/json.hpp"
 #include "spo/io/lora_file.hpp"
 #include "spo/io/mapped_safetensors.hpp"

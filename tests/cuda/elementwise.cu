@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
-// axpy, scale, fill and SiLU forward/backward on spo::cuda against the CPU (spo::axpy, spo::scale,
-// cpu_kernels::activation_*).
+// axpy, scale, fill, conversions between storage scalars and SiLU forward/backward on spo::cuda against the CPU
+// (spo::axpy, spo::scale, spo::convert_scalar, cpu_kernels::activation_*).
 // Bounds, per element, written as |gpu - cpu| <= abs + rel |cpu|:
 //   axpy: one rounding each side, a fused multiply-add on either: float abs 0, rel 2^-22 of |alpha x| + |y| terms;
 //   scale: one rounded product each side: exact;
 //   fill: exact;
+//   convert: bitwise (the device runs the host's convert_scalar): every 16-bit pattern out of half / bfloat16, and
+//            floats into them at every rounding boundary kind (ties, subnormals, overflow, NaN, -0);
 //   SiLU: the CPU float logistic is Eigen's rational approximation (a few ulp on [-9, 18], exp(x) below -9, which
 //         is off by a relative e^x <= 1.3e-4 there, i.e. <= 2e-7 absolute in x s(x)); the device uses expf (2 ulp):
 //         float forward abs 1e-6 rel 1e-6; backward abs 2e-6 |dy| rel 2e-6. double (exp on both sides, <= 2 ulp):
@@ -61,6 +63,49 @@ TEST_CASE_TEMPLATE("scale == spo::scale bitwise (odd sizes, a power of two and a
       const auto got = to_host(dy);
       REQUIRE(std::memcmp(got.data(), y.data(), static_cast<std::size_t>(n) * sizeof(T)) == 0);
     }
+}
+
+TEST_CASE_TEMPLATE("convert == convert_scalar bitwise: every 16-bit pattern out, special and random floats in", H, half,
+                   bfloat16) {
+  // Out of H: all 65536 patterns, NaNs included (their payloads survive the conversion to float).
+  Tensor<H, cpu> all(Shape{1 << 16});  // [65536]
+  for (std::int64_t i = 0; i < all.numel(); ++i) all[i] = H::from_bits(static_cast<std::uint16_t>(i));
+  const auto wide = to_host(cast<float>(to_device(all)));  // [65536]
+  std::int64_t out_mismatch = 0;
+  for (std::int64_t i = 0; i < all.numel(); ++i) {
+    const float want = convert_scalar<float>(all[i]);
+    out_mismatch += std::memcmp(&want, &wide[i], sizeof(float)) != 0;
+  }
+  CHECK(out_mismatch == 0);
+  // Into H: the widened patterns themselves, their midpoints with the next pattern (ties), +-0, +-inf, NaN, the
+  // overflow threshold neighbourhood, tiny subnormals, and 200001 normal draws at several scales.
+  std::vector<float> in(wide.data(), wide.data() + wide.numel());
+  for (std::int64_t i = 0; i + 1 < wide.numel(); ++i)
+    if (std::isfinite(wide[i]) && std::isfinite(wide[i + 1])) in.push_back(0.5f * (wide[i] + wide[i + 1]));
+  for (float v : {0.f, -0.f, INFINITY, -INFINITY, NAN, 65504.f, 65519.f, 65520.f, 65536.f, 1e-8f, -3e-8f, 6e-8f,
+                  3.4e38f, -3.4e38f, 1e-40f})
+    in.push_back(v);
+  Generator g{5, 0};
+  auto r = Tensor<float, cpu>::uninitialized(Shape{200001});  // [200001]
+  cuda_test::cpu_fill_normal(r, g, 0.f, 1.f);
+  for (std::int64_t i = 0; i < r.numel(); ++i) in.push_back(r[i] * std::ldexp(1.f, static_cast<int>(i % 61) - 30));
+  Tensor<float, cpu> x(Shape{static_cast<std::int64_t>(in.size())}, in);  // [n]
+  const auto narrow = to_host(cast<H>(to_device(x)));                     // [n]
+  std::int64_t in_mismatch = 0;
+  for (std::int64_t i = 0; i < x.numel(); ++i) in_mismatch += !(narrow[i] == convert_scalar<H>(x[i]));
+  CHECK(in_mismatch == 0);
+}
+
+TEST_CASE("convert between float and double == the C++ conversions") {
+  Generator g{6, 0};
+  auto d = Tensor<double, cpu>::uninitialized(Shape{100003});  // [100003]
+  cuda_test::cpu_fill_normal(d, g, 0.0, 1e3);
+  const auto f = to_host(cast<float>(to_device(d)));  // [100003]
+  const auto back = to_host(cast<double>(to_device(f)));
+  std::int64_t mismatch = 0;
+  for (std::int64_t i = 0; i < d.numel(); ++i)
+    mismatch += f[i] != static_cast<float>(d[i]) || back[i] != static_cast<double>(f[i]);
+  CHECK(mismatch == 0);
 }
 
 TEST_CASE_TEMPLATE("fill sets every element exactly", T, float, double) {

@@ -3,8 +3,12 @@
 // Bound, per element: |C_gpu - C_cpu| <= 2 (k + 2) u (|alpha| sum_l |op(A)_il op(B)_lj| + |beta C0_ij|), the sum of
 // the two implementations' standard error bounds (Higham, Accuracy and Stability, 3.5), u = 2^-24 (float) or 2^-53
 // (double); with TF32 allowed the inputs carry 2^-11 relative rounding, so u_in = 2^-11 is added per product.
+// half / bfloat16 (16-bit A, B, C; FP32 accumulation): against the exact product of the 16-bit inputs (in double),
+// |C_gpu - C| <= 2 (k + 2) 2^-24 (|alpha| sum |a b| + |beta C0|) + u16 |C| + 2^-24, where u16 = 2^-11 (half) or 2^-8
+// (bfloat16) is the one rounding of the result to 16 bits.
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -74,6 +78,55 @@ void check_case(const Case& c, std::uint64_t seed, bool allow_tf32 = false) {
       if (c.beta != 0) CHECK(c_gpu[i * ldc + j] == c0[i * ldc + j]);
 }
 
+/// The 16-bit case: inputs drawn in float and rounded to H; the reference is the double product of the rounded values.
+template <class H>
+void check_half_case(const Case& c, std::uint64_t seed) {
+  INFO("16-bit " << (std::is_same_v<H, half> ? "half" : "bfloat16") << " trans_a " << c.trans_a << " trans_b "
+                 << c.trans_b << " m " << c.m << " n " << c.n << " k " << c.k << " pad " << c.pad << " alpha "
+                 << c.alpha << " beta " << c.beta);
+  const std::int64_t a_rows = c.trans_a ? c.k : c.m, a_cols = c.trans_a ? c.m : c.k;
+  const std::int64_t b_rows = c.trans_b ? c.n : c.k, b_cols = c.trans_b ? c.k : c.n;
+  const std::int64_t lda = a_cols + c.pad, ldb = b_cols + c.pad, ldc = c.n + c.pad;
+  Generator g{seed, 0};
+  auto draw = [&](std::int64_t n, bool nan) {  // [n] in H
+    auto f = Tensor<float, cpu>::uninitialized(Shape{std::max<std::int64_t>(n, 1)});
+    cuda_test::cpu_fill_normal(f, g, 0.f, 1.f);
+    auto h = Tensor<H, cpu>::uninitialized(f.shape());
+    for (std::int64_t i = 0; i < f.numel(); ++i) h[i] = H(nan ? std::numeric_limits<float>::quiet_NaN() : f[i]);
+    return h;
+  };
+  const auto a = draw(a_rows * lda, false), b = draw(b_rows * ldb, false), c0 = draw(c.m * ldc, c.beta == 0);
+  const auto da = to_device(a), db = to_device(b);
+  auto dc = to_device(c0);
+  cuda_kernels::Gemm<H>::run({c.trans_a, c.trans_b, c.m, c.n, c.k, static_cast<float>(c.alpha), da.data(), lda,
+                              db.data(), ldb, static_cast<float>(c.beta), dc.data(), ldc, false});
+  const auto c_gpu = to_host(dc);
+  const double u16 = std::is_same_v<H, half> ? 0x1p-11 : 0x1p-8;
+  double worst = 0;
+  for (std::int64_t i = 0; i < c.m; ++i)
+    for (std::int64_t j = 0; j < c.n; ++j) {
+      double sum = 0, mag = 0;
+      for (std::int64_t l = 0; l < c.k; ++l) {
+        const double av = static_cast<float>(a[c.trans_a ? l * lda + i : i * lda + l]);
+        const double bv = static_cast<float>(b[c.trans_b ? j * ldb + l : l * ldb + j]);
+        sum += av * bv;
+        mag += std::abs(av * bv);
+      }
+      const double cv = c.beta == 0 ? 0.0 : static_cast<float>(c0[i * ldc + j]);
+      const double want = c.alpha * sum + c.beta * cv;
+      const double got = static_cast<float>(c_gpu[i * ldc + j]);
+      REQUIRE(std::isfinite(got));
+      const double bound = 2.0 * (c.k + 2) * 0x1p-24 * (std::abs(c.alpha) * mag + std::abs(c.beta * cv)) +
+                           u16 * std::abs(want) + 0x1p-24;
+      worst = std::max(worst, std::abs(got - want) / bound);
+    }
+  MESSAGE("worst error / bound = " << worst);
+  CHECK(worst <= 1.0);
+  for (std::int64_t i = 0; i < c.m; ++i)  // padding columns of C are never written
+    for (std::int64_t j = c.n; j < ldc; ++j)
+      if (c.beta != 0) CHECK(c_gpu[i * ldc + j] == c0[i * ldc + j]);
+}
+
 const std::vector<Case> cases = {
     {false, false, 37, 53, 71, 0, 1.0, 0.0},    {true, false, 37, 53, 71, 3, 1.5, 0.5},
     {false, true, 37, 53, 71, 5, -0.75, 1.0},   {true, true, 37, 53, 71, 1, 2.0, -1.0},
@@ -96,6 +149,13 @@ TEST_CASE_TEMPLATE("gemm edge cases: k = 0 scales C by beta (zeroes it for beta 
   check_case<T>({true, true, 5, 6, 0, 2, 1.0, 0.0}, 8);
   check_case<T>({false, false, 0, 6, 4, 0, 1.0, 0.5}, 9);
   check_case<T>({false, false, 5, 0, 4, 0, 1.0, 0.5}, 10);
+}
+
+TEST_CASE_TEMPLATE("gemm on 16-bit operands accumulates in FP32 and rounds C once: every case of the FP32 test", H,
+                   half, bfloat16) {
+  std::uint64_t seed = 300;
+  for (const auto& c : cases) check_half_case<H>(c, seed++);
+  check_half_case<H>({false, false, 5, 6, 0, 0, 1.0, 0.5}, 400);  // k = 0: C = beta C
 }
 
 TEST_CASE("gemm with allow_tf32 runs within the TF32 bound (inputs rounded to a 10-bit mantissa)") {

@@ -24,8 +24,8 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
+#include "spo/core/half.hpp"
 #include "spo/io/atomic_file.hpp"
-#include "spo/io/half.hpp"
 #include "spo/io/json.hpp"
 #include "spo/tensor/tensor.hpp"
 
@@ -74,8 +74,11 @@ inline std::size_t dtype_size(Dtype d) {
 inline bool is_floating(Dtype d) { return d == Dtype::f64 || d == Dtype::f32 || d == Dtype::f16 || d == Dtype::bf16; }
 
 /// The exact storage type of a scalar: float -> F32, double -> F64.
-template <Scalar T>
-inline constexpr Dtype native_dtype = std::same_as<T, double> ? Dtype::f64 : Dtype::f32;
+template <StorageScalar T>
+inline constexpr Dtype native_dtype = std::same_as<T, double>     ? Dtype::f64
+                                      : std::same_as<T, half>     ? Dtype::f16
+                                      : std::same_as<T, bfloat16> ? Dtype::bf16
+                                                                  : Dtype::f32;
 
 /// "[d0, d1, ...]".
 inline std::string shape_string(std::span<const std::int64_t> shape) {
@@ -129,7 +132,7 @@ void store_le(std::byte* p, V v) {
 
 /// Element i of a stored tensor converted to T (floats round to nearest even; integers convert exactly when
 /// representable).
-template <Scalar T>
+template <StorageScalar T>
 T decode_element(Dtype d, const std::byte* base, std::int64_t i) {
   switch (d) {
     case Dtype::f64:
@@ -151,20 +154,20 @@ T decode_element(Dtype d, const std::byte* base, std::int64_t i) {
 }
 
 /// Stores v as dtype d. A double stored as F16/BF16 is rounded to float first (two roundings).
-template <Scalar T>
+template <StorageScalar T>
 void encode_element(Dtype d, std::byte* base, std::int64_t i, T v) {
   switch (d) {
     case Dtype::f64:
-      store_le<double>(base + 8 * i, static_cast<double>(v));
+      store_le<double>(base + 8 * i, convert_scalar<double>(v));
       return;
     case Dtype::f32:
-      store_le<float>(base + 4 * i, static_cast<float>(v));
+      store_le<float>(base + 4 * i, convert_scalar<float>(v));
       return;
     case Dtype::f16:
-      store_le<std::uint16_t>(base + 2 * i, float_to_half_bits(static_cast<float>(v)));
+      store_le<std::uint16_t>(base + 2 * i, float_to_half_bits(convert_scalar<float>(v)));
       return;
     case Dtype::bf16:
-      store_le<std::uint16_t>(base + 2 * i, float_to_bf16_bits(static_cast<float>(v)));
+      store_le<std::uint16_t>(base + 2 * i, float_to_bf16_bits(convert_scalar<float>(v)));
       return;
     default:
       break;
@@ -247,7 +250,7 @@ inline std::optional<NonFiniteElement> find_non_finite(const StoredTensor& t) { 
 
 namespace detail {
 /// Converts every element of `t` to T into `out` (t.numel() elements): a copy when the dtype is T's own.
-template <Scalar T>
+template <StorageScalar T>
 void decode_all(const TensorBytes& t, T* out) {
   const std::int64_t n = t.numel();
   const std::byte* p = t.data.data();
@@ -286,7 +289,7 @@ class NamedTensors {
   std::map<std::string, std::string> metadata;
 
   /// Stores `t` under `name`, converted to `storage` (F64, F32, F16 or BF16). Replaces an existing entry.
-  template <Scalar T>
+  template <StorageScalar T>
   void set(std::string name, TensorView<const T, cpu> t, Dtype storage = native_dtype<T>) {
     SPO_CHECK(is_floating(storage),
               source << ": tensor \"" << name << "\": cannot store floating-point values as " << dtype_name(storage));
@@ -301,7 +304,7 @@ class NamedTensors {
     }
     set_raw(std::move(name), std::move(s));
   }
-  template <Scalar T>
+  template <StorageScalar T>
   void set(std::string name, const Tensor<T, cpu>& t, Dtype storage = native_dtype<T>) {
     set<T>(std::move(name), t.view(), storage);
   }
@@ -346,15 +349,16 @@ class NamedTensors {
     return Shape(t.shape.begin(), t.shape.end());
   }
 
-  /// The tensor converted to T (F16/BF16/F32 widen exactly; F64 -> float rounds to nearest even).
-  template <Scalar T>
+  /// The tensor converted to T (F16/BF16/F32 widen exactly; F64 -> float rounds to nearest even; into half or
+  /// bfloat16 its own dtype is copied bit for bit, others round to nearest even through float).
+  template <StorageScalar T>
   Tensor<T, cpu> get(std::string_view name) const {
     auto out = Tensor<T, cpu>::uninitialized(shape_of(name));
     decode_into<T>(name, out.data());
     return out;
   }
   /// Converts into `dst`, whose shape must equal the stored shape.
-  template <Scalar T>
+  template <StorageScalar T>
   void get_into(std::string_view name, TensorView<T, cpu> dst) const {
     const Shape s = shape_of(name);
     SPO_EXPECT(s == dst.shape(), source << ": tensor \"" << name << "\": stored shape " << s
@@ -363,7 +367,7 @@ class NamedTensors {
   }
 
  private:
-  template <Scalar T>
+  template <StorageScalar T>
   void decode_into(std::string_view name, T* out) const {
     detail::decode_all<T>(bytes(name), out);
   }

@@ -40,8 +40,9 @@ Shape stored_shape(const S& s, std::string_view name) {
   return Shape(t.shape.begin(), t.shape.end());
 }
 
-/// Tensor `name` converted to T (F16/BF16/F32 widen exactly; F64 -> float rounds to nearest even).
-template <Scalar T, TensorStore S>
+/// Tensor `name` converted to T (F16/BF16/F32 widen exactly; F64 -> float rounds to nearest even; an F16 tensor
+/// read as half, or BF16 as bfloat16, is copied bit for bit: 16-bit weights load without a float copy).
+template <StorageScalar T, TensorStore S>
 Tensor<T, cpu> read_tensor(const S& s, std::string_view name) {
   auto out = Tensor<T, cpu>::uninitialized(stored_shape(s, name));
   detail::decode_all<T>(s.bytes(name), out.data());
@@ -49,7 +50,7 @@ Tensor<T, cpu> read_tensor(const S& s, std::string_view name) {
 }
 
 /// Converts tensor `name` into `dst`, whose shape must equal the stored shape (an error naming both otherwise).
-template <Scalar T, TensorStore S>
+template <StorageScalar T, TensorStore S>
 void read_tensor_into(const S& s, std::string_view name, TensorView<T, cpu> dst) {
   const Shape shape = stored_shape(s, name);
   SPO_EXPECT(shape == dst.shape(), s.source << ": tensor \"" << name << "\": stored shape " << shape

@@ -5,6 +5,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -81,12 +82,14 @@ class caching_allocator {
         free_list.pop_back();
         cached_bytes_ -= cls;
         in_use_bytes_ += cls;
+        peak_in_use_bytes_ = std::max(peak_in_use_bytes_, in_use_bytes_);
         return p;
       }
     }
     void* p = raw_allocator<D>::allocate(cls);
     std::lock_guard lock(mutex_);
     in_use_bytes_ += cls;
+    peak_in_use_bytes_ = std::max(peak_in_use_bytes_, in_use_bytes_);
     return p;
   }
 
@@ -119,6 +122,16 @@ class caching_allocator {
     std::lock_guard lock(mutex_);
     return in_use_bytes_;
   }
+  /// The largest in_use_bytes() since the process started or the last reset_peak() (size classes, so at most 2x
+  /// the requested bytes below 1 MiB and 2 MiB more above): torch.cuda.max_memory_allocated's counterpart.
+  std::size_t peak_in_use_bytes() const {
+    std::lock_guard lock(mutex_);
+    return peak_in_use_bytes_;
+  }
+  void reset_peak() {
+    std::lock_guard lock(mutex_);
+    peak_in_use_bytes_ = in_use_bytes_;
+  }
 
  private:
   caching_allocator() = default;
@@ -126,6 +139,7 @@ class caching_allocator {
   std::map<std::size_t, std::vector<void*>> free_;
   std::size_t cached_bytes_ = 0;
   std::size_t in_use_bytes_ = 0;
+  std::size_t peak_in_use_bytes_ = 0;
 };
 
 }  // namespace spo

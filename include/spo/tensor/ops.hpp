@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "spo/core/half.hpp"
 #include "spo/core/parallel.hpp"
 #include "spo/core/rng.hpp"
 #include "spo/tensor/eigen.hpp"
@@ -86,11 +87,19 @@ double max_abs_diff(TensorView<const T, cpu> a, TensorView<const T, cpu> b) {
   return (as_array(a).template cast<double>() - as_array(b).template cast<double>()).abs().maxCoeff();
 }
 
-/// Converts between scalar types on the host (e.g. float parameters into a double model for gradient checks).
-template <Scalar To, Scalar From>
+/// Converts between scalar types on the host (e.g. float parameters into a double model for gradient checks, float
+/// weights into half storage): convert_scalar per element.
+template <StorageScalar To, StorageScalar From>
 Tensor<To, cpu> cast(const Tensor<From, cpu>& t) {
-  auto out = Tensor<To, cpu>::uninitialized(t.shape());
-  as_array(out.view()) = as_array(t.view()).template cast<To>();
+  auto out = Tensor<To, cpu>::uninitialized(t.shape());  // t.shape
+  if constexpr (Scalar<To> && Scalar<From>) {
+    as_array(out.view()) = as_array(t.view()).template cast<To>();
+  } else {
+    const From* src = t.data();
+    To* dst = out.data();
+    parallel_for(
+        0, t.numel(), [&](std::int64_t i) { dst[i] = convert_scalar<To>(src[i]); }, std::int64_t{1} << 16);
+  }
   return out;
 }
 

@@ -3,6 +3,7 @@
 
 #include <bit>
 #include <cmath>
+#include <concepts>
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
@@ -176,6 +177,43 @@ TEST_CASE("writer layout: 8-byte padded header, data sorted by element size then
   NamedTensors bad;
   CHECK_THROWS_AS(bad.set("__metadata__", Tensor<float>(Shape{1})), error);
   CHECK_THROWS_AS(bad.set("x", Tensor<float>(Shape{1}), Dtype::i32), error);
+}
+
+TEST_CASE_TEMPLATE("16-bit tensors: their own dtype is copied bit for bit, other dtypes convert through float", H, half,
+                   bfloat16) {
+  constexpr Dtype own = std::same_as<H, half> ? Dtype::f16 : Dtype::bf16;
+  constexpr Dtype other = std::same_as<H, half> ? Dtype::bf16 : Dtype::f16;
+  static_assert(native_dtype<H> == own);
+  Tensor<H> h(Shape{4, 1000});  // [4, 1000]: every 16th bit pattern, NaNs and infinities included
+  for (std::int64_t i = 0; i < h.numel(); ++i) h[i] = H::from_bits(static_cast<std::uint16_t>(i * 16 + 3));
+  NamedTensors t;
+  t.set<H>("w16", h);                     // stored as its own dtype
+  t.set<H>("w32", h.view(), Dtype::f32);  // widened
+  const auto back = parse_safetensors(serialize_safetensors(t), "mem");
+  CHECK(back.at("w16").dtype == own);
+  const auto same16 = back.get<H>("w16");
+  const auto from32 = back.get<H>("w32");
+  const auto wide = back.get<float>("w16");
+  std::int64_t mismatch = 0;
+  for (std::int64_t i = 0; i < h.numel(); ++i) {
+    mismatch += same16[i].bits != h[i].bits;
+    const float f = static_cast<float>(h[i]);
+    mismatch += std::bit_cast<std::uint32_t>(wide[i]) != std::bit_cast<std::uint32_t>(f);
+    if (!std::isnan(f)) mismatch += from32[i].bits != h[i].bits;  // float -> H re-encodes exactly
+  }
+  CHECK(mismatch == 0);
+  // The other 16-bit dtype and F64 convert through float.
+  Tensor<float> x(Shape{5}, {1.0f + 0x1p-9f, -3.14159f, 70000.0f, 1e-7f, -0.0f});  // [5]
+  NamedTensors u;
+  u.set<float>("x", x.view(), other);
+  u.set<float>("y", x.view(), Dtype::f64);
+  const auto xb = parse_safetensors(serialize_safetensors(u), "mem");
+  const auto xo = xb.get<H>("x"), xd = xb.get<H>("y");
+  const auto xo_float = xb.get<float>("x");
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    CHECK(xo[i].bits == H(xo_float[i]).bits);
+    CHECK(xd[i].bits == H(x[i]).bits);
+  }
 }
 
 TEST_CASE("corrupt files are errors that name the file and the problem") {

@@ -52,6 +52,24 @@ TEST_CASE("caching allocator reuses freed blocks of the same size class") {
   CHECK(caching_allocator<cpu>::size_class((1 << 20) + 1) == (std::size_t{2} << 20));
 }
 
+TEST_CASE("caching allocator: the peak of bytes in use holds until reset_peak") {
+  auto& pool = caching_allocator<cpu>::instance();
+  pool.reset_peak();
+  const std::size_t base = pool.in_use_bytes();
+  CHECK(pool.peak_in_use_bytes() == base);
+  {
+    Tensor<float> a(Shape{3 << 20});  // 12 MiB
+    Tensor<float> b(Shape{1 << 20});  // 4 MiB
+    CHECK(pool.peak_in_use_bytes() == base + (std::size_t{16} << 20));
+  }
+  CHECK(pool.in_use_bytes() == base);
+  CHECK(pool.peak_in_use_bytes() == base + (std::size_t{16} << 20));  // freed blocks keep the peak
+  { Tensor<float> c(Shape{1 << 20}); }                                // a cached block: below the peak
+  CHECK(pool.peak_in_use_bytes() == base + (std::size_t{16} << 20));
+  pool.reset_peak();
+  CHECK(pool.peak_in_use_bytes() == base);
+}
+
 TEST_CASE_TEMPLATE("gemm matches a naive triple loop for all transpositions", T, float, double) {
   Generator g{11, 0};
   const std::int64_t m = 37, n = 29, k = 53;

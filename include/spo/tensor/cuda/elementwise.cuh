@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/// @brief Elementwise CUDA kernels: axpy, fill and activations (SiLU) with their backward, on spo::cuda tensors.
+/// @brief Elementwise CUDA kernels: axpy, scale, fill, conversions between storage scalars, and activations (SiLU)
+/// with their backward, on spo::cuda tensors.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
+#include "spo/core/half.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/ops.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
@@ -60,6 +62,11 @@ __global__ void axpy_kernel(std::int64_t n, T alpha, const T* x, T* y) {
 template <Scalar T>
 __global__ void scale_kernel(std::int64_t n, T alpha, T* y) {
   for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) y[i] *= alpha;
+}
+
+template <StorageScalar To, StorageScalar From>
+__global__ void convert_kernel(std::int64_t n, const From* x, To* y) {
+  for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) y[i] = convert_scalar<To>(x[i]);
 }
 
 template <Scalar T>
@@ -120,6 +127,30 @@ struct Scale {
     if (args.n == 0) return;
     scale_kernel<T><<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(args.n, args.alpha, args.y);
     SPO_CUDA_CHECK_LAUNCH("scale_kernel");
+  }
+};
+
+/// y[i] = convert_scalar<To>(x[i]) for i < n: the host's conversion function (core/half.hpp, integer arithmetic), so
+/// every result is bitwise the CPU's cast.
+template <StorageScalar To, StorageScalar From>
+struct Convert {
+  struct Arguments {
+    std::int64_t n = 0;
+    const From* x = nullptr;
+    To* y = nullptr;
+  };
+  static bool can_implement(const Arguments& args, std::string* why = nullptr) {
+    const std::string reason = detail::null_pointer_reason(args.n, args.x, args.y);
+    if (why) *why = reason;
+    return reason.empty();
+  }
+  static void run(const Arguments& args, cudaStream_t stream = nullptr) {
+    std::string why;
+    SPO_CHECK(can_implement(args, &why), "cuda_kernels::Convert: " << why);
+    if (args.n == 0) return;
+    convert_kernel<To, From>
+        <<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(args.n, args.x, args.y);
+    SPO_CUDA_CHECK_LAUNCH("convert_kernel");
   }
 };
 
@@ -216,6 +247,13 @@ void scale(T alpha, TensorView<T, cuda> y) {
 template <Scalar T>
 void fill(TensorView<T, cuda> t, T value) {
   cuda_kernels::Fill<T>::run({t.numel(), value, t.data()});
+}
+
+/// y = x converted element by element (convert_scalar; bitwise the CPU's cast).
+template <StorageScalar To, StorageScalar From>
+void convert(TensorView<const From, cuda> x, TensorView<To, cuda> y) {
+  check_same_shape(x.shape(), y.shape(), "convert");
+  cuda_kernels::Convert<To, From>::run({y.numel(), x.data(), y.data()});
 }
 
 }  // namespace spo

@@ -15,6 +15,7 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
+#include "spo/core/half.hpp"
 #include "spo/tensor/cuda/kernels.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
 #include "spo/tensor/tensor.hpp"
@@ -43,22 +44,25 @@ inline cublasHandle_t cublas_handle() {
     pointers; the same contract as cpu_kernels::gemm (beta == 0 never reads C, so C may hold NaN).
     cuBLAS is column-major: the row-major product is run as C^T = op(B)^T op(A)^T, whose column-major operands
     are exactly the row-major buffers, so no copy is made.
+    For the 16-bit storage scalars (half, bfloat16) A, B and C are 16-bit, the products accumulate in FP32
+    (CUBLAS_COMPUTE_32F, tensor cores), alpha and beta are floats, and C is rounded once to 16 bits.
   ARGUMENTS
     allow_tf32: float only; lets cuBLAS round FP32 inputs to TF32 on tensor cores (10-bit mantissa, ~1e-3
     relative error). Off by default for parity with the CPU; NVIDIA_TF32_OVERRIDE=0 in the environment also
     forbids it process-wide.
 !*/
-template <Scalar T>
+template <StorageScalar T>
 struct Gemm {
+  using compute_type = compute_type_t<T>;  ///< alpha, beta and the accumulation
   struct Arguments {
     bool trans_a = false, trans_b = false;
     std::int64_t m = 0, n = 0, k = 0;
-    T alpha = T(1);
+    compute_type alpha = compute_type(1);
     const T* a = nullptr;
     std::int64_t lda = 0;
     const T* b = nullptr;
     std::int64_t ldb = 0;
-    T beta = T(0);
+    compute_type beta = compute_type(0);
     T* c = nullptr;
     std::int64_t ldc = 0;
     bool allow_tf32 = false;
@@ -109,6 +113,10 @@ struct Gemm {
       const cublasComputeType_t compute = args.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
       SPO_CUBLAS_CHECK(cublasGemmEx(h, op_b, op_a, n, m, k, &args.alpha, args.b, CUDA_R_32F, ldb, args.a, CUDA_R_32F,
                                     lda, &args.beta, args.c, CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));
+    } else if constexpr (HalfScalar<T>) {
+      const cudaDataType_t type = std::is_same_v<T, half> ? CUDA_R_16F : CUDA_R_16BF;
+      SPO_CUBLAS_CHECK(cublasGemmEx(h, op_b, op_a, n, m, k, &args.alpha, args.b, type, ldb, args.a, type, lda,
+                                    &args.beta, args.c, type, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     } else {
       SPO_CUBLAS_CHECK(
           cublasDgemm(h, op_b, op_a, n, m, k, &args.alpha, args.b, ldb, args.a, lda, &args.beta, args.c, ldc));
@@ -118,9 +126,9 @@ struct Gemm {
 
 /// Row-major GEMM with leading dimensions on device pointers; op(A) is [m, k], op(B) is [k, n], C is [m, n].
 /// The signature of cpu_kernels::gemm plus an optional stream; FP32 stays FP32 (no TF32).
-template <Scalar T>
-void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc,
+template <StorageScalar T>
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, compute_type_t<T> alpha,
+          const T* a, std::int64_t lda, const T* b, std::int64_t ldb, compute_type_t<T> beta, T* c, std::int64_t ldc,
           cudaStream_t stream = nullptr) {
   Gemm<T>::run({trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, false}, stream);
 }
@@ -131,9 +139,9 @@ namespace spo::inline kernels {
 
 /// The spo::cuda overload of kernels::gemm (tensor/cpu/gemm.hpp): the same contract on device tensors, through
 /// cuBLAS; float products use TF32 only under cuda_runtime::allow_tf32().
-template <Scalar T>
-void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const Tensor<T, cuda>& a,
-          const Tensor<T, cuda>& b, T beta, Tensor<T, cuda>& c) {
+template <StorageScalar T>
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, compute_type_t<T> alpha,
+          const Tensor<T, cuda>& a, const Tensor<T, cuda>& b, compute_type_t<T> beta, Tensor<T, cuda>& c) {
   cuda_kernels::Gemm<T>::run({trans_a, trans_b, m, n, k, alpha, a.data(), trans_a ? m : k, b.data(), trans_b ? k : n,
                               beta, c.data(), n, std::is_same_v<T, float> && cuda_runtime::allow_tf32()});
 }

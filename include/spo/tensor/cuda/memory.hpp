@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include "spo/core/device.hpp"
+#include "spo/core/half.hpp"
 #include "spo/tensor/cuda/allocator.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
 #include "spo/tensor/tensor.hpp"
@@ -25,7 +26,7 @@ struct memory_ops<cuda> {
 };
 
 /// Copies a host view into a device view of the same shape (returns when the copy is done).
-template <Scalar T>
+template <StorageScalar T>
 void copy_to_device(TensorView<const T, cpu> src, TensorView<T, cuda> dst) {
   check_same_shape(src.shape(), dst.shape(), "copy_to_device");
   const std::size_t bytes = static_cast<std::size_t>(src.numel()) * sizeof(T);
@@ -33,7 +34,7 @@ void copy_to_device(TensorView<const T, cpu> src, TensorView<T, cuda> dst) {
 }
 
 /// Copies a device view into a host view of the same shape (waits for earlier work on the default stream).
-template <Scalar T>
+template <StorageScalar T>
 void copy_to_host(TensorView<const T, cuda> src, TensorView<T, cpu> dst) {
   check_same_shape(src.shape(), dst.shape(), "copy_to_host");
   const std::size_t bytes = static_cast<std::size_t>(src.numel()) * sizeof(T);
@@ -41,7 +42,7 @@ void copy_to_host(TensorView<const T, cuda> src, TensorView<T, cpu> dst) {
 }
 
 /// A device copy of a host tensor.
-template <Scalar T>
+template <StorageScalar T>
 Tensor<T, cuda> to_device(const Tensor<T, cpu>& host) {
   auto dev = Tensor<T, cuda>::uninitialized(host.shape());  // host.shape
   copy_to_device<T>(host.view(), dev.view());
@@ -49,7 +50,7 @@ Tensor<T, cuda> to_device(const Tensor<T, cpu>& host) {
 }
 
 /// A host copy of a device tensor.
-template <Scalar T>
+template <StorageScalar T>
 Tensor<T, cpu> to_host(const Tensor<T, cuda>& dev) {
   auto host = Tensor<T, cpu>::uninitialized(dev.shape());  // dev.shape
   copy_to_host<T>(dev.view(), host.view());

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: MIT
-/// @brief float <-> IEEE 754 binary16 (f16) and bfloat16 bit patterns, round to nearest even, NaN/Inf/subnormals exact.
+/// @brief The half-precision storage scalars spo::half (IEEE 754 binary16) and spo::bfloat16, and their float
+/// conversions: round to nearest even, NaN/Inf/subnormals exact, the same on the host and in device code.
 #pragma once
 
 #include <bit>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
+#include <type_traits>
 
+#include "spo/core/device.hpp"
 #include "spo/core/host_device.hpp"
 
-namespace spo::io {
+namespace spo {
 
 /*!
   binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits; largest finite 65504, smallest normal 2^-14,
@@ -69,4 +73,65 @@ SPO_HOST_DEVICE inline float bf16_bits_to_float(std::uint16_t b) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
 }
 
-}  // namespace spo::io
+/*!
+  WHAT THIS REPRESENTS
+    A 16-bit floating-point storage scalar: the bit pattern of an IEEE binary16 (half) or a bfloat16. Values are
+    stored in it and converted from and to float (round to nearest even on the way in, exact on the way out);
+    arithmetic is done in float (compute_type_t). Layout-compatible with CUDA's __half / __nv_bfloat16 and with the
+    F16 / BF16 dtypes of safetensors, so tensors of it are filled straight from a checkpoint's bytes.
+!*/
+struct half {
+  std::uint16_t bits = 0;
+  half() = default;
+  SPO_HOST_DEVICE explicit half(float f) : bits(float_to_half_bits(f)) {}
+  SPO_HOST_DEVICE explicit operator float() const { return half_bits_to_float(bits); }
+  SPO_HOST_DEVICE static half from_bits(std::uint16_t b) {
+    half h;
+    h.bits = b;
+    return h;
+  }
+  friend bool operator==(half a, half b) { return a.bits == b.bits; }  ///< bitwise (NaN == NaN, -0 != +0)
+};
+
+/// See half: the top 16 bits of a binary32 (8 exponent bits, 7 mantissa bits), float's range.
+struct bfloat16 {
+  std::uint16_t bits = 0;
+  bfloat16() = default;
+  SPO_HOST_DEVICE explicit bfloat16(float f) : bits(float_to_bf16_bits(f)) {}
+  SPO_HOST_DEVICE explicit operator float() const { return bf16_bits_to_float(bits); }
+  SPO_HOST_DEVICE static bfloat16 from_bits(std::uint16_t b) {
+    bfloat16 h;
+    h.bits = b;
+    return h;
+  }
+  friend bool operator==(bfloat16 a, bfloat16 b) { return a.bits == b.bits; }  ///< bitwise
+};
+
+static_assert(sizeof(half) == 2 && std::is_trivially_copyable_v<half> && std::is_standard_layout_v<half>);
+static_assert(sizeof(bfloat16) == 2 && std::is_trivially_copyable_v<bfloat16> && std::is_standard_layout_v<bfloat16>);
+
+/// The 16-bit storage scalars.
+template <class T>
+concept HalfScalar = std::same_as<T, half> || std::same_as<T, bfloat16>;
+
+/// What a tensor may hold for a network: the compute scalars (float, double) and the 16-bit storage scalars.
+template <class T>
+concept StorageScalar = Scalar<T> || HalfScalar<T>;
+
+/// The scalar arithmetic on T happens in: T itself for float and double, float for the 16-bit types.
+template <StorageScalar T>
+using compute_type_t = std::conditional_t<HalfScalar<T>, float, T>;
+
+/// x converted to the storage scalar To: a plain conversion between float and double, through float (rounded to
+/// nearest even) into a 16-bit type, exact out of one.
+template <StorageScalar To, StorageScalar From>
+SPO_HOST_DEVICE To convert_scalar(From x) {
+  if constexpr (std::same_as<To, From>)
+    return x;
+  else if constexpr (HalfScalar<To>)
+    return To(static_cast<float>(x));
+  else
+    return static_cast<To>(static_cast<float>(x));
+}
+
+}  // namespace spo

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-#include "spo/io/half.hpp"
+#include "spo/core/half.hpp"
 
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <limits>
 #include <random>
@@ -11,7 +12,9 @@
 
 #include <doctest/doctest.h>
 
-using namespace spo::io;
+#include "spo/tensor/ops.hpp"
+
+using namespace spo;
 
 namespace {
 
@@ -147,4 +150,41 @@ TEST_CASE("bf16: decoding is exact and float -> bf16 rounds to nearest even") {
   CHECK(float_to_bf16_bits(1.0f + 0x3p-8f) == 0x3f82);
   CHECK(float_to_bf16_bits(std::numeric_limits<float>::max()) == 0x7f80);
   CHECK(std::isnan(bf16_bits_to_float(float_to_bf16_bits(std::bit_cast<float>(0x7f800001u)))));  // payload in low bits
+}
+
+TEST_CASE_TEMPLATE("half and bfloat16 store the conversions' bits; convert_scalar and cast go through float", H, half,
+                   bfloat16) {
+  static_assert(HalfScalar<H> && StorageScalar<H> && !Scalar<H>);
+  static_assert(std::same_as<compute_type_t<H>, float> && std::same_as<compute_type_t<double>, double>);
+  constexpr bool is_half = std::same_as<H, half>;
+  const auto to_bits = [](float f) { return is_half ? float_to_half_bits(f) : float_to_bf16_bits(f); };
+  const auto from_bits = [](std::uint16_t b) { return is_half ? half_bits_to_float(b) : bf16_bits_to_float(b); };
+  for (std::uint32_t b = 0; b < 0x10000u; ++b) {
+    const auto bits = static_cast<std::uint16_t>(b);
+    const H h = H::from_bits(bits);
+    const float f = static_cast<float>(h);
+    REQUIRE(std::bit_cast<std::uint32_t>(f) == std::bit_cast<std::uint32_t>(from_bits(bits)));
+    if (!std::isnan(f)) REQUIRE(H(f).bits == bits);  // every finite or infinite value re-encodes to itself
+  }
+  std::mt19937 rng(3);
+  std::normal_distribution<double> normal(0.0, 1000.0);
+  for (int i = 0; i < 1000; ++i) {
+    const double x = normal(rng);
+    CHECK(convert_scalar<H>(x).bits == to_bits(static_cast<float>(x)));
+    CHECK(convert_scalar<double>(convert_scalar<H>(x)) ==
+          static_cast<double>(from_bits(to_bits(static_cast<float>(x)))));
+    CHECK(convert_scalar<H>(convert_scalar<H>(x)) == convert_scalar<H>(x));
+  }
+  // Tensors: cast<H> of a float tensor is the element conversions; cast back is exact.
+  Tensor<float> x(Shape{3, 70000});  // [3, 70000]: long enough for the threaded path
+  for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(normal(rng)) * (i % 7 == 0 ? 1e-6f : 1.f);
+  const auto h = cast<H>(x);  // [3, 70000]
+  REQUIRE(h.shape() == x.shape());
+  std::int64_t mismatches = 0;
+  const auto back = cast<double>(h);  // [3, 70000]
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    mismatches += h[i].bits != to_bits(x[i]);
+    mismatches += back[i] != static_cast<double>(from_bits(h[i].bits));
+  }
+  CHECK(mismatches == 0);
 }
