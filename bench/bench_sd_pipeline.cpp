@@ -4,6 +4,6 @@
 
 namespace {
 
-const bool registered = (spo::bench::SdPipelineBenchmarks<spo::cpu>::register_all(), true);
+[[maybe_unused]] const bool registered = (spo::bench::SdPipelineBenchmarks<spo::cpu>::register_all(), true);
 
 }  // namespace

@@ -3,9 +3,11 @@
 # Stable Diffusion text to image, spo against diffusers (bench/diffusers_sd_peer.py) on the same pipeline folder and
 # threads, back to back: the microbenchmarks of bench/bench_sd_pipeline.cpp (medians), then one whole image per side
 # (DDIM, --steps steps, guidance 5, the checkpoint's size) with its phase times and the peak RSS (/usr/bin/time).
-# Prints markdown tables. Full-size folders with random weights: tools/reference/full_size_pipelines.py.
+# --device cuda: the same on the GPU (bench/cuda/bench_sd_pipeline_cuda, generate --device cuda, the peer with
+# --device cuda; a build with SPO_WITH_CUDA). Prints markdown tables. Full-size folders with random weights:
+# tools/reference/full_size_pipelines.py.
 #   bench/run_sd_pipeline.sh FOLDER [--threads N] [--build-dir DIR] [--python PY] [--reps N] [--steps N]
-#                                   [--no-micro] [--no-generate]
+#                                   [--no-micro] [--no-generate] [--device cpu|cuda]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 folder="$1"
@@ -17,6 +19,7 @@ reps=3
 steps=20
 micro=1
 whole=1
+device=cpu
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
@@ -26,19 +29,26 @@ while [[ $# -gt 0 ]]; do
     --steps) steps="$2"; shift 2 ;;
     --no-micro) micro=0; shift ;;
     --no-generate) whole=0; shift ;;
+    --device) device="$2"; shift 2 ;;
     *) echo "run_sd_pipeline.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-cmake --build "$build_dir" --target bench_sd_pipeline generate >&2
+case "$device" in
+  cpu) bench="$build_dir/bench/bench_sd_pipeline" ;;
+  cuda) bench="$build_dir/bench/cuda/bench_sd_pipeline_cuda" ;;
+  *) echo "run_sd_pipeline.sh: --device cpu or cuda, got $device" >&2; exit 2 ;;
+esac
+cmake --build "$build_dir" --target "$(basename "$bench")" generate >&2
 export OMP_NUM_THREADS=$threads SPO_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 unset OPENBLAS_CORETYPE
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "pipeline: $folder; $threads threads; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+echo "pipeline: $folder; $threads threads; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); device: $device"
 if [[ $micro == 1 ]]; then
-  SPO_BENCH_SD_PIPELINE="$folder" "$build_dir/bench/bench_sd_pipeline" --benchmark_repetitions="$reps" \
+  SPO_BENCH_SD_PIPELINE="$folder" "$bench" --benchmark_repetitions="$reps" \
     --benchmark_min_time=0 --benchmark_report_aggregates_only=true --benchmark_format=json > "$tmp/spo.json"
-  "$python" "$root/bench/diffusers_sd_peer.py" "$folder" --micro --threads "$threads" --reps "$reps" > "$tmp/peer.jsonl"
+  "$python" "$root/bench/diffusers_sd_peer.py" "$folder" --micro --threads "$threads" --reps "$reps" \
+    --device "$device" > "$tmp/peer.jsonl"
   "$python" - "$tmp/spo.json" "$tmp/peer.jsonl" <<'PY'
 import json, re, sys
 unit = {"ms": 1, "us": 1e-3, "ns": 1e-6, "s": 1e3}
@@ -56,9 +66,9 @@ fi
 if [[ $whole == 1 ]]; then
   /usr/bin/time -f "%e %M" -o "$tmp/spo.time" "$build_dir/bin/generate" --model "$folder" --prompt \
     "a photo of an astronaut riding a horse on the moon" --scheduler ddim --steps "$steps" --guidance 5 --seed 0 \
-    --out "$tmp/spo.png" 2> "$tmp/spo.err" > /dev/null
+    --device "$device" --out "$tmp/spo.png" 2> "$tmp/spo.err" > /dev/null
   /usr/bin/time -f "%e %M" -o "$tmp/peer.time" "$python" "$root/bench/diffusers_sd_peer.py" "$folder" --generate \
-    --threads "$threads" --steps "$steps" > "$tmp/peer.json"
+    --threads "$threads" --steps "$steps" --device "$device" > "$tmp/peer.json"
   "$python" - "$tmp/spo.err" "$tmp/spo.time" "$tmp/peer.json" "$tmp/peer.time" "$steps" <<'PY'
 import json, re, sys
 line = [l for l in open(sys.argv[1]) if l.startswith("timing:")][-1]
@@ -78,5 +88,9 @@ print(f"| image (encode + denoise + decode) s | {gen_spo:.1f} | {gen_peer:.1f} |
 print(f"| process wall s (with load) | {float(spo_wall):.1f} | {float(peer_wall):.1f} | "
       f"{float(peer_wall) / float(spo_wall):.2f}x |")
 print(f"| peak RSS GB | {int(spo_rss) / 1e6:.2f} | {int(peer_rss) / 1e6:.2f} | |")
+gpu = [l for l in open(sys.argv[1]) if l.startswith("memory: device peak")]
+if gpu or "peak_gpu_gb" in peer:
+    spo_gpu = float(re.findall(r"([\d.]+) GB", gpu[-1])[0]) if gpu else float("nan")
+    print(f"| peak device memory GB (tensors in use) | {spo_gpu:.2f} | {peer.get('peak_gpu_gb', float('nan')):.2f} | |")
 PY
 fi

@@ -65,6 +65,7 @@ else
   bins=$build/tests/cuda bench_exe=$build/bench/cuda/bench_unet_cuda
 fi
 
+export SPO_TEST_DATA_DIR=$PWD/tests/data  # tests that read committed data (the tiny pipelines) find this checkout's
 say ""
 say "## CUDA tests"
 total=0 passed=0 skipped=0 failed=0

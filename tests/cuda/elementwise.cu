@@ -65,8 +65,8 @@ TEST_CASE_TEMPLATE("scale == spo::scale bitwise (odd sizes, a power of two and a
     }
 }
 
-TEST_CASE_TEMPLATE("convert == convert_scalar bitwise: every 16-bit pattern out, special and random floats in", H, half,
-                   bfloat16) {
+TEST_CASE_TEMPLATE("convert == convert_scalar bitwise: every 16-bit pattern out, special and random floats in", H,
+                   spo::half, bfloat16) {
   // Out of H: all 65536 patterns, NaNs included (their payloads survive the conversion to float).
   Tensor<H, cpu> all(Shape{1 << 16});  // [65536]
   for (std::int64_t i = 0; i < all.numel(); ++i) all[i] = H::from_bits(static_cast<std::uint16_t>(i));

@@ -81,7 +81,7 @@ void check_case(const Case& c, std::uint64_t seed, bool allow_tf32 = false) {
 /// The 16-bit case: inputs drawn in float and rounded to H; the reference is the double product of the rounded values.
 template <class H>
 void check_half_case(const Case& c, std::uint64_t seed) {
-  INFO("16-bit " << (std::is_same_v<H, half> ? "half" : "bfloat16") << " trans_a " << c.trans_a << " trans_b "
+  INFO("16-bit " << (std::is_same_v<H, spo::half> ? "half" : "bfloat16") << " trans_a " << c.trans_a << " trans_b "
                  << c.trans_b << " m " << c.m << " n " << c.n << " k " << c.k << " pad " << c.pad << " alpha "
                  << c.alpha << " beta " << c.beta);
   const std::int64_t a_rows = c.trans_a ? c.k : c.m, a_cols = c.trans_a ? c.m : c.k;
@@ -101,7 +101,7 @@ void check_half_case(const Case& c, std::uint64_t seed) {
   cuda_kernels::Gemm<H>::run({c.trans_a, c.trans_b, c.m, c.n, c.k, static_cast<float>(c.alpha), da.data(), lda,
                               db.data(), ldb, static_cast<float>(c.beta), dc.data(), ldc, false});
   const auto c_gpu = to_host(dc);
-  const double u16 = std::is_same_v<H, half> ? 0x1p-11 : 0x1p-8;
+  const double u16 = std::is_same_v<H, spo::half> ? 0x1p-11 : 0x1p-8;
   double worst = 0;
   for (std::int64_t i = 0; i < c.m; ++i)
     for (std::int64_t j = 0; j < c.n; ++j) {
@@ -152,7 +152,7 @@ TEST_CASE_TEMPLATE("gemm edge cases: k = 0 scales C by beta (zeroes it for beta 
 }
 
 TEST_CASE_TEMPLATE("gemm on 16-bit operands accumulates in FP32 and rounds C once: every case of the FP32 test", H,
-                   half, bfloat16) {
+                   spo::half, bfloat16) {
   std::uint64_t seed = 300;
   for (const auto& c : cases) check_half_case<H>(c, seed++);
   check_half_case<H>({false, false, 5, 6, 0, 0, 1.0, 0.5}, 400);  // k = 0: C = beta C

@@ -8,6 +8,7 @@
 // (the whole-model bounds of the UNet test: the pipeline chains the text encoder, 4 UNet calls and the VAE).
 #include "spo/model/stable_diffusion.hpp"
 
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,7 +23,14 @@ using namespace spo;
 
 namespace {
 
-const std::string dir = std::string(SPO_TEST_DATA_DIR) + "/pipelines/";
+/// The test data: SPO_TEST_DATA_DIR from the environment (tools/gpu_check.sh sets it to the checkout's tests/data, for
+/// a bundle built on another machine), else the source tree's.
+std::string data_dir() {
+  const char* env = std::getenv("SPO_TEST_DATA_DIR");
+  return env ? env : SPO_TEST_DATA_DIR;
+}
+
+const std::string dir = data_dir() + "/pipelines/";
 
 template <class T>
 void check_pipeline(const std::string& name, const std::string& scheduler, double eta, bool negative) {
