@@ -73,39 +73,42 @@ SPO_HOST_DEVICE inline float bf16_bits_to_float(std::uint16_t b) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
 }
 
-/*!
-  WHAT THIS REPRESENTS
-    A 16-bit floating-point storage scalar: the bit pattern of an IEEE binary16 (half) or a bfloat16. Values are
-    stored in it and converted from and to float (round to nearest even on the way in, exact on the way out);
-    arithmetic is done in float (compute_type_t). Layout-compatible with CUDA's __half / __nv_bfloat16 and with the
-    F16 / BF16 dtypes of safetensors, so tensors of it are filled straight from a checkpoint's bytes.
-!*/
-struct half {
-  std::uint16_t bits = 0;
-  half() = default;
-  SPO_HOST_DEVICE explicit half(float f) : bits(float_to_half_bits(f)) {}
-  SPO_HOST_DEVICE explicit operator float() const { return half_bits_to_float(bits); }
-  SPO_HOST_DEVICE static half from_bits(std::uint16_t b) {
-    half h;
-    h.bits = b;
-    return h;
-  }
-  friend bool operator==(half a, half b) { return a.bits == b.bits; }  ///< bitwise (NaN == NaN, -0 != +0)
+/// The conversions of the binary16 format (Format of float16).
+struct binary16_format {
+  SPO_HOST_DEVICE static std::uint16_t encode(float f) { return float_to_half_bits(f); }
+  SPO_HOST_DEVICE static float decode(std::uint16_t b) { return half_bits_to_float(b); }
 };
 
-/// See half: the top 16 bits of a binary32 (8 exponent bits, 7 mantissa bits), float's range.
-struct bfloat16 {
+/// The conversions of the bfloat16 format (Format of float16).
+struct bfloat16_format {
+  SPO_HOST_DEVICE static std::uint16_t encode(float f) { return float_to_bf16_bits(f); }
+  SPO_HOST_DEVICE static float decode(std::uint16_t b) { return bf16_bits_to_float(b); }
+};
+
+/*!
+  WHAT THIS REPRESENTS
+    A 16-bit floating-point storage scalar: the bit pattern of a value in Format (binary16_format: IEEE binary16,
+    spo::half; bfloat16_format: the top 16 bits of a binary32, spo::bfloat16). Values are stored in it and converted
+    from and to float (round to nearest even on the way in, exact on the way out); arithmetic is done in float
+    (compute_type_t). Layout-compatible with CUDA's __half / __nv_bfloat16 and with the F16 / BF16 dtypes of
+    safetensors, so tensors of it are filled straight from a checkpoint's bytes.
+!*/
+template <class Format>
+struct float16 {
   std::uint16_t bits = 0;
-  bfloat16() = default;
-  SPO_HOST_DEVICE explicit bfloat16(float f) : bits(float_to_bf16_bits(f)) {}
-  SPO_HOST_DEVICE explicit operator float() const { return bf16_bits_to_float(bits); }
-  SPO_HOST_DEVICE static bfloat16 from_bits(std::uint16_t b) {
-    bfloat16 h;
+  float16() = default;
+  SPO_HOST_DEVICE explicit float16(float f) : bits(Format::encode(f)) {}
+  SPO_HOST_DEVICE explicit operator float() const { return Format::decode(bits); }
+  SPO_HOST_DEVICE static float16 from_bits(std::uint16_t b) {
+    float16 h;
     h.bits = b;
     return h;
   }
-  friend bool operator==(bfloat16 a, bfloat16 b) { return a.bits == b.bits; }  ///< bitwise
+  friend bool operator==(float16 a, float16 b) { return a.bits == b.bits; }  ///< bitwise (NaN == NaN, -0 != +0)
 };
+
+using half = float16<binary16_format>;
+using bfloat16 = float16<bfloat16_format>;
 
 static_assert(sizeof(half) == 2 && std::is_trivially_copyable_v<half> && std::is_standard_layout_v<half>);
 static_assert(sizeof(bfloat16) == 2 && std::is_trivially_copyable_v<bfloat16> && std::is_standard_layout_v<bfloat16>);

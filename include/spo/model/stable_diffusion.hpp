@@ -224,7 +224,7 @@ class StableDiffusion {
         const T row[6] = {T(h), T(w), T(0), T(0), T(h), T(w)};
         for (int k = 0; k < 6; ++k) ids[r * 6 + k] = row[k];
       }
-      added.time_ids = transfer<D>(ids);
+      added.time_ids = transfer<D>(std::move(ids));
     }
     auto model = [&](const tensor& scaled, double t) {
       const tensor input = concat_rows(scaled, scaled);  // [2B, C, h, w]

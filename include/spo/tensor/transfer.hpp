@@ -5,6 +5,7 @@
 #include <concepts>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "spo/core/device.hpp"
@@ -71,6 +72,15 @@ Tensor<T, To> transfer(const Tensor<T, From>& x) {
     return to_host(x);
   else
     return to_device(x);
+}
+
+/// The same for a tensor the caller gives up: moved, not copied, when it is already on To.
+template <Device To, Scalar T, Device From>
+Tensor<T, To> transfer(Tensor<T, From>&& x) {
+  if constexpr (std::same_as<To, From>)
+    return std::move(x);
+  else
+    return transfer<To>(std::as_const(x));
 }
 
 /// Standard normal numbers on device D from the generator's stream (the same numbers on every device).
