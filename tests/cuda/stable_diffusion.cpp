@@ -6,16 +6,21 @@
 // generator, PNDM) and the decoded image; float and double.
 // Bounds, per element (cuda_test::scaled_error): double 1e-10, float 2e-3 of the tensor's largest CPU magnitude
 // (the whole-model bounds of the UNet test: the pipeline chains the text encoder, 4 UNet calls and the VAE).
+// DDIM with dynamic thresholding (its quantile runs on a host copy of x0 for a device) against the CPU step alone:
+// double 1e-12 of the scale.
 #include "spo/model/stable_diffusion.hpp"
 
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <doctest/doctest.h>
 
 #include "spo/cuda.hpp"
+#include "spo/diffusion/scheduler_json.hpp"
+#include "spo/tensor/ops.hpp"
 
 #include "reference.hpp"
 
@@ -76,6 +81,28 @@ TEST_CASE_TEMPLATE("StableDiffusion on cuda == cpu: SD 1.5 and SDXL, every sched
     check_pipeline<T>(name, "euler_a", 0.0, true);
     check_pipeline<T>(name, "dpm++2m", 0.0, false);
     check_pipeline<T>(name, "pndm", 0.0, false);
+  }
+}
+
+TEST_CASE("DDIM with dynamic thresholding steps on cuda as on the CPU, with and without eta") {
+  for (double eta : {0.0, 1.0}) {
+    CAPTURE(eta);
+    const std::string config = R"({"_class_name": "DDIMScheduler", "thresholding": true, "sample_max_value": 0.5,
+                                   "dynamic_thresholding_ratio": 0.9})";
+    auto host = std::get<diffusion::DdimSampling>(diffusion::scheduler_from_json_text(config, {}, eta));
+    auto device = host;
+    host.set_timesteps(5);
+    device.set_timesteps(5);
+    Generator g{21, 0};
+    auto x = randn<double>(Shape{2, 4, 8, 8}, g);      // [B, C, h, w]
+    auto eps = randn<double>(Shape{2, 4, 8, 8}, g);    // [B, C, h, w]
+    auto noise = randn<double>(Shape{2, 4, 8, 8}, g);  // [B, C, h, w]
+    const auto deps = to_device(eps), dnoise = to_device(noise);
+    for (double t : host.timesteps()) {  // every step from the CPU's current x
+      const auto next = device.step(deps, t, to_device(x), diffusion::StepNoise<double, cuda>(dnoise));
+      x = host.step(eps, t, x, diffusion::StepNoise<double, cpu>(noise));
+      CHECK(cuda_test::scaled_error(to_host(next), x, 1e-12) <= 1.0);
+    }
   }
 }
 
