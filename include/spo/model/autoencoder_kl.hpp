@@ -19,6 +19,7 @@
 #include "spo/model/resnet_block.hpp"
 #include "spo/model/spatial_self_attention.hpp"
 #include "spo/nn/grad_mode.hpp"
+#include "spo/nn/norm_act_conv.hpp"
 #include "spo/tensor/transfer.hpp"
 
 namespace spo::model {
@@ -302,8 +303,8 @@ class AutoencoderKL {
       for (auto& r : level.resnets) h = r.forward(h);  // [B, Ci, h, w]
       if (level.down) h = level.down->forward(h);      // [B, Ci, h/2, w/2]
     }
-    h = encoder_mid_.forward(std::move(h));                                             // [B, Cm, h, w]
-    h = encoder_conv_out_.forward(encoder_act_.forward(encoder_norm_out_.forward(h)));  // [B, 2 Cl, h, w]
+    h = encoder_mid_.forward(std::move(h));                                        // [B, Cm, h, w]
+    h = nn::norm_act_conv(encoder_norm_out_, encoder_act_, encoder_conv_out_, h);  // [B, 2 Cl, h, w]
     return quant_conv_ ? quant_conv_->forward(h) : h;
   }
 
@@ -412,14 +413,23 @@ class AutoencoderKL {
     tensor h = post_quant_conv_ ? post_quant_conv_->forward(z) : std::move(z);  // [B, Cl, h, w]
     h = decoder_conv_in_.forward(h);                                            // [B, Cm, h, w]
     h = decoder_mid_.forward(std::move(h));
-    for (auto& level : decoder_levels_) {
+    for (std::size_t i = 0; i < decoder_levels_.size(); ++i) {
+      auto& level = decoder_levels_[i];
       for (auto& r : level.resnets) h = r.forward(h);  // [B, Ci, h, w]
       if (level.up) h = level.up->forward(h);          // [B, Ci, 2h, 2w]
-      // Each level's activations are 4x the last one's and of other sizes: hand the free blocks of the levels below
-      // back rather than keep every level's set in the allocator's pools (a 512x512 SD decode: 7.4 -> 5.x GB).
-      caching_allocator<D>::instance().release_all();
+      // Each level's tensors are larger than the last one's: the free blocks smaller than the next level's smallest
+      // tensor can never be reused, so they go back (a 512x512 SD decode: 7.4 -> 5.x GB), the others stay pooled.
+      if (i + 1 < decoder_levels_.size())
+        caching_allocator<D>::instance().release_below(smallest_tensor_bytes(decoder_levels_[i + 1], h));
     }
-    return decoder_conv_out_.forward(decoder_act_.forward(decoder_norm_out_.forward(h)));  // [B, Cout, H, W]
+    return nn::norm_act_conv(decoder_norm_out_, decoder_act_, decoder_conv_out_, h);  // [B, Cout, H, W]
+  }
+
+  /// The bytes of the smallest activation of `level` run on h [B, C, H, W]: B H W times its fewest channels.
+  static std::size_t smallest_tensor_bytes(const Level& level, const tensor& h) {
+    std::int64_t channels = h.size(1);
+    for (const auto& r : level.resnets) channels = std::min({channels, r.in_channels(), r.out_channels()});
+    return static_cast<std::size_t>(h.numel() / h.size(1) * channels) * sizeof(T);
   }
 
   /// x[:, :, y0 : y0 + h, x0 : x0 + w] of a host tensor.

@@ -9,7 +9,9 @@
 #include "spo/nn/conv2d.hpp"
 #include "spo/nn/group_norm.hpp"
 #include "spo/nn/linear.hpp"
+#include "spo/nn/norm_act_conv.hpp"
 #include "spo/nn/upsample.hpp"
+#include "spo/nn/upsample_conv.hpp"
 #include "spo/tensor/layout.hpp"
 
 namespace spo::model {
@@ -43,6 +45,9 @@ class ResnetBlock2D {
     if (temb_channels > 0) time_emb_proj_.emplace(temb_channels, out);
     if (in != out) conv_shortcut_.emplace(in, out, 1, 1, 0);
   }
+
+  std::int64_t in_channels() const { return conv1_.in_channels(); }
+  std::int64_t out_channels() const { return conv1_.out_channels(); }
 
   void reset_parameters(Generator& gen) {
     conv1_.reset_parameters(gen);
@@ -83,9 +88,9 @@ class ResnetBlock2D {
 
  private:
   tensor forward_impl(const tensor& x, const tensor* temb) {
-    auto h = conv1_.forward(act1_.forward(norm1_.forward(x)));                      // [B, Cout, H, W]
+    auto h = nn::norm_act_conv(norm1_, act1_, conv1_, x);                           // [B, Cout, H, W]
     if (temb) add_channel_bias(h, time_emb_proj_->forward(act_t_.forward(*temb)));  // + [B, Cout]
-    auto y = conv2_.forward(act2_.forward(norm2_.forward(h)));                      // [B, Cout, H, W]
+    auto y = nn::norm_act_conv(norm2_, act2_, conv2_, h);                           // [B, Cout, H, W]
     h = tensor();
     add_inplace(y, conv_shortcut_ ? conv_shortcut_->forward(x) : x);
     return y;
@@ -141,7 +146,7 @@ class Upsample2D {
   Upsample2D() = default;
   explicit Upsample2D(std::int64_t channels) : conv_(channels, channels, 3, 1, 1) {}
   void reset_parameters(Generator& gen) { conv_.reset_parameters(gen); }
-  tensor forward(const tensor& x) { return conv_.forward(up_.forward(x)); }  // [B, C, 2H, 2W]
+  tensor forward(const tensor& x) { return nn::upsample_conv(up_, conv_, x); }  // [B, C, 2H, 2W]
   tensor backward(const tensor& dy) { return up_.backward(conv_.backward(dy)); }
   template <class F>
   void visit_parameters(F&& f, std::string_view prefix) {

@@ -13,6 +13,7 @@
 #include "spo/model/transformer_2d.hpp"
 #include "spo/nn/checkpoint.hpp"
 #include "spo/nn/compute_meter.hpp"
+#include "spo/nn/norm_act_conv.hpp"
 #include "spo/nn/timestep_embedding.hpp"
 
 namespace spo::model {
@@ -467,7 +468,7 @@ class UNet2DCondition {
       }
       if (b.up) h = b.up->forward(h);  // [B, C, 2h, 2w]
     }
-    auto y = conv_out_.forward(conv_act_.forward(conv_norm_out_.forward(h)));  // [B, Cout, H, W]
+    auto y = nn::norm_act_conv(conv_norm_out_, conv_act_, conv_out_, h);  // [B, Cout, H, W]
     has_forward_ = keep;
     has_added_ = keep && added;
     return y;

@@ -276,6 +276,9 @@ class Activation {
     return dx;
   }
 
+  /// Forgets what a grad-mode forward kept (a later backward is then an error).
+  void drop_saved() { input_ = tensor(); }
+
   template <class V>
   void visit_parameters(V&&, std::string_view) {}
 

@@ -168,6 +168,12 @@ class Conv2d {
     return has_padding_end() ? drop_end(std::move(dx)) : dx;  // [B, Cin, H, W]
   }
 
+  /// Forgets what a grad-mode forward kept (a later backward is then an error).
+  void drop_saved() {
+    state_.clear();
+    has_forward_ = false;
+  }
+
   template <class F>
   void visit_parameters(F&& f, std::string_view prefix) {
     f(join_name(prefix, "weight"), weight_);

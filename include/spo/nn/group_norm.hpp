@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -42,6 +43,44 @@ double blocked_sum(std::int64_t n, Partial&& partial) {
       xhat = (x - mu) * rstd, y = gamma[c] * xhat + beta[c]. Two passes (the group is re-read from cache), each
       summing blocks of reduction_block elements in T and the block sums in double.
 !*/
+/// The moments of one group of n elements: mean and r = 1 / sqrt(var + eps) (biased variance), in two passes that
+/// sum blocks of reduction_block elements in T and the block sums in double.
+struct GroupMoments {
+  double mean = 0.0, rstd = 0.0;
+};
+
+template <Scalar T>
+GroupMoments group_moments(const T* xg, std::int64_t n, double eps) {
+  using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  const double inv_n = n ? 1.0 / static_cast<double>(n) : 0.0;
+  const double mean = inv_n * blocked_sum(n, [&](std::int64_t i, std::int64_t len) {
+                        return Eigen::Map<const Array>(xg + i, len).sum();
+                      });
+  const T mean_t = static_cast<T>(mean);
+  const double var = inv_n * blocked_sum(n, [&](std::int64_t i, std::int64_t len) {
+                       return (Eigen::Map<const Array>(xg + i, len) - mean_t).square().sum();
+                     });
+  return {mean, 1.0 / std::sqrt(var + eps)};
+}
+
+/// Channel c's y = scale x + shift of a group with moments m: scale = gamma[c] r, shift = beta[c] - mean scale
+/// (formed in double, rounded to T once; gamma, beta null means no affine).
+template <Scalar T>
+std::pair<T, T> group_norm_channel_affine(const GroupMoments& m, const T* gamma, const T* beta, std::int64_t c) {
+  const double scale = gamma ? m.rstd * static_cast<double>(gamma[c]) : m.rstd;
+  const double shift = (beta ? static_cast<double>(beta[c]) : 0.0) - m.mean * scale;
+  return {static_cast<T>(scale), static_cast<T>(shift)};
+}
+
+/*!
+  REQUIRES
+    - x, y hold batch * channels * spatial elements, channels % groups == 0
+    - gamma, beta: [channels] or both null (no affine); xhat: same size as x or null; rstd: [batch * groups]
+  ENSURES
+    - per (b, g): mu = mean(x_bg), var = mean((x_bg - mu)^2) (biased, as torch), rstd = 1 / sqrt(var + eps),
+      xhat = (x - mu) * rstd, y = gamma[c] * xhat + beta[c], evaluated as y = scale x + shift
+      (group_moments, group_norm_channel_affine).
+!*/
 template <Scalar T>
 void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat, T* rstd, std::int64_t batch,
                         std::int64_t channels, std::int64_t spatial, std::int64_t groups, double eps) {
@@ -53,26 +92,15 @@ void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat
       [&](std::int64_t bg) {
         const std::int64_t g = bg % groups;
         const std::int64_t offset = bg * n;
-        const T* xg = x + offset;
-        const double inv_n = n ? 1.0 / static_cast<double>(n) : 0.0;
-        const double mean = inv_n * blocked_sum(n, [&](std::int64_t i, std::int64_t len) {
-                              return Eigen::Map<const Array>(xg + i, len).sum();
-                            });
-        const T mean_t = static_cast<T>(mean);
-        const double var = inv_n * blocked_sum(n, [&](std::int64_t i, std::int64_t len) {
-                             return (Eigen::Map<const Array>(xg + i, len) - mean_t).square().sum();
-                           });
-        const double r = 1.0 / std::sqrt(var + eps);
-        rstd[bg] = static_cast<T>(r);
+        const GroupMoments m = group_moments(x + offset, n, eps);
+        rstd[bg] = static_cast<T>(m.rstd);
         for (std::int64_t ci = 0; ci < cg; ++ci) {
-          const std::int64_t c = g * cg + ci;
-          const double scale = gamma ? r * static_cast<double>(gamma[c]) : r;
-          const double shift = (beta ? static_cast<double>(beta[c]) : 0.0) - mean * scale;
+          const auto [scale, shift] = group_norm_channel_affine(m, gamma, beta, g * cg + ci);
           Eigen::Map<const Array> xc(x + offset + ci * spatial, spatial);
-          Eigen::Map<Array>(y + offset + ci * spatial, spatial) = xc * static_cast<T>(scale) + static_cast<T>(shift);
+          Eigen::Map<Array>(y + offset + ci * spatial, spatial) = xc * scale + shift;
           if (xhat)
             Eigen::Map<Array>(xhat + offset + ci * spatial, spatial) =
-                xc * static_cast<T>(r) - static_cast<T>(mean * r);
+                xc * static_cast<T>(m.rstd) - static_cast<T>(m.mean * m.rstd);
         }
       },
       std::max<std::int64_t>(1, norm_parallel_grain / std::max<std::int64_t>(n, 1)));
@@ -236,6 +264,12 @@ class GroupNorm {
     if (!affine_) return;
     f(join_name(prefix, "weight"), weight_);
     f(join_name(prefix, "bias"), bias_);
+  }
+
+  /// Forgets what a grad-mode forward kept (a later backward is then an error).
+  void drop_saved() {
+    xhat_ = tensor();
+    rstd_ = tensor();
   }
 
   std::int64_t num_groups() const { return groups_; }

@@ -101,6 +101,9 @@ class Upsample2x {
     return dx;
   }
 
+  /// Forgets what a grad-mode forward kept (a later backward is then an error).
+  void drop_saved() { input_shape_ = Shape{}; }
+
   template <class V>
   void visit_parameters(V&&, std::string_view) {}
 

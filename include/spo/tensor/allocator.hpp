@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <unordered_map>
 #include <vector>
 
 #if defined(__GLIBC__)  // defined by the C library headers above
@@ -45,9 +46,12 @@ struct raw_allocator<cpu> {
 /*!
   WHAT THIS REPRESENTS
     A process-wide pool per device. Requests are rounded up to a size class (powers of two up to 1 MiB, then
-    multiples of 2 MiB); freed blocks go back to the pool of their class, never to the OS, until release_all().
-    Measured reason: first touch of a fresh 4 KiB page costs ~11 us here, and glibc returns large blocks to the OS,
-    which made a PyTorch conv fwd+bwd 7x slower without such a cache.
+    multiples of 2 MiB); freed blocks go back to the pool of their class, never to the OS, until release_all() or
+    release_below(). A request above 1 MiB whose class has no free block takes a free block of the smallest larger
+    class up to twice its own (memory already faulted in rather than fresh pages); the block goes back to its own
+    class when freed. Measured reason: first touch of a fresh 4 KiB page costs ~11 us here (a 2 MiB huge page
+    about 1 ms), and glibc returns large blocks to the OS, which made a PyTorch conv fwd+bwd 7x slower without such
+    a cache.
   THREAD SAFETY
     All members may be called concurrently.
 !*/
@@ -76,12 +80,15 @@ class caching_allocator {
     if (cls == 0) return nullptr;
     {
       std::lock_guard lock(mutex_);
-      auto& free_list = free_[cls];
-      if (!free_list.empty()) {
-        void* p = free_list.back();
-        free_list.pop_back();
-        cached_bytes_ -= cls;
-        in_use_bytes_ += cls;
+      auto it = free_.lower_bound(cls);
+      while (it != free_.end() && it->second.empty() && it->first <= 2 * cls) ++it;
+      const bool larger_fits = cls > (std::size_t{1} << 20) && it != free_.end() && it->first <= 2 * cls;
+      if (it != free_.end() && !it->second.empty() && (it->first == cls || larger_fits)) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        if (it->first != cls) substituted_.emplace(p, it->first);
+        cached_bytes_ -= it->first;
+        in_use_bytes_ += it->first;
         peak_in_use_bytes_ = std::max(peak_in_use_bytes_, in_use_bytes_);
         return p;
       }
@@ -92,16 +99,20 @@ class caching_allocator {
     peak_in_use_bytes_ = std::max(peak_in_use_bytes_, in_use_bytes_);
     return p;
   }
-
   void deallocate(void* p, std::size_t bytes) noexcept {
     if (p == nullptr) return;
-    const std::size_t cls = size_class(bytes);
+    std::size_t cls = size_class(bytes);
     std::lock_guard lock(mutex_);
+    if (!substituted_.empty()) {
+      if (const auto it = substituted_.find(p); it != substituted_.end()) {
+        cls = it->second;
+        substituted_.erase(it);
+      }
+    }
     free_[cls].push_back(p);
     cached_bytes_ += cls;
     in_use_bytes_ -= cls;
   }
-
   /// Returns every cached block to the system (blocks in use are untouched).
   void release_all() noexcept {
     std::lock_guard lock(mutex_);
@@ -111,6 +122,20 @@ class caching_allocator {
     cached_bytes_ = 0;
 #if defined(__GLIBC__)
     if constexpr (std::same_as<D, cpu>) ::malloc_trim(0);  // hand freed heap pages back to the OS too
+#endif
+  }
+
+  /// Returns the cached blocks of size classes below size_class(bytes) to the system: a working set that moves on
+  /// to larger tensors keeps only the blocks it can still use.
+  void release_below(std::size_t bytes) noexcept {
+    const std::size_t limit = size_class(bytes);
+    std::lock_guard lock(mutex_);
+    for (auto it = free_.begin(); it != free_.end() && it->first < limit; it = free_.erase(it)) {
+      for (void* p : it->second) raw_allocator<D>::deallocate(p, it->first);
+      cached_bytes_ -= it->first * it->second.size();
+    }
+#if defined(__GLIBC__)
+    if constexpr (std::same_as<D, cpu>) ::malloc_trim(0);
 #endif
   }
 
@@ -137,6 +162,7 @@ class caching_allocator {
   caching_allocator() = default;
   mutable std::mutex mutex_;
   std::map<std::size_t, std::vector<void*>> free_;
+  std::unordered_map<void*, std::size_t> substituted_;  // blocks in use that came from a larger class: that class
   std::size_t cached_bytes_ = 0;
   std::size_t in_use_bytes_ = 0;
   std::size_t peak_in_use_bytes_ = 0;

@@ -70,6 +70,19 @@ TEST_CASE("caching allocator: the peak of bytes in use holds until reset_peak") 
   CHECK(pool.peak_in_use_bytes() == base);
 }
 
+TEST_CASE("caching allocator: release_below hands back the smaller free blocks and keeps the others") {
+  auto& pool = caching_allocator<cpu>::instance();
+  pool.release_all();
+  { Tensor<float> small(Shape{1 << 20}), large(Shape{2 << 20}); }  // 4 MiB and 8 MiB blocks, now free
+  CHECK(pool.cached_bytes() == (std::size_t{12} << 20));
+  pool.release_below((std::size_t{8} << 20) - 1);  // the class of a tensor just under 8 MiB is 8 MiB
+  CHECK(pool.cached_bytes() == (std::size_t{8} << 20));
+  Tensor<float> again(Shape{2 << 20});
+  CHECK(pool.cached_bytes() == 0);  // the 8 MiB block was kept and is reused
+  pool.release_below(std::size_t{1} << 30);
+  CHECK(pool.cached_bytes() == 0);
+}
+
 TEST_CASE_TEMPLATE("gemm matches a naive triple loop for all transpositions", T, float, double) {
   Generator g{11, 0};
   const std::int64_t m = 37, n = 29, k = 53;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <ostream>
 #include <unordered_map>
+#include <utility>
 
 #include <Eigen/Core>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -236,7 +237,16 @@ struct Conv2dForwardEntry {
   dnnl::convolution_forward prim;
   DnnlReorder x_in, w_in, y_out;
   dnnl::memory::desc y_md;
+  std::int64_t x_block = 0;  // the source layout is nChw16c (16) or nChw8c (8); 0 for any other layout
 };
+
+/// 16 or 8 when `md` is x [N, C, H, W] blocked by that many channels (nChw16c, nChw8c), else 0.
+inline std::int64_t channel_block(const dnnl::memory::desc& md, const Conv2dShape& s) {
+  const dnnl::memory::dims dims{s.batch, s.in_channels, s.height, s.width};
+  for (const auto& [tag, block] : {std::pair{dnnl_tag::nChw16c, 16}, std::pair{dnnl_tag::nChw8c, 8}})
+    if (md == dnnl::memory::desc(dims, dnnl_dt::f32, tag)) return block;
+  return 0;
+}
 
 struct Conv2dBackwardEntry {
   Conv2dDnnlPlain plain;
@@ -258,6 +268,7 @@ inline const Conv2dForwardEntry& conv2d_forward_entry(const Conv2dShape& s, bool
     const auto pd = conv2d_forward_pd(s, bias);
     e.prim = dnnl::convolution_forward(pd);
     e.x_in = DnnlReorder(e.plain.x, pd.src_desc());
+    e.x_block = channel_block(pd.src_desc(), s);
     e.w_in = DnnlReorder(e.plain.w, pd.weights_desc());
     e.y_md = pd.dst_desc();
     e.y_out = DnnlReorder(e.y_md, e.plain.y);
@@ -300,6 +311,28 @@ inline const Conv2dBackwardEntry& conv2d_backward_entry(const Conv2dShape& s, bo
     e.dy_shared = dpd.diff_dst_desc() == wpd.diff_dst_desc();
     return e;
   });
+}
+
+/// Where a primitive writes an output whose plain (NCHW / OIHW) memory is `plain`: `plain` itself, or a buffer in
+/// layout `md` when `out` reorders md into plain afterwards.
+inline dnnl::memory output_memory(const DnnlReorder& out, const dnnl::memory::desc& md, const dnnl::memory& plain,
+                                  DnnlBuffer& buf) {
+  if (!out.needed) return plain;
+  buf = DnnlBuffer(md);
+  return buf.mem;
+}
+
+/// Runs the forward primitive of `e` on the source `xm` (already in the primitive's layout) into NCHW y.
+inline void conv2d_forward_execute(const Conv2dForwardEntry& e, const dnnl::memory& xm, const float* w, const float* b,
+                                   float* y) {
+  DnnlBuffer wb, yb;
+  const auto wm = e.w_in.apply(dnnl_wrap(e.plain.w, w), wb);
+  const auto ym_plain = dnnl_wrap(e.plain.y, y);
+  const auto ym = output_memory(e.y_out, e.y_md, ym_plain, yb);
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
+  if (b) args.emplace(DNNL_ARG_BIAS, dnnl_wrap(e.plain.b, b));
+  e.prim.execute(DnnlContext::instance().stream(), args);
+  if (e.y_out.needed) e.y_out.run(ym, ym_plain);
 }
 
 }  // namespace detail
@@ -377,21 +410,9 @@ inline void conv2d_forward_dnnl(const Conv2dShape& s, const float* x, const floa
     return;
   }
   const auto& e = detail::conv2d_forward_entry(s, b != nullptr);
-  auto& stream = DnnlContext::instance().stream();
-  DnnlBuffer xb, wb, yb;
-  const auto x_plain = dnnl_wrap(e.plain.x, x);
-  const auto xm = e.x_in.apply(x_plain, xb);
-  const auto wm = e.w_in.apply(dnnl_wrap(e.plain.w, w), wb);
-  const auto ym_plain = dnnl_wrap(e.plain.y, y);
-  dnnl::memory ym = ym_plain;
-  if (e.y_out.needed) {
-    yb = DnnlBuffer(e.y_md);
-    ym = yb.mem;
-  }
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
-  if (b) args.emplace(DNNL_ARG_BIAS, dnnl_wrap(e.plain.b, b));
-  e.prim.execute(stream, args);
-  if (e.y_out.needed) e.y_out.run(ym, ym_plain);
+  DnnlBuffer xb;
+  const auto xm = e.x_in.apply(dnnl_wrap(e.plain.x, x), xb);
+  detail::conv2d_forward_execute(e, xm, w, b, y);
   if (save) {
     save->layout = xm.get_desc();
     if (e.x_in.needed) {
@@ -401,6 +422,64 @@ inline void conv2d_forward_dnnl(const Conv2dShape& s, const float* x, const floa
       memory_ops<cpu>::copy(save->x.data(), x, save->x.bytes());
     }
   }
+}
+
+/*!
+  The convolution of a transformed input, y [N, O, Ho, Wo] = conv(t(x), w) + b (float; b may be null), for
+  inference: nothing is kept for a backward pass. t is given per channel plane, in chunks of the flattened spatial
+  positions:
+  REQUIRES
+    - transform(n, c, p0, len, out) writes t(x)[n, c, p0 .. p0 + len) (H W flattened) to out, for p0 a multiple of
+      conv2d_transform_chunk and len = min(conv2d_transform_chunk, H W - p0); it is called concurrently
+  ENSURES
+    - when oneDNN's primitive reads its source blocked by channels (nChw16c, nChw8c), t(x) is written straight into
+      that layout: no NCHW copy of t(x) and no reorder pass over it. Otherwise (pointwise convolutions, other
+      layouts) t(x) is formed in NCHW and convolved by conv2d_forward_dnnl. Either way y is bitwise the y of
+      conv2d_forward_dnnl on t(x).
+!*/
+inline constexpr std::int64_t conv2d_transform_chunk = 256;
+
+template <class Transform>
+void conv2d_forward_transformed(const Conv2dShape& s, Transform&& transform, const float* w, const float* b, float* y) {
+  s.validate();
+  constexpr std::int64_t chunk = conv2d_transform_chunk;
+  const std::int64_t hw = s.height * s.width, chunks = (hw + chunk - 1) / chunk, channels = s.in_channels;
+  const detail::Conv2dForwardEntry* e =
+      conv2d_is_pointwise(s) ? nullptr : &detail::conv2d_forward_entry(s, b != nullptr);
+  if (e == nullptr || e->x_block == 0) {
+    auto t = Tensor<float, cpu>::uninitialized(Shape{s.batch, channels, s.height, s.width});  // t(x) [N, C, H, W]
+    parallel_for(0, s.batch * channels * chunks, [&](std::int64_t task) {
+      const std::int64_t plane = task / chunks, p0 = task % chunks * chunk;
+      transform(plane / channels, plane % channels, p0, std::min(chunk, hw - p0), t.data() + plane * hw + p0);
+    });
+    conv2d_forward_dnnl(s, t.data(), w, b, y);
+    return;
+  }
+  DnnlBuffer xb(e->x_in.to);  // t(x) [N, C / block, H, W, block] (channels past C are zero)
+  float* packed = static_cast<float*>(xb.mem.get_data_handle());
+  const auto pack = [&]<std::int64_t Block>() {
+    const std::int64_t blocks = (channels + Block - 1) / Block;
+    parallel_for(0, s.batch * blocks * chunks, [&](std::int64_t task) {
+      const std::int64_t n = task / (blocks * chunks), cb = task / chunks % blocks, p0 = task % chunks * chunk;
+      const std::int64_t len = std::min(chunk, hw - p0);
+      alignas(64) float rows[Block][chunk];  // t(x) of the block's channels: [Block, len]
+      for (std::int64_t i = 0; i < Block; ++i) {
+        const std::int64_t c = cb * Block + i;
+        if (c < channels)
+          transform(n, c, p0, len, rows[i]);
+        else
+          std::fill_n(rows[i], len, 0.f);
+      }
+      float* out = packed + ((n * blocks + cb) * hw + p0) * Block;  // [len, Block]
+      for (std::int64_t p = 0; p < len; ++p)
+        for (std::int64_t i = 0; i < Block; ++i) out[p * Block + i] = rows[i][p];
+    });
+  };
+  if (e->x_block == 16)
+    pack.template operator()<16>();
+  else
+    pack.template operator()<8>();
+  detail::conv2d_forward_execute(*e, xb.mem, w, b, y);
 }
 
 /// dx = conv_transpose(dy, w) (overwritten; skipped when null); dw += dconv/dw, db += sum dy (each skipped when null).
@@ -427,11 +506,7 @@ inline void conv2d_backward_dnnl(const Conv2dShape& s, const float* x, const flo
     dy_data = e.dy_data.apply(dy_plain, dyb_data);
     const auto wm = e.w_data.apply(dnnl_wrap(e.plain.w, w), wb);
     const auto dx_plain = dnnl_wrap(e.plain.x, dx);
-    dnnl::memory dxm = dx_plain;
-    if (e.dx_out.needed) {
-      dxb = DnnlBuffer(e.dx_md);
-      dxm = dxb.mem;
-    }
+    const auto dxm = detail::output_memory(e.dx_out, e.dx_md, dx_plain, dxb);
     e.data_prim.execute(stream, {{DNNL_ARG_DIFF_DST, dy_data}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}});
     if (e.dx_out.needed) e.dx_out.run(dxm, dx_plain);
   }
