@@ -4,6 +4,7 @@
 
 namespace {
 
-[[maybe_unused]] const bool registered = (spo::bench::SdPipelineBenchmarks<spo::cpu>::register_all(), true);
+[[maybe_unused]] const bool registered = (spo::bench::SdPipelineBenchmarks<spo::cpu>::register_all(),
+                                          spo::bench::SdPipelineBenchmarks<spo::cpu>::register_winograd(), true);
 
 }  // namespace

@@ -10,7 +10,7 @@ prints {"load_s", "encode_s", "denoise_s", "decode_s"}; run it under /usr/bin/ti
 bench/cuda/bench_sd_pipeline_cuda and `generate --device cuda`; the peak device memory is printed as "peak_gpu_gb".
 
     python bench/diffusers_sd_peer.py FOLDER (--micro | --generate) [--threads N] [--reps N] [--steps N]
-                                     [--device cpu|cuda]
+                                     [--device cpu|cuda] [--only BM_SD_VaeDecode ...]
 """
 import argparse
 import json
@@ -66,6 +66,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--only", nargs="+", help="with --micro: run only these benchmarks (by name)")
     a = ap.parse_args()
     global DEVICE
     DEVICE = a.device
@@ -112,11 +113,13 @@ def main():
             u, c = out.chunk(2)
             return pipe.scheduler.step(u + 5.0 * (c - u), t, x).prev_sample
 
-        results = {"BM_SD_EncodePrompt": timed(lambda: encode(pipe, xl), a.reps),
-                   "BM_SD_UNetStepCFG": timed(step, a.reps),
-                   "BM_SD_VaeDecode": timed(lambda: pipe.vae.decode(x / pipe.vae.config.scaling_factor), a.reps)}
-        for name, (median, best) in results.items():
-            print(json.dumps({"name": name, "ms_median": median, "ms_min": best, "reps": a.reps}))
+        benchmarks = {"BM_SD_EncodePrompt": lambda: encode(pipe, xl), "BM_SD_UNetStepCFG": step,
+                      "BM_SD_VaeDecode": lambda: pipe.vae.decode(x / pipe.vae.config.scaling_factor)}
+        for name, fn in benchmarks.items():
+            if a.only and name not in a.only:
+                continue
+            median, best = timed(fn, a.reps)
+            print(json.dumps({"name": name, "ms_median": median, "ms_min": best, "reps": a.reps}), flush=True)
 
 
 if __name__ == "__main__":

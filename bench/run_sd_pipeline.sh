@@ -7,7 +7,9 @@
 # --device cuda; a build with SPO_WITH_CUDA). Prints markdown tables. Full-size folders with random weights:
 # tools/reference/full_size_pipelines.py.
 #   bench/run_sd_pipeline.sh FOLDER [--threads N] [--build-dir DIR] [--python PY] [--reps N] [--steps N]
-#                                   [--no-micro] [--no-generate] [--device cpu|cuda]
+#                                   [--no-micro] [--no-generate] [--device cpu|cuda] [--only BENCHMARK]...
+#                                   [--conv-algorithm winograd|direct]
+# --only (repeatable) runs only the named microbenchmarks (BM_SD_EncodePrompt, BM_SD_UNetStepCFG, BM_SD_VaeDecode).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 folder="$1"
@@ -20,6 +22,8 @@ steps=20
 micro=1
 whole=1
 device=cpu
+only=()
+conv_algorithm=winograd
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
@@ -30,6 +34,8 @@ while [[ $# -gt 0 ]]; do
     --no-micro) micro=0; shift ;;
     --no-generate) whole=0; shift ;;
     --device) device="$2"; shift 2 ;;
+    --only) only+=("$2"); shift 2 ;;
+    --conv-algorithm) conv_algorithm="$2"; shift 2 ;;
     *) echo "run_sd_pipeline.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -45,10 +51,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "pipeline: $folder; $threads threads; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); device: $device"
 if [[ $micro == 1 ]]; then
-  SPO_BENCH_SD_PIPELINE="$folder" "$bench" --benchmark_repetitions="$reps" \
+  filter=() peer_only=()
+  if [[ ${#only[@]} -gt 0 ]]; then
+    filter=(--benchmark_filter="^($(IFS='|'; echo "${only[*]}"))/")
+    peer_only=(--only "${only[@]}")
+  fi
+  SPO_BENCH_SD_PIPELINE="$folder" "$bench" --benchmark_repetitions="$reps" "${filter[@]}" \
     --benchmark_min_time=0 --benchmark_report_aggregates_only=true --benchmark_format=json > "$tmp/spo.json"
   "$python" "$root/bench/diffusers_sd_peer.py" "$folder" --micro --threads "$threads" --reps "$reps" \
-    --device "$device" > "$tmp/peer.jsonl"
+    --device "$device" "${peer_only[@]}" > "$tmp/peer.jsonl"
   "$python" - "$tmp/spo.json" "$tmp/peer.jsonl" <<'PY'
 import json, re, sys
 unit = {"ms": 1, "us": 1e-3, "ns": 1e-6, "s": 1e3}
@@ -59,14 +70,14 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
 peer = {r["name"]: r["ms_median"] for r in map(json.loads, open(sys.argv[2]))}
 print("\n| benchmark (median, wall clock) | spo ms | diffusers ms | speed-up |\n|---|---:|---:|---:|")
 for name, ms in spo.items():
-    p = peer.get(name)
+    p = peer.get(name) or peer.get(name.split("/")[0])  # BM_SD_VaeDecode/winograd against diffusers' one decode
     print(f"| {name} | {ms:.0f} | {p:.0f} | {p / ms:.2f}x |" if p else f"| {name} | {ms:.0f} | - | - |")
 PY
 fi
 if [[ $whole == 1 ]]; then
   /usr/bin/time -f "%e %M" -o "$tmp/spo.time" "$build_dir/bin/generate" --model "$folder" --prompt \
     "a photo of an astronaut riding a horse on the moon" --scheduler ddim --steps "$steps" --guidance 5 --seed 0 \
-    --device "$device" --out "$tmp/spo.png" 2> "$tmp/spo.err" > /dev/null
+    --device "$device" --conv-algorithm "$conv_algorithm" --out "$tmp/spo.png" 2> "$tmp/spo.err" > /dev/null
   /usr/bin/time -f "%e %M" -o "$tmp/peer.time" "$python" "$root/bench/diffusers_sd_peer.py" "$folder" --generate \
     --threads "$threads" --steps "$steps" --device "$device" > "$tmp/peer.json"
   "$python" - "$tmp/spo.err" "$tmp/spo.time" "$tmp/peer.json" "$tmp/peer.time" "$steps" <<'PY'

@@ -31,6 +31,21 @@ class SdPipelineBenchmarks {
       benchmark::RegisterBenchmark((name + suffix).c_str(), fn)->Unit(benchmark::kMillisecond)->UseRealTime();
   }
 
+  /// Registers BM_SD_UNetStepCFG/winograd and BM_SD_VaeDecode/winograd: the same with the CPU's 3x3 convolutions on
+  /// oneDNN's Winograd kernels (cpu_kernels::Conv2dAlgorithm).
+  static void register_winograd() {
+    for (auto [name, fn] :
+         {std::pair{"BM_SD_UNetStepCFG/winograd", &unet_step}, std::pair{"BM_SD_VaeDecode/winograd", &vae_decode}})
+      benchmark::RegisterBenchmark(
+          name,
+          [fn](benchmark::State& state) {
+            const cpu_kernels::inference_conv2d_algorithm_guard guard(cpu_kernels::Conv2dAlgorithm::winograd);
+            fn(state);
+          })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+  }
+
  private:
   static Pipeline* pipeline() {
     static std::unique_ptr<Pipeline> p;

@@ -47,7 +47,7 @@ fs::path numbered(const fs::path& out, std::int64_t i, std::int64_t n) {
 
 /// The command line of generate.
 struct Options {
-  std::string model, out, prompt, scheduler, device = "cpu";
+  std::string model, out, prompt, scheduler, device = "cpu", conv_algorithm = "winograd";
   std::optional<std::string> negative, lora, variant, config;
   double lora_scale = 1.0;
   std::optional<int> steps;
@@ -66,8 +66,8 @@ int generate(const Options& o);
 
 int main(int argc, char** argv) try {
   Options o;
-  auto& [model, out, prompt, scheduler, device, negative, lora, variant, config, lora_scale, steps, guidance, seed,
-         width, height, batch, paper] = o;
+  auto& [model, out, prompt, scheduler, device, conv_algorithm, negative, lora, variant, config, lora_scale, steps,
+         guidance, seed, width, height, batch, paper] = o;
   spo::experiment::ArgumentParser args(
       "generate",
       "Text to image with a Stable Diffusion 1.x/2.x or SDXL checkpoint: a diffusers pipeline folder "
@@ -105,8 +105,14 @@ int main(int argc, char** argv) try {
       .option("--variant", "NAME", "weights variant to load, e.g. fp16; default plain weights, else the only variant",
               variant)
       .option("--device", "cpu|cuda", "where to run", device)
+      .option("--conv-algorithm", "winograd|direct",
+              "CPU 3x3 convolutions: oneDNN's Winograd kernels where it has them (faster; a relative difference of "
+              "order 1e-6 from direct) or its direct kernels (the algorithm PyTorch uses)",
+              conv_algorithm)
       .check([&] {
         SPO_EXPECT(device == "cpu" || device == "cuda", "--device: expected cpu or cuda, got '" << device << "'");
+        SPO_EXPECT(conv_algorithm == "winograd" || conv_algorithm == "direct",
+                   "--conv-algorithm: expected winograd or direct, got '" << conv_algorithm << "'");
         SPO_EXPECT(device == "cpu" || SPO_GENERATE_CUDA,
                    "--device cuda: this generate was built without CUDA (configure with -DSPO_WITH_CUDA=ON)");
         SPO_EXPECT(fs::path(out).parent_path().empty() || fs::is_directory(fs::path(out).parent_path()),
@@ -128,9 +134,12 @@ namespace {
 
 template <spo::Device D>
 int generate(const Options& o) {
-  const auto& [model, out, prompt, scheduler, device, negative, lora, variant, config, lora_scale, steps, guidance,
-               seed, width, height, batch, paper] = o;
+  const auto& [model, out, prompt, scheduler, device, conv_algorithm, negative, lora, variant, config, lora_scale,
+               steps, guidance, seed, width, height, batch, paper] = o;
   using Pipeline = spo::model::StableDiffusion<float, D>;
+  const spo::cpu_kernels::inference_conv2d_algorithm_guard conv_guard(conv_algorithm == "winograd"
+                                                                          ? spo::cpu_kernels::Conv2dAlgorithm::winograd
+                                                                          : spo::cpu_kernels::Conv2dAlgorithm::direct);
   spo::model::PipelineLoadOptions load;
   load.variant = variant;
   load.scheduler = scheduler;
@@ -192,6 +201,7 @@ int generate(const Options& o) {
                             {"height", h},
                             {"batch", batch},
                             {"device", device}};
+  if constexpr (std::same_as<D, spo::cpu>) settings["conv_algorithm"] = conv_algorithm;
   if (lora) settings["lora"] = {{"file", *lora}, {"scale", lora_scale}};
   std::ostringstream parameters;  // the "parameters" chunk other image tools read
   parameters << prompt << "\n";

@@ -176,7 +176,6 @@ class StableDiffusion {
   /// Merges a LoRA file (any layout io::read_lora reads) into the UNet's weights with `scale`.
   std::size_t merge_lora(const std::filesystem::path& file, double scale) {
     expect_loaded(PipelineComponent::unet, "merge_lora");
-    other_stage_ran_ = true;
     const io::MappedSafetensors store(file);
     io::LoraReadOptions o;
     o.layers_per_block = unet_config_.layers_per_block;
@@ -190,7 +189,6 @@ class StableDiffusion {
     SPO_EXPECT(!negatives || negatives->size() == prompts.size(),
                "encode_prompt: " << negatives->size() << " negative prompts for " << prompts.size() << " prompts");
     expect_loaded(PipelineComponent::text_encoders, "encode_prompt");
-    other_stage_ran_ = true;
     PromptEmbeddings<T, D> e;
     const std::vector<std::string> empty(prompts.size(), "");
     if (kind_ == PipelineKind::sd) {
@@ -213,7 +211,6 @@ class StableDiffusion {
   tensor denoise(tensor latents, const PromptEmbeddings<T, D>& e, const GenerationSettings& s, Generator& gen,
                  const Progress& progress = {}) {
     expect_loaded(PipelineComponent::unet, "denoise");
-    other_stage_ran_ = true;
     nn::no_grad_guard no_grad;
     const std::int64_t b = latents.size(0), h = latents.size(2) * vae_scale_factor(),
                        w = latents.size(3) * vae_scale_factor();
@@ -260,17 +257,13 @@ class StableDiffusion {
       unet_ = UNet2DCondition<T, D>();
     }
     released_[static_cast<int>(c)] = true;
-    other_stage_ran_ = true;
   }
   bool released(PipelineComponent c) const { return released_[static_cast<int>(c)]; }
 
-  /// The image of `latents` in [0, 1]: [B, 3, H, W]. When another stage ran since the last decode (loading, the
-  /// prompt, sampling, a release), the blocks it left in the allocator's pools are handed back first: the VAE's
-  /// activations have other sizes, and both sets would otherwise stay resident. Decodes one after another keep the
-  /// decoder's blocks pooled, so only the first of them faults its working set in.
+  /// The image of `latents` in [0, 1]: [B, 3, H, W]. The blocks the sampling loop left in the allocator's pools are
+  /// handed back first: the VAE's activations have other sizes, and both sets would otherwise stay resident.
   host_tensor decode(const tensor& latents) {
-    if (other_stage_ran_) caching_allocator<D>::instance().release_all();
-    other_stage_ran_ = false;
+    caching_allocator<D>::instance().release_all();
     host_tensor image = transfer<cpu>(vae_.decode(latents));  // [B, 3, H, W] in about [-1, 1]
     for (std::int64_t i = 0; i < image.numel(); ++i) image[i] = std::clamp(image[i] / T(2) + T(0.5), T(0), T(1));
     return image;
@@ -398,7 +391,6 @@ class StableDiffusion {
   AutoencoderKL<T, D> vae_;
   diffusion::AnyScheduler scheduler_;
   bool released_[2] = {false, false};  // by PipelineComponent
-  bool other_stage_ran_ = true;        // a stage other than decode ran since the last decode
 };
 
 }  // namespace spo::model

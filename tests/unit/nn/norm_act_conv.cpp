@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 #include "spo/nn/norm_act_conv.hpp"
 
-#include <cstring>
 #include <string>
 
 #include <doctest/doctest.h>
 
 #include "spo/core/rng.hpp"
 #include "spo/tensor/ops.hpp"
+
+#include "support/tensor_checks.hpp"
 
 using namespace spo;
 
@@ -16,10 +17,6 @@ static_assert(nn::FusedNormActConvKernel<nn::GELUFunction, float, cpu>);
 static_assert(!nn::FusedNormActConvKernel<nn::SiLUFunction, double, cpu>);
 
 namespace {
-
-bool bitwise_equal(const Tensor<float, cpu>& a, const Tensor<float, cpu>& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.bytes()) == 0;
-}
 
 struct Case {
   std::string name;
@@ -45,12 +42,6 @@ struct Block {
   Tensor<float, cpu> layered(const Tensor<float, cpu>& x) { return conv.forward(act.forward(norm.forward(x))); }
 };
 
-Tensor<float, cpu> random_input(const Shape& shape, Generator& gen) {
-  Tensor<float, cpu> x(shape);
-  fill_normal(x.view(), gen, 0.3f, 2.0f);
-  return x;
-}
-
 }  // namespace
 
 TEST_CASE("norm_act_conv without grad mode is bitwise the three layers one after another") {
@@ -68,7 +59,7 @@ TEST_CASE("norm_act_conv without grad mode is bitwise the three layers one after
   for (const auto& c : cases) {
     CAPTURE(c.name);
     Block block(c, gen);
-    const auto x = random_input(c.x, gen);
+    const auto x = test_support::random_normal(c.x, gen, 0.3f, 2.0f);
     nn::no_grad_guard no_grad;
     const auto expected = block.layered(x);
     nn::ComputeMeter meter;
@@ -77,7 +68,7 @@ TEST_CASE("norm_act_conv without grad mode is bitwise the three layers one after
       nn::MeterScope scope(meter);
       fused = nn::norm_act_conv(block.norm, block.act, block.conv, x);
     }
-    CHECK(bitwise_equal(fused, expected));
+    CHECK(test_support::bitwise_equal(fused, expected));
     const auto s = block.conv.geometry(c.x);
     // oneDNN reads these sources blocked by channels on every x86 SIMD level, so the fused pass is the one tested.
     if (s.kernel_h == 3) CHECK(cpu_kernels::detail::conv2d_forward_entry(s, true).x_block > 0);
@@ -90,14 +81,14 @@ TEST_CASE("norm_act_conv falls back to the layers where the fused kernel does no
   SUBCASE("14x14 positions are not a multiple of 16") {
     const Case c{"14x14", Shape{1, 32, 14, 14}, 8, 16, 3, 1, 1};
     Block block(c, gen);
-    const auto x = random_input(c.x, gen);
+    const auto x = test_support::random_normal(c.x, gen, 0.3f, 2.0f);
     nn::no_grad_guard no_grad;
-    CHECK(bitwise_equal(nn::norm_act_conv(block.norm, block.act, block.conv, x), block.layered(x)));
+    CHECK(test_support::bitwise_equal(nn::norm_act_conv(block.norm, block.act, block.conv, x), block.layered(x)));
   }
   SUBCASE("grad mode keeps what backward needs, and backward runs") {
     const Case c{"grad", Shape{1, 16, 8, 8}, 4, 8, 3, 1, 1};
     Block block(c, gen);
-    const auto x = random_input(c.x, gen);
+    const auto x = test_support::random_normal(c.x, gen, 0.3f, 2.0f);
     const auto y = nn::norm_act_conv(block.norm, block.act, block.conv, x);
     const auto dx = block.norm.backward(block.act.backward(block.conv.backward(Tensor<float, cpu>(y.shape()))));
     CHECK(dx.shape() == c.x);
@@ -105,7 +96,7 @@ TEST_CASE("norm_act_conv falls back to the layers where the fused kernel does no
   SUBCASE("a fused call forgets an earlier grad-mode forward, as the layers' own no-grad forward does") {
     const Case c{"forget", Shape{1, 16, 8, 8}, 4, 8, 3, 1, 1};
     Block block(c, gen);
-    const auto x = random_input(c.x, gen);
+    const auto x = test_support::random_normal(c.x, gen, 0.3f, 2.0f);
     const auto y = nn::norm_act_conv(block.norm, block.act, block.conv, x);
     {
       nn::no_grad_guard no_grad;
@@ -131,7 +122,7 @@ TEST_CASE("conv2d_forward_transformed is the convolution of the transformed inpu
     CAPTURE(shape);
     nn::Conv2d<float> conv(shape[1], 20, kernel, 1, kernel / 2);
     conv.reset_parameters(gen);
-    const auto x = random_input(shape, gen);
+    const auto x = test_support::random_normal(shape, gen, 0.3f, 2.0f);
     auto tx = Tensor<float, cpu>::uninitialized(shape);  // 2 x - 1
     for (std::int64_t i = 0; i < x.numel(); ++i) tx[i] = 2.f * x[i] - 1.f;
     const auto s = conv.geometry(shape);
@@ -144,6 +135,6 @@ TEST_CASE("conv2d_forward_transformed is the convolution of the transformed inpu
         },
         conv.weight().value.data(), conv.bias().value.data(), y.data());
     nn::no_grad_guard no_grad;
-    CHECK(bitwise_equal(y, conv.forward(tx)));
+    CHECK(test_support::bitwise_equal(y, conv.forward(tx)));
   }
 }

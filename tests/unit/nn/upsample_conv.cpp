@@ -2,7 +2,6 @@
 #include "spo/nn/upsample_conv.hpp"
 
 #include <cstdint>
-#include <cstring>
 #include <utility>
 
 #include <doctest/doctest.h>
@@ -10,18 +9,12 @@
 #include "spo/core/rng.hpp"
 #include "spo/tensor/ops.hpp"
 
+#include "support/tensor_checks.hpp"
+
 using namespace spo;
 
 static_assert(nn::FusedUpsampleConvKernel<float, cpu>);
 static_assert(!nn::FusedUpsampleConvKernel<double, cpu>);
-
-namespace {
-
-bool bitwise_equal(const Tensor<float, cpu>& a, const Tensor<float, cpu>& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.bytes()) == 0;
-}
-
-}  // namespace
 
 TEST_CASE("upsample_conv without grad mode is bitwise Upsample2x then Conv2d") {
   Generator gen(5);
@@ -43,7 +36,7 @@ TEST_CASE("upsample_conv without grad mode is bitwise Upsample2x then Conv2d") {
       nn::MeterScope scope(meter);
       fused = nn::upsample_conv(up, conv, x);
     }
-    CHECK(bitwise_equal(fused, expected));
+    CHECK(test_support::bitwise_equal(fused, expected));
     const Shape upsampled{shape[0], shape[1], 2 * shape[2], 2 * shape[3]};
     CHECK(meter.at("other").forward_flops == conv.geometry(upsampled).flops());
   }
