@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 /// @brief GroupNorm and LayerNorm kernels on spo::cuda (forward statistics by block/warp reductions in double,
-/// closed-form backward, affine gradients summed in a fixed order); host declarations in norm.hpp.
+/// closed-form backward, affine gradients summed in a fixed order); host declarations in norm.hpp. For half and
+/// bfloat16 every element is read into float (detail::load), the statistics and rstd stay in double / float, and
+/// only the outputs are rounded to 16 bits (detail::store).
 #pragma once
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/norm.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
+#include "spo/tensor/cuda/scalar_access.cuh"
 #include "spo/tensor/tensor.hpp"
 
 namespace spo::cuda_kernels::norm_detail {
@@ -34,18 +37,18 @@ inline constexpr std::int64_t max_chunks = 512;
 
 /// grid (batch * groups, chunks), chunks of `chunk` elements of each group's n: partial[3 (bg chunks + k)] =
 /// (count, mean, sum of squared deviations M2) of chunk k of group bg, by two passes over the chunk (sums in double).
-template <Scalar T>
+template <StorageScalar T>
 __global__ void group_partial_stats_kernel(const T* x, double* partial, std::int64_t n, std::int64_t chunk) {
   const std::int64_t bg = blockIdx.x, k = blockIdx.y;
   const std::int64_t first = k * chunk, len = std::min(chunk, n - first);  // >= 1: chunks = ceil(n / chunk)
   const T* xc = x + bg * n + first;
   double s[1] = {0.0};
-  for (std::int64_t i = threadIdx.x; i < len; i += blockDim.x) s[0] += static_cast<double>(xc[i]);
+  for (std::int64_t i = threadIdx.x; i < len; i += blockDim.x) s[0] += static_cast<double>(detail::load(xc[i]));
   layout_detail::block_sum(s);
   const double mean = s[0] / static_cast<double>(len);
   double q[1] = {0.0};
   for (std::int64_t i = threadIdx.x; i < len; i += blockDim.x) {
-    const double d = static_cast<double>(xc[i]) - mean;
+    const double d = static_cast<double>(detail::load(xc[i])) - mean;
     q[0] += d * d;
   }
   layout_detail::block_sum(q);
@@ -59,10 +62,11 @@ __global__ void group_partial_stats_kernel(const T* x, double* partial, std::int
 
 /// One thread per (b, g): merges its chunks (Chan, Golub, LeVeque: mean = sum n_k mean_k / n,
 /// M2 = sum M2_k + n_k (mean_k - mean)^2), var = M2 / n (biased); stats[2 bg] = mean, stats[2 bg + 1] = rstd =
-/// 1 / sqrt(var + eps) in double, rstd[bg] in T.
-template <Scalar T>
-__global__ void group_finalize_stats_kernel(const double* partial, double* stats, T* rstd, std::int64_t groups_total,
-                                            std::int64_t chunks, std::int64_t n, double eps) {
+/// 1 / sqrt(var + eps) in double, rstd[bg] in T's compute type.
+template <StorageScalar T>
+__global__ void group_finalize_stats_kernel(const double* partial, double* stats, compute_type_t<T>* rstd,
+                                            std::int64_t groups_total, std::int64_t chunks, std::int64_t n,
+                                            double eps) {
   for (std::int64_t bg = detail::grid_first(); bg < groups_total; bg += detail::grid_stride()) {
     const double* p = partial + 3 * bg * chunks;
     const double inv_n = n ? 1.0 / static_cast<double>(n) : 0.0;
@@ -77,42 +81,43 @@ __global__ void group_finalize_stats_kernel(const double* partial, double* stats
     const double r = 1.0 / sqrt(inv_n * m2 + eps);
     stats[2 * bg] = mean;
     stats[2 * bg + 1] = r;
-    rstd[bg] = static_cast<T>(r);
+    rstd[bg] = static_cast<compute_type_t<T>>(r);
   }
 }
 
 /// Under layout_detail::plane_grid over the batch * channels planes: y = x scale + shift with scale = rstd gamma[c],
 /// shift = beta[c] - mean scale; xhat = x rstd - mean rstd.
-template <Scalar T>
+template <StorageScalar T>
 __global__ void group_norm_apply_kernel(const T* x, const T* gamma, const T* beta, const double* stats, T* y, T* xhat,
                                         std::int64_t channels, std::int64_t spatial, std::int64_t groups) {
   const std::int64_t bc = blockIdx.x, c = bc % channels;
   const std::int64_t bg = (bc / channels) * groups + c / (channels / groups);
+  using C = compute_type_t<T>;
   const double mean = stats[2 * bg], r = stats[2 * bg + 1];
-  const double scale = gamma ? r * static_cast<double>(gamma[c]) : r;
-  const double shift = (beta ? static_cast<double>(beta[c]) : 0.0) - mean * scale;
-  const T scale_t = static_cast<T>(scale), shift_t = static_cast<T>(shift);
-  const T r_t = static_cast<T>(r), mean_r_t = static_cast<T>(mean * r);
+  const double scale = gamma ? r * static_cast<double>(detail::load(gamma[c])) : r;
+  const double shift = (beta ? static_cast<double>(detail::load(beta[c])) : 0.0) - mean * scale;
+  const C scale_t = static_cast<C>(scale), shift_t = static_cast<C>(shift);
+  const C r_t = static_cast<C>(r), mean_r_t = static_cast<C>(mean * r);
   const T* xp = x + bc * spatial;
   T* yp = y + bc * spatial;
   for (std::int64_t i = layout_detail::plane_first(); i < spatial; i += layout_detail::plane_stride()) {
-    const T v = xp[i];
-    yp[i] = v * scale_t + shift_t;
-    if (xhat) xhat[bc * spatial + i] = v * r_t - mean_r_t;
+    const C v = detail::load(xp[i]);
+    yp[i] = detail::store<T>(v * scale_t + shift_t);
+    if (xhat) xhat[bc * spatial + i] = detail::store<T>(v * r_t - mean_r_t);
   }
 }
 
 /// One block per (b, c) plane: sums[2 bc] = sum_s dy, sums[2 bc + 1] = sum_s dy xhat.
-template <Scalar T>
+template <StorageScalar T>
 __global__ void plane_sums_kernel(const T* dy, const T* xhat, double* sums, std::int64_t spatial) {
   const std::int64_t bc = blockIdx.x;
   const T* dp = dy + bc * spatial;
   const T* hp = xhat + bc * spatial;
   double s[2] = {0.0, 0.0};
   for (std::int64_t i = threadIdx.x; i < spatial; i += blockDim.x) {
-    const double d = static_cast<double>(dp[i]);
+    const double d = static_cast<double>(detail::load(dp[i]));
     s[0] += d;
-    s[1] += d * static_cast<double>(hp[i]);
+    s[1] += d * static_cast<double>(detail::load(hp[i]));
   }
   layout_detail::block_sum(s);
   if (threadIdx.x == 0) {
@@ -123,17 +128,17 @@ __global__ void plane_sums_kernel(const T* dy, const T* xhat, double* sums, std:
 
 /// One thread per (b, g): coeffs[2 bg] = -rstd mean_g(gamma dy) (shift), coeffs[2 bg + 1] = -rstd mean_g(gamma dy xhat)
 /// (slope of xhat).
-template <Scalar T>
-__global__ void group_backward_coeffs_kernel(const double* sums, const T* rstd, const T* gamma, double* coeffs,
-                                             std::int64_t batch, std::int64_t channels, std::int64_t spatial,
-                                             std::int64_t groups) {
+template <StorageScalar T>
+__global__ void group_backward_coeffs_kernel(const double* sums, const compute_type_t<T>* rstd, const T* gamma,
+                                             double* coeffs, std::int64_t batch, std::int64_t channels,
+                                             std::int64_t spatial, std::int64_t groups) {
   const std::int64_t cg = channels / groups, n = cg * spatial;
   for (std::int64_t bg = detail::grid_first(); bg < batch * groups; bg += detail::grid_stride()) {
     const std::int64_t b = bg / groups, g = bg % groups;
     double s1 = 0.0, s2 = 0.0;
     for (std::int64_t ci = 0; ci < cg; ++ci) {
       const std::int64_t c = g * cg + ci;
-      const double gc = gamma ? static_cast<double>(gamma[c]) : 1.0;
+      const double gc = gamma ? static_cast<double>(detail::load(gamma[c])) : 1.0;
       s1 += gc * sums[2 * (b * channels + c)];
       s2 += gc * sums[2 * (b * channels + c) + 1];
     }
@@ -145,23 +150,25 @@ __global__ void group_backward_coeffs_kernel(const double* sums, const T* rstd, 
 }
 
 /// Under plane_grid: dx = dy (rstd gamma[c]) + xhat slope + shift.
-template <Scalar T>
-__global__ void group_norm_dx_kernel(const T* dy, const T* xhat, const T* rstd, const T* gamma, const double* coeffs,
-                                     T* dx, std::int64_t channels, std::int64_t spatial, std::int64_t groups) {
+template <StorageScalar T>
+__global__ void group_norm_dx_kernel(const T* dy, const T* xhat, const compute_type_t<T>* rstd, const T* gamma,
+                                     const double* coeffs, T* dx, std::int64_t channels, std::int64_t spatial,
+                                     std::int64_t groups) {
+  using C = compute_type_t<T>;
   const std::int64_t bc = blockIdx.x, c = bc % channels;
   const std::int64_t bg = (bc / channels) * groups + c / (channels / groups);
   const double r = static_cast<double>(rstd[bg]);
-  const T scale = static_cast<T>(r * (gamma ? static_cast<double>(gamma[c]) : 1.0));
-  const T shift = static_cast<T>(coeffs[2 * bg]), slope = static_cast<T>(coeffs[2 * bg + 1]);
+  const C scale = static_cast<C>(r * (gamma ? static_cast<double>(detail::load(gamma[c])) : 1.0));
+  const C shift = static_cast<C>(coeffs[2 * bg]), slope = static_cast<C>(coeffs[2 * bg + 1]);
   const T* dp = dy + bc * spatial;
   const T* hp = xhat + bc * spatial;
   T* op = dx + bc * spatial;
   for (std::int64_t i = layout_detail::plane_first(); i < spatial; i += layout_detail::plane_stride())
-    op[i] = dp[i] * scale + hp[i] * slope + shift;
+    op[i] = detail::store<T>(detail::load(dp[i]) * scale + detail::load(hp[i]) * slope + shift);
 }
 
 /// One thread per channel: dgamma[c] += sum_b sums[b, c].dy_xhat, dbeta[c] += sum_b sums[b, c].dy.
-template <Scalar T>
+template <StorageScalar T>
 __global__ void group_affine_grads_kernel(const double* sums, T* dgamma, T* dbeta, std::int64_t batch,
                                           std::int64_t channels) {
   for (std::int64_t c = detail::grid_first(); c < channels; c += detail::grid_stride()) {
@@ -170,45 +177,48 @@ __global__ void group_affine_grads_kernel(const double* sums, T* dgamma, T* dbet
       gb += sums[2 * (b * channels + c)];
       gw += sums[2 * (b * channels + c) + 1];
     }
-    if (dgamma) dgamma[c] += static_cast<T>(gw);
-    if (dbeta) dbeta[c] += static_cast<T>(gb);
+    using C = compute_type_t<T>;
+    if (dgamma) dgamma[c] = detail::store<T>(detail::load(dgamma[c]) + static_cast<C>(gw));
+    if (dbeta) dbeta[c] = detail::store<T>(detail::load(dbeta[c]) + static_cast<C>(gb));
   }
 }
 
 /// Block (32, rows_per_block): warp threadIdx.y normalises row blockIdx.x * rows_per_block + threadIdx.y.
-template <Scalar T>
-__global__ void layer_norm_forward_kernel(const T* x, const T* gamma, const T* beta, T* y, T* xhat, T* rstd,
-                                          std::int64_t rows, std::int64_t dim, double eps) {
+template <StorageScalar T>
+__global__ void layer_norm_forward_kernel(const T* x, const T* gamma, const T* beta, T* y, T* xhat,
+                                          compute_type_t<T>* rstd, std::int64_t rows, std::int64_t dim, double eps) {
+  using C = compute_type_t<T>;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * rows_per_block + threadIdx.y;
   if (row >= rows) return;  // the whole warp leaves together
   const int lane = static_cast<int>(threadIdx.x);
   const T* xr = x + row * dim;
   double s = 0.0;
-  for (std::int64_t j = lane; j < dim; j += 32) s += static_cast<double>(xr[j]);
+  for (std::int64_t j = lane; j < dim; j += 32) s += static_cast<double>(detail::load(xr[j]));
   s = layout_detail::warp_sum(s);
   const double mean = dim ? s / static_cast<double>(dim) : 0.0;
   double q = 0.0;
   for (std::int64_t j = lane; j < dim; j += 32) {
-    const double d = static_cast<double>(xr[j]) - mean;
+    const double d = static_cast<double>(detail::load(xr[j])) - mean;
     q += d * d;
   }
   q = layout_detail::warp_sum(q);
   const double var = dim ? q / static_cast<double>(dim) : 0.0;
   const double inv = 1.0 / sqrt(var + eps);
-  if (lane == 0) rstd[row] = static_cast<T>(inv);
-  const T a = static_cast<T>(inv), b = static_cast<T>(mean * inv);
+  if (lane == 0) rstd[row] = static_cast<C>(inv);
+  const C a = static_cast<C>(inv), b = static_cast<C>(mean * inv);
   T* yr = y + row * dim;
   for (std::int64_t j = lane; j < dim; j += 32) {
-    const T h = xr[j] * a - b;
-    if (xhat) xhat[row * dim + j] = h;
-    yr[j] = gamma ? h * gamma[j] + beta[j] : h;
+    const C h = detail::load(xr[j]) * a - b;
+    if (xhat) xhat[row * dim + j] = detail::store<T>(h);
+    yr[j] = detail::store<T>(gamma ? h * detail::load(gamma[j]) + detail::load(beta[j]) : h);
   }
 }
 
 /// Same geometry as the forward: dx = dy gamma rstd + xhat slope + shift per row.
-template <Scalar T>
-__global__ void layer_norm_backward_kernel(const T* dy, const T* xhat, const T* rstd, const T* gamma, T* dx,
-                                           std::int64_t rows, std::int64_t dim) {
+template <StorageScalar T>
+__global__ void layer_norm_backward_kernel(const T* dy, const T* xhat, const compute_type_t<T>* rstd, const T* gamma,
+                                           T* dx, std::int64_t rows, std::int64_t dim) {
+  using C = compute_type_t<T>;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * rows_per_block + threadIdx.y;
   if (row >= rows) return;
   const int lane = static_cast<int>(threadIdx.x);
@@ -216,24 +226,27 @@ __global__ void layer_norm_backward_kernel(const T* dy, const T* xhat, const T* 
   const T* hr = xhat + row * dim;
   double s1 = 0.0, s2 = 0.0;  // sum gamma dy, sum gamma dy xhat
   for (std::int64_t j = lane; j < dim; j += 32) {
-    const double g = static_cast<double>(gamma ? dr[j] * gamma[j] : dr[j]);
+    const C d = detail::load(dr[j]);
+    const double g = static_cast<double>(gamma ? d * detail::load(gamma[j]) : d);
     s1 += g;
-    s2 += g * static_cast<double>(hr[j]);
+    s2 += g * static_cast<double>(detail::load(hr[j]));
   }
   s1 = layout_detail::warp_sum(s1);
   s2 = layout_detail::warp_sum(s2);
   const double inv = static_cast<double>(rstd[row]);
   const double inv_n = dim ? 1.0 / static_cast<double>(dim) : 0.0;
-  const T shift = static_cast<T>(-inv * s1 * inv_n), slope = static_cast<T>(-inv * s2 * inv_n);
-  const T a = static_cast<T>(inv);
+  const C shift = static_cast<C>(-inv * s1 * inv_n), slope = static_cast<C>(-inv * s2 * inv_n);
+  const C a = static_cast<C>(inv);
   T* out = dx + row * dim;
-  for (std::int64_t j = lane; j < dim; j += 32)
-    out[j] = (gamma ? dr[j] * gamma[j] * a : dr[j] * a) + hr[j] * slope + shift;
+  for (std::int64_t j = lane; j < dim; j += 32) {
+    const C d = detail::load(dr[j]);
+    out[j] = detail::store<T>((gamma ? d * detail::load(gamma[j]) * a : d * a) + detail::load(hr[j]) * slope + shift);
+  }
 }
 
 /// Block (32, rows_per_block), grid (ceil(dim / 32), chunks): partial[2 (chunk dim + j)] = sum over the chunk's rows
 /// of dy[r, j] (and + 1: of dy[r, j] xhat[r, j]).
-template <Scalar T>
+template <StorageScalar T>
 __global__ void column_sums_kernel(const T* dy, const T* xhat, double* partial, std::int64_t rows, std::int64_t dim,
                                    std::int64_t rows_per_chunk) {
   __shared__ double sum_dy[rows_per_block][33], sum_dy_xhat[rows_per_block][33];
@@ -244,9 +257,9 @@ __global__ void column_sums_kernel(const T* dy, const T* xhat, double* partial, 
   double a = 0.0, b = 0.0;
   if (j < dim)
     for (std::int64_t r = first + ty; r < last; r += rows_per_block) {
-      const double d = static_cast<double>(dy[r * dim + j]);
+      const double d = static_cast<double>(detail::load(dy[r * dim + j]));
       a += d;
-      b += d * static_cast<double>(xhat[r * dim + j]);
+      b += d * static_cast<double>(detail::load(xhat[r * dim + j]));
     }
   sum_dy[ty][tx] = a;
   sum_dy_xhat[ty][tx] = b;
@@ -263,7 +276,7 @@ __global__ void column_sums_kernel(const T* dy, const T* xhat, double* partial, 
 }
 
 /// One thread per column: dgamma[j] += sum_chunks partial.dy_xhat, dbeta[j] += sum_chunks partial.dy.
-template <Scalar T>
+template <StorageScalar T>
 __global__ void column_grads_kernel(const double* partial, T* dgamma, T* dbeta, std::int64_t chunks, std::int64_t dim) {
   for (std::int64_t j = detail::grid_first(); j < dim; j += detail::grid_stride()) {
     double sa = 0.0, sb = 0.0;
@@ -271,8 +284,9 @@ __global__ void column_grads_kernel(const double* partial, T* dgamma, T* dbeta, 
       sa += partial[2 * (k * dim + j)];
       sb += partial[2 * (k * dim + j) + 1];
     }
-    if (dgamma) dgamma[j] += static_cast<T>(sb);
-    if (dbeta) dbeta[j] += static_cast<T>(sa);
+    using C = compute_type_t<T>;
+    if (dgamma) dgamma[j] = detail::store<T>(detail::load(dgamma[j]) + static_cast<C>(sb));
+    if (dbeta) dbeta[j] = detail::store<T>(detail::load(dbeta[j]) + static_cast<C>(sa));
   }
 }
 
@@ -289,9 +303,10 @@ inline void check_groups(const char* what, std::int64_t batch, std::int64_t chan
 
 namespace spo::cuda_kernels {
 
-template <Scalar T>
-void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat, T* rstd, std::int64_t batch,
-                        std::int64_t channels, std::int64_t spatial, std::int64_t groups, double eps) {
+template <StorageScalar T>
+void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat, compute_type_t<T>* rstd,
+                        std::int64_t batch, std::int64_t channels, std::int64_t spatial, std::int64_t groups,
+                        double eps) {
   norm_detail::check_groups("cuda_kernels::group_norm_forward", batch, channels, spatial, groups);
   if (batch * channels == 0) return;
   const std::int64_t n = (channels / groups) * spatial, groups_total = batch * groups;
@@ -321,9 +336,10 @@ void group_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat
   SPO_CUDA_CHECK_LAUNCH("group_norm_apply_kernel");
 }
 
-template <Scalar T>
-void group_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gamma, T* dx, T* dgamma, T* dbeta,
-                         std::int64_t batch, std::int64_t channels, std::int64_t spatial, std::int64_t groups) {
+template <StorageScalar T>
+void group_norm_backward(const T* dy, const T* xhat, const compute_type_t<T>* rstd, const T* gamma, T* dx, T* dgamma,
+                         T* dbeta, std::int64_t batch, std::int64_t channels, std::int64_t spatial,
+                         std::int64_t groups) {
   norm_detail::check_groups("cuda_kernels::group_norm_backward", batch, channels, spatial, groups);
   if (batch * channels == 0) return;
   auto sums = Tensor<double, cuda>::uninitialized(Shape{batch * channels, 2});  // [B C, (dy, dy xhat)]
@@ -347,9 +363,9 @@ void group_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gam
   }
 }
 
-template <Scalar T>
-void layer_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat, T* rstd, std::int64_t rows,
-                        std::int64_t dim, double eps) {
+template <StorageScalar T>
+void layer_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat, compute_type_t<T>* rstd,
+                        std::int64_t rows, std::int64_t dim, double eps) {
   if (rows == 0) return;
   const std::int64_t blocks = (rows + norm_detail::rows_per_block - 1) / norm_detail::rows_per_block;
   SPO_CHECK(blocks < (std::int64_t{1} << 31), "cuda_kernels::layer_norm_forward: " << rows << " rows exceed the grid");
@@ -358,9 +374,9 @@ void layer_norm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat
   SPO_CUDA_CHECK_LAUNCH("layer_norm_forward_kernel");
 }
 
-template <Scalar T>
-void layer_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gamma, T* dx, T* dgamma, T* dbeta,
-                         std::int64_t rows, std::int64_t dim) {
+template <StorageScalar T>
+void layer_norm_backward(const T* dy, const T* xhat, const compute_type_t<T>* rstd, const T* gamma, T* dx, T* dgamma,
+                         T* dbeta, std::int64_t rows, std::int64_t dim) {
   if (rows == 0 || dim == 0) return;
   const std::int64_t blocks = (rows + norm_detail::rows_per_block - 1) / norm_detail::rows_per_block;
   SPO_CHECK(blocks < (std::int64_t{1} << 31), "cuda_kernels::layer_norm_backward: " << rows << " rows exceed the grid");
