@@ -34,15 +34,6 @@ double blocked_sum(std::int64_t n, Partial&& partial) {
   return acc;
 }
 
-/*!
-  REQUIRES
-    - x, y hold batch * channels * spatial elements, channels % groups == 0
-    - gamma, beta: [channels] or both null (no affine); xhat: same size as x or null; rstd: [batch * groups]
-  ENSURES
-    - per (b, g): mu = mean(x_bg), var = mean((x_bg - mu)^2) (biased, as torch), rstd = 1 / sqrt(var + eps),
-      xhat = (x - mu) * rstd, y = gamma[c] * xhat + beta[c]. Two passes (the group is re-read from cache), each
-      summing blocks of reduction_block elements in T and the block sums in double.
-!*/
 /// The moments of one group of n elements: mean and r = 1 / sqrt(var + eps) (biased variance), in two passes that
 /// sum blocks of reduction_block elements in T and the block sums in double.
 struct GroupMoments {

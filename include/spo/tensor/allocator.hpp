@@ -80,10 +80,11 @@ class caching_allocator {
     if (cls == 0) return nullptr;
     {
       std::lock_guard lock(mutex_);
+      // the exact class, or above 1 MiB the smallest non-empty class up to twice it
+      const std::size_t largest = cls > (std::size_t{1} << 20) ? 2 * cls : cls;
       auto it = free_.lower_bound(cls);
-      while (it != free_.end() && it->second.empty() && it->first <= 2 * cls) ++it;
-      const bool larger_fits = cls > (std::size_t{1} << 20) && it != free_.end() && it->first <= 2 * cls;
-      if (it != free_.end() && !it->second.empty() && (it->first == cls || larger_fits)) {
+      while (it != free_.end() && it->first <= largest && it->second.empty()) ++it;
+      if (it != free_.end() && it->first <= largest) {
         void* p = it->second.back();
         it->second.pop_back();
         if (it->first != cls) substituted_.emplace(p, it->first);

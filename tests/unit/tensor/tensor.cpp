@@ -70,6 +70,32 @@ TEST_CASE("caching allocator: the peak of bytes in use holds until reset_peak") 
   CHECK(pool.peak_in_use_bytes() == base);
 }
 
+TEST_CASE(
+    "caching allocator: an empty class above 1 MiB takes a free block up to twice its size, which goes back "
+    "to its own class") {
+  auto& pool = caching_allocator<cpu>::instance();
+  pool.release_all();
+  void* big;
+  {
+    Tensor<float> t(Shape{2 << 20});  // 8 MiB
+    big = t.data();
+  }
+  {
+    Tensor<float> u(Shape{(5 << 18) + 1});  // just over 5 MiB, class 6 MiB: empty, and 8 MiB is within twice it
+    CHECK(static_cast<void*>(u.data()) == big);
+    CHECK(pool.cached_bytes() == 0);
+  }
+  CHECK(pool.cached_bytes() == (std::size_t{8} << 20));  // back as an 8 MiB block
+  {
+    Tensor<float> again(Shape{2 << 20});
+    CHECK(static_cast<void*>(again.data()) == big);
+  }
+  pool.release_all();
+  { Tensor<float> half_mib(Shape{1 << 17}); }  // a free 512 KiB block
+  Tensor<float> quarter(Shape{1 << 16});       // 256 KiB: classes up to 1 MiB take only their own blocks
+  CHECK(pool.cached_bytes() == (std::size_t{512} << 10));
+}
+
 TEST_CASE("caching allocator: release_below hands back the smaller free blocks and keeps the others") {
   auto& pool = caching_allocator<cpu>::instance();
   pool.release_all();

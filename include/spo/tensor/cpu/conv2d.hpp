@@ -54,17 +54,14 @@ struct Conv2dShape {
   }
 };
 
-/*!
-  The algorithm of the float convolutions that keep nothing for backward (inference):
-    - direct (the default): oneDNN's direct kernels, as in training, and as PyTorch runs them;
-    - winograd: oneDNN's Winograd kernels where it has them (3x3, stride 1; F(2x2, 3x3) and F(4x4, 3x3) on AVX-512)
-      and the output has at least winograd_min_positions positions (batch x height x width) and the kernel's
-      scratchpad fits winograd_max_scratchpad_bytes, the direct ones elsewhere. Fewer multiplications, and other
-rounding: a relative difference of order 1e-6 from direct. Each call transforms the weights, which costs as much as the
-whole convolution below ~8k positions (measured with the transform: 0.76x at 512 channels on 64x64, 1.3x on 2 x
-64x64, 1.5-1.9x at 128x128 and up). Chosen per thread by inference_conv2d_algorithm_guard; convolutions that save their
-input for backward are always direct.
-!*/
+/// The algorithm of the float convolutions that keep nothing for backward (inference), chosen per thread by
+/// inference_conv2d_algorithm_guard; convolutions that save their input for backward are always direct.
+/// - direct (the default): oneDNN's direct kernels, as in training, and as PyTorch runs them.
+/// - winograd: oneDNN's Winograd kernels (F(2x2, 3x3), F(4x4, 3x3) on AVX-512) for 3x3 stride-1 convolutions with at
+///   least winograd_min_positions output positions and a scratchpad within winograd_max_scratchpad_bytes, the
+///   direct ones elsewhere. Fewer multiplications and other rounding (a relative difference of order 1e-6). Each
+///   call transforms the weights, which costs more than it saves below ~8k positions (bench/bench_conv2d.cpp,
+///   BM_Conv2d_Inference).
 enum class Conv2dAlgorithm { direct, winograd };
 
 /// Output positions (batch x height x width) below which Conv2dAlgorithm::winograd runs the direct kernel.
