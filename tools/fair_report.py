@@ -337,8 +337,8 @@ def compute_table(data, lines):
     lines += ["**Compute charged before training** (charged inputs: preference model and pair generation, in "
               "thousands of UNet forward-equivalents; mean over seeds)", "",
               "| variant | seeds | charged inputs (k fe) | rater queries charged | fine-tuning rounds at the large "
-              "budget | total charged at the end (k fe) | training wall-clock s |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "budget | total charged at the end (k fe) | training wall-clock s | training CPU s |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, label, _ in VARIANTS:
         seeds = data[name]
         if not seeds:
@@ -353,8 +353,9 @@ def compute_table(data, lines):
         rounds = mean_or_none([c.get("rounds", l.get("step")) for c, l in zip(compute, last)])
         total = mean_or_none([c.get("forward_equivalents", l.get("fe")) for c, l in zip(compute, last)])
         wall = mean_or_none([l.get("train_wall_s") for l in last])
+        cpu = mean_or_none([l.get("train_cpu_s") for l in last])
         lines.append(f"| {label} | {len(seeds)} | {kfe(inputs)} | {number(queries)} | {number(rounds, 1)} | "
-                     f"{kfe(total)} | {number(wall)} |")
+                     f"{kfe(total)} | {number(wall)} | {number(cpu)} |")
     lines.append("")
 
 

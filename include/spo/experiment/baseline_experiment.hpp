@@ -110,8 +110,11 @@ int run_baseline_experiment(int argc, char** argv, const char* source_dir, const
         cli->config, [&] { return make_compute_setup(config, base.model, base_config.resolution, inputs); });
     const auto run = start_run(*cli, config.output_dir, argv[0], source_dir, &evaluator, comm);
     train_and_report(run, config, training, evaluator, base.model, policy, {method, method}, compute, [&] {
-      return nlohmann::json{
-          {"method", method}, {"rounds", training.round()}, {"seed", config.seed}, {"train_wall_s", training.wall_s()}};
+      return nlohmann::json{{"method", method},
+                            {"rounds", training.round()},
+                            {"seed", config.seed},
+                            {"train_wall_s", training.wall_s()},
+                            {"train_cpu_s", training.cpu_s()}};
     });
     return 0;
   });

@@ -467,6 +467,7 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
     auto [m, images] = evaluator.run(policy, ev.progress_seeds_per_prompt);
     progress.write({{"step", round},
                     {"train_wall_s", wall},
+                    {"train_cpu_s", training.cpu_s()},
                     {"fe", training.forward_equivalents()},
                     {"rater_queries", training.rater_queries()},
                     {"reward_mean", m.reward.mean},
@@ -514,6 +515,8 @@ void train_and_report(const RunContext& run, const Config& config, Training& tra
                   {"charged_inputs_fe", compute.charged_fe()},
                   {"rater_queries", training.rater_queries()},
                   {"rounds", training.round()},
+                  {"train_wall_s", training.wall_s()},
+                  {"train_cpu_s", training.cpu_s()},
                   {"by_network", nn::to_json(training.compute())},
                   {"charged_inputs", charged}};
   j["wall_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - run.start).count();

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <numeric>
@@ -237,6 +238,10 @@ class RoundTrainer {
   bool budget_spent() const { return budget_fe_ > 0 && forward_equivalents() >= budget_fe_; }
   /// Training wall-clock seconds so far (sampling and updates; restored on resume).
   double wall_s() const { return wall_offset_; }
+  /// CPU seconds of this process (all its threads) spent in rounds so far (restored on resume). Unlike wall_s it
+  /// does not count the time the process waited for a core or was stopped, so runs that shared a machine stay
+  /// comparable; with one thread and a core to itself the two agree.
+  double cpu_s() const { return cpu_offset_; }
 
   /*!
     REQUIRES
@@ -262,6 +267,7 @@ class RoundTrainer {
     round_ = info.step;
     gen_ = rank_generator(comm_, info.config, info.rng, checkpoint);
     wall_offset_ = info.config.value("train_wall_s", 0.0);
+    cpu_offset_ = info.config.value("train_cpu_s", 0.0);
     if (info.config.contains("compute")) {
       const auto& c = info.config.at("compute");
       meter_ = nn::compute_meter_from_json(c.at("meter"));
@@ -276,6 +282,7 @@ class RoundTrainer {
   void save(const std::filesystem::path& path) {
     nlohmann::json c = resolved_;
     c["train_wall_s"] = wall_offset_;
+    c["train_cpu_s"] = cpu_offset_;
     c["compute"] = {{"meter", nn::to_json(meter_)}, {"forward_equivalents", fe_}, {"rater_queries", queries_}};
     if constexpr (requires(const Derived& d, nlohmann::json& j) { d.save_state(j); }) {
       nlohmann::json state = nlohmann::json::object();
@@ -292,8 +299,9 @@ class RoundTrainer {
   }
 
   /// Runs to `rounds` (or until the budget of set_compute is spent) with JSONL metrics (<out>/metrics.jsonl: the
-  /// round's record plus step, sample_s, train_s, wall_s, rater_queries_round, flops_round and, with set_compute,
-  /// fe_round and fe), checkpoints (<out>/checkpoint.safetensors) and `on_round(round, wall_s)` after each round.
+  /// round's record plus step, sample_s, train_s, wall_s, cpu_s, rater_queries_round, flops_round and, with
+  /// set_compute, fe_round and fe), checkpoints (<out>/checkpoint.safetensors) and `on_round(round, wall_s)` after each
+  /// round.
   void run(const std::filesystem::path& out,
            const std::function<void(std::int64_t, double)>& on_round = {}) requires RoundMethod<Derived> {
     std::optional<io::MetricsLog> log;
@@ -305,10 +313,12 @@ class RoundTrainer {
     while (round_ < rounds_ && !budget_spent()) {
       nn::ComputeMeter round_meter;
       RoundRecord m;
+      const std::clock_t cpu_start = std::clock();
       {
         const nn::MeterScope metered(round_meter);
         m = self().run_round();
       }
+      const double cpu_round = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
       meter_ += round_meter;
       nlohmann::json flops = nlohmann::json::object();
       for (const auto& [name, c] : round_meter.networks) flops[name] = c.flops();
@@ -331,6 +341,8 @@ class RoundTrainer {
       m.metrics["sample_s"] = m.sample_s;
       m.metrics["train_s"] = m.train_s;
       m.metrics["wall_s"] = wall_offset_;
+      cpu_offset_ += cpu_round;
+      m.metrics["cpu_s"] = cpu_offset_;
       if (comm_.size() > 1) m.metrics["ranks"] = comm_.size();
       if (log) log->write(m.metrics);
       if (bar) bar->update(round_, m.summary);
@@ -369,6 +381,7 @@ class RoundTrainer {
   Generator gen_;
   std::int64_t round_ = 0;
   double wall_offset_ = 0;
+  double cpu_offset_ = 0;
   nn::ComputeMeter meter_;
   double unit_flops_ = 0, charged_fe_ = 0, budget_fe_ = 0, fe_ = 0;
   std::int64_t charged_queries_ = 0, queries_ = 0;

@@ -124,6 +124,7 @@ TEST_CASE("--resume refuses a changed recipe and names every changed key with bo
   const auto recorded = io::to_json(spo_config());
   nlohmann::json stored = recorded;
   stored["train_wall_s"] = 12.5;  // what a trainer adds to the config it records
+  stored["train_cpu_s"] = 11.5;
   io::save_checkpoint(dir / "checkpoint.safetensors", net, opt, io::CheckpointInfo{3, stored, Generator{7, 0}});
 
   io::ResumeRules rules;

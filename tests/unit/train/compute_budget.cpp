@@ -233,7 +233,7 @@ TEST_CASE("compute: the oracle rater's rows are queries, not charged compute") {
   CHECK(train::rater_queries(m) == 7);
 }
 
-TEST_CASE("compute budget: the run stops after the round that reaches it, logs fe, and resumes exactly") {
+TEST_CASE("compute budget: the run stops after the round that reaches it, logs fe and CPU time, and resumes exactly") {
   Base base = tiny_base();
   const Scheduler ddim = tiny_scheduler();
   const train::DiffusionDpoTrainSection tr{10, 2, 3, 1e-2, 1e-4, 1.0, 1};
@@ -271,21 +271,29 @@ TEST_CASE("compute budget: the run stops after the round that reaches it, logs f
   CHECK(rec.at("fe").get<double>() == doctest::Approx(a.forward_equivalents()));
   CHECK(rec.at("fe_round").get<double>() == doctest::Approx(per_round).epsilon(1e-9));
   CHECK(rec.at("flops_round").at("unet").get<double>() > 0);
+  CHECK(rec.at("cpu_s").get<double>() == a.cpu_s());
+  CHECK(a.cpu_s() > 0);
 
   // 1 round, checkpoint, resume: the same compute and the same weights after the budget stops it.
   auto pb = tiny_policy(base);
+  double cpu_b = 0, wall_b = 0;
   {
     auto b = make(pb);
     b.set_compute(c.base_fwd, charged, 5, charged + 0.5 * per_round);  // stops after round 1
     b.run(dir / "b");
     CHECK(b.round() == 1);
+    cpu_b = b.cpu_s();
+    wall_b = b.wall_s();
   }
   auto pc = tiny_policy(base);
   auto r = make(pc);
   r.set_compute(c.base_fwd, charged, 5, budget);
   r.resume(dir / "b" / "checkpoint.safetensors");
   CHECK(r.forward_equivalents() == doctest::Approx(charged + per_round).epsilon(1e-12));
+  CHECK(r.cpu_s() == cpu_b);  // the time already spent carries over
+  CHECK(r.wall_s() == wall_b);
   r.run(dir / "b");
+  CHECK(r.cpu_s() > cpu_b);
   CHECK(r.round() == 3);
   CHECK(r.forward_equivalents() == a.forward_equivalents());
   CHECK(lora_weights(pc) == lora_weights(pa));
