@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # spo's CUDA UNet benchmark (bench_unet_cuda) and its PyTorch eager peer (torch_unet_gpu_peer.py) on the same GPU,
-# back to back; prints a markdown table (medians of 3 repetitions).
+# back to back; prints a markdown table (medians of 3 repetitions, and each side's peak device memory).
 #   bench/cuda/run_gpu.sh <bench_unet_cuda executable> [output dir] [benchmark filter]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,7 +17,7 @@ mkdir -p "$out"
   echo "torch peer exited with $?" >&2
 "$python" - "$out/spo_gpu.json" "$out/torch_gpu.jsonl" <<'PY'
 import json, sys
-spo, errors = {}, {}
+spo, errors, spo_peak, peer_peak = {}, {}, {}, {}
 try:
     doc = json.load(open(sys.argv[1]))
     print(f"spo: {doc['context'].get('executable', '')}, {doc['context'].get('date', '')}")
@@ -27,6 +27,7 @@ try:
             errors[name] = b.get("error_message", "error")
         elif b.get("aggregate_name") == "median":
             spo[name] = b["real_time"] * {"ms": 1, "us": 1e-3, "s": 1e3}[b["time_unit"]]
+            spo_peak[name] = b.get("peak_gib")
 except Exception as e:  # noqa: BLE001
     print(f"spo results unreadable: {e}")
 peer, info = {}, {}
@@ -36,15 +37,17 @@ for line in open(sys.argv[2]):
         info = r
     elif "ms_median" in r:
         peer[r["name"]] = r["ms_median"]
+        peer_peak[r["name"]] = r.get("peak_gib")
     else:
         peer[r["name"]] = None
 print(f"PyTorch: {info}")
-print("| benchmark | spo ms | PyTorch eager ms | PyTorch / spo |")
-print("|---|---:|---:|---:|")
+print("| benchmark | spo ms | PyTorch eager ms | PyTorch / spo | spo peak GiB | PyTorch peak GiB |")
+print("|---|---:|---:|---:|---:|---:|")
+gib = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
 for name in sorted(set(spo) | set(peer) | set(errors)):
     s, p = spo.get(name), peer.get(name)
     fs = f"{s:.2f}" if s else errors.get(name, "-")[:60]
     fp = f"{p:.2f}" if p else "-"
     ratio = f"{p / s:.2f}x" if s and p else "-"
-    print(f"| {name} | {fs} | {fp} | {ratio} |")
+    print(f"| {name} | {fs} | {fp} | {ratio} | {gib(spo_peak.get(name))} | {gib(peer_peak.get(name))} |")
 PY

@@ -108,18 +108,27 @@ class BasicTransformerBlock(nn.Module):
 
 
 class Transformer2DModel(nn.Module):
-    def __init__(self, channels, heads, context_dim, groups):
+    """GroupNorm, proj_in, `layers` transformer blocks, proj_out, residual; the projections are 1x1 convolutions on
+    [B, C, H, W] or, with linear_projection (SD 2.x, SDXL), linear layers on the [B, H W, C] tokens."""
+
+    def __init__(self, channels, heads, context_dim, groups, layers=1, linear_projection=False):
         super().__init__()
+        self.linear = linear_projection
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
-        self.proj_in = nn.Conv2d(channels, channels, 1)
-        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(channels, heads, context_dim)])
-        self.proj_out = nn.Conv2d(channels, channels, 1)
+        proj = (lambda: nn.Linear(channels, channels)) if linear_projection else (lambda: nn.Conv2d(channels, channels, 1))
+        self.proj_in = proj()
+        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(channels, heads, context_dim)
+                                                 for _ in range(layers)])
+        self.proj_out = proj()
 
     def forward(self, x, context):
         b, c, h, w = x.shape
-        t = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(b, h * w, c)
-        t = self.transformer_blocks[0](t, context)
-        return self.proj_out(t.reshape(b, h, w, c).permute(0, 3, 1, 2)) + x
+        tokens = lambda y: y.permute(0, 2, 3, 1).reshape(b, h * w, c)  # noqa: E731
+        image = lambda y: y.reshape(b, h, w, c).permute(0, 3, 1, 2)  # noqa: E731
+        t = self.proj_in(tokens(self.norm(x))) if self.linear else tokens(self.proj_in(self.norm(x)))
+        for block in self.transformer_blocks:
+            t = block(t, context)
+        return (image(self.proj_out(t)) if self.linear else self.proj_out(image(t))) + x
 
 
 class Sampler(nn.Module):
@@ -143,24 +152,36 @@ class Block(nn.Module):
 
 
 class UNet2DConditionModel(nn.Module):
+    """attention_heads and transformer_layers_per_block: one value, or one per level (down level i and its mirrored
+    up level; the mid block takes the last). addition_time_embed_dim / projection_class_embeddings_input_dim: SDXL's
+    addition_embed_type "text_time" (forward then takes text_embeds [B, P] and time_ids [B, K])."""
+
     def __init__(self, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
                  attention=(True, True, True, False), layers_per_block=2, attention_heads=8, cross_attention_dim=768,
-                 norm_num_groups=32, norm_eps=1e-5):
+                 norm_num_groups=32, norm_eps=1e-5, transformer_layers_per_block=1, use_linear_projection=False,
+                 addition_time_embed_dim=None, projection_class_embeddings_input_dim=None):
         super().__init__()
         ch, levels, g, eps = list(block_out_channels), len(block_out_channels), norm_num_groups, norm_eps
+        per_level = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * levels  # noqa: E731
+        heads, depth = per_level(attention_heads), per_level(transformer_layers_per_block)
         temb = 4 * ch[0]
         self.time_proj = Timesteps(ch[0])
         self.time_embedding = TimestepEmbedding(ch[0], temb)
+        if addition_time_embed_dim is not None:
+            self.add_time_proj = Timesteps(addition_time_embed_dim)
+            self.add_embedding = TimestepEmbedding(projection_class_embeddings_input_dim, temb)
         self.conv_in = nn.Conv2d(in_channels, ch[0], 3, padding=1)
-        attn = lambda c: Transformer2DModel(c, attention_heads, cross_attention_dim, g)  # noqa: E731
+        attn = lambda c, level: Transformer2DModel(c, heads[level], cross_attention_dim, g, depth[level],  # noqa: E731
+                                                   use_linear_projection)
         self.down_blocks = nn.ModuleList()
         out = ch[0]
         for i in range(levels):
             cin, out = out, ch[i]
             res = [ResnetBlock2D(cin if j == 0 else out, out, temb, g, eps) for j in range(layers_per_block)]
-            ats = [attn(out) for _ in range(layers_per_block)] if attention[i] else []
+            ats = [attn(out, i) for _ in range(layers_per_block)] if attention[i] else []
             self.down_blocks.append(Block(res, ats, Sampler(out, True) if i < levels - 1 else None, "downsamplers"))
-        self.mid_block = Block([ResnetBlock2D(ch[-1], ch[-1], temb, g, eps) for _ in range(2)], [attn(ch[-1])], None, "")
+        self.mid_block = Block([ResnetBlock2D(ch[-1], ch[-1], temb, g, eps) for _ in range(2)],
+                               [attn(ch[-1], levels - 1)], None, "")
         self.up_blocks = nn.ModuleList()
         rev = list(reversed(ch))
         prev = rev[0]
@@ -170,14 +191,17 @@ class UNet2DConditionModel(nn.Module):
             for j in range(layers_per_block + 1):
                 skip = skip_in if j == layers_per_block else out
                 res.append(ResnetBlock2D((prev if j == 0 else out) + skip, out, temb, g, eps))
-            ats = [attn(out) for _ in range(layers_per_block + 1)] if attention[levels - 1 - i] else []
+            ats = [attn(out, levels - 1 - i) for _ in range(layers_per_block + 1)] if attention[levels - 1 - i] else []
             self.up_blocks.append(Block(res, ats, Sampler(out, False) if i < levels - 1 else None, "upsamplers"))
             prev = out
         self.conv_norm_out = nn.GroupNorm(g, ch[0], eps=eps)
         self.conv_out = nn.Conv2d(ch[0], out_channels, 3, padding=1)
 
-    def forward(self, sample, timesteps, context):
+    def forward(self, sample, timesteps, context, text_embeds=None, time_ids=None):
         temb = self.time_embedding(self.time_proj(timesteps).to(sample.dtype))
+        if hasattr(self, "add_embedding"):
+            ids = self.add_time_proj(time_ids.flatten()).reshape(time_ids.shape[0], -1)
+            temb = temb + self.add_embedding(torch.cat([text_embeds, ids], dim=-1).to(temb.dtype))
         h = self.conv_in(sample)
         skips = [h]
         for b in self.down_blocks:

@@ -2,7 +2,10 @@
 equal to diffusers' UNet2DConditionModel), the same configs, batches and benchmark names, forward under no_grad and
 forward + backward of sum(y * dy) with every parameter trainable (and, at the SD1.5 size, with rank-4 LoRA on the
 attention projections and the base frozen), in strict FP32 (TF32 off for matmul and cuDNN) and
-with TF32 allowed. Prints one JSON object per benchmark: {"name", "ms_median", "ms_min", "reps", "parameters"}.
+with TF32 allowed; and under torch.autocast in bfloat16 and float16 (FP32 weights, as PyTorch's mixed-precision
+training keeps them) at the SD1.5 size and at the SDXL size (1024x1024, batch 2, text_time conditions).
+Prints one JSON object per benchmark: {"name", "ms_median", "ms_min", "reps", "parameters", "trainable",
+"peak_gib"} (peak_gib: torch.cuda.max_memory_allocated over the benchmark, weights included).
 """
 import argparse
 import json
@@ -21,7 +24,13 @@ DEFAULT = dict(in_channels=1, out_channels=1, block_out_channels=(32, 64, 128), 
 SD15 = dict(in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
             attention=(True, True, True, False), layers_per_block=2, attention_heads=8, cross_attention_dim=768,
             norm_num_groups=32)
+SDXL = dict(in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280), attention=(False, True, True),
+            layers_per_block=2, attention_heads=(5, 10, 20), cross_attention_dim=2048, norm_num_groups=32,
+            transformer_layers_per_block=(1, 2, 10), use_linear_projection=True, addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816)
 CASES = [("default/8", DEFAULT, 8, 32, 8), ("default/64", DEFAULT, 64, 32, 8), ("sd15/8", SD15, 8, 64, 77)]
+HALF_CASES = [("sd15/8", SD15, 8, 64, 77), ("sdxl/2", SDXL, 2, 128, 77)]
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class LoRALinear(torch.nn.Module):
@@ -66,8 +75,9 @@ def timed(fn, reps, min_time):
     return statistics.median(samples), min(samples)
 
 
-def measure(name, cfg, batch, size, tokens, backward, lora, args):
-    """Builds the UNet on the GPU and times forward (no_grad) or forward + backward of sum(y * dy)."""
+def measure(name, cfg, batch, size, tokens, backward, lora, args, autocast=None):
+    """Builds the UNet on the GPU and times forward (no_grad) or forward + backward of sum(y * dy), under
+    torch.autocast(autocast) when given."""
     dev = torch.device("cuda")
     torch.manual_seed(0)
     with torch.device(dev):  # parameters created on the GPU (no host initialisation of 860M weights)
@@ -78,20 +88,30 @@ def measure(name, cfg, batch, size, tokens, backward, lora, args):
     t = torch.tensor([(37 * i) % 1000 for i in range(batch)], device=dev)
     c = torch.randn(batch, tokens, cfg["cross_attention_dim"], device=dev)
     dy = torch.randn(batch, cfg["out_channels"], size, size, device=dev)
+    added = {}
+    if cfg.get("addition_time_embed_dim"):
+        pooled = cfg["projection_class_embeddings_input_dim"] - 6 * cfg["addition_time_embed_dim"]
+        added = {"text_embeds": torch.randn(batch, pooled, device=dev),
+                 "time_ids": torch.tensor([[8.0 * size, 8.0 * size, 0, 0, 8.0 * size, 8.0 * size]] * batch, device=dev)}
+    cast = torch.autocast("cuda", dtype=autocast, enabled=autocast is not None)
 
     def fwd():
-        with torch.no_grad():
-            unet(x, t, c)
+        with torch.no_grad(), cast:
+            unet(x, t, c, **added)
 
     def fwd_bwd():
         unet.zero_grad(set_to_none=False)
-        (unet(x, t, c) * dy).sum().backward()
+        with cast:
+            y = unet(x, t, c, **added)
+        (y.float() * dy).sum().backward()
 
     try:
+        torch.cuda.reset_peak_memory_stats()
         med, best = timed(fwd_bwd if backward else fwd, args.reps, args.min_time)
         return {"name": name, "ms_median": med, "ms_min": best, "reps": args.reps,
                 "parameters": sum(p.numel() for p in unet.parameters()),
-                "trainable": sum(p.numel() for p in unet.parameters() if p.requires_grad)}
+                "trainable": sum(p.numel() for p in unet.parameters() if p.requires_grad),
+                "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
     except torch.OutOfMemoryError as e:
         return {"name": name, "error": str(e)[:200]}
 
@@ -108,14 +128,19 @@ def main():
     runs = [(case, cfg, batch, size, tokens, tf32, backward, False) for case, cfg, batch, size, tokens in CASES
             for tf32 in (False, True) for backward in (False, True)]
     runs += [("sd15/8", SD15, 8, 64, 77, tf32, True, True) for tf32 in (False, True)]
-    for case, cfg, batch, size, tokens, tf32, backward, lora in runs:
+    runs = [r + (None,) for r in runs]
+    runs += [(case, cfg, batch, size, tokens, False, backward, lora, dtype) for dtype in AUTOCAST
+             for case, cfg, batch, size, tokens in HALF_CASES
+             for backward, lora in ((False, False), (True, False), (True, True))]
+    for case, cfg, batch, size, tokens, tf32, backward, lora, dtype in runs:
         kind = "UNetForwardBackwardLoRA/" if lora else ("UNetForwardBackward/" if backward else "UNetForward/")
-        name = kind + case + ("/tf32" if tf32 else "/fp32")
+        name = kind + case + "/" + (dtype or ("tf32" if tf32 else "fp32"))
         if args.filter and args.filter not in name:
             continue
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-        print(json.dumps(measure(name, cfg, batch, size, tokens, backward, lora, args)), flush=True)
+        print(json.dumps(measure(name, cfg, batch, size, tokens, backward, lora, args, AUTOCAST.get(dtype))),
+              flush=True)
         torch.cuda.empty_cache()
 
 

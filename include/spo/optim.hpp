@@ -8,3 +8,6 @@
 #include "spo/optim/clip_grad.hpp"
 #include "spo/optim/ema.hpp"
 #include "spo/optim/loss_scaler.hpp"
+#include "spo/optim/master_weights.hpp"
+#include "spo/optim/mixed_precision_step.hpp"
+#include "spo/optim/precision.hpp"

@@ -24,6 +24,8 @@
 #include "spo/tensor/cuda/ops.hpp"
 #include "spo/tensor/ops.hpp"
 
+#include "half_values.hpp"
+
 using namespace spo;
 
 namespace {
@@ -31,17 +33,12 @@ namespace {
 constexpr double u = 0x1p-24;
 constexpr double K = 64;
 
-template <class H>
-constexpr double unit_roundoff() {
-  return std::same_as<H, spo::half> ? 0x1p-11 : 0x1p-8;
-}
+using cuda_test::unit_roundoff;
 
 /// A float tensor of random values that are exactly representable in H (drawn, then rounded through H).
 template <class H>
 Tensor<float, cpu> representable(const Shape& s, Generator& gen, float mean, float stddev) {
-  auto t = Tensor<float, cpu>::uninitialized(s);
-  fill_normal(t.view(), gen, mean, stddev);
-  return cast<float>(cast<H>(t));
+  return cuda_test::representable<H, float>(s, gen, stddev, mean);
 }
 
 /// The device result of H widened to float on the host.

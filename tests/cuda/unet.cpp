@@ -16,30 +16,18 @@
 #include "spo/tensor/ops.hpp"
 
 #include "reference.hpp"
+#include "unet_fixtures.hpp"
 
 using namespace spo;
 
 namespace {
 
-model::UNetConfig tiny_config() {
-  model::UNetConfig c;
-  c.in_channels = 3;
-  c.out_channels = 2;
-  c.block_out_channels = {16, 24};
-  c.attention = {true, true};
-  c.layers_per_block = 1;
-  c.attention_heads = 2;
-  c.cross_attention_dim = 12;
-  c.norm_num_groups = 4;
-  return c;
-}
-
 template <class T, class Proj>
 void check_unet() {
   constexpr bool lora = !std::is_same_v<Proj, nn::Linear<T, cuda>>;
   using CpuProj = std::conditional_t<lora, nn::LoRA<nn::Linear<T, cpu>>, nn::Linear<T, cpu>>;
-  model::UNet2DCondition<T, cpu, CpuProj> host(tiny_config());
-  model::UNet2DCondition<T, cuda, Proj> device(tiny_config());
+  model::UNet2DCondition<T, cpu, CpuProj> host(cuda_test::tiny_unet_config());
+  model::UNet2DCondition<T, cuda, Proj> device(cuda_test::tiny_unet_config());
   Generator g{11, 0};
   host.reset_parameters(g);
   if constexpr (lora) {
@@ -72,7 +60,7 @@ void check_unet() {
   CHECK(cuda_test::scaled_error(to_host(g_dev.dsample), g_host.dsample, tol) <= 1.0);
   CHECK(cuda_test::scaled_error(to_host(g_dev.dcontext), g_host.dcontext, tol) <= 1.0);
 
-  model::UNet2DCondition<T, cpu, CpuProj> grads(tiny_config());
+  model::UNet2DCondition<T, cpu, CpuProj> grads(cuda_test::tiny_unet_config());
   if constexpr (lora) {
     Generator ga{12, 0};
     grads.attach_lora(2, 4.0, ga);
@@ -108,7 +96,7 @@ TEST_CASE_TEMPLATE("UNet2DCondition with LoRA on cuda == cpu: only adapter gradi
 }
 
 TEST_CASE("UNet2DCondition on cuda: a sample of the wrong channel count is an error naming the shape") {
-  model::UNet2DCondition<float, cuda> unet(tiny_config());
+  model::UNet2DCondition<float, cuda> unet(cuda_test::tiny_unet_config());
   Tensor<float, cuda> x(Shape{2, 4, 8, 8}), t(Shape{2}), ctx(Shape{2, 5, 12});
   CHECK_THROWS_WITH_AS(unet.forward(x, t, ctx), doctest::Contains("[2, 4, 8, 8]"), spo::error);
 }

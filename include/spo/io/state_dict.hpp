@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <filesystem>
 #include <map>
@@ -13,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "spo/core/device.hpp"
@@ -65,6 +67,18 @@ void expect_finite(const S& dict, const std::string& key) {
                       " (non-finite values cannot be loaded)");
 }
 
+/// The first element of `t` that is finite as stored but overflows the 16-bit scalar T when rounded into it (F32 or
+/// F64 values beyond half's 65504, say); nullopt when none does or the dtype is T's own.
+template <HalfScalar T>
+std::optional<std::pair<std::int64_t, double>> first_overflow(const TensorBytes& t) {
+  if (t.dtype == native_dtype<T> || (t.dtype == Dtype::f16 && std::same_as<T, bfloat16>)) return std::nullopt;
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
+    const double x = detail::decode_element<double>(t.dtype, t.data.data(), i);
+    if (std::isfinite(x) && !std::isfinite(static_cast<float>(convert_scalar<T>(x)))) return std::pair{i, x};
+  }
+  return std::nullopt;
+}
+
 /// Lets a store that maps its file give the pages of `key` back once read (see MappedSafetensors::release).
 template <TensorStore S>
 void release(const S& dict, const std::string& key) {
@@ -86,7 +100,7 @@ inline std::string key_list(const std::vector<std::string>& keys) {
 */
 
 /// `t` readable on the host: t itself on the CPU, otherwise a host copy.
-template <Scalar T, Device D>
+template <StorageScalar T, Device D>
 decltype(auto) host_readable(const Tensor<T, D>& t) {
   if constexpr (std::same_as<D, cpu>)
     return (t);  // const Tensor<T, cpu>&
@@ -95,7 +109,7 @@ decltype(auto) host_readable(const Tensor<T, D>& t) {
 }
 
 /// dst = src elementwise for a host `src` and a `dst` of the same shape on any device.
-template <Scalar T, Device D>
+template <StorageScalar T, Device D>
 void assign_from_host(const Tensor<T, cpu>& src, TensorView<T, D> dst) {
   check_same_shape(src.shape(), dst.shape(), "assign_from_host");
   if constexpr (std::same_as<D, cpu>)
@@ -169,6 +183,16 @@ StateDictLoadResult check_state_dict(M& model, const S& dict, const StateDictLoa
           mismatched.push_back("\"" + key + "\": dtype " + std::string(dtype_name(st.dtype)) +
                                " is not floating point");
         } else {
+          using T = typename std::remove_cvref_t<decltype(p.value)>::value_type;
+          if constexpr (HalfScalar<T>) {
+            if (const auto o = detail::first_overflow<T>(st)) {
+              std::ostringstream os;
+              os << "\"" << key << "\": element " << o->first << " (" << o->second << ") overflows "
+                 << (std::same_as<T, half> ? "half" : "bfloat16") << " (stored as " << dtype_name(st.dtype) << ")";
+              mismatched.push_back(os.str());
+              return;
+            }
+          }
           r.loaded.emplace_back(name);
         }
       },

@@ -17,7 +17,7 @@
 namespace spo::model {
 
 /// Gradients of a block with a second input (time embedding or text context).
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 struct BlockGradients {
   Tensor<T, D> dx;
   Tensor<T, D> dcond;
@@ -31,7 +31,7 @@ struct BlockGradients {
     x [B, Cin, H, W], temb [B, Ct] -> y [B, Cout, H, W]. With temb_channels == 0 (diffusers' temb_channels=None,
     as in the VAE) there is no time_emb_proj and no temb term: forward(x), and backward's dcond is empty.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class ResnetBlock2D {
  public:
   using scalar_type = T;
@@ -109,7 +109,7 @@ class ResnetBlock2D {
 
 /// diffusers' Downsample2D(use_conv=True, padding=p): conv 3x3 stride 2 with padding p; p = 0 (the VAE's
 /// DownEncoderBlock2D) first pads one zero row and column at the end (F.pad(x, (0, 1, 0, 1))). Key `conv`.
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class Downsample2D {
  public:
   using scalar_type = T;
@@ -136,7 +136,7 @@ class Downsample2D {
 };
 
 /// diffusers' Upsample2D(use_conv=True): nearest 2x, then conv 3x3. Key `conv`.
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class Upsample2D {
  public:
   using scalar_type = T;

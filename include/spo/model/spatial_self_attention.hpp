@@ -25,7 +25,7 @@ namespace spo::model {
   ENSURES
     forward keeps nothing for a backward (there is none: the VAE is frozen) and frees each intermediate once used.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class SpatialSelfAttention {
  public:
   using scalar_type = T;

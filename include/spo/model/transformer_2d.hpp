@@ -21,7 +21,7 @@ namespace spo::model {
     with ff = net.2(GEGLU net.0(.)), GEGLU inner width 4 dim. x [B, N, dim], context [B, M, Dctx].
     Proj is the projection policy of both attentions (nn::Linear, or nn::LoRA<nn::Linear> for SPO).
 !*/
-template <Scalar T, Device D = cpu, class Proj = nn::Linear<T, D>>
+template <StorageScalar T, Device D = cpu, class Proj = nn::Linear<T, D>>
 class BasicTransformerBlock {
  public:
   using tensor = Tensor<T, D>;
@@ -107,7 +107,7 @@ class BasicTransformerBlock {
     token layout when use_linear_projection (SD 2.x, SDXL). x [B, C, H, W] -> y [B, C, H, W]. Block k has the keys
     `transformer_blocks.k`.
 !*/
-template <Scalar T, Device D = cpu, class Proj = nn::Linear<T, D>>
+template <StorageScalar T, Device D = cpu, class Proj = nn::Linear<T, D>>
 class Transformer2D {
  public:
   using tensor = Tensor<T, D>;

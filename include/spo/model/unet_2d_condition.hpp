@@ -161,19 +161,20 @@ inline void validate(const UNetConfig& c, std::string_view key = "unet") {
   c.validate_extensions(k);
 }
 
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 struct UNetGradients {
-  Tensor<T, D> dsample;       // [B, Cin, H, W]
-  Tensor<T, D> dcontext;      // [B, M, Dctx]
-  Tensor<T, D> dtext_embeds;  // [B, P] (text_time only, else empty)
-  Tensor<T, D> dtime_ids;     // [B, K] (text_time only, else empty)
+  Tensor<T, D> dsample;                    // [B, Cin, H, W]
+  Tensor<T, D> dcontext;                   // [B, M, Dctx]
+  Tensor<T, D> dtext_embeds;               // [B, P] (text_time only, else empty)
+  Tensor<compute_type_t<T>, D> dtime_ids;  // [B, K] (text_time only, else empty)
 };
 
-/// diffusers' added_cond_kwargs of a text_time UNet (SDXL): the pooled text embedding and the size/crop ids.
-template <Scalar T, Device D = cpu>
+/// diffusers' added_cond_kwargs of a text_time UNet (SDXL): the pooled text embedding and the size/crop ids (the ids
+/// in T's compute type, like the timesteps: sizes such as 1000 are not bfloat16 numbers).
+template <StorageScalar T, Device D = cpu>
 struct UNetAddedConditions {
-  Tensor<T, D> text_embeds;  // [B, P]
-  Tensor<T, D> time_ids;     // [B, K]
+  Tensor<T, D> text_embeds;               // [B, P]
+  Tensor<compute_type_t<T>, D> time_ids;  // [B, K]
 };
 
 /*!
@@ -183,11 +184,14 @@ struct UNetAddedConditions {
     Proj is the projection policy of every attention (nn::Linear, or nn::LoRA<nn::Linear> for LoRA fine-tuning);
     Checkpoint the activation-checkpointing policy of its resnet and transformer blocks (nn::NoCheckpointing, or
     nn::BlockCheckpointing: each block recomputes its activations in backward, gradients bitwise the same).
+    T may be a 16-bit scalar on a device with 16-bit kernels: the timesteps and time ids then stay in T's compute
+    type (float) and their sinusoidal projections run in it, rounded to T before the time embedding, as diffusers'
+    half-precision UNets compute t_emb in float32 and cast it.
     forward() keeps what backward() needs when nn::grad_enabled(); backward(dy) returns the sample and context
     gradients (and, after a text_time forward, those of text_embeds and time_ids) and adds parameter gradients into
     trainable parameters.
 !*/
-template <Scalar T, Device D = cpu, class Proj = nn::Linear<T, D>, class Checkpoint = nn::NoCheckpointing>
+template <StorageScalar T, Device D = cpu, class Proj = nn::Linear<T, D>, class Checkpoint = nn::NoCheckpointing>
 class UNet2DCondition {
  public:
   using scalar_type = T;
@@ -195,6 +199,7 @@ class UNet2DCondition {
   using projection_type = Proj;
   using checkpoint_policy = Checkpoint;
   using tensor = Tensor<T, D>;
+  using compute_tensor = Tensor<compute_type_t<T>, D>;  ///< timesteps and time ids
   using resnet_type = typename Checkpoint::template apply<ResnetBlock2D<T, D>>;
   using attention_type = typename Checkpoint::template apply<Transformer2D<T, D, Proj>>;
 
@@ -205,10 +210,10 @@ class UNet2DCondition {
     const std::int64_t levels = static_cast<std::int64_t>(ch.size()), c0 = ch[0], temb = 4 * c0;
     const auto g = c.norm_num_groups;
     conv_in_ = nn::Conv2d<T, D>(c.in_channels, c0, 3, 1, 1);
-    time_proj_ = nn::Timesteps<T, D>(c.time_proj_options(c0));
+    time_proj_ = nn::Timesteps<compute_type_t<T>, D>(c.time_proj_options(c0));
     time_embedding_ = nn::TimestepEmbedding<T, D>(c0, temb);
     if (c.text_time) {
-      add_time_proj_ = nn::Timesteps<T, D>(c.time_proj_options(c.text_time->addition_time_embed_dim));
+      add_time_proj_ = nn::Timesteps<compute_type_t<T>, D>(c.time_proj_options(c.text_time->addition_time_embed_dim));
       add_embedding_.emplace(c.text_time->projection_class_embeddings_input_dim, temb);
     }
     std::vector<std::int64_t> skip_channels{c0};
@@ -278,14 +283,14 @@ class UNet2DCondition {
     conv_out_.reset_parameters(gen);
   }
 
-  tensor forward(const tensor& sample, const tensor& timesteps, const tensor& context) {
+  tensor forward(const tensor& sample, const compute_tensor& timesteps, const tensor& context) {
     SPO_CHECK(!config_.text_time,
               "UNet2DCondition: a text_time UNet needs the added conditions (text_embeds [B, P], time_ids [B, K])");
     return forward_impl(sample, timesteps, context, nullptr);
   }
 
   /// The forward of a text_time UNet (SDXL): temb += add_embedding(cat(text_embeds, add_time_proj(time_ids))).
-  tensor forward(const tensor& sample, const tensor& timesteps, const tensor& context,
+  tensor forward(const tensor& sample, const compute_tensor& timesteps, const tensor& context,
                  const UNetAddedConditions<T, D>& added) {
     SPO_CHECK(config_.text_time, "UNet2DCondition: added conditions given to a UNet without text_time");
     const auto& a = *config_.text_time;
@@ -361,9 +366,9 @@ class UNet2DCondition {
       const std::int64_t b = time_ids_shape_[0], k = time_ids_shape_[1];
       auto dadd = add_embedding_->backward(dtemb);  // [B, P + K dim]
       auto [dtext, dtime] = split_channels(dadd, text_embeds_shape_[1]);
-      dtime.reshape(Shape{b * k, config_.text_time->addition_time_embed_dim});  // [B K, dim]
-      grads.dtext_embeds = std::move(dtext);                                    // [B, P]
-      grads.dtime_ids = add_time_proj_.backward(dtime).reshape(Shape{b, k});    // [B, K]
+      dtime.reshape(Shape{b * k, config_.text_time->addition_time_embed_dim});                       // [B K, dim]
+      grads.dtext_embeds = std::move(dtext);                                                         // [B, P]
+      grads.dtime_ids = add_time_proj_.backward(to_compute(std::move(dtime))).reshape(Shape{b, k});  // [B, K]
     }
     return grads;
   }
@@ -414,7 +419,22 @@ class UNet2DCondition {
 
  private:
   /// The forward of both public overloads; `added` is null without text_time.
-  tensor forward_impl(const tensor& sample, const tensor& timesteps, const tensor& context,
+  /// t rounded to T (nothing to do when T is its own compute type).
+  static tensor to_layer(compute_tensor t) {
+    if constexpr (std::same_as<T, compute_type_t<T>>)
+      return t;
+    else
+      return cast<T>(t);
+  }
+  /// t widened to the compute type.
+  static compute_tensor to_compute(tensor t) {
+    if constexpr (std::same_as<T, compute_type_t<T>>)
+      return t;
+    else
+      return cast<compute_type_t<T>>(t);
+  }
+
+  tensor forward_impl(const tensor& sample, const compute_tensor& timesteps, const tensor& context,
                       const UNetAddedConditions<T, D>* added) {
     SPO_CHECK(sample.rank() == 4 && sample.size(1) == config_.in_channels &&
                   sample.size(2) % config_.size_multiple() == 0 && sample.size(3) % config_.size_multiple() == 0,
@@ -429,15 +449,15 @@ class UNet2DCondition {
     const nn::NetworkScope metered("unet", nn::Pass::forward, sample.size(0));
     const bool keep = nn::grad_enabled();
     context_shape_ = context.shape();
-    auto temb = time_embedding_.forward(time_proj_.forward(timesteps));  // [B, 4 C0]
+    auto temb = time_embedding_.forward(to_layer(time_proj_.forward(timesteps)));  // [B, 4 C0]
     if (added) {
       const std::int64_t b = added->time_ids.size(0), k = added->time_ids.size(1);
       const std::int64_t dim = config_.text_time->addition_time_embed_dim;
       text_embeds_shape_ = added->text_embeds.shape();
       time_ids_shape_ = added->time_ids.shape();
-      tensor ids = added->time_ids;
+      compute_tensor ids = added->time_ids;
       ids.reshape(Shape{b * k});                                                             // [B K]
-      auto time_embeds = add_time_proj_.forward(ids).reshape(Shape{b, k * dim});             // [B, K dim]
+      auto time_embeds = to_layer(add_time_proj_.forward(ids)).reshape(Shape{b, k * dim});   // [B, K dim]
       auto aug = add_embedding_->forward(concat_channels(added->text_embeds, time_embeds));  // [B, 4 C0]
       add_inplace(temb, aug);
     }
@@ -488,9 +508,9 @@ class UNet2DCondition {
 
   UNetConfig config_;
   nn::Conv2d<T, D> conv_in_;
-  nn::Timesteps<T, D> time_proj_;
+  nn::Timesteps<compute_type_t<T>, D> time_proj_;
   nn::TimestepEmbedding<T, D> time_embedding_;
-  nn::Timesteps<T, D> add_time_proj_;
+  nn::Timesteps<compute_type_t<T>, D> add_time_proj_;
   std::optional<nn::TimestepEmbedding<T, D>> add_embedding_;
   std::vector<DownBlock> down_;
   resnet_type mid_resnet0_, mid_resnet1_;

@@ -244,10 +244,12 @@ namespace spo::nn {
     y = f(x) elementwise for an ActivationFunction f; no parameters, any input shape. Keeps x for backward
     (copied aside by the forward kernel itself). The arithmetic is the device's activation_* kernels.
 !*/
-template <ActivationFunction F, Scalar T, Device D = cpu>
+template <ActivationFunction F, StorageScalar T, Device D = cpu>
 class Activation {
   static_assert(kernels_declared<D>,
                 "spo::nn::Activation<F, T, D>: no kernels of device D are declared; include spo/cuda.hpp");
+  static_assert(Scalar<T> || half_kernels<D>,
+                "spo::nn::Activation<F, T, D>: 16-bit layers need a device with 16-bit kernels (spo::cuda)");
 
  public:
   using scalar_type = T;
@@ -286,13 +288,13 @@ class Activation {
   tensor input_;
 };
 
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 using SiLU = Activation<SiLUFunction, T, D>;
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 using GELU = Activation<GELUFunction, T, D>;
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 using GELUTanh = Activation<GELUTanhFunction, T, D>;
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 using QuickGELU = Activation<QuickGELUFunction, T, D>;
 
 /*!
@@ -302,7 +304,7 @@ using QuickGELU = Activation<QuickGELUFunction, T, D>;
     gated_* kernels).
     Keys `proj.weight` [2 dim_out, dim_in], `proj.bias` [2 dim_out]. Input [..., dim_in], output [..., dim_out].
 !*/
-template <Scalar T, Device D = cpu, ActivationFunction F = GELUFunction>
+template <StorageScalar T, Device D = cpu, ActivationFunction F = GELUFunction>
 class GEGLU {
  public:
   using scalar_type = T;

@@ -98,10 +98,12 @@ struct AttentionOptions {
     - ContextLayer: forward(x [B, N, query_dim], context [B, M, context_dim]) then backward_context(dy) ->
       {dx, dcontext}.
 !*/
-template <Scalar T, Device D = cpu, class Proj = Linear<T, D>>
+template <StorageScalar T, Device D = cpu, class Proj = Linear<T, D>>
 class Attention {
   static_assert(kernels_declared<D>,
                 "spo::nn::Attention<T, D, Proj>: no kernels of device D are declared; include spo/cuda.hpp");
+  static_assert(Scalar<T> || half_kernels<D>,
+                "spo::nn::Attention<T, D, Proj>: 16-bit layers need a device with 16-bit kernels (spo::cuda)");
   static_assert(Layer<Proj>, "Attention<T, D, Proj>: Proj must model spo::nn::Layer");
   static_assert(std::constructible_from<Proj, std::int64_t, std::int64_t, bool>,
                 "Attention<T, D, Proj>: Proj must be constructible as Proj(in_features, out_features, bias)");
@@ -198,8 +200,11 @@ class Attention {
   std::int64_t dim_head() const { return dim_head_; }
   std::int64_t inner_dim() const { return heads_ * dim_head_; }
   const AttentionOptions& options() const { return options_; }
-  /// dim_head^-0.5 (diffusers: scale_qk with scale=None).
-  T scale() const { return T(1) / std::sqrt(static_cast<T>(dim_head_)); }
+  /// dim_head^-0.5 (diffusers: scale_qk with scale=None), in T's compute type.
+  compute_type_t<T> scale() const {
+    using compute = compute_type_t<T>;
+    return compute(1) / std::sqrt(static_cast<compute>(dim_head_));
+  }
 
  private:
   enum class Mode { none, self, cross };
@@ -221,11 +226,11 @@ class Attention {
   tensor run_forward(const tensor& x, const tensor& context, Mode mode) {
     const std::int64_t batch = x.shape()[0], n = x.shape()[1], m = context.shape()[1], inner = inner_dim();
     SPO_CHECK(m > 0 || n == 0, describe() << ": context shape " << context.shape() << " has no tokens");
-    tensor q = to_q_.forward(x);                                // [B, N, inner]
-    tensor k = to_k_.forward(context);                          // [B, M, inner]
-    tensor v = to_v_.forward(context);                          // [B, M, inner]
-    auto o = tensor::uninitialized(Shape{batch, n, inner});     // [B, N, inner]
-    auto lse = tensor::uninitialized(Shape{batch, heads_, n});  // [B, H, N]
+    tensor q = to_q_.forward(x);                                                      // [B, N, inner]
+    tensor k = to_k_.forward(context);                                                // [B, M, inner]
+    tensor v = to_v_.forward(context);                                                // [B, M, inner]
+    auto o = tensor::uninitialized(Shape{batch, n, inner});                           // [B, N, inner]
+    auto lse = Tensor<compute_type_t<T>, D>::uninitialized(Shape{batch, heads_, n});  // [B, H, N]
     const cpu_kernels::AttentionShape s{batch, heads_, n, m, dim_head_, options_.causal};
     attention_forward(s, q, k, v, o, lse, scale());
     count_flops(Pass::forward, 2 * gemm_flops(s.batch_heads() * n, m, dim_head_));  // q k^T, p v
@@ -265,7 +270,7 @@ class Attention {
     k_ = tensor();
     v_ = tensor();
     o_ = tensor();
-    lse_ = tensor();
+    lse_ = Tensor<compute_type_t<T>, D>();
   }
 
   std::int64_t query_dim_ = 0, context_dim_ = 0, heads_ = 1, dim_head_ = 1;
@@ -273,7 +278,8 @@ class Attention {
   Proj to_q_, to_k_, to_v_, to_out_;
   Mode mode_ = Mode::none;
   cpu_kernels::AttentionShape shape_;
-  tensor q_, k_, v_, o_, lse_;
+  tensor q_, k_, v_, o_;
+  Tensor<compute_type_t<T>, D> lse_;  // [B, H, N] in the compute type
 };
 
 }  // namespace spo::nn

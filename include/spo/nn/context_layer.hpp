@@ -12,7 +12,7 @@
 namespace spo::nn {
 
 /// Gradients of a two-input layer: with respect to the input x and to the context.
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 struct ContextGradients {
   Tensor<T, D> dx;
   Tensor<T, D> dcontext;
@@ -23,7 +23,8 @@ struct ContextGradients {
     A differentiable map y = f(x, context; parameters) with an explicit backward pass, e.g. cross-attention from
     image tokens x [B, N, C] to text tokens context [B, M, C_ctx] (diffusers' Attention with encoder_hidden_states).
   REQUIRES
-    - L::scalar_type is float or double; L::device_type is a Device
+    - L::scalar_type is a storage scalar (float, double; half or bfloat16 on a device with 16-bit kernels);
+      L::device_type is a Device
     - forward(x, context) returns y. When grad_enabled(), it keeps what backward_context needs (one forward, then
       at most one backward_context).
     - backward_context(dy) requires a preceding forward(x, context) in grad mode and dy.shape() == y.shape().
@@ -40,7 +41,7 @@ concept ContextLayer = requires {
   typename L::scalar_type;
   typename L::device_type;
 }
-&&Scalar<typename L::scalar_type>&& Device<typename L::device_type>&& requires(
+&&StorageScalar<typename L::scalar_type>&& Device<typename L::device_type>&& requires(
     L& layer, const Tensor<typename L::scalar_type, typename L::device_type>& x,
     detail::parameter_visitor_archetype<typename L::scalar_type, typename L::device_type> v) {
   { layer.forward(x, x) } -> std::same_as<Tensor<typename L::scalar_type, typename L::device_type>>;

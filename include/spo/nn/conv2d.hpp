@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "spo/core/half.hpp"
 #include "spo/core/rng.hpp"
 #include "spo/nn/compute_meter.hpp"
 #include "spo/nn/grad_mode.hpp"
@@ -20,8 +21,9 @@
 
 namespace spo::inline kernels {
 
-/// What the conv2d_backward of device D needs from its conv2d_forward; specialised beside each device's kernels.
-template <Scalar T, Device D>
+/// What the conv2d_backward of device D needs from its conv2d_forward; specialised beside each device's kernels (the
+/// CPU's for float and double, spo::cuda's for the 16-bit scalars too).
+template <StorageScalar T, Device D>
 struct Conv2dState;
 
 /// The CPU keeps the input in the layout of the forward primitive's source (cpu_kernels::Conv2dSaved).
@@ -82,10 +84,12 @@ struct Conv2dOptions {
     shape and what the device's conv2d_backward needs (Conv2dState<T, D>); on spo::cuda a frozen weight keeps no
     copy of the input, and backward then forms dx alone. The arithmetic is the device's conv2d_* kernels.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class Conv2d {
   static_assert(kernels_declared<D>,
                 "spo::nn::Conv2d<T, D>: no kernels of device D are declared; include spo/cuda.hpp");
+  static_assert(Scalar<T> || half_kernels<D>,
+                "spo::nn::Conv2d<T, D>: 16-bit layers need a device with 16-bit kernels (spo::cuda)");
 
  public:
   using scalar_type = T;
@@ -114,7 +118,8 @@ class Conv2d {
   /// torch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, fan_in = in kh kw (the same
   /// numbers on every device).
   void reset_parameters(Generator& gen) {
-    const T bound = T(1) / std::sqrt(static_cast<T>(in_ * opt_.kernel[0] * opt_.kernel[1]));
+    using compute = compute_type_t<T>;
+    const compute bound = compute(1) / std::sqrt(static_cast<compute>(in_ * opt_.kernel[0] * opt_.kernel[1]));
     fill_uniform(weight_.value.view(), gen, -bound, bound);
     if (opt_.bias) fill_uniform(bias_.value.view(), gen, -bound, bound);
   }

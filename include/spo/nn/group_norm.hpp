@@ -156,7 +156,7 @@ namespace spo::inline kernels {
   The GroupNorm kernels, with one overload per device, over x [B, C, *spatial] in G = rstd.size(1) groups.
   group_norm_forward(x, gamma, beta, y, xhat, rstd, eps)
     REQUIRES gamma, beta: [C] or both null; xhat: like x, or null; rstd: [B, G], C % G == 0
-    ENSURES  rstd, y (and xhat when not null) as cpu_kernels::group_norm_forward
+    ENSURES  rstd (in T's compute type), y (and xhat when not null) as cpu_kernels::group_norm_forward
   group_norm_backward(dy, xhat, rstd, gamma, dx, dgamma, dbeta)
     REQUIRES xhat and rstd from group_norm_forward; gamma [C] or null; dgamma, dbeta: [C] or null
     ENSURES  dx as cpu_kernels::group_norm_backward; dgamma[c] += sum_{b, s} dy xhat and dbeta[c] += sum_{b, s} dy,
@@ -204,10 +204,12 @@ namespace spo::nn {
     eps defaults to torch's 1e-5; diffusers' ResNet blocks pass 1e-6. Keeps xhat [B, C, *spatial] and rstd [B, G]
     for the closed-form backward; the arithmetic is the device's group_norm_* kernels (spo::kernels).
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class GroupNorm {
   static_assert(kernels_declared<D>,
                 "spo::nn::GroupNorm<T, D>: no kernels of device D are declared; include spo/cuda.hpp");
+  static_assert(Scalar<T> || half_kernels<D>,
+                "spo::nn::GroupNorm<T, D>: 16-bit layers need a device with 16-bit kernels (spo::cuda)");
 
  public:
   using scalar_type = T;
@@ -232,8 +234,8 @@ class GroupNorm {
                                                                        << " is not [B, " << channels_ << ", ...]");
     auto y = tensor::uninitialized(x.shape());  // [B, C, *spatial]
     const bool keep = grad_enabled();
-    xhat_ = keep ? tensor::uninitialized(x.shape()) : tensor();   // [B, C, *spatial]
-    rstd_ = tensor::uninitialized(Shape{x.shape()[0], groups_});  // [B, G]
+    xhat_ = keep ? tensor::uninitialized(x.shape()) : tensor();                         // [B, C, *spatial]
+    rstd_ = Tensor<compute_type_t<T>, D>::uninitialized(Shape{x.shape()[0], groups_});  // [B, G]
     group_norm_forward(x, affine_ ? &weight_.value : nullptr, affine_ ? &bias_.value : nullptr, y,
                        keep ? &xhat_ : nullptr, rstd_, eps_);
     return y;
@@ -260,7 +262,7 @@ class GroupNorm {
   /// Forgets what a grad-mode forward kept (a later backward is then an error).
   void drop_saved() {
     xhat_ = tensor();
-    rstd_ = tensor();
+    rstd_ = Tensor<compute_type_t<T>, D>();
   }
 
   std::int64_t num_groups() const { return groups_; }
@@ -275,8 +277,8 @@ class GroupNorm {
   double eps_ = 1e-5;
   bool affine_ = true;
   Parameter<T, D> weight_, bias_;
-  tensor xhat_;  // [B, C, *spatial] normalised input, kept for backward
-  tensor rstd_;  // [B, G] 1 / sqrt(var + eps)
+  tensor xhat_;                        // [B, C, *spatial] normalised input, kept for backward
+  Tensor<compute_type_t<T>, D> rstd_;  // [B, G] 1 / sqrt(var + eps), in the compute type
 };
 
 }  // namespace spo::nn

@@ -23,7 +23,8 @@ struct parameter_visitor_archetype {
   WHAT THIS REPRESENTS
     A differentiable map y = f(x; parameters) with an explicit backward pass.
   REQUIRES
-    - L::scalar_type is float or double; L::device_type is a Device
+    - L::scalar_type is a storage scalar (float, double; half or bfloat16 on a device with 16-bit kernels);
+      L::device_type is a Device
     - forward(x) returns y. When grad_enabled(), it keeps what backward needs (the layer is stateful between
       forward and backward, like an autograd node; one forward, then at most one backward).
     - backward(dy) requires a preceding forward(x) in grad mode and dy.shape() == y.shape(). It returns dx
@@ -36,7 +37,7 @@ concept Layer = requires {
   typename L::scalar_type;
   typename L::device_type;
 }
-&&Scalar<typename L::scalar_type>&& Device<typename L::device_type>&& requires(
+&&StorageScalar<typename L::scalar_type>&& Device<typename L::device_type>&& requires(
     L& layer, const Tensor<typename L::scalar_type, typename L::device_type>& x,
     detail::parameter_visitor_archetype<typename L::scalar_type, typename L::device_type> v) {
   { layer.forward(x) } -> std::same_as<Tensor<typename L::scalar_type, typename L::device_type>>;

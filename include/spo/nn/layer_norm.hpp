@@ -138,10 +138,12 @@ namespace spo::nn {
     and biased variance, then scaled and shifted elementwise. Input [..., dim]. Keeps xhat [..., dim] and
     rstd [rows] for the closed-form backward; the arithmetic is the device's layer_norm_* kernels (spo::kernels).
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class LayerNorm {
   static_assert(kernels_declared<D>,
                 "spo::nn::LayerNorm<T, D>: no kernels of device D are declared; include spo/cuda.hpp");
+  static_assert(Scalar<T> || half_kernels<D>,
+                "spo::nn::LayerNorm<T, D>: 16-bit layers need a device with 16-bit kernels (spo::cuda)");
 
  public:
   using scalar_type = T;
@@ -164,8 +166,8 @@ class LayerNorm {
     const std::int64_t rows = dim_ ? x.numel() / dim_ : 0;
     auto y = tensor::uninitialized(x.shape());  // [..., dim]
     const bool keep = grad_enabled();
-    xhat_ = keep ? tensor::uninitialized(x.shape()) : tensor();  // [..., dim]
-    rstd_ = tensor::uninitialized(Shape{rows});                  // [rows]
+    xhat_ = keep ? tensor::uninitialized(x.shape()) : tensor();        // [..., dim]
+    rstd_ = Tensor<compute_type_t<T>, D>::uninitialized(Shape{rows});  // [rows]
     layer_norm_forward(x, affine_ ? &weight_.value : nullptr, affine_ ? &bias_.value : nullptr, y,
                        keep ? &xhat_ : nullptr, rstd_, eps_);
     return y;
@@ -200,8 +202,8 @@ class LayerNorm {
   double eps_ = 1e-5;
   bool affine_ = true;
   Parameter<T, D> weight_, bias_;
-  tensor xhat_;  // [..., dim] normalised input, kept for backward
-  tensor rstd_;  // [rows]
+  tensor xhat_;                        // [..., dim] normalised input, kept for backward
+  Tensor<compute_type_t<T>, D> rstd_;  // [rows], in the compute type
 };
 
 }  // namespace spo::nn

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "spo/core/half.hpp"
 #include "spo/core/rng.hpp"
 #include "spo/nn/compute_meter.hpp"
 #include "spo/nn/grad_mode.hpp"
@@ -45,10 +46,13 @@ namespace spo::nn {
     The bias is broadcast into y first and the product accumulated onto it (beta = 1); db is a column sum of dy.
     The arithmetic runs in the device kernels gemm, broadcast_rows and column_sum_accumulate (spo::kernels).
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class Linear {
   static_assert(kernels_declared<D>,
                 "spo::nn::Linear<T, D>: no kernels of device D are declared; include spo/cuda.hpp");
+  static_assert(Scalar<T> || half_kernels<D>,
+                "spo::nn::Linear<T, D>: 16-bit layers need a device with 16-bit kernels (spo::cuda)");
+  using compute = compute_type_t<T>;  ///< alpha, beta and the accumulation
 
  public:
   using scalar_type = T;
@@ -63,7 +67,7 @@ class Linear {
 
   /// torch's default init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias (the same numbers on every device).
   void reset_parameters(Generator& gen) {
-    const T bound = T(1) / std::sqrt(static_cast<T>(in_));
+    const compute bound = compute(1) / std::sqrt(static_cast<compute>(in_));
     fill_uniform(weight_.value.view(), gen, -bound, bound);
     if (has_bias_) fill_uniform(bias_.value.view(), gen, -bound, bound);
   }
@@ -77,7 +81,7 @@ class Linear {
     auto y = tensor::uninitialized(ys);  // [..., out]
     if (has_bias_) broadcast_rows(bias_.value, y);
     if (in_ == 0 && !has_bias_) y.fill_zero();
-    gemm(false, true, rows, out_, in_, T(1), x, weight_.value, has_bias_ ? T(1) : T(0), y);  // y (+)= x W^T
+    gemm(false, true, rows, out_, in_, compute(1), x, weight_.value, compute(has_bias_ ? 1 : 0), y);  // y (+)= x W^T
     count_flops(Pass::forward, gemm_flops(rows, out_, in_));
     if (grad_enabled()) input_ = x;
     return y;
@@ -90,10 +94,10 @@ class Linear {
         dy.numel() == rows * out_ && dy.rank() >= 1 && dy.shape()[-1] == out_,
         "Linear::backward: gradient shape " << dy.shape() << " does not match output of input " << input_.shape());
     if (weight_.trainable)  // dW += dy^T x   [out, in]
-      gemm(true, false, out_, in_, rows, T(1), dy, input_, T(1), weight_.grad);
+      gemm(true, false, out_, in_, rows, compute(1), dy, input_, compute(1), weight_.grad);
     if (has_bias_ && bias_.trainable) column_sum_accumulate(dy, bias_.grad);  // db += sum_rows dy  [out]
     auto dx = tensor::uninitialized(input_.shape());                          // [..., in] = dy W
-    gemm(false, false, rows, in_, out_, T(1), dy, weight_.value, T(0), dx);
+    gemm(false, false, rows, in_, out_, compute(1), dy, weight_.value, compute(0), dx);
     count_flops(Pass::backward, gemm_flops(rows, in_, out_) * (weight_.trainable ? 2 : 1));  // dx (+ dW)
     input_ = tensor();
     return dx;

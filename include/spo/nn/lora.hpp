@@ -54,6 +54,7 @@ class LoRA {
   using T = scalar_type;
   using D = device_type;
   using tensor = Tensor<T, D>;
+  using compute = compute_type_t<T>;  ///< the scale, alpha, beta and the accumulation
 
   LoRA() = default;
   template <class... Args>
@@ -73,10 +74,10 @@ class LoRA {
     }
     set_trainable(base_, false);
     rank_ = rank;
-    scale_ = static_cast<T>(alpha / static_cast<double>(rank));
+    scale_ = static_cast<compute>(alpha / static_cast<double>(rank));
     lora_a_ = Parameter<T, D>(Shape{rank, in_features()});   // [r, in]
     lora_b_ = Parameter<T, D>(Shape{out_features(), rank});  // [out, r] = 0
-    fill_normal(lora_a_.value.view(), gen, T(0), T(1) / static_cast<T>(rank));
+    fill_normal(lora_a_.value.view(), gen, compute(0), compute(1) / static_cast<compute>(rank));
   }
 
   bool attached() const { return rank_ > 0; }
@@ -103,7 +104,7 @@ class LoRA {
     if (!attached()) return;
     auto& w = base_.weight().value;  // [out, in]
     check_same_shape(w.shape(), Shape{out_features(), in_features()}, "LoRA::merge (base weight vs [out, in])");
-    gemm(false, false, out_features(), in_features(), rank_, scale_, lora_b_.value, lora_a_.value, T(1), w);
+    gemm(false, false, out_features(), in_features(), rank_, scale_, lora_b_.value, lora_a_.value, compute(1), w);
     detach();
   }
 
@@ -114,8 +115,8 @@ class LoRA {
     Shape us = x.shape();
     us[-1] = rank_;
     auto u = tensor::uninitialized(us);  // [..., r] = x A^T
-    gemm(false, true, rows, rank_, in, T(1), x, lora_a_.value, T(0), u);
-    gemm(false, true, rows, out, rank_, scale_, u, lora_b_.value, T(1), y);  // y += s u B^T  [..., out]
+    gemm(false, true, rows, rank_, in, compute(1), x, lora_a_.value, compute(0), u);
+    gemm(false, true, rows, out, rank_, scale_, u, lora_b_.value, compute(1), y);  // y += s u B^T  [..., out]
     count_flops(Pass::forward, gemm_flops(rows, rank_, in) + gemm_flops(rows, out, rank_));
     if (grad_enabled()) {
       input_ = x;
@@ -133,14 +134,14 @@ class LoRA {
     SPO_CHECK(!down_.empty() || input_.numel() == 0, "LoRA::backward without a forward in grad mode");
     const std::int64_t in = in_features(), out = out_features(), rows = in ? input_.numel() / in : 0;
     if (lora_b_.trainable)  // dB += s dy^T u  [out, r]
-      gemm(true, false, out, rank_, rows, scale_, dy, down_, T(1), lora_b_.grad);
+      gemm(true, false, out, rank_, rows, scale_, dy, down_, compute(1), lora_b_.grad);
     if (lora_b_.trainable) gradient_ready(lora_b_);
     auto du = tensor::uninitialized(down_.shape());  // [..., r] = s dy B
-    gemm(false, false, rows, rank_, out, scale_, dy, lora_b_.value, T(0), du);
+    gemm(false, false, rows, rank_, out, scale_, dy, lora_b_.value, compute(0), du);
     if (lora_a_.trainable)  // dA += du^T x  [r, in]
-      gemm(true, false, rank_, in, rows, T(1), du, input_, T(1), lora_a_.grad);
+      gemm(true, false, rank_, in, rows, compute(1), du, input_, compute(1), lora_a_.grad);
     if (lora_a_.trainable) gradient_ready(lora_a_);
-    gemm(false, false, rows, in, rank_, T(1), du, lora_a_.value, T(1), dx);  // dx += du A  [..., in]
+    gemm(false, false, rows, in, rank_, compute(1), du, lora_a_.value, compute(1), dx);  // dx += du A  [..., in]
     count_flops(Pass::backward, gemm_flops(rows, rank_, out) * (lora_b_.trainable ? 2 : 1) +
                                     gemm_flops(rows, rank_, in) * (lora_a_.trainable ? 2 : 1));
     input_ = tensor();
@@ -159,7 +160,7 @@ class LoRA {
   std::int64_t in_features() const { return base_.in_features(); }
   std::int64_t out_features() const { return base_.out_features(); }
   std::int64_t rank() const { return rank_; }
-  T scale() const { return scale_; }
+  compute scale() const { return scale_; }
   Base& base() { return base_; }
   const Base& base() const { return base_; }
   Parameter<T, D>& lora_A() { return lora_a_; }
@@ -173,7 +174,7 @@ class LoRA {
  private:
   Base base_;
   std::int64_t rank_ = 0;
-  T scale_ = T(1);
+  compute scale_ = compute(1);
   Parameter<T, D> lora_a_, lora_b_;
   std::vector<bool> saved_trainable_;
   tensor input_;  // [..., in]

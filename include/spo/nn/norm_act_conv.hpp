@@ -93,7 +93,7 @@ concept FusedNormActConvKernel = requires(const cpu_kernels::Conv2dShape& s, con
     - otherwise norm.forward, act.forward and conv.forward one after another.
   The convolution's flops are counted either way.
 !*/
-template <ActivationFunction F, Scalar T, Device D>
+template <ActivationFunction F, StorageScalar T, Device D>
 Tensor<T, D> norm_act_conv(GroupNorm<T, D>& norm, Activation<F, T, D>& act, Conv2d<T, D>& conv, const Tensor<T, D>& x) {
   if constexpr (FusedNormActConvKernel<F, T, D>) {
     const bool fits = x.rank() == 4 && x.shape().numel_from(2) % fused_norm_act_conv_alignment == 0 &&

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "spo/core/device.hpp"
+#include "spo/core/half.hpp"
 #include "spo/tensor/tensor.hpp"
 
 namespace spo::nn {
@@ -32,7 +33,7 @@ class frozen_parameters_guard {
     One learnable tensor. Backward passes accumulate (+=) into grad only when trainable; a frozen parameter
     holds no gradient memory.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 struct Parameter {
   Tensor<T, D> value;
   Tensor<T, D> grad;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "spo/core/half.hpp"
 #include "spo/nn/grad_mode.hpp"
 #include "spo/tensor/eigen.hpp"
 #include "spo/tensor/layout.hpp"
@@ -37,10 +38,12 @@ void global_avg_pool_backward(const Tensor<T, cpu>& dy, Tensor<T, cpu>& dx) {
 namespace spo::nn {
 
 /// y[b, c] = mean_s x[b, c, s]; dx[b, c, s] = dy[b, c] / S. No parameters; the device's global_avg_pool_* kernels.
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class GlobalAvgPool {
   static_assert(kernels_declared<D>,
                 "spo::nn::GlobalAvgPool<T, D>: no kernels of device D are declared; include spo/cuda.hpp");
+  static_assert(Scalar<T> || half_kernels<D>,
+                "spo::nn::GlobalAvgPool<T, D>: 16-bit layers need a device with 16-bit kernels (spo::cuda)");
 
  public:
   using scalar_type = T;

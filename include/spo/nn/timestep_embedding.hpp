@@ -111,7 +111,7 @@ void sinusoidal_embedding_backward(const Tensor<T, cpu>& t, const Tensor<T, cpu>
 namespace spo::nn {
 
 /// get_timestep_embedding as a function: timesteps [N] -> [N, embedding_dim], on the device of the timesteps.
-template <Scalar T, Device D>
+template <StorageScalar T, Device D>
 Tensor<T, D> timestep_embedding(const Tensor<T, D>& timesteps, const SinusoidalEmbeddingOptions& o) {
   static_assert(kernels_declared<D>,
                 "spo::nn::timestep_embedding: no kernels of device D are declared; include spo/cuda.hpp");
@@ -129,10 +129,12 @@ Tensor<T, D> timestep_embedding(const Tensor<T, D>& timesteps, const SinusoidalE
     diffusers' Timesteps module: the sinusoidal embedding as a layer, [N] -> [N, embedding_dim]; no parameters.
     It is differentiable in t: d sin(w t)/dt = w cos(w t), d cos(w t)/dt = -w sin(w t).
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class Timesteps {
   static_assert(kernels_declared<D>,
                 "spo::nn::Timesteps<T, D>: no kernels of device D are declared; include spo/cuda.hpp");
+  static_assert(Scalar<T> || half_kernels<D>,
+                "spo::nn::Timesteps<T, D>: 16-bit layers need a device with 16-bit kernels (spo::cuda)");
 
  public:
   using scalar_type = T;
@@ -178,7 +180,7 @@ class Timesteps {
     y = linear_2(silu(linear_1(x))). Keys `linear_1.weight` [time_embed_dim, in], `linear_1.bias`,
     `linear_2.weight` [out_dim, time_embed_dim], `linear_2.bias`. out_dim <= 0 means time_embed_dim.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class TimestepEmbedding {
  public:
   using scalar_type = T;

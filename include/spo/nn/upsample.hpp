@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "spo/core/half.hpp"
 #include "spo/core/parallel.hpp"
 #include "spo/nn/grad_mode.hpp"
 #include "spo/tensor/tensor.hpp"
@@ -72,10 +73,12 @@ namespace spo::nn {
     diffusers' Upsample2D is this followed by a 3x3 convolution (composed elsewhere). The device's
     upsample_nearest2x_* kernels do the copies and the 2x2 sums of the backward.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class Upsample2x {
   static_assert(kernels_declared<D>,
                 "spo::nn::Upsample2x<T, D>: no kernels of device D are declared; include spo/cuda.hpp");
+  static_assert(Scalar<T> || half_kernels<D>,
+                "spo::nn::Upsample2x<T, D>: 16-bit layers need a device with 16-bit kernels (spo::cuda)");
 
  public:
   using scalar_type = T;

@@ -55,7 +55,7 @@ concept FusedUpsampleConvKernel = requires(const cpu_kernels::Conv2dShape& s, co
   has no end padding, the fused kernel (bitwise the same y; both layers forget what an earlier grad-mode forward
   kept); otherwise up.forward then conv.forward. The convolution's flops are counted either way.
 !*/
-template <Scalar T, Device D>
+template <StorageScalar T, Device D>
 Tensor<T, D> upsample_conv(Upsample2x<T, D>& up, Conv2d<T, D>& conv, const Tensor<T, D>& x) {
   if constexpr (FusedUpsampleConvKernel<T, D>) {
     if (!grad_enabled() && x.rank() == 4 && conv.options().padding_end[0] == 0 && conv.options().padding_end[1] == 0) {

@@ -198,4 +198,9 @@ namespace spo::inline kernels {
 template <Device D>
 inline constexpr bool kernels_declared = std::same_as<D, cpu>;
 
+/// True for a device with kernels for the 16-bit storage scalars (half, bfloat16): spo::cuda, declared with its
+/// kernels (tensor/cuda/kernels.hpp). The CPU's layer kernels are float and double.
+template <Device D>
+inline constexpr bool half_kernels = false;
+
 }  // namespace spo::inline kernels

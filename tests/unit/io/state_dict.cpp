@@ -2,6 +2,8 @@
 #include "spo/io/state_dict.hpp"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -221,4 +223,72 @@ TEST_CASE(
   auto b = random_model<float>(15);
   CHECK(load_state_dict(b, dict, load_opts(false)).unexpected == std::vector<std::string>{"extra"});
   CHECK(same_values(a, b));
+}
+
+namespace {
+
+/// Parameters stored in 16 bits, as a half-precision model holds its frozen weights.
+struct SixteenBit {
+  nn::Parameter<half> w{Shape{2, 3}};
+  nn::Parameter<bfloat16> b{Shape{3}};
+  template <class F>
+  void visit_parameters(F&& f, std::string_view prefix) {
+    f(nn::join_name(prefix, "w"), w);
+    f(nn::join_name(prefix, "b"), b);
+  }
+};
+
+template <class H>
+std::vector<std::uint16_t> bits_of(const Tensor<H>& t) {
+  std::vector<std::uint16_t> v;
+  for (std::int64_t i = 0; i < t.numel(); ++i) v.push_back(t[i].bits);
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("16-bit parameters load bit for bit from their own dtype, round from the others, and save natively") {
+  const Tensor<float> w(Shape{2, 3}, {0.1f, -2.5f, 65504.f, 1e-7f, 3.14159f, -0.0f});
+  const Tensor<float> b(Shape{3}, {1e30f, 0.3f, -7.0f});
+  NamedTensors f32, f16;
+  f32.set<float>("w", w.view());
+  f32.set<float>("b", b.view());
+  f16.set<float>("w", w.view(), Dtype::f16);   // the file holds half bits
+  f16.set<float>("b", b.view(), Dtype::bf16);  // and bfloat16 bits
+  SixteenBit m;
+  load_state_dict(m, f16, load_opts(true));
+  // F16 into half and BF16 into bfloat16 copy the stored bits: no float copy in between.
+  CHECK(bits_of(m.w.value) == bits_of(cast<half>(w)));
+  CHECK(bits_of(m.b.value) == bits_of(cast<bfloat16>(b)));
+  const auto& stored_w = f16.at("w");
+  for (std::int64_t i = 0; i < w.numel(); ++i) {
+    std::uint16_t bits;
+    std::memcpy(&bits, stored_w.data.data() + 2 * i, 2);
+    CHECK(m.w.value[i].bits == bits);
+  }
+  // F32 rounds to nearest even, as cast does.
+  SixteenBit r;
+  load_state_dict(r, f32, load_opts(true));
+  CHECK(bits_of(r.w.value) == bits_of(cast<half>(w)));
+  CHECK(bits_of(r.b.value) == bits_of(cast<bfloat16>(b)));
+  // Saving keeps each parameter's own dtype, and the file loads back bit for bit.
+  const auto saved = state_dict(m);
+  CHECK(saved.at("w").dtype == Dtype::f16);
+  CHECK(saved.at("b").dtype == Dtype::bf16);
+  SixteenBit back;
+  load_state_dict(back, saved, load_opts(true));
+  CHECK(bits_of(back.w.value) == bits_of(m.w.value));
+  CHECK(bits_of(back.b.value) == bits_of(m.b.value));
+  // A finite F32 value beyond half's range is an error naming the tensor and the element, and nothing loads.
+  NamedTensors big;
+  big.set<float>("w", Tensor<float>(Shape{2, 3}, {0, 0, 0, 7e4f, 0, 0}).view());
+  big.set<float>("b", b.view());  // 1e30 fits bfloat16
+  CHECK_THROWS_WITH_AS(load_state_dict(back, big, load_opts(true)),
+                       doctest::Contains("\"w\": element 3 (70000) overflows half (stored as F32)"), input_error);
+  CHECK(bits_of(back.w.value) == bits_of(m.w.value));
+  CHECK(bits_of(back.b.value) == bits_of(m.b.value));
+  // 65519 still rounds to half's largest finite value, 65504.
+  big.set<float>("w", Tensor<float>(Shape{2, 3}, {65519.f, 0, 0, 0, 0, 0}).view());
+  load_state_dict(back, big, load_opts(true));
+  CHECK(static_cast<float>(back.w.value[0]) == 65504.f);
 }

@@ -2,6 +2,7 @@
 // Preference pairs on disk, variant checkpoints, the noised x0 views and the SPM training loop (exact resume).
 #include "spo/spm/training.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -176,7 +177,12 @@ TEST_CASE("noised x0 predictions: shared noise, exact DDIM inversion of the guid
   const std::vector<std::int64_t> t{501, 20};
   const std::vector<std::string> prompts{text::fashion_prompt(1, 0), text::fashion_prompt(2, 0)};
   const auto r = spm::predict_pair_x0(base, ddim, a, a, noise, t, prompts, 3.0);
-  CHECK(max_abs_diff<float>(r.x0_a.view(), r.x0_b.view()) == 0.0);  // same image, same noise, same t -> same prediction
+  // Same image, same noise, same t -> the same prediction, up to float rounding: the two rows sit at different
+  // positions of one batch, where oneDNN's AVX2 kernels take different blocking paths (bitwise equal on AVX-512
+  // and with ONEDNN_MAX_CPU_ISA=SSE41; 2.4e-7 apart on an AVX2-only CPU).
+  double scale = 0;
+  for (std::int64_t i = 0; i < r.x0_a.numel(); ++i) scale = std::max(scale, std::abs(double(r.x0_a[i])));
+  CHECK(max_abs_diff<float>(r.x0_a.view(), r.x0_b.view()) <= 1e-6 * (1.0 + scale));
   // By hand for row 0: x_t = sqrt(ab) x0 + sqrt(1 - ab) eps; x0_pred = (x_t - sqrt(1 - ab) eps_hat) / sqrt(ab).
   nn::no_grad_guard ng;
   const auto x_t = ddim.noise_schedule().add_noise(a, noise, t);

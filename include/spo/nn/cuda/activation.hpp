@@ -39,25 +39,25 @@ constexpr PointwiseFunction pointwise_function() {
 
 namespace spo::inline kernels {
 
-template <nn::ActivationFunction F, Scalar T>
+template <nn::ActivationFunction F, StorageScalar T>
 void activation_forward(F, const Tensor<T, cuda>& x, Tensor<T, cuda>& y, Tensor<T, cuda>* saved) {
   cuda_kernels::pointwise_forward<T>(cuda_kernels::pointwise_function<F>(), x.data(), y.data(),
                                      saved ? saved->data() : nullptr, x.numel());
 }
 
-template <nn::ActivationFunction F, Scalar T>
+template <nn::ActivationFunction F, StorageScalar T>
 void activation_backward(F, const Tensor<T, cuda>& x, const Tensor<T, cuda>& dy, Tensor<T, cuda>& dx) {
   cuda_kernels::pointwise_backward<T>(cuda_kernels::pointwise_function<F>(), x.data(), dy.data(), dx.data(),
                                       dy.numel());
 }
 
-template <nn::ActivationFunction F, Scalar T>
+template <nn::ActivationFunction F, StorageScalar T>
 void gated_forward(F, const Tensor<T, cuda>& h, Tensor<T, cuda>& y) {
   const std::int64_t out = y.size(-1), rows = out ? y.numel() / out : 0;
   cuda_kernels::gated_forward<T>(cuda_kernels::pointwise_function<F>(), h.data(), y.data(), rows, out);
 }
 
-template <nn::ActivationFunction F, Scalar T>
+template <nn::ActivationFunction F, StorageScalar T>
 void gated_backward(F, const Tensor<T, cuda>& h, const Tensor<T, cuda>& dy, Tensor<T, cuda>& dh) {
   const std::int64_t out = dy.size(-1), rows = out ? dy.numel() / out : 0;
   cuda_kernels::gated_backward<T>(cuda_kernels::pointwise_function<F>(), h.data(), dy.data(), dh.data(), rows, out);

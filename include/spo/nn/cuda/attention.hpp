@@ -18,26 +18,27 @@
 
 namespace spo::inline kernels {
 
-template <Scalar T>
+template <StorageScalar T>
 void attention_forward(const cpu_kernels::AttentionShape& s, const Tensor<T, cuda>& q, const Tensor<T, cuda>& k,
-                       const Tensor<T, cuda>& v, Tensor<T, cuda>& o, Tensor<T, cuda>& lse, T scale) {
+                       const Tensor<T, cuda>& v, Tensor<T, cuda>& o, Tensor<compute_type_t<T>, cuda>& lse,
+                       compute_type_t<T> scale) {
   cuda_kernels::attention_forward<T>({s.batch, s.heads, s.n, s.m, s.d, s.causal}, q.data(), k.data(), v.data(),
                                      o.data(), lse.data(), scale);
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void attention_backward(const cpu_kernels::AttentionShape& s, const Tensor<T, cuda>& q, const Tensor<T, cuda>& k,
                         const Tensor<T, cuda>& v, const Tensor<T, cuda>& o, const Tensor<T, cuda>& dout,
-                        const Tensor<T, cuda>& lse, Tensor<T, cuda>& dq, Tensor<T, cuda>& dk, Tensor<T, cuda>& dv,
-                        T scale) {
+                        const Tensor<compute_type_t<T>, cuda>& lse, Tensor<T, cuda>& dq, Tensor<T, cuda>& dk,
+                        Tensor<T, cuda>& dv, compute_type_t<T> scale) {
   cuda_kernels::attention_backward<T>({s.batch, s.heads, s.n, s.m, s.d, s.causal}, q.data(), k.data(), v.data(),
                                       o.data(), dout.data(), lse.data(), dq.data(), dk.data(), dv.data(), scale);
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void accumulate_sum(Tensor<T, cuda>& acc, const Tensor<T, cuda>& a, const Tensor<T, cuda>& b) {
-  axpy<T>(T(1), a.view(), acc.view());
-  axpy<T>(T(1), b.view(), acc.view());
+  axpy<T>(1, a.view(), acc.view());
+  axpy<T>(1, b.view(), acc.view());
 }
 
 }  // namespace spo::inline kernels

@@ -27,15 +27,15 @@ inline Conv2dGeometry conv2d_geometry(const cpu_kernels::Conv2dShape& s) {
 namespace spo::inline kernels {
 
 /// The device keeps a copy of the input only for the weight gradient.
-template <Scalar T>
+template <StorageScalar T>
 struct Conv2dState<T, cuda> {
   Tensor<T, cuda> x;  // [B, Cin, H, W], or empty when the weight gradient was not asked for
 
   void clear() { x = Tensor<T, cuda>(); }
 };
 
-/// FP32 convolutions use TF32 only under cuda_runtime::allow_tf32().
-template <Scalar T>
+/// FP32 convolutions use TF32 only under cuda_runtime::allow_tf32(); half and bfloat16 compute in FP32.
+template <StorageScalar T>
 void conv2d_forward(const cpu_kernels::Conv2dShape& s, const Tensor<T, cuda>& x, const Tensor<T, cuda>& w,
                     const Tensor<T, cuda>* b, Tensor<T, cuda>& y, Conv2dState<T, cuda>* state, bool weight_grad) {
   cuda_kernels::conv2d_forward<T>(cuda_kernels::conv2d_geometry(s), x.data(), w.data(), b ? b->data() : nullptr,
@@ -43,7 +43,7 @@ void conv2d_forward(const cpu_kernels::Conv2dShape& s, const Tensor<T, cuda>& x,
   if (state && weight_grad) state->x = x;  // [B, Cin, H, W]
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void conv2d_backward(const cpu_kernels::Conv2dShape& s, const Conv2dState<T, cuda>& state, const Tensor<T, cuda>& w,
                      const Tensor<T, cuda>& dy, Tensor<T, cuda>& dx, Tensor<T, cuda>* dw, Tensor<T, cuda>* db) {
   const auto g = cuda_kernels::conv2d_geometry(s);
@@ -51,9 +51,9 @@ void conv2d_backward(const cpu_kernels::Conv2dShape& s, const Conv2dState<T, cud
   if (dw) {
     SPO_CHECK(state.x.shape() == (Shape{s.batch, s.in_channels, s.height, s.width}),
               "Conv2d::backward: the weight was frozen during the forward pass, so its gradient cannot be formed");
-    cuda_kernels::conv2d_backward_filter<T>(g, state.x.data(), dy.data(), dw->data(), T(1));
+    cuda_kernels::conv2d_backward_filter<T>(g, state.x.data(), dy.data(), dw->data(), 1);
   }
-  if (db) cuda_kernels::conv2d_backward_bias<T>(g, dy.data(), db->data(), T(1));
+  if (db) cuda_kernels::conv2d_backward_bias<T>(g, dy.data(), db->data());
 }
 
 }  // namespace spo::inline kernels

@@ -15,19 +15,19 @@
 
 namespace spo::inline kernels {
 
-template <Scalar T>
+template <StorageScalar T>
 void layer_norm_forward(const Tensor<T, cuda>& x, const Tensor<T, cuda>* gamma, const Tensor<T, cuda>* beta,
-                        Tensor<T, cuda>& y, Tensor<T, cuda>* xhat, Tensor<T, cuda>& rstd, double eps) {
+                        Tensor<T, cuda>& y, Tensor<T, cuda>* xhat, Tensor<compute_type_t<T>, cuda>& rstd, double eps) {
   cuda_kernels::layer_norm_forward<T>(x.data(), gamma ? gamma->data() : nullptr, beta ? beta->data() : nullptr,
                                       y.data(), xhat ? xhat->data() : nullptr, rstd.data(), rstd.numel(), x.size(-1),
                                       eps);
 }
 
 /// dgamma and dbeta are accumulated by the same kernel as dx (sums in double, in a fixed order).
-template <Scalar T>
-void layer_norm_backward(const Tensor<T, cuda>& dy, const Tensor<T, cuda>& xhat, const Tensor<T, cuda>& rstd,
-                         const Tensor<T, cuda>* gamma, Tensor<T, cuda>& dx, Tensor<T, cuda>* dgamma,
-                         Tensor<T, cuda>* dbeta) {
+template <StorageScalar T>
+void layer_norm_backward(const Tensor<T, cuda>& dy, const Tensor<T, cuda>& xhat,
+                         const Tensor<compute_type_t<T>, cuda>& rstd, const Tensor<T, cuda>* gamma, Tensor<T, cuda>& dx,
+                         Tensor<T, cuda>* dgamma, Tensor<T, cuda>* dbeta) {
   cuda_kernels::layer_norm_backward<T>(dy.data(), xhat.data(), rstd.data(), gamma ? gamma->data() : nullptr, dx.data(),
                                        dgamma ? dgamma->data() : nullptr, dbeta ? dbeta->data() : nullptr, rstd.numel(),
                                        dy.size(-1));

@@ -18,7 +18,7 @@
 namespace spo::inline kernels {
 
 /// broadcast_rows on spo::cuda (contract in nn/linear.hpp): one grid-stride pass over y.
-template <Scalar T>
+template <StorageScalar T>
 void broadcast_rows(const Tensor<T, cuda>& b, Tensor<T, cuda>& y) {
   const std::int64_t cols = b.numel(), rows = cols ? y.numel() / cols : 0;
   cuda_kernels::broadcast_rows<T>(rows, cols, b.data(), y.data());
@@ -26,7 +26,7 @@ void broadcast_rows(const Tensor<T, cuda>& b, Tensor<T, cuda>& y) {
 
 /// column_sum_accumulate on spo::cuda (contract in nn/linear.hpp): partial sums over fixed row ranges, added in a
 /// fixed order (no atomics), so the result does not depend on scheduling.
-template <Scalar T>
+template <StorageScalar T>
 void column_sum_accumulate(const Tensor<T, cuda>& x, Tensor<T, cuda>& db) {
   const std::int64_t cols = db.numel(), rows = cols ? x.numel() / cols : 0;
   cuda_kernels::column_sum_accumulate<T>(rows, cols, x.data(), db.data());

@@ -14,16 +14,18 @@
 
 namespace spo::inline kernels {
 
-template <Scalar T>
+template <StorageScalar T>
 void global_avg_pool_forward(const Tensor<T, cuda>& x, Tensor<T, cuda>& y) {
   const std::int64_t spatial = x.shape().numel_from(2);
-  cuda_kernels::sum_planes<T>(x.data(), y.data(), y.numel(), spatial, T(1) / static_cast<T>(spatial));
+  cuda_kernels::sum_planes<T>(x.data(), y.data(), y.numel(), spatial,
+                              compute_type_t<T>(1) / static_cast<compute_type_t<T>>(spatial));
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void global_avg_pool_backward(const Tensor<T, cuda>& dy, Tensor<T, cuda>& dx) {
   const std::int64_t spatial = dx.shape().numel_from(2);
-  cuda_kernels::broadcast_planes<T>(dy.data(), dx.data(), dy.numel(), spatial, T(1) / static_cast<T>(spatial));
+  cuda_kernels::broadcast_planes<T>(dy.data(), dx.data(), dy.numel(), spatial,
+                                    compute_type_t<T>(1) / static_cast<compute_type_t<T>>(spatial));
 }
 
 }  // namespace spo::inline kernels

@@ -15,7 +15,7 @@
 
 namespace spo::inline kernels {
 
-template <Scalar T>
+template <StorageScalar T>
 void sinusoidal_embedding_forward(const Tensor<T, cuda>& t, Tensor<T, cuda>& emb,
                                   const nn::SinusoidalEmbeddingOptions& o) {
   cuda_kernels::sinusoidal_embedding_forward<T>(
@@ -23,7 +23,7 @@ void sinusoidal_embedding_forward(const Tensor<T, cuda>& t, Tensor<T, cuda>& emb
       {o.embedding_dim, o.flip_sin_to_cos, o.downscale_freq_shift, o.scale, o.max_period});
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void sinusoidal_embedding_backward(const Tensor<T, cuda>& t, const Tensor<T, cuda>& demb, Tensor<T, cuda>& dt,
                                    const nn::SinusoidalEmbeddingOptions& o) {
   cuda_kernels::sinusoidal_embedding_backward<T>(

@@ -12,13 +12,13 @@
 
 namespace spo::inline kernels {
 
-template <Scalar T>
+template <StorageScalar T>
 void upsample_nearest2x_forward(const Tensor<T, cuda>& x, Tensor<T, cuda>& y) {
   const Shape& s = x.shape();
   cuda_kernels::upsample_nearest2x_forward<T>(x.data(), y.data(), s[0] * s[1], s[2], s[3]);
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void upsample_nearest2x_backward(const Tensor<T, cuda>& dy, Tensor<T, cuda>& dx) {
   const Shape& s = dx.shape();
   cuda_kernels::upsample_nearest2x_backward<T>(dy.data(), dx.data(), s[0] * s[1], s[2], s[3]);

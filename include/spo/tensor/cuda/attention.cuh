@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
-/// @brief Multi-head attention on spo::cuda: S = scale Q K^T and O = P V as cuBLAS strided-batched GEMMs over
-/// the heads of the interleaved [B, tokens, H * d] layout, a warp-per-row softmax (causal mask optional) that also
-/// writes the row logsumexp, and the FlashAttention-style backward from (q, k, v, o, lse) with P recomputed.
+/// @brief Multi-head attention on spo::cuda: S = scale Q K^T and O = P V as cuBLAS batched GEMMs over the heads of
+/// the interleaved [B, tokens, H * d] layout, a warp-per-row softmax (causal mask optional) that also writes the row
+/// logsumexp, and the FlashAttention-style backward from (q, k, v, o, lse) with P recomputed. For half and bfloat16
+/// the scores, their softmax, lse, dP and delta are FP32 (the GEMMs take 16-bit operands and accumulate in FP32);
+/// P and dS are rounded to 16 bits only as operands of the next GEMM, as fused kernels do.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +22,7 @@
 #include "spo/tensor/cuda/gemm.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
+#include "spo/tensor/cuda/scalar_access.cuh"
 #include "spo/tensor/tensor.hpp"
 
 namespace spo::cuda_kernels {
@@ -52,10 +55,10 @@ struct ProblemOperand {
   }
 };
 
-template <class T>
+template <class TA, class TC>
 __global__ void problem_pointers_kernel(std::int64_t p0, std::int64_t count, std::int64_t heads,
-                                        ProblemOperand<const T> a, ProblemOperand<const T> b, ProblemOperand<T> c,
-                                        const T** pa, const T** pb, T** pc) {
+                                        ProblemOperand<const TA> a, ProblemOperand<const TA> b, ProblemOperand<TC> c,
+                                        const TA** pa, const TA** pb, TC** pc) {
   for (std::int64_t i = grid_first(); i < count; i += grid_stride()) {
     pa[i] = a.at(p0 + i, heads);
     pb[i] = b.at(p0 + i, heads);
@@ -63,26 +66,38 @@ __global__ void problem_pointers_kernel(std::int64_t p0, std::int64_t count, std
   }
 }
 
+/// cuBLAS's type of a storage scalar.
+template <StorageScalar T>
+inline constexpr cudaDataType_t cublas_data_type = std::is_same_v<T, float>    ? CUDA_R_32F
+                                                   : std::is_same_v<T, double> ? CUDA_R_64F
+                                                   : std::is_same_v<T, half>   ? CUDA_R_16F
+                                                                               : CUDA_R_16BF;
+
 /*!
   Row-major GEMM over the problems p0 <= p < p0 + count, one cuBLAS launch for all of them (pointer arrays built on
   the device): C_p[m, n] = alpha op(A_p)[m, k] op(B_p)[k, n] + beta C_p with A_p = a.at(p), B_p = b.at(p),
   C_p = c.at(p). Heads of different batch entries are two strides apart, which one strided batch cannot express.
+  A and B hold TA, C holds TC (TA itself, or FP32 for 16-bit operands); alpha and beta are in TA's compute type, which
+  is also the accumulation (FP32, TF32 only for float under cuda_runtime::allow_tf32(); FP64 for double).
 !*/
-template <Scalar T>
-void problem_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
-                  ProblemOperand<const T> a, std::int64_t lda, ProblemOperand<const T> b, std::int64_t ldb, T beta,
-                  ProblemOperand<T> c, std::int64_t ldc, std::int64_t p0, std::int64_t count, std::int64_t heads,
-                  cudaStream_t stream) {
+template <StorageScalar TA, StorageScalar TC>
+void problem_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, compute_type_t<TA> alpha,
+                  ProblemOperand<const TA> a, std::int64_t lda, ProblemOperand<const TA> b, std::int64_t ldb,
+                  compute_type_t<TA> beta, ProblemOperand<TC> c, std::int64_t ldc, std::int64_t p0, std::int64_t count,
+                  std::int64_t heads, cudaStream_t stream) {
+  static_assert(std::is_same_v<TA, TC> || (HalfScalar<TA> && std::is_same_v<TC, float>),
+                "problem_gemm: C holds A's type, or float for 16-bit A and B");
   SPO_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX &&
                 count <= INT_MAX,
             "cuda_kernels::problem_gemm (" << m << "x" << n << "x" << k << ", " << count
                                            << " problems): sizes must fit in int (cuBLAS 32-bit API)");
   if (m == 0 || n == 0 || count == 0) return;
-  auto pointers = Tensor<std::byte, cuda>::uninitialized(Shape{3 * count * static_cast<std::int64_t>(sizeof(void*))});
-  auto** pa = reinterpret_cast<const T**>(pointers.data());
+  const auto word = static_cast<std::int64_t>(sizeof(void*));
+  auto pointers = Tensor<std::byte, cuda>::uninitialized(Shape{3 * count * word});  // [3 count pointers]
+  auto** pa = reinterpret_cast<const TA**>(pointers.data());
   auto** pb = pa + count;
-  auto** pc = reinterpret_cast<T**>(pointers.data() + 2 * count * static_cast<std::int64_t>(sizeof(void*)));
-  problem_pointers_kernel<T>
+  auto** pc = reinterpret_cast<TC**>(pointers.data() + 2 * count * word);
+  problem_pointers_kernel<TA, TC>
       <<<cuda_runtime::grid_1d(count), cuda_runtime::block_1d, 0, stream>>>(p0, count, heads, a, b, c, pa, pb, pc);
   SPO_CUDA_CHECK_LAUNCH("problem_pointers_kernel");
   cublasHandle_t h = cublas_handle();
@@ -93,15 +108,16 @@ void problem_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, st
   const int lda_i = static_cast<int>(std::max<std::int64_t>(lda, 1)),
             ldb_i = static_cast<int>(std::max<std::int64_t>(ldb, 1));
   const int ldc_i = static_cast<int>(ldc), batch = static_cast<int>(count);
-  if constexpr (std::is_same_v<T, float>) {
-    const cublasComputeType_t compute = cuda_runtime::allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    SPO_CUBLAS_CHECK(cublasGemmBatchedEx(h, op_b, op_a, ni, mi, ki, &alpha, reinterpret_cast<const void* const*>(pb),
-                                         CUDA_R_32F, ldb_i, reinterpret_cast<const void* const*>(pa), CUDA_R_32F, lda_i,
-                                         &beta, reinterpret_cast<void* const*>(pc), CUDA_R_32F, ldc_i, batch, compute,
-                                         CUBLAS_GEMM_DEFAULT));
-  } else {
+  if constexpr (std::is_same_v<TA, double>) {
     SPO_CUBLAS_CHECK(
         cublasDgemmBatched(h, op_b, op_a, ni, mi, ki, &alpha, pb, ldb_i, pa, lda_i, &beta, pc, ldc_i, batch));
+  } else {
+    const cublasComputeType_t compute =
+        std::is_same_v<TA, float> && cuda_runtime::allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    SPO_CUBLAS_CHECK(cublasGemmBatchedEx(h, op_b, op_a, ni, mi, ki, &alpha, reinterpret_cast<const void* const*>(pb),
+                                         cublas_data_type<TA>, ldb_i, reinterpret_cast<const void* const*>(pa),
+                                         cublas_data_type<TA>, lda_i, &beta, reinterpret_cast<void* const*>(pc),
+                                         cublas_data_type<TC>, ldc_i, batch, compute, CUBLAS_GEMM_DEFAULT));
   }
 }
 
@@ -122,70 +138,84 @@ __device__ inline std::int64_t visible_cols(std::int64_t row, std::int64_t cols,
 
 }  // namespace detail
 
-/// x[r, :] = softmax(x[r, :]) in place and lse[r] = log sum_j exp(x[r, j]) for r < rows; x [rows, cols], cols >= 1.
-/// With causal (rows of n queries per problem, starting at a problem boundary), row r's max and sum run over its
-/// visible columns j <= r % n only and x[r, j] = 0 for the others.
-template <Scalar T>
-__global__ void softmax_rows_kernel(std::int64_t rows, std::int64_t cols, T* x, T* lse, bool causal, std::int64_t n) {
+/// Row r of x [rows, cols] (scores in the compute type S): p[r, :] = softmax(x[r, :]) rounded to T and
+/// lse[r] = log sum_j exp(x[r, j]); x keeps exp(x - max) (p may be x itself when T is S). cols >= 1. With causal
+/// (rows of n queries per problem, starting at a problem boundary), row r's max and sum run over its visible columns
+/// j <= r % n only and p[r, j] = 0 for the others.
+template <StorageScalar T, Scalar S>
+__global__ void softmax_rows_kernel(std::int64_t rows, std::int64_t cols, S* x, T* p, S* lse, bool causal,
+                                    std::int64_t n) {
   const int lane = threadIdx.x;
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
        row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
-    T* r = x + row * cols;
+    S* r = x + row * cols;
+    T* pr = p + row * cols;
     const std::int64_t visible = detail::visible_cols(row, cols, causal, n);
-    T mx = r[0];
+    S mx = r[0];
     for (std::int64_t j = lane; j < visible; j += 32) mx = fmax(mx, r[j]);
     mx = detail::warp_max(mx);
-    T sum = T(0);
+    S sum = S(0);
     for (std::int64_t j = lane; j < visible; j += 32) {
-      const T e = detail::exp_of(r[j] - mx);
+      const S e = detail::exp_of(r[j] - mx);
       r[j] = e;
       sum += e;
     }
     sum = detail::warp_sum(sum);
-    const T inv = T(1) / sum;
-    for (std::int64_t j = lane; j < visible; j += 32) r[j] *= inv;
-    for (std::int64_t j = visible + lane; j < cols; j += 32) r[j] = T(0);
+    const S inv = S(1) / sum;
+    for (std::int64_t j = lane; j < visible; j += 32) pr[j] = detail::store<T>(r[j] * inv);
+    for (std::int64_t j = visible + lane; j < cols; j += 32) pr[j] = T{};
     if (lane == 0) lse[row] = mx + detail::log_of(sum);
   }
 }
 
-/// x[r, j] = exp(x[r, j] - lse[r]) over a [rows, cols] buffer (P recomputed from the scaled scores); one warp
-/// per row. With causal (as softmax_rows_kernel), x[r, j] = 0 for the columns j > r % n.
-template <Scalar T>
-__global__ void exp_minus_rows_kernel(std::int64_t rows, std::int64_t cols, const T* lse, T* x, bool causal,
+/// x[r, j] = exp(x[r, j] - lse[r]) over a [rows, cols] buffer of scores in S (P recomputed), and p[r, j] the same
+/// rounded to T (p may be x when T is S); one warp per row. With causal (as softmax_rows_kernel), both are 0 for the
+/// columns j > r % n.
+template <StorageScalar T, Scalar S>
+__global__ void exp_minus_rows_kernel(std::int64_t rows, std::int64_t cols, const S* lse, S* x, T* p, bool causal,
                                       std::int64_t n) {
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
        row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
-    T* r = x + row * cols;
-    const T l = lse[row];
+    S* r = x + row * cols;
+    T* pr = p + row * cols;
+    const S l = lse[row];
     const std::int64_t visible = detail::visible_cols(row, cols, causal, n);
-    for (std::int64_t j = threadIdx.x; j < visible; j += 32) r[j] = detail::exp_of(r[j] - l);
-    for (std::int64_t j = visible + threadIdx.x; j < cols; j += 32) r[j] = T(0);
+    for (std::int64_t j = threadIdx.x; j < visible; j += 32) {
+      const S e = detail::exp_of(r[j] - l);
+      r[j] = e;
+      pr[j] = detail::store<T>(e);
+    }
+    for (std::int64_t j = visible + threadIdx.x; j < cols; j += 32) {
+      r[j] = S(0);
+      pr[j] = T{};
+    }
   }
 }
 
-/// p[r, j] = p[r, j] * (dp[r, j] - delta[r]) (dS from P and dP; the scale is applied by the next GEMMs); one warp
-/// per row.
-template <Scalar T>
-__global__ void softmax_grad_rows_kernel(std::int64_t rows, std::int64_t cols, const T* dp, const T* delta, T* p) {
+/// ds[r, j] = p[r, j] (dp[r, j] - delta[r]) rounded to T (dS from P and dP in S; the scale is applied by the next
+/// GEMMs; ds may be p when T is S); one warp per row.
+template <StorageScalar T, Scalar S>
+__global__ void softmax_grad_rows_kernel(std::int64_t rows, std::int64_t cols, const S* dp, const S* delta, const S* p,
+                                         T* ds) {
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
        row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
-    T* r = p + row * cols;
-    const T* g = dp + row * cols;
-    const T dl = delta[row];
-    for (std::int64_t j = threadIdx.x; j < cols; j += 32) r[j] = r[j] * (g[j] - dl);
+    const S* r = p + row * cols;
+    const S* g = dp + row * cols;
+    T* out = ds + row * cols;
+    const S dl = delta[row];
+    for (std::int64_t j = threadIdx.x; j < cols; j += 32) out[j] = detail::store<T>(r[j] * (g[j] - dl));
   }
 }
 
-/// delta[(b * heads + h) * n + i] = sum_c dout[b, i, h * d + c] o[b, i, h * d + c], one thread per (b, i, h).
-template <Scalar T>
+/// delta[(b * heads + h) * n + i] = sum_c dout[b, i, h * d + c] o[b, i, h * d + c] in S, one thread per (b, i, h).
+template <StorageScalar T, Scalar S>
 __global__ void attention_delta_kernel(std::int64_t count, std::int64_t heads, std::int64_t n, std::int64_t d,
-                                       const T* o, const T* dout, T* delta) {
+                                       const T* o, const T* dout, S* delta) {
   for (std::int64_t t = detail::grid_first(); t < count; t += detail::grid_stride()) {
     const std::int64_t h = t % heads, i = (t / heads) % n, b = t / (heads * n);
     const std::int64_t base = (b * n + i) * heads * d + h * d;
-    T acc = T(0);
-    for (std::int64_t c = 0; c < d; ++c) acc += dout[base + c] * o[base + c];
+    S acc = S(0);
+    for (std::int64_t c = 0; c < d; ++c) acc += detail::load(dout[base + c]) * detail::load(o[base + c]);
     delta[(b * heads + h) * n + i] = acc;
   }
 }
@@ -198,10 +228,12 @@ inline void check_attention_shape(const AttentionShape& s, const char* what) {
   SPO_CHECK(s.m >= 1 || s.n == 0, what << ": " << s.n << " queries attend to zero keys");
 }
 
-/// Problems per chunk so that one [chunk, n, m] buffer of T stays within attention_score_buffer_bytes().
-template <Scalar T>
+/// Problems per chunk so that one [chunk, n, m] buffer of scores (T's compute type) stays within
+/// attention_score_buffer_bytes().
+template <StorageScalar T>
 std::int64_t attention_chunk(const AttentionShape& s) {
-  const std::size_t per_problem = static_cast<std::size_t>(s.n) * static_cast<std::size_t>(s.m) * sizeof(T);
+  const std::size_t per_problem =
+      static_cast<std::size_t>(s.n) * static_cast<std::size_t>(s.m) * sizeof(compute_type_t<T>);
   const std::int64_t fit =
       static_cast<std::int64_t>(attention_score_buffer_bytes() / std::max<std::size_t>(per_problem, 1));
   return std::clamp<std::int64_t>(fit, 1, std::max<std::int64_t>(s.batch_heads(), 1));
@@ -209,34 +241,44 @@ std::int64_t attention_chunk(const AttentionShape& s) {
 
 }  // namespace detail
 
-template <Scalar T>
-void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, T* lse, T scale,
-                       cudaStream_t stream) {
+template <StorageScalar T>
+void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, compute_type_t<T>* lse,
+                       compute_type_t<T> scale, cudaStream_t stream) {
+  using S = compute_type_t<T>;
   detail::check_attention_shape(s, "cuda_kernels::attention_forward");
   const std::int64_t nbh = s.batch_heads(), n = s.n, m = s.m, d = s.d, ld = s.inner();
   if (nbh == 0 || n == 0) return;
   const std::int64_t chunk = detail::attention_chunk<T>(s), nm = n * m;
-  auto scores = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});  // [chunk, n, m]
+  auto scores = Tensor<S, cuda>::uninitialized(Shape{chunk, n, m});  // [chunk, n, m]
+  Tensor<T, cuda> probs16;                                           // P in 16 bits  [chunk, n, m]
+  if constexpr (!std::is_same_v<T, S>) probs16 = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});
+  T* probs = nullptr;
+  if constexpr (std::is_same_v<T, S>)
+    probs = scores.data();  // in place
+  else
+    probs = probs16.data();
   for (std::int64_t p0 = 0; p0 < nbh; p0 += chunk) {
     const std::int64_t p1 = std::min(nbh, p0 + chunk), rows = (p1 - p0) * n;
     const std::int64_t count = p1 - p0, H = s.heads;
     const detail::ProblemOperand<const T> qs{q, n * ld, d, 0}, ks{k, m * ld, d, 0}, vs{v, m * ld, d, 0};
-    const detail::ProblemOperand<T> sc{scores.data(), H * nm, nm, p0 * nm};
-    const detail::ProblemOperand<const T> sc_in{scores.data(), H * nm, nm, p0 * nm};
-    detail::problem_gemm(false, true, n, m, d, scale, qs, ld, ks, ld, T(0), sc, m, p0, count, H,
-                         stream);  // S = scale Q K^T  [count, n, m]
-    softmax_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, scores.data(), lse + p0 * n, s.causal, n);  // P, lse  [count, n]
+    const detail::ProblemOperand<S> sc{scores.data(), H * nm, nm, p0 * nm};
+    const detail::ProblemOperand<const T> p_in{probs, H * nm, nm, p0 * nm};
+    detail::problem_gemm<T, S>(false, true, n, m, d, scale, qs, ld, ks, ld, S(0), sc, m, p0, count, H,
+                               stream);  // S = scale Q K^T  [count, n, m]
+    softmax_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
+        rows, m, scores.data(), probs, lse + p0 * n, s.causal, n);  // P, lse  [count, n]
     SPO_CUDA_CHECK_LAUNCH("softmax_rows_kernel");
-    detail::problem_gemm(false, false, n, d, m, T(1), sc_in, m, vs, ld, T(0),
-                         detail::ProblemOperand<T>{o, n * ld, d, 0}, ld, p0, count, H,
-                         stream);  // O = P V  [count, n, d]
+    detail::problem_gemm<T, T>(false, false, n, d, m, S(1), p_in, m, vs, ld, S(0),
+                               detail::ProblemOperand<T>{o, n * ld, d, 0}, ld, p0, count, H,
+                               stream);  // O = P V  [count, n, d]
   }
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* o, const T* dout,
-                        const T* lse, T* dq, T* dk, T* dv, T scale, cudaStream_t stream) {
+                        const compute_type_t<T>* lse, T* dq, T* dk, T* dv, compute_type_t<T> scale,
+                        cudaStream_t stream) {
+  using S = compute_type_t<T>;
   detail::check_attention_shape(s, "cuda_kernels::attention_backward");
   const std::int64_t nbh = s.batch_heads(), n = s.n, m = s.m, d = s.d, ld = s.inner();
   if (nbh == 0) return;
@@ -248,41 +290,48 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
     }
     return;
   }
-  auto delta = Tensor<T, cuda>::uninitialized(Shape{nbh, n});  // [B * H, n] = rowsum(dO * O)
-  attention_delta_kernel<T><<<cuda_runtime::grid_1d(nbh * n), cuda_runtime::block_1d, 0, stream>>>(
+  auto delta = Tensor<S, cuda>::uninitialized(Shape{nbh, n});  // [B * H, n] = rowsum(dO * O)
+  attention_delta_kernel<T, S><<<cuda_runtime::grid_1d(nbh * n), cuda_runtime::block_1d, 0, stream>>>(
       nbh * n, s.heads, n, d, o, dout, delta.data());
   SPO_CUDA_CHECK_LAUNCH("attention_delta_kernel");
   const std::int64_t chunk = detail::attention_chunk<T>(s), nm = n * m;
-  auto probs = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});   // S, then P, then dS  [chunk, n, m]
-  auto dprobs = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});  // dP  [chunk, n, m]
+  auto scores = Tensor<S, cuda>::uninitialized(Shape{chunk, n, m});  // S, then P  [chunk, n, m]
+  auto dprobs = Tensor<S, cuda>::uninitialized(Shape{chunk, n, m});  // dP  [chunk, n, m]
+  Tensor<T, cuda> probs16;                                           // P, then dS, in 16 bits  [chunk, n, m]
+  if constexpr (!std::is_same_v<T, S>) probs16 = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});
+  T* pt = nullptr;  // the GEMM operand P, then dS (the scores' own buffer when T is S)
+  if constexpr (std::is_same_v<T, S>)
+    pt = scores.data();
+  else
+    pt = probs16.data();
   for (std::int64_t p0 = 0; p0 < nbh; p0 += chunk) {
     const std::int64_t p1 = std::min(nbh, p0 + chunk), rows = (p1 - p0) * n;
-    T* p = probs.data();
-    T* dp = dprobs.data();
+    S* sp = scores.data();
+    S* dp = dprobs.data();
     const std::int64_t count = p1 - p0, H = s.heads;
     const detail::ProblemOperand<const T> qs{q, n * ld, d, 0}, ks{k, m * ld, d, 0}, vs{v, m * ld, d, 0};
     const detail::ProblemOperand<const T> dos{dout, n * ld, d, 0};
-    const detail::ProblemOperand<T> ps{p, H * nm, nm, p0 * nm}, dps{dp, H * nm, nm, p0 * nm};
-    const detail::ProblemOperand<const T> ps_in{p, H * nm, nm, p0 * nm};
-    detail::problem_gemm(false, true, n, m, d, scale, qs, ld, ks, ld, T(0), ps, m, p0, count, H,
-                         stream);  // S = scale Q K^T
-    exp_minus_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, lse + p0 * n, p, s.causal, n);  // P = exp(S - lse), 0 above the diagonal when causal
+    const detail::ProblemOperand<S> ss{sp, H * nm, nm, p0 * nm}, dps{dp, H * nm, nm, p0 * nm};
+    const detail::ProblemOperand<const T> pt_in{pt, H * nm, nm, p0 * nm};
+    detail::problem_gemm<T, S>(false, true, n, m, d, scale, qs, ld, ks, ld, S(0), ss, m, p0, count, H,
+                               stream);  // S = scale Q K^T
+    exp_minus_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
+        rows, m, lse + p0 * n, sp, pt, s.causal, n);  // P = exp(S - lse), 0 above the diagonal when causal
     SPO_CUDA_CHECK_LAUNCH("exp_minus_rows_kernel");
-    detail::problem_gemm(true, false, m, d, n, T(1), ps_in, m, dos, ld, T(0),
-                         detail::ProblemOperand<T>{dv, m * ld, d, 0}, ld, p0, count, H,
-                         stream);  // dV = P^T dO  [count, m, d]
-    detail::problem_gemm(false, true, n, m, d, T(1), dos, ld, vs, ld, T(0), dps, m, p0, count, H,
-                         stream);  // dP = dO V^T  [count, n, m]
-    softmax_grad_rows_kernel<T><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, dp, delta.data() + p0 * n, p);  // dS = P * (dP - delta)
+    detail::problem_gemm<T, T>(true, false, m, d, n, S(1), pt_in, m, dos, ld, S(0),
+                               detail::ProblemOperand<T>{dv, m * ld, d, 0}, ld, p0, count, H,
+                               stream);  // dV = P^T dO  [count, m, d]
+    detail::problem_gemm<T, S>(false, true, n, m, d, S(1), dos, ld, vs, ld, S(0), dps, m, p0, count, H,
+                               stream);  // dP = dO V^T  [count, n, m]
+    softmax_grad_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
+        rows, m, dp, delta.data() + p0 * n, sp, pt);  // dS = P * (dP - delta)
     SPO_CUDA_CHECK_LAUNCH("softmax_grad_rows_kernel");
-    detail::problem_gemm(false, false, n, d, m, scale, ps_in, m, ks, ld, T(0),
-                         detail::ProblemOperand<T>{dq, n * ld, d, 0}, ld, p0, count, H,
-                         stream);  // dQ = scale dS K  [count, n, d]
-    detail::problem_gemm(true, false, m, d, n, scale, ps_in, m, qs, ld, T(0),
-                         detail::ProblemOperand<T>{dk, m * ld, d, 0}, ld, p0, count, H,
-                         stream);  // dK = scale dS^T Q  [count, m, d]
+    detail::problem_gemm<T, T>(false, false, n, d, m, scale, pt_in, m, ks, ld, S(0),
+                               detail::ProblemOperand<T>{dq, n * ld, d, 0}, ld, p0, count, H,
+                               stream);  // dQ = scale dS K  [count, n, d]
+    detail::problem_gemm<T, T>(true, false, m, d, n, scale, pt_in, m, qs, ld, S(0),
+                               detail::ProblemOperand<T>{dk, m * ld, d, 0}, ld, p0, count, H,
+                               stream);  // dK = scale dS^T Q  [count, m, d]
   }
 }
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /// @brief Host declarations of multi-head scaled dot-product attention on spo::cuda (cuBLAS strided-batched GEMMs
-/// and row-softmax kernels): definitions in attention.cuh, instantiated for float and double in
-/// instantiate/attention.cu.
+/// and row-softmax kernels): definitions in attention.cuh, instantiated for float, double, half and bfloat16 in
+/// instantiate/attention.cu. For the 16-bit scalars the scores, the softmax, lse and the backward's dP and delta are
+/// FP32 (compute_type_t), and P and dS are rounded to 16 bits as operands of the GEMMs that follow.
 #pragma once
 
 #include <cstddef>
@@ -10,6 +11,7 @@
 #include <cuda_runtime_api.h>
 
 #include "spo/core/device.hpp"
+#include "spo/core/half.hpp"
 
 namespace spo::cuda_kernels {
 
@@ -23,9 +25,9 @@ struct AttentionShape {
   std::int64_t inner() const { return heads * d; }
 };
 
-/// Upper bound in bytes of one [chunk, n, m] score buffer (forward keeps one, backward two); the problems of a
-/// call are processed in chunks that fit (at least one problem per chunk). Process-wide; tests lower it to
-/// exercise chunking.
+/// Upper bound in bytes of one [chunk, n, m] score buffer in the compute type (forward keeps one, backward two; the
+/// 16-bit scalars add one buffer of P in 16 bits); the problems of a call are processed in chunks that fit (at least
+/// one problem per chunk). Process-wide; tests lower it to exercise chunking.
 inline std::size_t& attention_score_buffer_bytes() {
   static std::size_t bytes = std::size_t{512} << 20;
   return bytes;
@@ -35,7 +37,7 @@ inline std::size_t& attention_score_buffer_bytes() {
   O = softmax(scale Q K^T) V per (batch, head), the scores materialised chunk by chunk.
   REQUIRES
     - device pointers; q, o: [batch, n, heads * d]; k, v: [batch, m, heads * d], head h in columns
-      [h * d, (h + 1) * d) (diffusers' head_to_batch_dim order); lse: [batch, heads, n]
+      [h * d, (h + 1) * d) (diffusers' head_to_batch_dim order); lse: [batch, heads, n] in T's compute type
     - m >= 1 when n >= 1
   ENSURES
     - o = softmax(scale q k^T) v and lse[(b * heads + h) * n + i] = log sum_j exp(scale q_i . k_j), the row
@@ -43,9 +45,9 @@ inline std::size_t& attention_score_buffer_bytes() {
     - with s.causal, the max, the sum and the softmax of row i run over keys j <= i only and the probabilities of
       keys j > i are exactly 0 (the scores of all m keys are still computed, then overwritten)
 !*/
-template <Scalar T>
-void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, T* lse, T scale,
-                       cudaStream_t stream = nullptr);
+template <StorageScalar T>
+void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, compute_type_t<T>* lse,
+                       compute_type_t<T> scale, cudaStream_t stream = nullptr);
 
 /*!
   Backward of attention_forward from q, k, v, o, lse (P recomputed as exp(scale q k^T - lse)): with
@@ -58,8 +60,9 @@ void attention_forward(const AttentionShape& s, const T* q, const T* k, const T*
     - dq, dk, dv are overwritten with the gradients of sum(o * dout); with s.causal, P is 0 for keys j > i, so
       dS is 0 there too and masked keys receive no gradient from query i
 !*/
-template <Scalar T>
+template <StorageScalar T>
 void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* o, const T* dout,
-                        const T* lse, T* dq, T* dk, T* dv, T scale, cudaStream_t stream = nullptr);
+                        const compute_type_t<T>* lse, T* dq, T* dk, T* dv, compute_type_t<T> scale,
+                        cudaStream_t stream = nullptr);
 
 }  // namespace spo::cuda_kernels

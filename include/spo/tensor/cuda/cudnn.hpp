@@ -22,6 +22,8 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
+#include "spo/core/half.hpp"
+#include "spo/tensor/cuda/bias.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
 #include "spo/tensor/tensor.hpp"
@@ -44,18 +46,29 @@ inline cudnnHandle_t cudnn_handle() {
   return h;
 }
 
-/// cuDNN's data type of a scalar (also the compute type of spo's convolutions: FP32 for float, FP64 for double).
-template <Scalar T>
-inline constexpr cudnnDataType_t cudnn_data_type = std::is_same_v<T, float> ? CUDNN_DATA_FLOAT : CUDNN_DATA_DOUBLE;
+/// cuDNN's data type of a storage scalar.
+template <StorageScalar T>
+inline constexpr cudnnDataType_t cudnn_data_type = std::is_same_v<T, float>    ? CUDNN_DATA_FLOAT
+                                                   : std::is_same_v<T, double> ? CUDNN_DATA_DOUBLE
+                                                   : std::is_same_v<T, half>   ? CUDNN_DATA_HALF
+                                                                               : CUDNN_DATA_BFLOAT16;
+
+/// The compute type of spo's convolutions: the data type for float and double, FP32 for half and bfloat16 (cuDNN's
+/// PSEUDO_HALF and PSEUDO_BFLOAT16 configurations: 16-bit tensors, FP32 arithmetic and accumulation).
+template <StorageScalar T>
+inline constexpr cudnnDataType_t cudnn_compute_type = cudnn_data_type<compute_type_t<T>>;
 
 /// The convolution math type spo asks for: FP32 stays FP32 (CUDNN_FMA_MATH) unless
 /// cuda_runtime::allow_tf32(); then CUDNN_DEFAULT_MATH, which permits TF32 tensor cores for FP32 on sm_80+ without
 /// the FP16 down-conversion of CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION (torch's choice for allow_tf32, Conv_v7.cpp).
-/// Double: CUDNN_DEFAULT_MATH (FP64 tensor cores, when used, are full FP64).
-template <Scalar T>
+/// Double: CUDNN_DEFAULT_MATH (FP64 tensor cores, when used, are full FP64). Half and bfloat16: CUDNN_TENSOR_OP_MATH
+/// (tensor cores on 16-bit operands, whose products are exact in the FP32 accumulator).
+template <StorageScalar T>
 cudnnMathType_t conv_math_type() {
   if constexpr (std::is_same_v<T, float>)
     return cuda_runtime::allow_tf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+  else if constexpr (HalfScalar<T>)
+    return CUDNN_TENSOR_OP_MATH;
   else
     return CUDNN_DEFAULT_MATH;
 }
@@ -188,9 +201,11 @@ struct Conv2dGeometry {
     Algorithms come from the cudnnGet*Algorithm_v7 heuristics: the first result that succeeded, whose workspace
     is at most cudnn_workspace_cap, and whose math type is CUDNN_FMA_MATH when FMA math was asked for (never
     CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, which may round FP32 to FP16); when none qualifies, algorithm 0 of the
-    direction (implicit GEMM, always available) in the requested math type.
+    direction (implicit GEMM, always available) in the requested math type. For half and bfloat16 the tensors are
+    16-bit and the convolution descriptors compute in FP32 (cudnn_compute_type); the bias, which cuDNN's AddTensor
+    and BackwardBias do not promise for bfloat16, is spo's own kernel (bias.hpp) for both.
 !*/
-template <Scalar T>
+template <StorageScalar T>
 struct Conv2dPlan {
   Conv2dGeometry geometry;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
@@ -236,7 +251,7 @@ ConvChoice<Algo> choose_conv_algorithm(const std::vector<Perf>& perf, Convolutio
   return {fallback, bytes, requested, true};
 }
 
-template <Scalar T>
+template <StorageScalar T>
 std::unique_ptr<Conv2dPlan<T>> make_conv2d_plan(const Conv2dGeometry& g, cudnnMathType_t math) {
   SPO_CHECK(g.batch >= 1 && g.in_channels >= 1 && g.out_channels >= 1 && g.kernel_h >= 1 && g.kernel_w >= 1 &&
                 g.stride_h >= 1 && g.stride_w >= 1 && g.pad_h >= 0 && g.pad_w >= 0 &&
@@ -252,7 +267,7 @@ std::unique_ptr<Conv2dPlan<T>> make_conv2d_plan(const Conv2dGeometry& g, cudnnMa
   plan->bias.set_nchw(type, 1, g.out_channels, 1, 1);
   plan->w.set_kcrs(type, g.out_channels, g.in_channels, g.kernel_h, g.kernel_w);
   for (ConvolutionDescriptor* c : {&plan->forward_conv, &plan->data_conv, &plan->filter_conv})
-    c->set_2d(g.pad_h, g.pad_w, g.stride_h, g.stride_w, type, math);
+    c->set_2d(g.pad_h, g.pad_w, g.stride_h, g.stride_w, cudnn_compute_type<T>, math);
 
   int n = 0, c = 0, ho = 0, wo = 0;
   SPO_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->forward_conv, plan->x, plan->w, &n, &c, &ho, &wo));
@@ -317,7 +332,7 @@ std::unique_ptr<Conv2dPlan<T>> make_conv2d_plan(const Conv2dGeometry& g, cudnnMa
 
 /// The process-wide plan of a geometry for scalar T on the current device in the current math type
 /// (conv_math_type<T>()), built on first use. Plans are never evicted, so the reference stays valid.
-template <Scalar T>
+template <StorageScalar T>
 const Conv2dPlan<T>& conv2d_plan(const Conv2dGeometry& g) {
   using Key = std::array<std::int64_t, 13>;
   static std::mutex mutex;
@@ -336,45 +351,59 @@ const Conv2dPlan<T>& conv2d_plan(const Conv2dGeometry& g) {
   return *it->second;
 }
 
+/// The type of cuDNN's alpha and beta for tensors of T: float for float, half and bfloat16, double for double.
+template <StorageScalar T>
+using cudnn_scaling_t = compute_type_t<T>;
+
 /// y = conv(x, w) (+ bias[o] broadcast over [B, ., Ho, Wo] when bias is non-null); y is written, never read.
-/// Device pointers: x [B, Cin, H, W], w [Cout, Cin, kh, kw], bias [Cout], y [B, Cout, Ho, Wo].
-template <Scalar T>
+/// Device pointers: x [B, Cin, H, W], w [Cout, Cin, kh, kw], bias [Cout], y [B, Cout, Ho, Wo]. For half and bfloat16
+/// y is rounded once from the FP32 convolution, and once more after the bias is added in FP32.
+template <StorageScalar T>
 void conv2d_forward(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   const Conv2dPlan<T>& p = conv2d_plan<T>(g);
   cudnnHandle_t h = cudnn_handle();
-  const T one = T(1), zero = T(0);
+  const cudnn_scaling_t<T> one(1), zero(0);
   auto ws = cudnn_workspace(p.forward_workspace);
   SPO_CUDNN_CHECK(cudnnConvolutionForward(h, &one, p.x, x, p.w, w, p.forward_conv, p.forward_algo, ws.data(),
                                           p.forward_workspace, &zero, p.y, y));
-  if (bias != nullptr) SPO_CUDNN_CHECK(cudnnAddTensor(h, &one, p.bias, bias, &one, p.y, y));
+  if (bias == nullptr) return;
+  if constexpr (HalfScalar<T>)
+    add_channel_bias<T>(g.batch, g.out_channels, g.out_h() * g.out_w(), bias, y);
+  else
+    SPO_CUDNN_CHECK(cudnnAddTensor(h, &one, p.bias, bias, &one, p.y, y));
 }
 
 /// dx = conv_transpose(dy, w): the gradient of sum(y dy) with respect to x; dx is written, never read.
-template <Scalar T>
+template <StorageScalar T>
 void conv2d_backward_data(const Conv2dGeometry& g, const T* w, const T* dy, T* dx) {
   const Conv2dPlan<T>& p = conv2d_plan<T>(g);
-  const T one = T(1), zero = T(0);
+  const cudnn_scaling_t<T> one(1), zero(0);
   auto ws = cudnn_workspace(p.data_workspace);
   SPO_CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, p.w, w, p.y, dy, p.data_conv, p.data_algo,
                                                ws.data(), p.data_workspace, &zero, p.x, dx));
 }
 
-/// dw = dw_scale * dw + sum_{n, i, j} dy[n, o, i, j] x[n, c, i s - pad + p, j s - pad + q] (dw_scale 1 accumulates).
-template <Scalar T>
-void conv2d_backward_filter(const Conv2dGeometry& g, const T* x, const T* dy, T* dw, T dw_scale) {
+/// dw = dw_scale * dw + sum_{n, i, j} dy[n, o, i, j] x[n, c, i s - pad + p, j s - pad + q] (dw_scale 1 accumulates;
+/// for half and bfloat16 the sum and the blend are FP32, rounded once).
+template <StorageScalar T>
+void conv2d_backward_filter(const Conv2dGeometry& g, const T* x, const T* dy, T* dw, cudnn_scaling_t<T> dw_scale) {
   const Conv2dPlan<T>& p = conv2d_plan<T>(g);
-  const T one = T(1);
+  const cudnn_scaling_t<T> one(1);
   auto ws = cudnn_workspace(p.filter_workspace);
   SPO_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, p.x, x, p.y, dy, p.filter_conv, p.filter_algo,
                                                  ws.data(), p.filter_workspace, &dw_scale, p.w, dw));
 }
 
-/// db = db_scale * db + sum_{n, i, j} dy[n, o, i, j] (db_scale 1 accumulates).
-template <Scalar T>
-void conv2d_backward_bias(const Conv2dGeometry& g, const T* dy, T* db, T db_scale) {
-  const Conv2dPlan<T>& p = conv2d_plan<T>(g);
-  const T one = T(1);
-  SPO_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_handle(), &one, p.y, dy, &db_scale, p.bias, db));
+/// db += sum_{n, i, j} dy[n, o, i, j] (accumulates; half and bfloat16 sum in FP32 and round once).
+template <StorageScalar T>
+void conv2d_backward_bias(const Conv2dGeometry& g, const T* dy, T* db) {
+  if constexpr (HalfScalar<T>) {
+    channel_sum_accumulate<T>(g.batch, g.out_channels, g.out_h() * g.out_w(), dy, db);
+  } else {
+    const Conv2dPlan<T>& p = conv2d_plan<T>(g);
+    const T one = T(1);
+    SPO_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_handle(), &one, p.y, dy, &one, p.bias, db));
+  }
 }
 
 }  // namespace spo::cuda_kernels

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 /// @brief Elementwise CUDA kernels: axpy, scale, fill, conversions between storage scalars, and activations (SiLU)
-/// with their backward, on spo::cuda tensors.
+/// with their backward, on spo::cuda tensors. Every storage scalar: 16-bit elements are read into float, computed in
+/// float and rounded once (scalar_access.cuh), and the arithmetic kernels move 16 bytes per load and store when the
+/// pointers allow it (8 halves, 4 floats, 2 doubles; the results are those of the element-by-element loop).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,7 @@
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/ops.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
+#include "spo/tensor/cuda/scalar_access.cuh"
 #include "spo/tensor/tensor.hpp"
 
 namespace spo::cuda_kernels {
@@ -54,42 +57,109 @@ struct SiluOp {
   }
 };
 
-template <Scalar T>
-__global__ void axpy_kernel(std::int64_t n, T alpha, const T* x, T* y) {
-  for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) y[i] += alpha * x[i];
+namespace detail {
+
+/// 16 bytes of T: the unit of the vectorised elementwise kernels.
+template <StorageScalar T>
+struct alignas(16) Pack16 {
+  static constexpr int size = 16 / static_cast<int>(sizeof(T));
+  T v[size];
+};
+
+/// Whether every pointer is 16-byte aligned (null pointers count as aligned).
+template <class... P>
+bool aligned16(const P*... p) {
+  return ((reinterpret_cast<std::uintptr_t>(p) % 16 == 0) && ...);
 }
 
-template <Scalar T>
-__global__ void scale_kernel(std::int64_t n, T alpha, T* y) {
-  for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) y[i] *= alpha;
+/*!
+  out[i] = op(a[i]) (Arity 1) or op(a[i], b[i]) (Arity 2) for i < n, in compute_type_t<T>, one rounding per output.
+  The first `packs` 16-byte packs (n / Pack16::size when every pointer is 16-byte aligned, else 0) move as single
+  loads and stores, the rest element by element; out may equal a or b.
+!*/
+template <int Arity, class Op, StorageScalar T>
+__global__ void map_kernel(std::int64_t n, std::int64_t packs, Op op, const T* a, const T* b, T* out) {
+  using P = Pack16<T>;
+  for (std::int64_t p = grid_first(); p < packs; p += grid_stride()) {
+    const P pa = reinterpret_cast<const P*>(a)[p];
+    P pb{};
+    if constexpr (Arity == 2) pb = reinterpret_cast<const P*>(b)[p];
+    P r;
+#pragma unroll
+    for (int k = 0; k < P::size; ++k) {
+      if constexpr (Arity == 2)
+        r.v[k] = store<T>(op(load(pa.v[k]), load(pb.v[k])));
+      else
+        r.v[k] = store<T>(op(load(pa.v[k])));
+    }
+    reinterpret_cast<P*>(out)[p] = r;
+  }
+  for (std::int64_t i = packs * P::size + grid_first(); i < n; i += grid_stride()) {
+    if constexpr (Arity == 2)
+      out[i] = store<T>(op(load(a[i]), load(b[i])));
+    else
+      out[i] = store<T>(op(load(a[i])));
+  }
 }
+
+/// Launches map_kernel over n elements (vectorised when the pointers allow it).
+template <int Arity, class Op, StorageScalar T>
+void launch_map(std::int64_t n, Op op, const T* a, const T* b, T* out, cudaStream_t stream, const char* what) {
+  if (n == 0) return;
+  const std::int64_t packs = aligned16(a, b, out) ? n / Pack16<T>::size : 0;
+  const std::int64_t threads = packs + (n - packs * Pack16<T>::size);
+  map_kernel<Arity, Op, T>
+      <<<cuda_runtime::grid_1d(threads), cuda_runtime::block_1d, 0, stream>>>(n, packs, op, a, b, out);
+  SPO_CUDA_CHECK_LAUNCH(what);
+}
+
+/// y + alpha x.
+template <class C>
+struct AxpyOp {
+  C alpha;
+  __device__ C operator()(C y, C x) const { return y + alpha * x; }
+};
+/// alpha y.
+template <class C>
+struct ScaleOp {
+  C alpha;
+  __device__ C operator()(C y) const { return y * alpha; }
+};
+/// F(x).
+template <class F>
+struct ValueOp {
+  template <class C>
+  __device__ C operator()(C x) const {
+    return F::value(x);
+  }
+};
+/// dy F'(x).
+template <class F>
+struct GradientOp {
+  template <class C>
+  __device__ C operator()(C x, C dy) const {
+    return F::gradient(x, dy);
+  }
+};
+
+}  // namespace detail
 
 template <StorageScalar To, StorageScalar From>
 __global__ void convert_kernel(std::int64_t n, const From* x, To* y) {
   for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) y[i] = convert_scalar<To>(x[i]);
 }
 
-template <Scalar T>
+template <StorageScalar T>
 __global__ void fill_kernel(std::int64_t n, T value, T* y) {
   for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) y[i] = value;
 }
 
-template <class F, Scalar T>
-__global__ void activation_forward_kernel(std::int64_t n, const T* x, T* y) {
-  for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) y[i] = F::value(x[i]);
-}
-
-template <class F, Scalar T>
-__global__ void activation_backward_kernel(std::int64_t n, const T* x, const T* dy, T* dx) {
-  for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) dx[i] = F::gradient(x[i], dy[i]);
-}
-
-/// y[i] += alpha * x[i] for i < n (x and y must not partially overlap).
-template <Scalar T>
+/// y[i] += alpha * x[i] for i < n (x and y must not partially overlap); alpha in T's compute type.
+template <StorageScalar T>
 struct Axpy {
   struct Arguments {
     std::int64_t n = 0;
-    T alpha = T(1);
+    compute_type_t<T> alpha = 1;
     const T* x = nullptr;
     T* y = nullptr;
   };
@@ -101,19 +171,17 @@ struct Axpy {
   static void run(const Arguments& args, cudaStream_t stream = nullptr) {
     std::string why;
     SPO_CHECK(can_implement(args, &why), "cuda_kernels::Axpy: " << why);
-    if (args.n == 0) return;
-    axpy_kernel<T>
-        <<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(args.n, args.alpha, args.x, args.y);
-    SPO_CUDA_CHECK_LAUNCH("axpy_kernel");
+    detail::launch_map<2>(args.n, detail::AxpyOp<compute_type_t<T>>{args.alpha}, static_cast<const T*>(args.y), args.x,
+                          args.y, stream, "map_kernel (axpy)");
   }
 };
 
-/// y[i] *= alpha for i < n.
-template <Scalar T>
+/// y[i] *= alpha for i < n; alpha in T's compute type.
+template <StorageScalar T>
 struct Scale {
   struct Arguments {
     std::int64_t n = 0;
-    T alpha = T(1);
+    compute_type_t<T> alpha = 1;
     T* y = nullptr;
   };
   static bool can_implement(const Arguments& args, std::string* why = nullptr) {
@@ -124,9 +192,8 @@ struct Scale {
   static void run(const Arguments& args, cudaStream_t stream = nullptr) {
     std::string why;
     SPO_CHECK(can_implement(args, &why), "cuda_kernels::Scale: " << why);
-    if (args.n == 0) return;
-    scale_kernel<T><<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(args.n, args.alpha, args.y);
-    SPO_CUDA_CHECK_LAUNCH("scale_kernel");
+    detail::launch_map<1>(args.n, detail::ScaleOp<compute_type_t<T>>{args.alpha}, static_cast<const T*>(args.y),
+                          static_cast<const T*>(nullptr), args.y, stream, "map_kernel (scale)");
   }
 };
 
@@ -155,11 +222,11 @@ struct Convert {
 };
 
 /// y[i] = value for i < n.
-template <Scalar T>
+template <StorageScalar T>
 struct Fill {
   struct Arguments {
     std::int64_t n = 0;
-    T value = T(0);
+    T value{};
     T* y = nullptr;
   };
   static bool can_implement(const Arguments& args, std::string* why = nullptr) {
@@ -177,8 +244,9 @@ struct Fill {
 };
 
 /// y = f(x) (forward) and dx = dy * f'(x) (backward) over n elements; in place (y == x, dx == dy) is allowed.
-/// The twin of cpu_kernels::activation_forward / activation_backward for an elementwise functor F.
-template <class F, Scalar T>
+/// The twin of cpu_kernels::activation_forward / activation_backward for an elementwise functor F (evaluated in T's
+/// compute type).
+template <class F, StorageScalar T>
 struct Activation {
   struct Arguments {
     std::int64_t n = 0;
@@ -199,29 +267,25 @@ struct Activation {
   static void forward(const Arguments& args, cudaStream_t stream = nullptr) {
     std::string why;
     SPO_CHECK(can_implement_forward(args, &why), "cuda_kernels::Activation<" << F::name << ">::forward: " << why);
-    if (args.n == 0) return;
-    activation_forward_kernel<F, T>
-        <<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(args.n, args.x, args.out);
-    SPO_CUDA_CHECK_LAUNCH("activation_forward_kernel");
+    detail::launch_map<1>(args.n, detail::ValueOp<F>{}, args.x, static_cast<const T*>(nullptr), args.out, stream,
+                          "map_kernel (activation forward)");
   }
   static void backward(const Arguments& args, cudaStream_t stream = nullptr) {
     std::string why;
     SPO_CHECK(can_implement_backward(args, &why), "cuda_kernels::Activation<" << F::name << ">::backward: " << why);
-    if (args.n == 0) return;
-    activation_backward_kernel<F, T>
-        <<<cuda_runtime::grid_1d(args.n), cuda_runtime::block_1d, 0, stream>>>(args.n, args.x, args.dy, args.out);
-    SPO_CUDA_CHECK_LAUNCH("activation_backward_kernel");
+    detail::launch_map<2>(args.n, detail::GradientOp<F>{}, args.x, args.dy, args.out, stream,
+                          "map_kernel (activation backward)");
   }
 };
 
 /// y = f(x) over n device elements (cpu_kernels::activation_forward's signature, plus a stream).
-template <class F, Scalar T>
+template <class F, StorageScalar T>
 void activation_forward(const T* x, T* y, std::int64_t n, cudaStream_t stream = nullptr) {
   Activation<F, T>::forward({n, x, nullptr, y}, stream);
 }
 
 /// dx = dy * f'(x) over n device elements (cpu_kernels::activation_backward's signature, plus a stream).
-template <class F, Scalar T>
+template <class F, StorageScalar T>
 void activation_backward(const T* x, const T* dy, T* dx, std::int64_t n, cudaStream_t stream = nullptr) {
   Activation<F, T>::backward({n, x, dy, dx}, stream);
 }
@@ -231,20 +295,20 @@ void activation_backward(const T* x, const T* dy, T* dx, std::int64_t n, cudaStr
 namespace spo {
 
 /// y += alpha * x on the device (the cuda twin of spo::axpy in tensor/ops.hpp).
-template <Scalar T>
-void axpy(T alpha, TensorView<const T, cuda> x, TensorView<T, cuda> y) {
+template <StorageScalar T>
+void axpy(compute_type_t<T> alpha, TensorView<const T, cuda> x, TensorView<T, cuda> y) {
   check_same_shape(x.shape(), y.shape(), "axpy");
   cuda_kernels::Axpy<T>::run({y.numel(), alpha, x.data(), y.data()});
 }
 
 /// y *= alpha on the device (the cuda twin of spo::scale in tensor/ops.hpp).
-template <Scalar T>
-void scale(T alpha, TensorView<T, cuda> y) {
+template <StorageScalar T>
+void scale(compute_type_t<T> alpha, TensorView<T, cuda> y) {
   cuda_kernels::Scale<T>::run({y.numel(), alpha, y.data()});
 }
 
 /// Every element of t set to value.
-template <Scalar T>
+template <StorageScalar T>
 void fill(TensorView<T, cuda> t, T value) {
   cuda_kernels::Fill<T>::run({t.numel(), value, t.data()});
 }

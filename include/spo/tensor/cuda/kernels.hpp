@@ -11,4 +11,7 @@ namespace spo::inline kernels {
 template <>
 inline constexpr bool kernels_declared<cuda> = true;
 
+template <>
+inline constexpr bool half_kernels<cuda> = true;
+
 }  // namespace spo::inline kernels

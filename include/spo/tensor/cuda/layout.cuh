@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 /// @brief Layout kernels on spo::cuda (channel concat/split as strided copies, batched transpose, per-plane bias, sums,
-/// broadcasts) and the block reduction that the norm kernels share; host declarations in layout.hpp.
+/// broadcasts) and the block reduction that the norm kernels share; host declarations in layout.hpp. The copies move
+/// 16-bit scalars as their raw bits; the arithmetic reads them into float and rounds each output once.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_runtime.h>
 
@@ -14,8 +16,23 @@
 #include "spo/tensor/cuda/elementwise.cuh"
 #include "spo/tensor/cuda/layout.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
+#include "spo/tensor/cuda/scalar_access.cuh"
 
 namespace spo::cuda_kernels::layout_detail {
+
+/// The type a copying kernel moves T as: T itself, or the raw 16 bits of half and bfloat16 (a __shared__ buffer
+/// needs a trivially constructible type).
+template <StorageScalar T>
+using moved_type_t = std::conditional_t<HalfScalar<T>, std::uint16_t, T>;
+
+template <StorageScalar T>
+const moved_type_t<T>* moved(const T* p) {
+  return reinterpret_cast<const moved_type_t<T>*>(p);
+}
+template <StorageScalar T>
+moved_type_t<T>* moved(T* p) {
+  return reinterpret_cast<moved_type_t<T>*>(p);
+}
 
 /// Threads per block of the per-plane reductions (a multiple of 32, at most 1024).
 inline constexpr int reduce_block = 256;
@@ -70,7 +87,7 @@ __device__ inline std::int64_t plane_first() {
 }
 __device__ inline std::int64_t plane_stride() { return static_cast<std::int64_t>(gridDim.y) * blockDim.x; }
 
-template <Scalar T>
+template <class T>
 __global__ void concat_rows_kernel(const T* a, const T* b, T* out, std::int64_t outer, std::int64_t na,
                                    std::int64_t nb) {
   const std::int64_t row = na + nb;
@@ -79,7 +96,7 @@ __global__ void concat_rows_kernel(const T* a, const T* b, T* out, std::int64_t 
       out[i * row + r] = r < na ? a[i * na + r] : b[i * nb + (r - na)];
 }
 
-template <Scalar T>
+template <class T>
 __global__ void split_rows_kernel(const T* x, T* a, T* b, std::int64_t outer, std::int64_t na, std::int64_t nb) {
   const std::int64_t row = na + nb;
   for (std::int64_t i = blockIdx.y; i < outer; i += gridDim.y)
@@ -93,7 +110,7 @@ __global__ void split_rows_kernel(const T* x, T* a, T* b, std::int64_t outer, st
 
 /// Block (tile, tile_rows), grid (ceil(cols / tile), ceil(rows / tile), batch): tile[j][i] = x[r0 + j, c0 + i], then
 /// out[c0 + j, r0 + i] = tile[i][j] = x[r0 + i, c0 + j].
-template <Scalar T>
+template <class T>
 __global__ void batched_transpose_kernel(const T* x, T* out, std::int64_t rows, std::int64_t cols) {
   __shared__ T buffer[tile][tile + 1];
   const std::int64_t plane = rows * cols;
@@ -114,30 +131,31 @@ __global__ void batched_transpose_kernel(const T* x, T* out, std::int64_t rows, 
 }
 
 /// Under plane_grid.
-template <Scalar T>
+template <StorageScalar T>
 __global__ void add_plane_bias_kernel(T* x, const T* v, std::int64_t spatial) {
   const std::int64_t p = blockIdx.x;
-  const T add = v[p];
+  const compute_type_t<T> add = detail::load(v[p]);
   T* xp = x + p * spatial;
-  for (std::int64_t i = plane_first(); i < spatial; i += plane_stride()) xp[i] += add;
+  for (std::int64_t i = plane_first(); i < spatial; i += plane_stride())
+    xp[i] = detail::store<T>(detail::load(xp[i]) + add);
 }
 
 /// One block per plane.
-template <Scalar T>
-__global__ void sum_planes_kernel(const T* x, T* out, std::int64_t spatial, T scale) {
+template <StorageScalar T>
+__global__ void sum_planes_kernel(const T* x, T* out, std::int64_t spatial, compute_type_t<T> scale) {
   const std::int64_t p = blockIdx.x;
   const T* xp = x + p * spatial;
   double acc[1] = {0.0};
-  for (std::int64_t i = threadIdx.x; i < spatial; i += blockDim.x) acc[0] += static_cast<double>(xp[i]);
+  for (std::int64_t i = threadIdx.x; i < spatial; i += blockDim.x) acc[0] += static_cast<double>(detail::load(xp[i]));
   block_sum(acc);
-  if (threadIdx.x == 0) out[p] = static_cast<T>(acc[0]) * scale;
+  if (threadIdx.x == 0) out[p] = detail::store<T>(static_cast<compute_type_t<T>>(acc[0]) * scale);
 }
 
 /// Under plane_grid.
-template <Scalar T>
-__global__ void broadcast_planes_kernel(const T* v, T* out, std::int64_t spatial, T scale) {
+template <StorageScalar T>
+__global__ void broadcast_planes_kernel(const T* v, T* out, std::int64_t spatial, compute_type_t<T> scale) {
   const std::int64_t p = blockIdx.x;
-  const T value = v[p] * scale;
+  const T value = detail::store<T>(detail::load(v[p]) * scale);
   T* op = out + p * spatial;
   for (std::int64_t i = plane_first(); i < spatial; i += plane_stride()) op[i] = value;
 }
@@ -146,7 +164,7 @@ __global__ void broadcast_planes_kernel(const T* v, T* out, std::int64_t spatial
 
 namespace spo::cuda_kernels {
 
-template <Scalar T>
+template <StorageScalar T>
 void concat_rows(const T* a, const T* b, T* out, std::int64_t outer, std::int64_t na, std::int64_t nb) {
   if (outer * (na + nb) == 0) return;
   const auto row_bytes = static_cast<std::size_t>(na + nb) * sizeof(T);
@@ -161,12 +179,13 @@ void concat_rows(const T* a, const T* b, T* out, std::int64_t outer, std::int64_
                                        cudaMemcpyDeviceToDevice, nullptr));
     return;
   }
-  layout_detail::concat_rows_kernel<T>
-      <<<layout_detail::rows_grid(outer, na + nb), cuda_runtime::block_1d>>>(a, b, out, outer, na, nb);
+  using M = layout_detail::moved_type_t<T>;
+  layout_detail::concat_rows_kernel<M><<<layout_detail::rows_grid(outer, na + nb), cuda_runtime::block_1d>>>(
+      layout_detail::moved(a), layout_detail::moved(b), layout_detail::moved(out), outer, na, nb);
   SPO_CUDA_CHECK_LAUNCH("concat_rows_kernel");
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void split_rows(const T* x, T* a, T* b, std::int64_t outer, std::int64_t na, std::int64_t nb) {
   if (outer * (na + nb) == 0) return;
   const auto row_bytes = static_cast<std::size_t>(na + nb) * sizeof(T);
@@ -181,12 +200,13 @@ void split_rows(const T* x, T* a, T* b, std::int64_t outer, std::int64_t na, std
                                        cudaMemcpyDeviceToDevice, nullptr));
     return;
   }
-  layout_detail::split_rows_kernel<T>
-      <<<layout_detail::rows_grid(outer, na + nb), cuda_runtime::block_1d>>>(x, a, b, outer, na, nb);
+  using M = layout_detail::moved_type_t<T>;
+  layout_detail::split_rows_kernel<M><<<layout_detail::rows_grid(outer, na + nb), cuda_runtime::block_1d>>>(
+      layout_detail::moved(x), layout_detail::moved(a), layout_detail::moved(b), outer, na, nb);
   SPO_CUDA_CHECK_LAUNCH("split_rows_kernel");
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void batched_transpose(const T* x, T* out, std::int64_t batch, std::int64_t rows, std::int64_t cols) {
   if (batch * rows * cols == 0) return;
   const std::int64_t grid_x = (cols + layout_detail::tile - 1) / layout_detail::tile;
@@ -196,11 +216,12 @@ void batched_transpose(const T* x, T* out, std::int64_t batch, std::int64_t rows
       "cuda_kernels::batched_transpose: [" << batch << ", " << rows << ", " << cols << "] exceeds the launch grid");
   const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y), static_cast<unsigned>(batch));
   const dim3 block(layout_detail::tile, layout_detail::tile_rows);
-  layout_detail::batched_transpose_kernel<T><<<grid, block>>>(x, out, rows, cols);
+  layout_detail::batched_transpose_kernel<layout_detail::moved_type_t<T>>
+      <<<grid, block>>>(layout_detail::moved(x), layout_detail::moved(out), rows, cols);
   SPO_CUDA_CHECK_LAUNCH("batched_transpose_kernel");
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void add_plane_bias(T* x, const T* v, std::int64_t planes, std::int64_t spatial) {
   if (planes * spatial == 0) return;
   layout_detail::add_plane_bias_kernel<T>
@@ -208,8 +229,8 @@ void add_plane_bias(T* x, const T* v, std::int64_t planes, std::int64_t spatial)
   SPO_CUDA_CHECK_LAUNCH("add_plane_bias_kernel");
 }
 
-template <Scalar T>
-void sum_planes(const T* x, T* out, std::int64_t planes, std::int64_t spatial, T scale) {
+template <StorageScalar T>
+void sum_planes(const T* x, T* out, std::int64_t planes, std::int64_t spatial, compute_type_t<T> scale) {
   if (planes == 0) return;
   SPO_CHECK(planes < (std::int64_t{1} << 31), "cuda_kernels::sum_planes: " << planes << " planes exceed the grid");
   layout_detail::sum_planes_kernel<T>
@@ -217,8 +238,8 @@ void sum_planes(const T* x, T* out, std::int64_t planes, std::int64_t spatial, T
   SPO_CUDA_CHECK_LAUNCH("sum_planes_kernel");
 }
 
-template <Scalar T>
-void broadcast_planes(const T* v, T* out, std::int64_t planes, std::int64_t spatial, T scale) {
+template <StorageScalar T>
+void broadcast_planes(const T* v, T* out, std::int64_t planes, std::int64_t spatial, compute_type_t<T> scale) {
   if (planes * spatial == 0) return;
   layout_detail::broadcast_planes_kernel<T>
       <<<layout_detail::plane_grid(planes, spatial, cuda_runtime::block_1d), cuda_runtime::block_1d>>>(v, out, spatial,

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /// @brief Layout operations on spo::cuda tensors (channel concat/split, NCHW <-> tokens, channel bias, spatial sums,
 /// a += b): the device twins of tensor/layout.hpp with the same semantics and error messages, found by ADL from the
-/// model templates. The launchers are defined in layout.cuh and instantiated in instantiate/layout.cu.
+/// model templates. The launchers are defined in layout.cuh and instantiated for float, double, half and bfloat16 in
+/// instantiate/layout.cu (16-bit arithmetic in float, one rounding per output).
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 
 #include "spo/core/device.hpp"
 #include "spo/core/error.hpp"
+#include "spo/core/half.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/ops.hpp"
 #include "spo/tensor/tensor.hpp"
@@ -16,30 +18,30 @@
 namespace spo::cuda_kernels {
 
 /// out[i, 0:na] = a[i, :], out[i, na:na+nb] = b[i, :] for i < outer (rows of na and nb elements).
-template <Scalar T>
+template <StorageScalar T>
 void concat_rows(const T* a, const T* b, T* out, std::int64_t outer, std::int64_t na, std::int64_t nb);
 /// The inverse of concat_rows: a[i, :] = x[i, 0:na], b[i, :] = x[i, na:na+nb].
-template <Scalar T>
+template <StorageScalar T>
 void split_rows(const T* x, T* a, T* b, std::int64_t outer, std::int64_t na, std::int64_t nb);
 /// out[b, c, r] = x[b, r, c] for x [batch, rows, cols] (a batched transpose through shared-memory tiles).
-template <Scalar T>
+template <StorageScalar T>
 void batched_transpose(const T* x, T* out, std::int64_t batch, std::int64_t rows, std::int64_t cols);
 /// x[p, i] += v[p] for p < planes, i < spatial.
-template <Scalar T>
+template <StorageScalar T>
 void add_plane_bias(T* x, const T* v, std::int64_t planes, std::int64_t spatial);
 /// out[p] = T(sum_i x[p, i]) * scale (sum in double; scale 1 leaves the rounded sum unchanged).
-template <Scalar T>
-void sum_planes(const T* x, T* out, std::int64_t planes, std::int64_t spatial, T scale);
+template <StorageScalar T>
+void sum_planes(const T* x, T* out, std::int64_t planes, std::int64_t spatial, compute_type_t<T> scale);
 /// out[p, i] = v[p] * scale for p < planes, i < spatial.
-template <Scalar T>
-void broadcast_planes(const T* v, T* out, std::int64_t planes, std::int64_t spatial, T scale);
+template <StorageScalar T>
+void broadcast_planes(const T* v, T* out, std::int64_t planes, std::int64_t spatial, compute_type_t<T> scale);
 
 }  // namespace spo::cuda_kernels
 
 namespace spo {
 
 /// cat([a, b], dim=1) of [B, Ca, ...] and [B, Cb, ...] -> [B, Ca + Cb, ...].
-template <Scalar T>
+template <StorageScalar T>
 Tensor<T, cuda> concat_channels(const Tensor<T, cuda>& a, const Tensor<T, cuda>& b) {
   SPO_CHECK(a.rank() >= 2 && b.rank() == a.rank() && a.size(0) == b.size(0) &&
                 a.shape().numel_from(2) == b.shape().numel_from(2),
@@ -53,7 +55,7 @@ Tensor<T, cuda> concat_channels(const Tensor<T, cuda>& a, const Tensor<T, cuda>&
 }
 
 /// Inverse of concat_channels: [B, Ca + Cb, ...] -> ([B, Ca, ...], [B, Cb, ...]).
-template <Scalar T>
+template <StorageScalar T>
 std::pair<Tensor<T, cuda>, Tensor<T, cuda>> split_channels(const Tensor<T, cuda>& x, std::int64_t channels_a) {
   SPO_CHECK(x.rank() >= 2 && channels_a >= 0 && channels_a <= x.size(1),
             "split_channels: cannot split " << channels_a << " channels off shape " << x.shape());
@@ -67,7 +69,7 @@ std::pair<Tensor<T, cuda>, Tensor<T, cuda>> split_channels(const Tensor<T, cuda>
 }
 
 /// [B, C, H, W] -> [B, H*W, C] (x.permute(0, 2, 3, 1).reshape(B, H*W, C)).
-template <Scalar T>
+template <StorageScalar T>
 Tensor<T, cuda> nchw_to_tokens(const Tensor<T, cuda>& x) {
   SPO_CHECK(x.rank() == 4, "nchw_to_tokens expects [B, C, H, W], got " << x.shape());
   const std::int64_t b = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
@@ -77,7 +79,7 @@ Tensor<T, cuda> nchw_to_tokens(const Tensor<T, cuda>& x) {
 }
 
 /// [B, H*W, C] -> [B, C, H, W].
-template <Scalar T>
+template <StorageScalar T>
 Tensor<T, cuda> tokens_to_nchw(const Tensor<T, cuda>& x, std::int64_t h, std::int64_t w) {
   SPO_CHECK(x.rank() == 3 && x.size(1) == h * w,
             "tokens_to_nchw: shape " << x.shape() << " is not [B, " << h * w << ", C]");
@@ -88,7 +90,7 @@ Tensor<T, cuda> tokens_to_nchw(const Tensor<T, cuda>& x, std::int64_t h, std::in
 }
 
 /// x[b, c, ...] += v[b, c] (a per-channel bias broadcast over spatial axes).
-template <Scalar T>
+template <StorageScalar T>
 void add_channel_bias(Tensor<T, cuda>& x, const Tensor<T, cuda>& v) {
   SPO_CHECK(x.rank() >= 2 && v.rank() == 2 && v.size(0) == x.size(0) && v.size(1) == x.size(1),
             "add_channel_bias: " << v.shape() << " does not broadcast over " << x.shape());
@@ -96,19 +98,19 @@ void add_channel_bias(Tensor<T, cuda>& x, const Tensor<T, cuda>& v) {
 }
 
 /// Sum over spatial axes: [B, C, ...] -> [B, C] (the backward of add_channel_bias; sums in double).
-template <Scalar T>
+template <StorageScalar T>
 Tensor<T, cuda> sum_spatial(const Tensor<T, cuda>& x) {
   SPO_CHECK(x.rank() >= 2, "sum_spatial expects [B, C, ...], got " << x.shape());
   auto out = Tensor<T, cuda>::uninitialized(Shape{x.size(0), x.size(1)});  // [B, C]
-  cuda_kernels::sum_planes<T>(x.data(), out.data(), x.size(0) * x.size(1), x.shape().numel_from(2), T(1));
+  cuda_kernels::sum_planes<T>(x.data(), out.data(), x.size(0) * x.size(1), x.shape().numel_from(2), 1);
   return out;
 }
 
 /// a += b elementwise (same shape).
-template <Scalar T>
+template <StorageScalar T>
 void add_inplace(Tensor<T, cuda>& a, const Tensor<T, cuda>& b) {
   check_same_shape(a.shape(), b.shape(), "add_inplace");
-  axpy<T>(T(1), b.view(), a.view());
+  axpy<T>(1, b.view(), a.view());
 }
 
 }  // namespace spo

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /// @brief Pointwise kernels on spo::cuda: GELU (erf and tanh forms) and QuickGELU device functors beside
 /// elementwise.cuh's SiluOp, activation forward (saving its input) and backward, GEGLU's gated product, nearest 2x
-/// upsampling and the sinusoidal timestep embedding; host declarations in pointwise.hpp.
+/// upsampling and the sinusoidal timestep embedding; host declarations in pointwise.hpp. Every storage scalar: 16-bit
+/// elements are read into float and each output is rounded once (scalar_access.cuh).
 #pragma once
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "spo/tensor/cuda/layout.cuh"
 #include "spo/tensor/cuda/pointwise.hpp"
 #include "spo/tensor/cuda/runtime.hpp"
+#include "spo/tensor/cuda/scalar_access.cuh"
 
 namespace spo::cuda_kernels {
 
@@ -103,42 +105,43 @@ void with_function(PointwiseFunction f, Launch&& launch) {
   SPO_CHECK(false, "cuda_kernels: unknown PointwiseFunction " << static_cast<int>(f));
 }
 
-template <class F, Scalar T>
+template <class F, StorageScalar T>
 __global__ void forward_saving_kernel(std::int64_t n, const T* x, T* y, T* saved) {
   for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) {
     const T v = x[i];
     saved[i] = v;
-    y[i] = F::value(v);
+    y[i] = detail::store<T>(F::value(detail::load(v)));
   }
 }
 
 /// Under layout_detail::rows_grid(rows, dim_out).
-template <class F, Scalar T>
+template <class F, StorageScalar T>
 __global__ void gated_forward_kernel(const T* h, T* y, std::int64_t rows, std::int64_t dim_out) {
   for (std::int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     const T* hr = h + r * 2 * dim_out;
     T* yr = y + r * dim_out;
     for (std::int64_t j = detail::grid_first(); j < dim_out; j += detail::grid_stride())
-      yr[j] = F::value(hr[dim_out + j]) * hr[j];
+      yr[j] = detail::store<T>(F::value(detail::load(hr[dim_out + j])) * detail::load(hr[j]));
   }
 }
 
-template <class F, Scalar T>
+template <class F, StorageScalar T>
 __global__ void gated_backward_kernel(const T* h, const T* dy, T* dh, std::int64_t rows, std::int64_t dim_out) {
+  using C = compute_type_t<T>;
   for (std::int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     const T* hr = h + r * 2 * dim_out;
     const T* dr = dy + r * dim_out;
     T* out = dh + r * 2 * dim_out;
     for (std::int64_t j = detail::grid_first(); j < dim_out; j += detail::grid_stride()) {
-      const T a = hr[j], g = hr[dim_out + j], d = dr[j];
-      out[j] = F::value(g) * d;
-      out[dim_out + j] = F::gradient(g, d * a);
+      const C a = detail::load(hr[j]), g = detail::load(hr[dim_out + j]), d = detail::load(dr[j]);
+      out[j] = detail::store<T>(F::value(g) * d);
+      out[dim_out + j] = detail::store<T>(F::gradient(g, d * a));
     }
   }
 }
 
 /// One thread per input element (row ph = idx / w of the planes * h input rows, column j).
-template <Scalar T>
+template <StorageScalar T>
 __global__ void upsample_forward_kernel(const T* x, T* y, std::int64_t n, std::int64_t w) {
   for (std::int64_t idx = detail::grid_first(); idx < n; idx += detail::grid_stride()) {
     const std::int64_t ph = idx / w, j = idx - ph * w;
@@ -151,13 +154,14 @@ __global__ void upsample_forward_kernel(const T* x, T* y, std::int64_t n, std::i
   }
 }
 
-template <Scalar T>
+template <StorageScalar T>
 __global__ void upsample_backward_kernel(const T* dy, T* dx, std::int64_t n, std::int64_t w) {
+  using detail::load;
   for (std::int64_t idx = detail::grid_first(); idx < n; idx += detail::grid_stride()) {
     const std::int64_t ph = idx / w, j = idx - ph * w;
     const T* d0 = dy + ph * 4 * w + 2 * j;
     const T* d1 = d0 + 2 * w;
-    dx[idx] = (d0[0] + d0[1]) + (d1[0] + d1[1]);
+    dx[idx] = detail::store<T>((load(d0[0]) + load(d0[1])) + (load(d1[0]) + load(d1[1])));
   }
 }
 
@@ -166,23 +170,29 @@ __device__ inline double sinusoid_frequency(const SinusoidParams& p, std::int64_
   return exp(-log(p.max_period) * static_cast<double>(k) / (static_cast<double>(half) - p.downscale_freq_shift));
 }
 
+/// v in T: directly for float and double, through float for the 16-bit scalars (as convert_scalar).
+template <StorageScalar T>
+__device__ inline T from_double(double v) {
+  return detail::store<T>(static_cast<compute_type_t<T>>(v));
+}
+
 /// One thread per (i, k), k < half.
-template <Scalar T>
+template <StorageScalar T>
 __global__ void sinusoid_forward_kernel(const T* t, T* emb, std::int64_t n, SinusoidParams p) {
   const std::int64_t dim = p.embedding_dim, half = dim / 2;
   const std::int64_t sin_at = p.flip_sin_to_cos ? half : 0, cos_at = p.flip_sin_to_cos ? 0 : half;
   for (std::int64_t idx = detail::grid_first(); idx < n * half; idx += detail::grid_stride()) {
     const std::int64_t i = idx / half, k = idx - i * half;
-    const double arg = p.scale * static_cast<double>(t[i]) * sinusoid_frequency(p, k);
+    const double arg = p.scale * static_cast<double>(detail::load(t[i])) * sinusoid_frequency(p, k);
     T* row = emb + i * dim;
-    row[sin_at + k] = static_cast<T>(sin(arg));
-    row[cos_at + k] = static_cast<T>(cos(arg));
-    if (k == 0 && dim % 2) row[dim - 1] = T(0);
+    row[sin_at + k] = from_double<T>(sin(arg));
+    row[cos_at + k] = from_double<T>(cos(arg));
+    if (k == 0 && dim % 2) row[dim - 1] = from_double<T>(0.0);
   }
 }
 
 /// One thread per timestep.
-template <Scalar T>
+template <StorageScalar T>
 __global__ void sinusoid_backward_kernel(const T* t, const T* demb, T* dt, std::int64_t n, SinusoidParams p) {
   const std::int64_t dim = p.embedding_dim, half = dim / 2;
   const std::int64_t sin_at = p.flip_sin_to_cos ? half : 0, cos_at = p.flip_sin_to_cos ? 0 : half;
@@ -191,16 +201,17 @@ __global__ void sinusoid_backward_kernel(const T* t, const T* demb, T* dt, std::
     double acc = 0.0;
     for (std::int64_t k = 0; k < half; ++k) {
       const double w = p.scale * sinusoid_frequency(p, k);
-      const double arg = w * static_cast<double>(t[i]);
-      acc += w * (static_cast<double>(row[sin_at + k]) * cos(arg) - static_cast<double>(row[cos_at + k]) * sin(arg));
+      const double arg = w * static_cast<double>(detail::load(t[i]));
+      acc += w * (static_cast<double>(detail::load(row[sin_at + k])) * cos(arg) -
+                  static_cast<double>(detail::load(row[cos_at + k])) * sin(arg));
     }
-    dt[i] = static_cast<T>(acc);
+    dt[i] = from_double<T>(acc);
   }
 }
 
 }  // namespace pointwise_detail
 
-template <Scalar T>
+template <StorageScalar T>
 void pointwise_forward(PointwiseFunction f, const T* x, T* y, T* saved, std::int64_t n) {
   if (n == 0) return;
   pointwise_detail::with_function(f, [&](auto op) {
@@ -215,13 +226,13 @@ void pointwise_forward(PointwiseFunction f, const T* x, T* y, T* saved, std::int
   });
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void pointwise_backward(PointwiseFunction f, const T* x, const T* dy, T* dx, std::int64_t n) {
   if (n == 0) return;
   pointwise_detail::with_function(f, [&](auto op) { activation_backward<decltype(op), T>(x, dy, dx, n); });
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void gated_forward(PointwiseFunction f, const T* h, T* y, std::int64_t rows, std::int64_t dim_out) {
   if (rows * dim_out == 0) return;
   pointwise_detail::with_function(f, [&](auto op) {
@@ -231,7 +242,7 @@ void gated_forward(PointwiseFunction f, const T* h, T* y, std::int64_t rows, std
   });
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void gated_backward(PointwiseFunction f, const T* h, const T* dy, T* dh, std::int64_t rows, std::int64_t dim_out) {
   if (rows * dim_out == 0) return;
   pointwise_detail::with_function(f, [&](auto op) {
@@ -241,7 +252,7 @@ void gated_backward(PointwiseFunction f, const T* h, const T* dy, T* dh, std::in
   });
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void upsample_nearest2x_forward(const T* x, T* y, std::int64_t planes, std::int64_t h, std::int64_t w) {
   const std::int64_t n = planes * h * w;
   if (n == 0) return;
@@ -249,7 +260,7 @@ void upsample_nearest2x_forward(const T* x, T* y, std::int64_t planes, std::int6
   SPO_CUDA_CHECK_LAUNCH("upsample_forward_kernel");
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void upsample_nearest2x_backward(const T* dy, T* dx, std::int64_t planes, std::int64_t h, std::int64_t w) {
   const std::int64_t n = planes * h * w;
   if (n == 0) return;
@@ -257,12 +268,12 @@ void upsample_nearest2x_backward(const T* dy, T* dx, std::int64_t planes, std::i
   SPO_CUDA_CHECK_LAUNCH("upsample_backward_kernel");
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void sinusoidal_embedding_forward(const T* t, T* emb, std::int64_t n, const SinusoidParams& p) {
   const std::int64_t half = p.embedding_dim / 2;
   if (n == 0 || p.embedding_dim == 0) return;
   if (half == 0) {  // dim 1: the zero pad alone
-    Fill<T>::run({n, T(0), emb});
+    Fill<T>::run({n, T{}, emb});
     return;
   }
   pointwise_detail::sinusoid_forward_kernel<T>
@@ -270,7 +281,7 @@ void sinusoidal_embedding_forward(const T* t, T* emb, std::int64_t n, const Sinu
   SPO_CUDA_CHECK_LAUNCH("sinusoid_forward_kernel");
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void sinusoidal_embedding_backward(const T* t, const T* demb, T* dt, std::int64_t n, const SinusoidParams& p) {
   if (n == 0) return;
   pointwise_detail::sinusoid_backward_kernel<T>

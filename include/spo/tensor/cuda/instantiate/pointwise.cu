@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Instantiates the pointwise launchers of tensor/cuda/pointwise.hpp for float and double.
+// Instantiates the pointwise launchers of tensor/cuda/pointwise.hpp for float, double, half and bfloat16.
 #include "spo/tensor/cuda/pointwise.cuh"
 
 namespace spo::cuda_kernels {
@@ -14,5 +14,7 @@ namespace spo::cuda_kernels {
   template void sinusoidal_embedding_backward<T>(const T*, const T*, T*, std::int64_t, const SinusoidParams&);
 SPO_INSTANTIATE(float)
 SPO_INSTANTIATE(double)
+SPO_INSTANTIATE(half)
+SPO_INSTANTIATE(bfloat16)
 #undef SPO_INSTANTIATE
 }  // namespace spo::cuda_kernels
