@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "spo/tensor/cpu/attention_kernels.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -150,4 +151,39 @@ TEST_CASE("attention kernels reject empty key sets and handle empty query sets")
                                          ph(q.data()), ph(q.data()), lse.data(), ph(q.data()), pk(dk.data()),
                                          pk(dv.data()), 1.0f);
   CHECK(dk[0] == 0.0f);
+}
+
+TEST_CASE_TEMPLATE("the tile GEMM gives plain-loop products for every row remainder, width and operand stride", T,
+                   float, double) {
+  // tile_rows and simd_width follow the ISA the test is compiled for; the sizes cover every remainder of both.
+  using cpu_kernels::detail::round_up;
+  constexpr std::int64_t lanes = cpu_kernels::detail::simd_width<T>, rows = cpu_kernels::detail::tile_rows;
+  Generator g{7, 0};
+  for (std::int64_t m : {std::int64_t{1}, rows - 1, rows, rows + 1, 2 * rows + 3})
+    for (std::int64_t n : {std::int64_t{1}, lanes - 1, lanes, lanes + 1, 2 * lanes, 3 * lanes + 2})
+      for (std::int64_t k : {1, 5, 40})
+        for (bool transposed_a : {false, true})
+          for (bool accumulate : {false, true}) {
+            CAPTURE(m);
+            CAPTURE(n);
+            CAPTURE(k);
+            CAPTURE(transposed_a);
+            CAPTURE(accumulate);
+            const std::int64_t ldb = round_up(n, lanes), ldc = n + 3;
+            auto a = randn<T>(Shape{m * k}, g), b_src = randn<T>(Shape{k * n}, g), c0 = randn<T>(Shape{m * ldc}, g);
+            std::vector<T> b(k * ldb);  // [k, ldb], padded by pack_panel
+            cpu_kernels::detail::pack_panel(b_src.data(), n, std::int64_t{1}, k, n, b.data(), ldb);
+            const std::int64_t a_r = transposed_a ? 1 : k, a_k = transposed_a ? m : 1;  // A [m, k] or A^T [k, m]
+            std::vector<T> c(c0.data(), c0.data() + m * ldc);
+            cpu_kernels::detail::tile_gemm(m, n, k, a.data(), a_r, a_k, b.data(), ldb, c.data(), ldc, accumulate);
+            double worst = 0;
+            for (std::int64_t i = 0; i < m; ++i)
+              for (std::int64_t j = 0; j < ldc; ++j) {
+                double want = j < n && accumulate ? double(c0[i * ldc + j]) : j < n ? 0.0 : double(c0[i * ldc + j]);
+                for (std::int64_t kk = 0; j < n && kk < k; ++kk)
+                  want += double(a[i * a_r + kk * a_k]) * double(b_src[kk * n + j]);
+                worst = std::max(worst, std::abs(want - double(c[i * ldc + j])));
+              }
+            CHECK(worst < (std::is_same_v<T, float> ? 1e-4 : 1e-12));
+          }
 }

@@ -105,18 +105,33 @@ T* scratch(std::size_t slot, std::size_t count) {
   return buffers[slot].data() + (((64 - address % 64) % 64) / sizeof(T));
 }
 
-/// Elements per SIMD register for the tile kernels (64-byte vectors; split into smaller ones without AVX-512).
+/// The tile kernels' vector width and register tile follow the target ISA: C += A B keeps rows x 2 vector
+/// accumulators, 2 B vectors and one broadcast in registers (AVX-512: 32 registers of 64 bytes, 8 rows; AVX2 and
+/// SSE: 16 registers of 32 / 16 bytes, 6 rows). Wider vectors than the ISA's would be split by the compiler and the
+/// accumulators spilled to memory on every step of the depth loop.
+#if defined(__AVX512F__)
+inline constexpr std::size_t simd_bytes = 64;
+inline constexpr int tile_rows = 8;
+#elif defined(__AVX__)
+inline constexpr std::size_t simd_bytes = 32;
+inline constexpr int tile_rows = 6;
+#else
+inline constexpr std::size_t simd_bytes = 16;
+inline constexpr int tile_rows = 6;
+#endif
+
+/// Elements per SIMD register for the tile kernels.
 template <class T>
-inline constexpr std::int64_t simd_width = 64 / sizeof(T);
+inline constexpr std::int64_t simd_width = simd_bytes / sizeof(T);
 template <class T>
 struct simd_register;
 template <>
 struct simd_register<float> {
-  using type = float __attribute__((vector_size(64)));
+  using type = float __attribute__((vector_size(simd_bytes)));
 };
 template <>
 struct simd_register<double> {
-  using type = double __attribute__((vector_size(64)));
+  using type = double __attribute__((vector_size(simd_bytes)));
 };
 template <class T>
 using Simd = typename simd_register<T>::type;
@@ -206,7 +221,7 @@ void gemm_rows(std::int64_t rows, std::int64_t k, const T* a, std::int64_t a_r, 
 template <class T>
 void tile_gemm(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t a_r, std::int64_t a_k,
                const T* b, std::int64_t ldb, T* c, std::int64_t ldc, bool accumulate) {
-  constexpr int rows_per_tile = 8, vectors = tile_panel<T> / simd_width<T>;
+  constexpr int rows_per_tile = tile_rows, vectors = tile_panel<T> / simd_width<T>;
   constexpr std::int64_t panel = tile_panel<T>;
   for (std::int64_t j0 = 0; j0 < n; j0 += panel) {
     const std::int64_t width = std::min(panel, n - j0);
