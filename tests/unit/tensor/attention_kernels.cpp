@@ -179,9 +179,11 @@ TEST_CASE_TEMPLATE("the tile GEMM gives plain-loop products for every row remain
             double worst = 0;
             for (std::int64_t i = 0; i < m; ++i)
               for (std::int64_t j = 0; j < ldc; ++j) {
-                double want = j < n && accumulate ? double(c0[i * ldc + j]) : j < n ? 0.0 : double(c0[i * ldc + j]);
-                for (std::int64_t kk = 0; j < n && kk < k; ++kk)
-                  want += double(a[i * a_r + kk * a_k]) * double(b_src[kk * n + j]);
+                // columns past n stay untouched; the product is added to C or replaces it
+                double want = j >= n || accumulate ? double(c0[i * ldc + j]) : 0.0;
+                if (j < n)
+                  for (std::int64_t kk = 0; kk < k; ++kk)
+                    want += double(a[i * a_r + kk * a_k]) * double(b_src[kk * n + j]);
                 worst = std::max(worst, std::abs(want - double(c[i * ldc + j])));
               }
             CHECK(worst < (std::is_same_v<T, float> ? 1e-4 : 1e-12));
