@@ -17,6 +17,7 @@
 #include "spo/nn/cuda/transfer.hpp"
 #include "spo/nn/cuda/upsample.hpp"
 #include "spo/optim/cuda/optim_kernels.hpp"
+#include "spo/optim/cuda/precision_modes.hpp"
 #include "spo/spm/cuda/spm_kernels.hpp"
 #include "spo/tensor/cuda/allocator.hpp"
 #include "spo/tensor/cuda/cudnn.hpp"

@@ -3,6 +3,7 @@
 /// text-conditioned models, and the Stable Diffusion 1.x/2.x and SDXL text-to-image pipelines.
 #pragma once
 
+#include "spo/model/autocast.hpp"
 #include "spo/model/autoencoder_kl.hpp"
 #include "spo/model/diffusers_unet_config.hpp"
 #include "spo/model/fashion_default.hpp"

@@ -52,11 +52,21 @@ void broadcast_parameters(C& comm, Model& model) {
       [&](std::string_view, auto& p) {
         using V = std::remove_cvref_t<decltype(p.value)>;
         using E = typename V::value_type;
+        // A broadcast copies bits: 16-bit values travel as their bytes.
+        auto send = [&](E* data, std::int64_t n) {
+          if constexpr (Element<E>) {
+            comm.broadcast(std::span<E>(data, static_cast<std::size_t>(n)), 0);
+          } else {
+            comm.broadcast(
+                std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(data), static_cast<std::size_t>(n) * sizeof(E)),
+                0);
+          }
+        };
         if constexpr (V::device_type::host_accessible) {
-          comm.broadcast(std::span<E>(p.value.data(), static_cast<std::size_t>(p.value.numel())), 0);
+          send(p.value.data(), p.value.numel());
         } else {
           auto h = transfer<cpu>(p.value);
-          comm.broadcast(std::span<E>(h.data(), static_cast<std::size_t>(h.numel())), 0);
+          send(h.data(), h.numel());
           p.value = transfer<typename V::device_type>(h);
         }
       },

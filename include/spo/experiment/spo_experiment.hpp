@@ -29,8 +29,10 @@
 #include "spo/io/run_record.hpp"
 #include "spo/loss/concepts.hpp"
 #include "spo/loss/spo_loss.hpp"
+#include "spo/model/autocast.hpp"
 #include "spo/model/fashion_default.hpp"
 #include "spo/nn/lora.hpp"
+#include "spo/optim/precision.hpp"
 #include "spo/preference/compare.hpp"
 #include "spo/preference/preference_model.hpp"
 #include "spo/resampler/continuation.hpp"
@@ -50,13 +52,20 @@ struct OraclePM {
 /// The diffusion model every experiment fine-tunes: the Fashion-MNIST UNet with its text tower (frozen base, LoRA
 /// policy) on device D, generating FashionImage samples. The device is the experiment's choice of type: with
 /// FashionDiffusionOn<cuda> (and spo/cuda.hpp) the UNet, the resampler, the preference network and the trainer run
-/// on the GPU; the rater and the evaluation's judges stay on the CPU.
-template <Device D>
+/// on the GPU; the rater and the evaluation's judges stay on the CPU. So is the precision (optim/precision.hpp):
+/// under bf16 and fp16 the UNet, its weights and its LoRA adapters are 16-bit behind a model::Autocast (the sampler,
+/// the log-probs and the loss stay FP32; the LoRA weights train as FP32 masters, with loss scaling under fp16), which
+/// needs spo::cuda's 16-bit kernels; tf32 lets FP32 products use TF32 tensor cores (spo::cuda only).
+template <Device D, precision::Policy Precision = precision::fp32>
 struct FashionDiffusionOn {
   using image_format = FashionImage;
   using device_type = D;
-  using base_model = model::FashionModel<float, D>;
-  using policy_model = model::FashionModel<float, D, nn::LoRA<nn::Linear<float, D>>>;
+  using precision_type = Precision;
+  using storage = typename Precision::storage;
+  static_assert(!HalfScalar<storage> || !std::same_as<D, cpu>,
+                "16-bit storage (precision::bf16, precision::fp16) needs spo::cuda's kernels: the CPU has none");
+  using base_model = model::autocast_t<model::FashionModel<storage, D>>;
+  using policy_model = model::autocast_t<model::FashionModel<storage, D, nn::LoRA<nn::Linear<storage, D>>>>;
 };
 using FashionDiffusion = FashionDiffusionOn<cpu>;
 
@@ -73,7 +82,7 @@ using DefaultScheduler = diffusion::DdimScheduler<diffusion::LinearBetas, diffus
     Schedule: the scheduler that samples, trains and evaluates, and the sampler that draws the children
     (diffusion::SchedulerPolicy; its beta schedule and parameterization must be the base model's, and the loss
     needs transition log-probabilities, so a deterministic sampler does not compile). Model: the diffusion model,
-    whose image format the preference policy must score.
+    whose image format the preference policy must score, with its device and precision (FashionDiffusionOn).
 !*/
 template <class Preference, preference::ComparePolicy Compare = preference::BestWorstCompare,
           resampler::ContinuationRule Continuation = resampler::RandomChild, loss::StepPairLoss Loss = loss::SpoLoss,
@@ -238,13 +247,15 @@ typename Model::policy_model make_policy(const model::UNetConfig& unet, const mo
   return policy;
 }
 
-/// Writes the LoRA parameters only (keys "...lora_A" / "...lora_B") with the rank and alpha in the metadata.
+/// Writes the LoRA parameters only (keys "...lora_A" / "...lora_B", F32) with the rank and alpha in the metadata.
 template <class Policy>
 void save_lora(const std::filesystem::path& path, Policy& policy, const train::LoraSection& lora) {
   io::NamedTensors t;
   t.source = path.string();
   policy.visit_parameters([&](std::string_view name, auto& p) {
-    if (name.find("lora_") != std::string_view::npos) t.set<float>(std::string(name), transfer<cpu>(p.value));
+    if (name.find("lora_") == std::string_view::npos) return;
+    // float (a 16-bit adapter widened exactly: the values the model computes with; the checkpoint holds the masters)
+    t.set<float>(std::string(name), cast<float>(transfer<cpu>(p.value)));
   });
   t.metadata = {{"format", "spo.lora.v1"}, {"rank", std::to_string(lora.rank)}, {"alpha", std::to_string(lora.alpha)}};
   io::save_safetensors(path, t);
@@ -573,14 +584,18 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) {
     if (comm.is_root())
       std::fprintf(
           stderr,
-          "%s: preference model \"%s\", compare \"%s\", continuation \"%s\", loss \"%s\"; %lld LoRA parameters\n",
+          "%s: preference model \"%s\", compare \"%s\", continuation \"%s\", loss \"%s\", precision %s; %lld LoRA "
+          "parameters\n",
           argv[0], std::string(E::preference_type::name).c_str(), std::string(E::compare_type::name).c_str(),
           std::string(E::continuation_type::name).c_str(), std::string(E::loss_type::name).c_str(),
+          std::string(Model::precision_type::name).c_str(),
           static_cast<long long>(nn::parameter_count(policy) - nn::parameter_count(base.model)));
 
-    using Training = train::SpoTraining<typename Model::policy_model, typename Model::base_model,
-                                        typename E::scheduler_type, decltype(pm), typename E::compare_type,
-                                        typename E::continuation_type, typename E::loss_type>;
+    using Training =
+        train::SpoTraining<typename Model::policy_model, typename Model::base_model, typename E::scheduler_type,
+                           decltype(pm), typename E::compare_type, typename E::continuation_type, typename E::loss_type,
+                           typename Model::precision_type>;
+    set_precision_modes<typename Model::precision_type>(typename Model::device_type{});
     Training training(policy, base.model, evaluator.ddim, pm, config.resampler, config.loss, config.train,
                       base_config.resolution, config.seed, io::to_json(config));
     train_and_report(run, config, training, evaluator, base.model, policy, {"spo", "SPO"}, compute, [&] {
@@ -588,6 +603,7 @@ int run_spo_experiment(int argc, char** argv, const char* source_dir) {
                             {"compare", E::compare_type::name},
                             {"continuation", E::continuation_type::name},
                             {"loss", E::loss_type::name},
+                            {"precision", Model::precision_type::name},
                             {"rounds", training.round()},
                             {"seed", config.seed}};
     });

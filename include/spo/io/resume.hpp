@@ -62,8 +62,10 @@ inline json checkpoint_config(const std::filesystem::path& checkpoint) {
 /// Which differences a resumed run accepts.
 struct ResumeRules {
   /// Keys that never matter for what was trained: where the run writes, and what the trainers add to the config
-  /// they record (training wall-clock and CPU time, trainer state, the compute spent so far).
-  std::vector<std::string> ignored{"output_dir", "train_wall_s", "train_cpu_s", "trainer_state", "compute"};
+  /// they record (training wall-clock and CPU time, trainer state, the compute spent so far, the precision policy
+  /// and its scaler state, which the trainer itself checks on resume).
+  std::vector<std::string> ignored{"output_dir",    "train_wall_s", "train_cpu_s",
+                                   "trainer_state", "compute",      "precision"};
   std::string length_key;   ///< the run length ("train.rounds"): may change when allow_length_change is set
   std::string length_flag;  ///< the flag that allows it, named in the error ("--allow-rounds-change")
   bool allow_length_change = false;

@@ -19,9 +19,11 @@ struct TextSection {
 };
 
 /// The default text-to-image model type for scalar T, device D, attention projection policy Proj and
-/// activation-checkpointing policy Checkpoint (nn/checkpoint.hpp).
-template <Scalar T, Device D = cpu, class Proj = nn::Linear<T, D>, class Checkpoint = nn::NoCheckpointing>
-using FashionModel = TextConditioned<UNet2DCondition<T, D, Proj, Checkpoint>, text::EmbeddingTextEncoder<T, D>>;
+/// activation-checkpointing policy Checkpoint (nn/checkpoint.hpp). A 16-bit T (spo::cuda) is the UNet's: the
+/// embedding text encoder, a table lookup, stays in compute_type_t<T> and its features are rounded into T.
+template <StorageScalar T, Device D = cpu, class Proj = nn::Linear<T, D>, class Checkpoint = nn::NoCheckpointing>
+using FashionModel =
+    TextConditioned<UNet2DCondition<T, D, Proj, Checkpoint>, text::EmbeddingTextEncoder<compute_type_t<T>, D>>;
 
 /// Builds a FashionModel (one image channel; `unet`'s in/out channels are set to 1) from config sections; parameters
 /// are torch-default initialised from `gen`.

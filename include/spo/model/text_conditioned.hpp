@@ -2,6 +2,7 @@
 /// @brief A text-conditioned denoiser: tokenizer + text encoder policy + UNet policy, with classifier-free guidance.
 #pragma once
 
+#include <concepts>
 #include <span>
 #include <string>
 #include <string_view>
@@ -10,6 +11,7 @@
 #include "spo/diffusion/ddim.hpp"
 #include "spo/model/unet_2d_condition.hpp"
 #include "spo/nn/grad_mode.hpp"
+#include "spo/tensor/ops.hpp"
 #include "spo/tensor/transfer.hpp"
 #include "spo/text/tokenizer.hpp"
 
@@ -19,7 +21,8 @@ namespace spo::model {
   WHAT THIS REPRESENTS
     u = unet(x_t, t, text_encoder(tokenize(prompt))), the conditional model of a text-to-image diffusion model.
     The empty prompt is the unconditional input of classifier-free guidance. Parameter keys: "unet.*",
-    "text_encoder.*".
+    "text_encoder.*". The text encoder may compute in another scalar than the UNet (a float embedding table in front
+    of a 16-bit UNet): its features are rounded into the UNet's scalar once, and their gradient back into its own.
   REQUIRES
     - UNet: forward(x, t, context) -> Tensor, backward(dy) -> {dsample, dcontext}, visit_parameters
     - TextEncoder: forward(ids) -> [B, L, D], backward(dcontext), visit_parameters
@@ -32,6 +35,8 @@ class TextConditioned {
   using unet_type = UNet;
   using text_encoder_type = TextEncoder;
   using tensor = Tensor<scalar_type, device_type>;
+  /// Timesteps stay in the compute type of a 16-bit model (the UNet's: 751 is not a bfloat16 number).
+  using compute_tensor = Tensor<compute_type_t<scalar_type>, device_type>;
 
   TextConditioned() = default;
   TextConditioned(UNet unet, TextEncoder encoder, text::Tokenizer tokenizer)
@@ -49,27 +54,35 @@ class TextConditioned {
   }
 
   /// Token features [B, L, D] of the prompts.
-  tensor encode(std::span<const std::string> prompts) { return text_encoder_.forward(tokenize(prompts)); }
+  tensor encode(std::span<const std::string> prompts) { return as_unet(text_encoder_.forward(tokenize(prompts))); }
 
   /// The model output for x_t [B, C, H, W] at timesteps t [B] given prompt features [B, L, D].
-  tensor forward(const tensor& x_t, const tensor& t, const tensor& context) { return unet_.forward(x_t, t, context); }
+  tensor forward(const tensor& x_t, const compute_tensor& t, const tensor& context) {
+    return unet_.forward(x_t, t, context);
+  }
 
   /// Training forward through the text encoder and the UNet.
-  tensor forward(const tensor& x_t, const tensor& t, std::span<const std::string> prompts) {
+  tensor forward(const tensor& x_t, const compute_tensor& t, std::span<const std::string> prompts) {
     return unet_.forward(x_t, t, encode(prompts));
   }
 
   /// Backward of the training forward; returns d x_t. The text encoder receives its gradient when it is trained.
   tensor backward(const tensor& dy, bool train_text_encoder) {
     auto g = unet_.backward(dy);
-    if (train_text_encoder) text_encoder_.backward(g.dcontext);
+    if (train_text_encoder) {
+      if constexpr (std::same_as<encoder_scalar, scalar_type>) {
+        text_encoder_.backward(g.dcontext);
+      } else {
+        text_encoder_.backward(cast<encoder_scalar>(g.dcontext));
+      }
+    }
     return std::move(g.dsample);
   }
 
   /// Classifier-free guidance eps_u + g (eps_c - eps_u) in one UNet pass over [uncond; cond] (2B rows).
   /// context_cond / context_uncond are [B, L, D]; t [B] holds each row's timestep. In grad mode the UNet keeps what
   /// guided_backward needs.
-  tensor guided(const tensor& x_t, const tensor& t, const tensor& context_cond, const tensor& context_uncond,
+  tensor guided(const tensor& x_t, const compute_tensor& t, const tensor& context_cond, const tensor& context_uncond,
                 double guidance) {
     using D = device_type;
     const std::int64_t b = x_t.size(0);
@@ -85,7 +98,7 @@ class TextConditioned {
     auto x2 = tensor::uninitialized(xs);  // [2B, C, H, W]
     copy_elements<D>(x_t.data(), x_t.numel(), x2.data());
     copy_elements<D>(x_t.data(), x_t.numel(), x2.data() + x_t.numel());
-    tensor tt = tensor::uninitialized(Shape{2 * b});  // [2B]
+    compute_tensor tt = compute_tensor::uninitialized(Shape{2 * b});  // [2B]
     copy_elements<D>(t.data(), b, tt.data());
     copy_elements<D>(t.data(), b, tt.data() + b);
     auto out = unet_.forward(x2, tt, ctx);  // [2B, C, H, W]
@@ -93,14 +106,21 @@ class TextConditioned {
     copy_elements<D>(out.data(), x_t.numel(), eu.data());
     copy_elements<D>(out.data() + x_t.numel(), x_t.numel(), ec.data());
     guidance_ = guidance;
-    return diffusion::guide(eu, ec, guidance);
+    if constexpr (HalfScalar<scalar_type>) {
+      // Combined in the compute type (the device's per-sample kernels take float and double), rounded back once.
+      using C = compute_type_t<scalar_type>;
+      return cast<scalar_type>(diffusion::guide(cast<C>(eu), cast<C>(ec), guidance));
+    } else {
+      return diffusion::guide(eu, ec, guidance);
+    }
   }
 
   /// The same with one timestep for all rows.
   tensor guided(const tensor& x_t, double t, const tensor& context_cond, const tensor& context_uncond,
                 double guidance) {
-    Tensor<scalar_type, cpu> tt = Tensor<scalar_type, cpu>::uninitialized(Shape{x_t.size(0)});  // [B]
-    for (std::int64_t i = 0; i < tt.numel(); ++i) tt[i] = static_cast<scalar_type>(t);
+    using C = compute_type_t<scalar_type>;
+    Tensor<C, cpu> tt = Tensor<C, cpu>::uninitialized(Shape{x_t.size(0)});  // [B]
+    for (std::int64_t i = 0; i < tt.numel(); ++i) tt[i] = static_cast<C>(t);
     return guided(x_t, transfer<device_type>(tt), context_cond, context_uncond, guidance);
   }
 
@@ -112,14 +132,15 @@ class TextConditioned {
     const std::int64_t b = dy.size(0);
     Shape s = dy.shape();
     s[0] = 2 * b;
-    tensor d2(s);  // [2B, C, H, W] zeros
-    const auto g = static_cast<scalar_type>(guidance_);
-    axpy<scalar_type>(scalar_type(1) - g, dy.view(), d2.view().slice(0, b));
+    tensor d2(s);                           // [2B, C, H, W] zeros
+    using C = compute_type_t<scalar_type>;  // the factors of a 16-bit model's axpy
+    const auto g = static_cast<C>(guidance_);
+    axpy<scalar_type>(C(1) - g, dy.view(), d2.view().slice(0, b));
     axpy<scalar_type>(g, dy.view(), d2.view().slice(b, b));
     auto r = unet_.backward(d2);
     tensor dx = tensor::uninitialized(dy.shape());  // [B, C, H, W]
     copy_elements<D>(r.dsample.data(), dy.numel(), dx.data());
-    axpy<scalar_type>(scalar_type(1), r.dsample.view().slice(b, b), dx.view());
+    axpy<scalar_type>(C(1), r.dsample.view().slice(b, b), dx.view());
     return dx;
   }
 
@@ -130,6 +151,17 @@ class TextConditioned {
   }
 
  private:
+  using encoder_scalar = typename TextEncoder::scalar_type;
+
+  /// The encoder's features in the UNet's scalar.
+  static tensor as_unet(Tensor<encoder_scalar, device_type> features) {
+    if constexpr (std::same_as<encoder_scalar, scalar_type>) {
+      return features;
+    } else {
+      return cast<scalar_type>(features);
+    }
+  }
+
   UNet unet_;
   TextEncoder text_encoder_;
   text::Tokenizer tokenizer_;

@@ -17,6 +17,20 @@
 
 namespace spo::optim {
 
+/// The scalar a model's parameters are stored in: Model::storage_type where the model has one (model::Autocast: a
+/// 16-bit network behind float tensors), Model::scalar_type otherwise.
+template <class Model>
+struct parameter_scalar {
+  using type = typename Model::scalar_type;
+};
+template <class Model>
+requires requires { typename Model::storage_type; }
+struct parameter_scalar<Model> {
+  using type = typename Model::storage_type;
+};
+template <class Model>
+using parameter_scalar_t = typename parameter_scalar<Model>::type;
+
 /*!
   WHAT THIS REPRESENTS
     The master weights of mixed-precision training (Micikevicius et al. 2018; apex's O2, the official SPO recipe's
@@ -43,6 +57,7 @@ class MasterWeights {
  public:
   explicit MasterWeights(Model& model) : model_(model) { refresh(); }
   MasterWeights(const MasterWeights&) = delete;
+  MasterWeights(MasterWeights&&) = default;  // the masters move with the trainer that owns them
   MasterWeights& operator=(const MasterWeights&) = delete;
 
   /// Rebuilds the masters from the model's current trainable 16-bit values.

@@ -30,14 +30,15 @@ namespace spo::optim {
     For fp32 and tf32 models the masters are the model's own parameters, and a step is bitwise clip_grad_norm +
     AdamW::step on the model.
   REQUIRES
-    - Model: visit_parameters over nn::Parameter<T, D> with T = Model::scalar_type or float, Model::device_type
+    - Model: visit_parameters over nn::Parameter<T, D> with T = parameter_scalar_t<Model> or float,
+      Model::device_type
 !*/
 template <class Model, precision::Policy P>
 class MixedPrecisionStep {
  public:
   using device_type = typename Model::device_type;
-  /// AdamW in the model's compute type: float for 16-bit and float models, double for double ones (tests).
-  using optimizer_type = AdamW<compute_type_t<typename Model::scalar_type>, device_type>;
+  /// AdamW in the compute type of the model's parameters: float for 16-bit and float ones, double for double ones.
+  using optimizer_type = AdamW<compute_type_t<parameter_scalar_t<Model>>, device_type>;
 
   MixedPrecisionStep(Model& model, const AdamWOptions& adamw, const LossScaleOptions& scaling = default_loss_scale())
       : masters_(model), optimizer_(adamw) {
@@ -46,6 +47,12 @@ class MixedPrecisionStep {
 
   /// The factor on the loss gradient the trainer seeds its backward with (1 without loss scaling).
   double loss_scale() const { return scaler_ ? scaler_->loss_scale() : 1.0; }
+
+  /// Replaces the loss scaler with a fresh one of options o (P::loss_scaling only).
+  void set_loss_scaling(const LossScaleOptions& o) {
+    SPO_CHECK(P::loss_scaling, "precision " << P::name << " does not scale losses");
+    scaler_.emplace(o);
+  }
 
   /// One update from the model's accumulated gradients (see above); grad_norm is the unscaled norm before clipping.
   ScaledStep step(double max_grad_norm) {

@@ -17,7 +17,7 @@
 namespace spo {
 
 /// Copies n elements from src to dst, both in memory of device D (ordered on D's default stream).
-template <Device D, Scalar T>
+template <Device D, StorageScalar T>
 void copy_elements(const T* src, std::int64_t n, T* dst) {
   memory_ops<D>::copy(dst, src, static_cast<std::size_t>(n) * sizeof(T));
 }
@@ -64,7 +64,7 @@ Tensor<T, D> gather_rows(const Tensor<T, D>& x, std::span<const std::int64_t> ro
   A tensor on device To with the contents of x: a copy on the same device, else the device's transfer (to_host /
   to_device, found by argument-dependent lookup once the device's header, e.g. spo/cuda.hpp, is included).
 !*/
-template <Device To, Scalar T, Device From>
+template <Device To, StorageScalar T, Device From>
 Tensor<T, To> transfer(const Tensor<T, From>& x) {
   if constexpr (std::same_as<To, From>)
     return x;
@@ -75,7 +75,7 @@ Tensor<T, To> transfer(const Tensor<T, From>& x) {
 }
 
 /// The same for a tensor the caller gives up: moved, not copied, when it is already on To.
-template <Device To, Scalar T, Device From>
+template <Device To, StorageScalar T, Device From>
 Tensor<T, To> transfer(Tensor<T, From>&& x) {
   if constexpr (std::same_as<To, From>)
     return std::move(x);

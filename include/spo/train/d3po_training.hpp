@@ -60,10 +60,11 @@ inline void validate(const D3poTrainSection& t) {
   REQUIRES
     - Policy, Reference: DiffusionModel on one device; Scheduler: diffusion::Scheduler on that device
 !*/
-template <diffusion::DiffusionModel Policy, diffusion::DiffusionModel Reference, class Scheduler, preference::Rater R>
+template <diffusion::DiffusionModel Policy, diffusion::DiffusionModel Reference, class Scheduler, preference::Rater R,
+          precision::Policy Precision = precision::fp32>
 requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
-class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Scheduler, R>, Policy> {
-  using Base = RoundTrainer<D3poTraining<Policy, Reference, Scheduler, R>, Policy>;
+class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Scheduler, R, Precision>, Policy, Precision> {
+  using Base = RoundTrainer<D3poTraining, Policy, Precision>;
 
  public:
   using typename Base::D;
@@ -155,10 +156,11 @@ class D3poTraining : public RoundTrainer<D3poTraining<Policy, Reference, Schedul
       SPO_CHECK(std::isfinite(res.loss), "non-finite D3PO loss "
                                              << res.loss << " in round " << this->round_ + 1
                                              << "; stopped before the update, the last checkpoint is intact");
-      std::vector<double> d_lp(static_cast<std::size_t>(2 * m));
+      std::vector<double> d_lp(static_cast<std::size_t>(2 * m));  // the loss gradients, times the loss scale
+      const double j_total = static_cast<double>(j_count), seed_scale = this->loss_scale();
       for (std::int64_t i = 0; i < m; ++i) {
-        d_lp[static_cast<std::size_t>(i)] = res.d_lp_0[static_cast<std::size_t>(i)] / static_cast<double>(j_count);
-        d_lp[static_cast<std::size_t>(m + i)] = res.d_lp_1[static_cast<std::size_t>(i)] / static_cast<double>(j_count);
+        d_lp[static_cast<std::size_t>(i)] = res.d_lp_0[static_cast<std::size_t>(i)] / j_total * seed_scale;
+        d_lp[static_cast<std::size_t>(m + i)] = res.d_lp_1[static_cast<std::size_t>(i)] / j_total * seed_scale;
       }
       const tensor glp = scalars_on<T, D>(d_lp);  // [2m]
       this->policy_.guided_backward(ddim_.log_prob_backward(u, t, x_t, x_prev, eta, glp));

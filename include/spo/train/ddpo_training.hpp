@@ -63,10 +63,11 @@ inline void validate(const DdpoTrainSection& t) {
   REQUIRES
     - Policy: DiffusionModel; Scheduler: diffusion::Scheduler on the policy's device
 !*/
-template <diffusion::DiffusionModel Policy, class Scheduler, preference::Rater R>
+template <diffusion::DiffusionModel Policy, class Scheduler, preference::Rater R,
+          precision::Policy Precision = precision::fp32>
 requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
-class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Policy> {
-  using Base = RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Policy>;
+class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R, Precision>, Policy, Precision> {
+  using Base = RoundTrainer<DdpoTraining, Policy, Precision>;
 
  public:
   using typename Base::D;
@@ -167,8 +168,9 @@ class DdpoTraining : public RoundTrainer<DdpoTraining<Policy, Scheduler, R>, Pol
       SPO_CHECK(std::isfinite(res.loss), "non-finite DDPO loss "
                                              << res.loss << " in round " << this->round_ + 1
                                              << "; stopped before the update, the last checkpoint is intact");
-      std::vector<double> d_lp(static_cast<std::size_t>(m));
-      for (std::size_t i = 0; i < d_lp.size(); ++i) d_lp[i] = res.d_lp[i] / static_cast<double>(j_count);
+      std::vector<double> d_lp(static_cast<std::size_t>(m));  // the loss gradients, times the loss scale
+      const double j_total = static_cast<double>(j_count), seed_scale = this->loss_scale();
+      for (std::size_t i = 0; i < d_lp.size(); ++i) d_lp[i] = res.d_lp[i] / j_total * seed_scale;
       const tensor glp = scalars_on<T, D>(d_lp);  // [m]
       this->policy_.guided_backward(ddim_.log_prob_backward(u, t, x_t, x_prev, sampling_.eta, glp));
       out.loss += res.loss / static_cast<double>(j_count);

@@ -98,13 +98,15 @@ drawn from Generator{seed ^ 0xd1ff, e * ceil(M / 4)} (a pure function of the pos
 (t, eps) come from the trainer's generator. Devices: the pairs stay on the host (the data store); each minibatch is
 noised there (x_t, eps: data preparation, the same numbers on every device) and moved to the policy's device
 (Policy::device_type), where both models run and the denoising errors and their gradient are computed; only the 4B
-errors and the loss's per-pair gradients pass back through the host. REQUIRES
+errors and the loss's per-pair gradients pass back through the host.
+  REQUIRES
     - Policy, Reference: models on one device with forward(x_t, t, context) / encode(prompts) (the policy also
       backward(d u, train_text_encoder)); Scheduler: noise_schedule() and config() of the DDIM training schedule
 !*/
-template <class Policy, class Reference, class Scheduler>
-class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Reference, Scheduler>, Policy> {
-  using Base = RoundTrainer<DiffusionDpoTraining<Policy, Reference, Scheduler>, Policy>;
+template <class Policy, class Reference, class Scheduler, precision::Policy Precision = precision::fp32>
+class DiffusionDpoTraining
+    : public RoundTrainer<DiffusionDpoTraining<Policy, Reference, Scheduler, Precision>, Policy, Precision> {
+  using Base = RoundTrainer<DiffusionDpoTraining, Policy, Precision>;
 
  public:
   using typename Base::D;
@@ -227,12 +229,13 @@ class DiffusionDpoTraining : public RoundTrainer<DiffusionDpoTraining<Policy, Re
     SPO_CHECK(std::isfinite(res.loss), "non-finite Diffusion-DPO loss "
                                            << res.loss << " in round " << this->round_ + 1
                                            << "; stopped before the update, the last checkpoint is intact");
-    // d err_r / d u = 2 (u - eps) / CHW.
+    // d err_r / d u = 2 (u - eps) / CHW; the loss gradients times the loss scale.
     std::vector<double> g(static_cast<std::size_t>(2 * b));
+    const double seed_scale = this->loss_scale();
     for (std::int64_t r = 0; r < 2 * b; ++r)
       g[static_cast<std::size_t>(r)] =
           2.0 / static_cast<double>(per) *
-          (r < b ? res.d_w[static_cast<std::size_t>(r)] : res.d_l[static_cast<std::size_t>(r - b)]);
+          (r < b ? res.d_w[static_cast<std::size_t>(r)] : res.d_l[static_cast<std::size_t>(r - b)]) * seed_scale;
     const tensor du = per_sample_scaled_difference(u, eps, std::span<const double>(g));  // [2B, C, R, R]
     {
       auto sync = this->overlap_gradients();

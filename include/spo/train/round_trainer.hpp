@@ -29,9 +29,12 @@
 #include "spo/io/checkpoint.hpp"
 #include "spo/io/metrics_log.hpp"
 #include "spo/io/progress.hpp"
+#include "spo/io/resume.hpp"
 #include "spo/nn/grad_mode.hpp"
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
+#include "spo/optim/mixed_precision_step.hpp"
+#include "spo/optim/precision.hpp"
 #include "spo/tensor/allocator.hpp"
 #include "spo/tensor/transfer.hpp"
 #include "spo/text/prompts.hpp"
@@ -179,6 +182,13 @@ Tensor<T, D> scalars_on(const std::vector<V>& v) {
     rater's queries are logged, and a budget stops the loop after the round that reaches it.
     Everything lives on the policy's device (Policy::device_type): the optimizer state, the cached blocks returned
     after each round.
+    Precision (precision::Policy, fp32 by default): the update is optim::MixedPrecisionStep's. A method seeds its
+    backward with loss_scale() times its loss gradients (exactly 1 without loss scaling); clip_and_step() then
+    unscales, skips the update and backs the scale off when a gradient is not finite (fp16), or stops the run with an
+    error (fp32, tf32, bf16), and otherwise clips and steps the FP32 masters. Under loss scaling each round's record
+    adds skipped_steps and loss_scale, and its grad_norm is the mean over the updates taken. The checkpoint holds the
+    masters (the model's own parameters when they are float), the optimizer state and the precision with its scaler
+    state; a resume under another precision is refused.
     Data parallel (set_communicator, before the first round or resume): rank 0's parameters are broadcast to every
     rank and checked identical; each rank draws from its own generator (rank_seed); the trainable gradients are
     averaged over ranks before clipping (dist::GradientReducer, buckets started during the last backward when the
@@ -186,14 +196,18 @@ Tensor<T, D> scalars_on(const std::vector<V>& v) {
     rank 0 alone writes metrics and checkpoints, after the ranks' parameters are verified identical (a hash) and
     every rank's generator is stored, so a resume under the same number of ranks continues exactly.
 !*/
-template <class Derived, class Policy>
+template <class Derived, class Policy, precision::Policy Precision = precision::fp32>
 class RoundTrainer {
  public:
   using T = typename Policy::scalar_type;
   using D = typename Policy::device_type;
   using tensor = Tensor<T, D>;
-  using optimizer_type = optim::AdamW<T, D>;
-  static_assert(optim::Optimizer<optimizer_type, Policy>);
+  using precision_type = Precision;
+  /// The scalar of the policy's parameters (16-bit behind a model::Autocast; the trainer's tensors are T).
+  using parameter_scalar = optim::parameter_scalar_t<Policy>;
+  using step_type = optim::MixedPrecisionStep<Policy, Precision>;
+  using optimizer_type = typename step_type::optimizer_type;
+  static_assert(optim::Optimizer<optimizer_type, optim::MasterWeights<Policy>>);
 
   RoundTrainer(Policy& policy, std::string label, std::int64_t rounds, std::int64_t checkpoint_every, double lr,
                double weight_decay, double max_grad_norm, std::uint64_t seed, nlohmann::json resolved)
@@ -203,7 +217,7 @@ class RoundTrainer {
         checkpoint_every_(checkpoint_every),
         max_grad_norm_(max_grad_norm),
         resolved_(std::move(resolved)),
-        optimizer_(optim::AdamWOptions{lr, 0.9, 0.999, 1e-8, weight_decay}),
+        step_(policy, optim::AdamWOptions{lr, 0.9, 0.999, 1e-8, weight_decay}),
         gen_{seed, 0},
         seed_(seed) {
     validate_optimizer(lr, weight_decay, max_grad_norm);
@@ -213,6 +227,18 @@ class RoundTrainer {
 
   std::int64_t round() const { return round_; }
   Generator& generator() { return gen_; }
+
+  /// The factor a method multiplies its loss gradients by before the backward (1 without loss scaling).
+  double loss_scale() const { return step_.loss_scale(); }
+  /// Replaces the loss scaling's options and state (before the first round; the policy must scale losses).
+  void set_loss_scaling(const optim::LossScaleOptions& o) {
+    SPO_CHECK(round_ == 0, "set_loss_scaling: call it before the first round and before resume");
+    step_.set_loss_scaling(o);
+  }
+  /// Optimizer updates taken so far.
+  std::int64_t updates() const { return step_.optimizer().step_count(); }
+  /// Updates skipped for a non-finite gradient so far (always 0 without loss scaling).
+  std::int64_t skipped_steps() const { return skipped_; }
 
   /*!
     REQUIRES
@@ -252,6 +278,9 @@ class RoundTrainer {
   !*/
   void set_communicator(dist::AnyCommunicator comm) {
     SPO_CHECK(round_ == 0 && gen_.offset == 0, "set_communicator: call it before the first round and before resume");
+    SPO_CHECK(comm.size() == 1 || !HalfScalar<parameter_scalar>,
+              "data-parallel training of a 16-bit model is not supported yet (its gradients would not be averaged); "
+              "run it on one rank");
     comm_ = std::move(comm);
     reducer_.reset();
     gen_ = Generator{rank_seed(seed_, comm_.rank()), 0};
@@ -263,7 +292,20 @@ class RoundTrainer {
   dist::AnyCommunicator& communicator() { return comm_; }
 
   void resume(const std::filesystem::path& checkpoint) {
-    const auto info = io::load_checkpoint(checkpoint, policy_, optimizer_);
+    // Refused before anything changes: a checkpoint of another precision (one without the key is fp32's).
+    const auto recorded = io::checkpoint_config(checkpoint).value("precision", nlohmann::json::object());
+    const std::string name = recorded.value("policy", std::string("fp32"));
+    if (name != Precision::name)
+      throw input_error(checkpoint.string() + ": --resume refused: the checkpoint was trained under precision " + name +
+                        ", this binary trains under " + std::string(Precision::name));
+    const auto info = io::load_checkpoint(checkpoint, step_.masters(), step_.optimizer());
+    try {
+      step_.load_state(recorded.value("loss_scaler", nlohmann::json::object()));
+    } catch (const error& e) {
+      throw input_error(checkpoint.string() + ": " + e.what());
+    }
+    step_.masters().publish();
+    skipped_ = recorded.value("skipped_steps", std::int64_t{0});
     round_ = info.step;
     gen_ = rank_generator(comm_, info.config, info.rng, checkpoint);
     wall_offset_ = info.config.value("train_wall_s", 0.0);
@@ -284,6 +326,11 @@ class RoundTrainer {
     c["train_wall_s"] = wall_offset_;
     c["train_cpu_s"] = cpu_offset_;
     c["compute"] = {{"meter", nn::to_json(meter_)}, {"forward_equivalents", fe_}, {"rater_queries", queries_}};
+    c["precision"] = {{"policy", std::string(Precision::name)}};
+    if constexpr (Precision::loss_scaling) {
+      c["precision"]["loss_scaler"] = step_.state();
+      c["precision"]["skipped_steps"] = skipped_;
+    }
     if constexpr (requires(const Derived& d, nlohmann::json& j) { d.save_state(j); }) {
       nlohmann::json state = nlohmann::json::object();
       self().save_state(state);
@@ -294,7 +341,8 @@ class RoundTrainer {
                             static_cast<std::uint64_t>(round_));
       c["rank_generators"] = rank_generators(comm_, gen_);
     }
-    if (comm_.is_root()) io::save_checkpoint(path, policy_, optimizer_, io::CheckpointInfo{round_, c, gen_});
+    if (comm_.is_root())
+      io::save_checkpoint(path, step_.masters(), step_.optimizer(), io::CheckpointInfo{round_, c, gen_});
     if (comm_.size() > 1) comm_.barrier();  // no rank reads the checkpoint before rank 0 wrote it
   }
 
@@ -313,6 +361,8 @@ class RoundTrainer {
     while (round_ < rounds_ && !budget_spent()) {
       nn::ComputeMeter round_meter;
       RoundRecord m;
+      round_updates_ = round_skipped_ = 0;
+      round_norm_sum_ = 0;
       const std::clock_t cpu_start = std::clock();
       {
         const nn::MeterScope metered(round_meter);
@@ -320,6 +370,13 @@ class RoundTrainer {
       }
       const double cpu_round = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
       meter_ += round_meter;
+      if constexpr (Precision::loss_scaling) {
+        m.metrics["skipped_steps"] = round_skipped_;
+        m.metrics["loss_scale"] = step_.loss_scale();
+        m.metrics["grad_norm"] = round_updates_ > 0
+                                     ? nlohmann::json(round_norm_sum_ / static_cast<double>(round_updates_))
+                                     : nlohmann::json();  // null: every update of the round skipped
+      }
       nlohmann::json flops = nlohmann::json::object();
       for (const auto& [name, c] : round_meter.networks) flops[name] = c.flops();
       m.metrics["flops_round"] = flops;
@@ -354,8 +411,10 @@ class RoundTrainer {
   }
 
  protected:
+  /// The gradients' scalar the reducer averages (16-bit models train on one rank only: set_communicator).
+  using reduced_scalar = compute_type_t<parameter_scalar>;
   /// The gradient averaging of a data-parallel run (built on first use).
-  dist::GradientReducer<T, D>& reducer() {
+  dist::GradientReducer<reduced_scalar, D>& reducer() {
     if (!reducer_) reducer_.emplace(policy_, comm_);
     return *reducer_;
   }
@@ -363,13 +422,20 @@ class RoundTrainer {
   /// backward completes them (a one-rank run does nothing).
   nn::gradient_ready_scope overlap_gradients() { return reducer().overlap(); }
 
-  /// Averages the gradients over ranks, clips their (global) norm to max_grad_norm, takes one AdamW step and returns
-  /// the norm before clipping.
+  /// Averages the gradients over ranks, then one update under the precision policy (see above): unscaled, clipped
+  /// to max_grad_norm (the global norm), one AdamW step on the masters. Returns the unscaled norm before clipping,
+  /// which is not finite for a skipped update.
   double clip_and_step() {
     if (comm_.size() > 1) reducer().finish();
-    const double norm = optim::clip_grad_norm(policy_, max_grad_norm_, true);
-    optimizer_.step(policy_);
-    return norm;
+    const auto r = step_.step(max_grad_norm_);
+    if (r.skipped) {
+      ++skipped_;
+      ++round_skipped_;
+    } else {
+      ++round_updates_;
+      round_norm_sum_ += r.grad_norm;
+    }
+    return r.grad_norm;
   }
 
   Policy& policy_;
@@ -377,7 +443,7 @@ class RoundTrainer {
   std::int64_t rounds_, checkpoint_every_;
   double max_grad_norm_;
   nlohmann::json resolved_;
-  optimizer_type optimizer_;
+  step_type step_;
   Generator gen_;
   std::int64_t round_ = 0;
   double wall_offset_ = 0;
@@ -385,9 +451,11 @@ class RoundTrainer {
   nn::ComputeMeter meter_;
   double unit_flops_ = 0, charged_fe_ = 0, budget_fe_ = 0, fe_ = 0;
   std::int64_t charged_queries_ = 0, queries_ = 0;
+  std::int64_t skipped_ = 0, round_skipped_ = 0, round_updates_ = 0;
+  double round_norm_sum_ = 0;
   std::uint64_t seed_;
   dist::AnyCommunicator comm_;
-  std::optional<dist::GradientReducer<T, D>> reducer_;
+  std::optional<dist::GradientReducer<reduced_scalar, D>> reducer_;
 
  private:
   Derived& self() { return static_cast<Derived&>(*this); }

@@ -72,10 +72,11 @@ inline void validate(const LoraSection& l, const SpoTrainSection& t) {
 !*/
 template <diffusion::DiffusionModel Policy, diffusion::DiffusionModel Reference, class Scheduler,
           preference::PreferenceModel PM, preference::ComparePolicy Cmp, resampler::ContinuationRule Cont,
-          loss::StepPairLoss Loss = loss::SpoLoss>
+          loss::StepPairLoss Loss = loss::SpoLoss, precision::Policy Precision = precision::fp32>
 requires diffusion::Scheduler<Scheduler, typename Policy::scalar_type, typename Policy::device_type>
-class SpoTraining : public RoundTrainer<SpoTraining<Policy, Reference, Scheduler, PM, Cmp, Cont, Loss>, Policy> {
-  using Base = RoundTrainer<SpoTraining, Policy>;
+class SpoTraining : public RoundTrainer<SpoTraining<Policy, Reference, Scheduler, PM, Cmp, Cont, Loss, Precision>,
+                                        Policy, Precision> {
+  using Base = RoundTrainer<SpoTraining, Policy, Precision>;
 
  public:
   using typename Base::D;
@@ -146,10 +147,11 @@ class SpoTraining : public RoundTrainer<SpoTraining<Policy, Reference, Scheduler
     const auto res = Loss::evaluate(lp_w, lr_w, lp_l, lr_l, loss_);
     SPO_CHECK(std::isfinite(res.loss), "non-finite " << Loss::name << " loss " << res.loss << " in round " << round
                                                      << "; stopped before the update, the last checkpoint is intact");
-    Tensor<T, cpu> g_w(Shape{m}), g_l(Shape{m});  // [m]
+    Tensor<T, cpu> g_w(Shape{m}), g_l(Shape{m});  // [m] the loss gradients, times the loss scale
+    const double seed_scale = this->loss_scale();
     for (std::int64_t i = 0; i < m; ++i) {
-      g_w[i] = static_cast<T>(res.d_w[static_cast<std::size_t>(i)]);
-      g_l[i] = static_cast<T>(res.d_l[static_cast<std::size_t>(i)]);
+      g_w[i] = static_cast<T>(res.d_w[static_cast<std::size_t>(i)] * seed_scale);
+      g_l[i] = static_cast<T>(res.d_l[static_cast<std::size_t>(i)] * seed_scale);
     }
     auto du = scheduler_.log_prob_backward(u, t, x_t, x_w, eta, transfer<D>(g_w));  // [m, C, R, R]
     const auto du_l = scheduler_.log_prob_backward(u, t, x_t, x_l, eta, transfer<D>(g_l));
