@@ -107,7 +107,7 @@ class TextConditioned {
     copy_elements<D>(out.data() + x_t.numel(), x_t.numel(), ec.data());
     guidance_ = guidance;
     if constexpr (HalfScalar<scalar_type>) {
-      // Combined in the compute type (the device's per-sample kernels take float and double), rounded back once.
+      // Combined in the compute type (the device's per-sample kernels take float and double), then rounded to T.
       using C = compute_type_t<scalar_type>;
       return cast<scalar_type>(diffusion::guide(cast<C>(eu), cast<C>(ec), guidance));
     } else {
