@@ -255,7 +255,7 @@ void save_lora(const std::filesystem::path& path, Policy& policy, const train::L
   policy.visit_parameters([&](std::string_view name, auto& p) {
     if (name.find("lora_") == std::string_view::npos) return;
     // float (a 16-bit adapter widened exactly: the values the model computes with; the checkpoint holds the masters)
-    t.set<float>(std::string(name), cast<float>(transfer<cpu>(p.value)));
+    t.set<float>(std::string(name), as_scalar<float>(transfer<cpu>(p.value)));
   });
   t.metadata = {{"format", "spo.lora.v1"}, {"rank", std::to_string(lora.rank)}, {"alpha", std::to_string(lora.alpha)}};
   io::save_safetensors(path, t);

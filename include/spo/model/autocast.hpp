@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "spo/core/half.hpp"
-#include "spo/tensor/ops.hpp"
+#include "spo/tensor/transfer.hpp"
 
 namespace spo::model {
 
@@ -95,27 +95,9 @@ class Autocast {
   using S = storage_type;
   using C = compute_type_t<S>;
 
-  static Tensor<S, D> narrow(const tensor& x) {
-    if constexpr (std::same_as<S, Outer>) {
-      return x;
-    } else {
-      return cast<S>(x);
-    }
-  }
-  static tensor widen(const Tensor<S, D>& x) {
-    if constexpr (std::same_as<S, Outer>) {
-      return x;
-    } else {
-      return cast<Outer>(x);
-    }
-  }
-  static Tensor<C, D> timesteps(const tensor& t) {
-    if constexpr (std::same_as<C, Outer>) {
-      return t;
-    } else {
-      return cast<C>(t);
-    }
-  }
+  static Tensor<S, D> narrow(const tensor& x) { return as_scalar<S>(x); }
+  static tensor widen(Tensor<S, D> x) { return as_scalar<Outer>(std::move(x)); }
+  static Tensor<C, D> timesteps(const tensor& t) { return as_scalar<C>(t); }
 
   Inner inner_;
 };

@@ -2,7 +2,6 @@
 /// @brief A text-conditioned denoiser: tokenizer + text encoder policy + UNet policy, with classifier-free guidance.
 #pragma once
 
-#include <concepts>
 #include <span>
 #include <string>
 #include <string_view>
@@ -11,7 +10,6 @@
 #include "spo/diffusion/ddim.hpp"
 #include "spo/model/unet_2d_condition.hpp"
 #include "spo/nn/grad_mode.hpp"
-#include "spo/tensor/ops.hpp"
 #include "spo/tensor/transfer.hpp"
 #include "spo/text/tokenizer.hpp"
 
@@ -54,7 +52,9 @@ class TextConditioned {
   }
 
   /// Token features [B, L, D] of the prompts.
-  tensor encode(std::span<const std::string> prompts) { return as_unet(text_encoder_.forward(tokenize(prompts))); }
+  tensor encode(std::span<const std::string> prompts) {
+    return as_scalar<scalar_type>(text_encoder_.forward(tokenize(prompts)));
+  }
 
   /// The model output for x_t [B, C, H, W] at timesteps t [B] given prompt features [B, L, D].
   tensor forward(const tensor& x_t, const compute_tensor& t, const tensor& context) {
@@ -69,13 +69,7 @@ class TextConditioned {
   /// Backward of the training forward; returns d x_t. The text encoder receives its gradient when it is trained.
   tensor backward(const tensor& dy, bool train_text_encoder) {
     auto g = unet_.backward(dy);
-    if (train_text_encoder) {
-      if constexpr (std::same_as<encoder_scalar, scalar_type>) {
-        text_encoder_.backward(g.dcontext);
-      } else {
-        text_encoder_.backward(cast<encoder_scalar>(g.dcontext));
-      }
-    }
+    if (train_text_encoder) text_encoder_.backward(as_scalar<typename TextEncoder::scalar_type>(std::move(g.dcontext)));
     return std::move(g.dsample);
   }
 
@@ -151,17 +145,6 @@ class TextConditioned {
   }
 
  private:
-  using encoder_scalar = typename TextEncoder::scalar_type;
-
-  /// The encoder's features in the UNet's scalar.
-  static tensor as_unet(Tensor<encoder_scalar, device_type> features) {
-    if constexpr (std::same_as<encoder_scalar, scalar_type>) {
-      return features;
-    } else {
-      return cast<scalar_type>(features);
-    }
-  }
-
   UNet unet_;
   TextEncoder text_encoder_;
   text::Tokenizer tokenizer_;

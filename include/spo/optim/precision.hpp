@@ -60,7 +60,7 @@ static_assert(Policy<fp32> && Policy<tf32> && Policy<bf16> && Policy<fp16>);
 namespace spo {
 
 /// Sets the process-wide modes policy P asks of device D before a run: the CPU has none (TF32 is a mode of
-/// spo::cuda's tensor cores); spo::cuda's overload (tensor/cuda/runtime.hpp) sets TF32 on or off.
+/// spo::cuda's tensor cores); spo::cuda's overload (optim/cuda/precision_modes.hpp) sets TF32 on or off.
 template <precision::Policy P>
 void set_precision_modes(cpu) {
   static_assert(!P::allow_tf32, "precision::tf32 runs on spo::cuda only (TF32 tensor cores)");

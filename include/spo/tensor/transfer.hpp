@@ -83,6 +83,16 @@ Tensor<T, To> transfer(Tensor<T, From>&& x) {
     return transfer<To>(std::as_const(x));
 }
 
+/// x in scalar To on its own device: x itself (moved, not copied) when it already is, else cast<To>(x) (one rounding
+/// per element; the device's cast found by argument-dependent lookup, as for transfer).
+template <StorageScalar To, StorageScalar From, Device D>
+Tensor<To, D> as_scalar(Tensor<From, D> x) {
+  if constexpr (std::same_as<To, From>)
+    return x;
+  else
+    return cast<To>(x);
+}
+
 /// Standard normal numbers on device D from the generator's stream (the same numbers on every device).
 template <Scalar T, Device D>
 Tensor<T, D> random_normal(Shape shape, Generator& gen) {
