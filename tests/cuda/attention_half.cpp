@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Multi-head attention of spo::cuda in half and bfloat16 (cuda_kernels::attention_forward / attention_backward,
 // tensor/cuda/attention.hpp) against the same attention in double on the same 16-bit q, k, v and dO, cross- and
-// causal self-attention, with the score buffer small enough to split the problems into chunks.
+// causal self-attention, with the score buffer small enough to split the problems into chunks, or below one problem
+// so that the queries of each problem are split into tiles.
 // The device keeps S, the softmax, lse, dP and delta in FP32 and rounds P and dS to 16 bits as GEMM operands, O, dQ,
 // dK and dV once as outputs. With u16 the unit roundoff of the format (2^-11 half, 2^-8 bfloat16), P, dP, delta
 // the exact values and D_i = sum_c |dO_ic| |O_ic| (delta is formed from the stored, rounded O):
@@ -48,12 +49,17 @@ struct ScoreBufferScope {
 struct Case {
   const char* name;
   cuda_kernels::AttentionShape shape;
+  std::int64_t tile = 0;  ///< query rows per tile (a score buffer below one problem); 0: two problems per chunk
 };
 
 const std::vector<Case> cases = {
     {"cross-attention, 2 x 3 heads, 19 queries, 77 keys, d 8", {2, 3, 19, 77, 8, false}},
     {"causal self-attention, 1 x 2 heads, 33 tokens, d 16", {1, 2, 33, 33, 16, true}},
     {"self-attention, 3 x 1 head, 64 tokens, d 40 (SD1.5's head width)", {3, 1, 64, 64, 40, false}},
+    // Query tiles: dK and dV sum over tiles in FP32; the causal mask starts each tile at its own first query.
+    {"cross-attention in query tiles of 5 (19 = 5 + 5 + 5 + 4)", {2, 3, 19, 77, 8, false}, 5},
+    {"causal self-attention in query tiles of 7", {1, 2, 33, 33, 16, true}, 7},
+    {"self-attention, 2 x 2 heads, 64 tokens in query tiles of 1", {2, 2, 64, 64, 40, false}, 1},
 };
 
 template <class H>
@@ -74,7 +80,7 @@ void check_case(const Case& c, std::uint64_t seed) {
   auto dqd = Tensor<H, cuda>::uninitialized(q.shape()), dkd = Tensor<H, cuda>::uninitialized(k.shape());
   auto dvd = Tensor<H, cuda>::uninitialized(v.shape());
   {
-    const ScoreBufferScope small(static_cast<std::size_t>(n * m) * sizeof(float) * 2);  // two problems per chunk
+    const ScoreBufferScope small(static_cast<std::size_t>((c.tile ? c.tile : 2 * n) * m) * sizeof(float));
     cuda_kernels::attention_forward<H>(s, qd.data(), kd.data(), vd.data(), od.data(), lsed.data(),
                                        static_cast<float>(scale));
     cuda_kernels::attention_backward<H>(s, qd.data(), kd.data(), vd.data(), od.data(), dod.data(), lsed.data(),

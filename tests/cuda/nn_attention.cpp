@@ -111,6 +111,7 @@ struct Case {
   bool cross;
   std::int64_t chunk = 0;  ///< problems per score-buffer chunk (0: the default cap)
   bool causal = false;     ///< AttentionOptions::causal on both sides (query i sees keys j <= i)
+  std::int64_t tile = 0;   ///< query rows per tile, a score buffer below one problem (0: chunk decides)
 };
 
 template <class T, bool Lora>
@@ -150,7 +151,7 @@ void run_case(const Case& c) {
   auto x = randn<T>(Shape{c.batch, c.n, c.query_dim}, g, T(2));                            // [B, N, query_dim]
   auto ctx = randn<T>(Shape{c.batch, m, c.cross ? c.context_dim : c.query_dim}, g, T(2));  // [B, M, context_dim]
   auto dy = randn<T>(Shape{c.batch, c.n, c.query_dim}, g);                                 // [B, N, query_dim]
-  ScoreBufferCap cap(static_cast<std::size_t>(c.chunk * c.n * m) * sizeof(T));
+  ScoreBufferCap cap(static_cast<std::size_t>((c.tile ? c.tile : c.chunk * c.n) * m) * sizeof(T));
   if (c.cross) {
     auto y_cpu = cpu_attn.forward(x, ctx);
     auto y_gpu = gpu_attn.forward(to_device(x), to_device(ctx));
@@ -217,6 +218,22 @@ TEST_CASE_TEMPLATE("Attention<T, cuda> with 1024 tokens in chunks of 2 problems"
   run_case<T, false>({"self, N = M = 1024", 2, 1024, 0, 16, 0, 3, 8, false, 2});
   run_case<T, false>({"cross, N = 1024, M = 1024", 2, 1024, 1024, 16, 12, 3, 8, true, 2});
   run_case<T, false>({"causal self, N = M = 1024", 2, 1024, 0, 16, 0, 3, 8, false, 2, true});
+}
+
+// Score buffers below one problem: each problem's queries in tiles, dK and dV summed over the tiles (beta 1), the
+// causal mask offset by the tile's first query.
+const Case tiled_cases[] = {
+    {"self, 4 heads, query tiles of 4 (9 = 4 + 4 + 1)", 2, 9, 0, 20, 0, 4, 7, false, 0, false, 4},
+    {"cross, 4 heads, query tiles of 3", 2, 11, 7, 20, 12, 4, 5, true, 0, false, 3},
+    {"cross, 1 head, query tiles of 1", 3, 5, 19, 16, 12, 1, 9, true, 0, false, 1},
+    {"causal self, 77 tokens, 4 heads, query tiles of 10", 2, 77, 0, 32, 0, 4, 8, false, 0, true, 10},
+};
+
+TEST_CASE_TEMPLATE("Attention<T, cuda> in query tiles matches the CPU (self, cross, causal; with LoRA)", T, float,
+                   double) {
+  for (const Case& c : tiled_cases) run_case<T, false>(c);
+  for (const Case& c : tiled_cases) run_case<T, true>(c);
+  run_case<T, false>({"causal self, N = M = 1024, query tiles of 100", 2, 1024, 0, 16, 0, 3, 8, false, 0, true, 100});
 }
 
 TEST_CASE("Attention<float, cuda>: errors name the shapes and the call form") {

@@ -9,7 +9,10 @@
 //     nothing;
 //   - a checkpoint after round 1 holds the masters and the scaler: the resumed second round equals the uninterrupted
 //     one, bitwise (with the 16-bit weights alone in the checkpoint, the masters would restart from their rounding
-//     and the second round's updates would differ).
+//     and the second round's updates would differ);
+//   - fp16 on two thread ranks of one GPU: each rank samples its own pairs, the FP32 masters' gradients are averaged
+//     before the scaler reads them, and the replicas (16-bit weights and masters) stay identical, which the
+//     checkpoint verifies (without the averaging they drift apart and the checkpoint stops the run).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -22,6 +25,7 @@
 
 #include "spo/cuda.hpp"
 #include "spo/diffusion/scheduler_config.hpp"
+#include "spo/dist/thread_group.hpp"
 #include "spo/experiment/spo_experiment.hpp"
 
 #include "support/train_fixtures.hpp"
@@ -159,4 +163,38 @@ TEST_CASE("SPO under precision::fp16 on cuda: a half UNet behind FP32 tensors, m
 
 TEST_CASE("SPO under precision::bf16 on cuda: a bfloat16 UNet behind FP32 tensors and FP32 masters") {
   check_policy<precision::bf16>(0x1p-3);
+}
+
+TEST_CASE("SPO under precision::fp16 on 2 thread ranks of one GPU: masters averaged, replicas identical") {
+  std::vector<std::vector<double>> weights(2);
+  std::vector<double> scales(2);
+  std::vector<std::int64_t> updates(2);
+  const auto dir = std::filesystem::temp_directory_path() / ("spo_cuda_precision_dp_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  dist::run_ranks(2, [&](dist::AnyCommunicator comm) {
+    using P = precision::fp16;
+    Generator g{21, 0};  // the same base model on every rank, as loaded from one checkpoint
+    auto host = model::make_fashion_model<experiment::BaseModelType>(tiny_unet, tiny_text, g);
+    auto base16 = base_like<typename Composition<P>::base_model>(host);
+    // Adapters initialised from another seed on each rank: rank 0's are broadcast, and the masters taken again.
+    auto pol16 = experiment::make_policy<Composition<P>>(tiny_unet, tiny_text, base16, train::LoraSection{2, 2.0},
+                                                         3 + static_cast<std::uint64_t>(comm.rank()));
+    const auto ddim = scheduler();
+    Brightness pm;
+    Training<P> t(pol16, base16, ddim, pm, rs, loss::SpoLossOptions{10.0, 0.1}, section, 8, 7,
+                  nlohmann::json::object());
+    t.set_loss_scaling({1024.0, 2.0, 0.5, 2000});
+    t.set_communicator(comm);
+    for (int round = 1; round <= 2; ++round) t.run_round();
+    t.save(dir / "checkpoint.safetensors");  // verifies the weights and the masters across the ranks
+    const auto r = static_cast<std::size_t>(comm.rank());
+    weights[r] = trainable_values(pol16);
+    scales[r] = t.loss_scale();
+    updates[r] = t.updates();
+  });
+  std::filesystem::remove_all(dir);
+  CHECK(weights[0] == weights[1]);
+  CHECK(scales[0] == scales[1]);
+  CHECK(updates[0] == updates[1]);
+  CHECK(updates[0] > 0);
 }

@@ -3,6 +3,7 @@
 /// masters, dynamic loss scaling for fp16.
 #pragma once
 
+#include <concepts>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -56,7 +57,18 @@ class MixedPrecisionStep {
 
   /// One update from the model's accumulated gradients (see above); grad_norm is the unscaled norm before clipping.
   ScaledStep step(double max_grad_norm) {
+    return step(max_grad_norm, [](MasterWeights<Model>&) {});
+  }
+
+  /// The same, with reduce(masters()) between gathering the gradients into the FP32 masters and everything that
+  /// reads them: the data-parallel mean over ranks of the still-scaled gradients (dist::GradientReducer over
+  /// masters()), so that the check for non-finite values, the unscaling, the norm and the update see the same
+  /// averaged gradients on every rank, and an infinity on one rank skips the step on all.
+  template <class Reduce>
+  requires std::invocable < Reduce&, MasterWeights<Model>
+  & > ScaledStep step(double max_grad_norm, Reduce&& reduce) {
     masters_.gather_gradients();
+    reduce(masters_);
     ScaledStep r;
     if (scaler_) {
       r = scaler_->step(masters_, optimizer_, max_grad_norm);

@@ -192,9 +192,10 @@ Tensor<T, D> scalars_on(const std::vector<V>& v) {
     Data parallel (set_communicator, before the first round or resume): rank 0's parameters are broadcast to every
     rank and checked identical; each rank draws from its own generator (rank_seed); the trainable gradients are
     averaged over ranks before clipping (dist::GradientReducer, buckets started during the last backward when the
-    method opens overlap_gradients()), so the norm is the global one; the round records are reduced (reduce_record);
-    rank 0 alone writes metrics and checkpoints, after the ranks' parameters are verified identical (a hash) and
-    every rank's generator is stored, so a resume under the same number of ranks continues exactly.
+    method opens overlap_gradients(); for a 16-bit model the FP32 masters' gradients, after they are gathered, still
+    scaled under fp16, so every rank skips or steps alike), so the norm is the global one; the round records are reduced
+(reduce_record); rank 0 alone writes metrics and checkpoints, after the ranks' parameters are verified identical (a
+hash) and every rank's generator is stored, so a resume under the same number of ranks continues exactly.
 !*/
 template <class Derived, class Policy, precision::Policy Precision = precision::fp32>
 class RoundTrainer {
@@ -278,14 +279,13 @@ class RoundTrainer {
   !*/
   void set_communicator(dist::AnyCommunicator comm) {
     SPO_CHECK(round_ == 0 && gen_.offset == 0, "set_communicator: call it before the first round and before resume");
-    SPO_CHECK(comm.size() == 1 || !HalfScalar<parameter_scalar>,
-              "data-parallel training of a 16-bit model is not supported yet (its gradients would not be averaged); "
-              "run it on one rank");
     comm_ = std::move(comm);
     reducer_.reset();
     gen_ = Generator{rank_seed(seed_, comm_.rank()), 0};
     if (comm_.size() == 1) return;
     dist::broadcast_parameters(comm_, policy_);
+    // The FP32 masters of 16-bit weights were taken from this rank's own values: take them again from rank 0's.
+    if constexpr (HalfScalar<parameter_scalar>) step_.masters().refresh();
     dist::verify_replicas(comm_, policy_, "after the broadcast from rank 0");
   }
   const dist::AnyCommunicator& communicator() const { return comm_; }
@@ -339,6 +339,9 @@ class RoundTrainer {
     if (comm_.size() > 1) {
       dist::verify_replicas(comm_, policy_, "at the checkpoint of round " + std::to_string(round_),
                             static_cast<std::uint64_t>(round_));
+      if constexpr (HalfScalar<parameter_scalar>)  // what the checkpoint stores of the trainable weights
+        dist::verify_replicas(comm_, step_.masters(),
+                              "in the FP32 masters at the checkpoint of round " + std::to_string(round_));
       c["rank_generators"] = rank_generators(comm_, gen_);
     }
     if (comm_.is_root())
@@ -411,23 +414,27 @@ class RoundTrainer {
   }
 
  protected:
-  /// The gradients' scalar the reducer averages (16-bit models train on one rank only: set_communicator).
+  /// The gradients' scalar the reducer averages: the masters' (FP32 for 16-bit weights, the model's own otherwise).
   using reduced_scalar = compute_type_t<parameter_scalar>;
-  /// The gradient averaging of a data-parallel run (built on first use).
+  /// The gradient averaging of a data-parallel run (built on first use), over the trainable parameters as the
+  /// optimizer sees them: step_.masters(), which for float and double models are the model's own parameters.
   dist::GradientReducer<reduced_scalar, D>& reducer() {
-    if (!reducer_) reducer_.emplace(policy_, comm_);
+    if (!reducer_) reducer_.emplace(step_.masters(), comm_);
     return *reducer_;
   }
   /// The scope around the last backward before clip_and_step(): gradient buckets start their all-reduce as soon as
-  /// backward completes them (a one-rank run does nothing).
+  /// backward completes them (a one-rank run does nothing). The layers of a 16-bit model report their 16-bit
+  /// parameters, which are not the reduced FP32 masters: its buckets all start in clip_and_step(), after the
+  /// gradients are gathered into the masters.
   nn::gradient_ready_scope overlap_gradients() { return reducer().overlap(); }
 
-  /// Averages the gradients over ranks, then one update under the precision policy (see above): unscaled, clipped
-  /// to max_grad_norm (the global norm), one AdamW step on the masters. Returns the unscaled norm before clipping,
-  /// which is not finite for a skipped update.
+  /// One update under the precision policy (see above): the gradients gathered into the masters and averaged over
+  /// ranks, then unscaled, clipped to max_grad_norm (the global norm), one AdamW step on the masters. Returns the
+  /// unscaled norm before clipping, which is not finite for a skipped update.
   double clip_and_step() {
-    if (comm_.size() > 1) reducer().finish();
-    const auto r = step_.step(max_grad_norm_);
+    const auto r = step_.step(max_grad_norm_, [&](auto&) {
+      if (comm_.size() > 1) reducer().finish();
+    });
     if (r.skipped) {
       ++skipped_;
       ++round_skipped_;

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Mixed-precision steps on the CPU: FP32 masters of 16-bit trainable weights keep updates below a 16-bit ulp, the
 // published weights are the masters' rounding, fp16 loss scaling rescues gradients below half's range and skips a
-// step with an injected infinity without touching weights, masters or optimizer, bf16 stops on one, and fp32 through
-// the wrapper is bitwise the plain step.
+// step with an injected infinity without touching weights, masters or optimizer, bf16 stops on one, fp32 through
+// the wrapper is bitwise the plain step, and on two thread ranks the masters' gradients are averaged before the
+// scaler reads them (an infinity on one rank skips the step on both).
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -14,6 +15,8 @@
 
 #include <doctest/doctest.h>
 
+#include "spo/dist/gradient_reducer.hpp"
+#include "spo/dist/thread_group.hpp"
 #include "spo/nn/parameter.hpp"
 #include "spo/optim/adamw.hpp"
 #include "spo/optim/clip_grad.hpp"
@@ -236,4 +239,103 @@ TEST_CASE("fp32 through the mixed-precision step is bitwise clip_grad_norm + Ada
   for (auto [pa, pb] : {std::pair{&a.w, &b.w}, std::pair{&a.v, &b.v}, std::pair{&a.bias, &b.bias}})
     CHECK(max_abs_diff<float>(pa->value.view(), pb->value.view()) == 0.0);
   CHECK(floats(a.frozen.value) == std::vector<float>(4, -2.0f));
+}
+
+namespace {
+
+/// Rank r's gradient of element i of w and v: rank 0 all positive, rank 1 of alternating sign and larger, so that
+/// the mean's sign differs from rank 0's on the even elements (AdamW, nearly scale-invariant, tells directions only).
+double rank_gradient(int rank, std::int64_t i) {
+  const double k = static_cast<double>(i + 1);
+  return rank == 0 ? 0.1 * k : (i % 2 ? 0.3 : -0.3) * k;
+}
+
+void set_rank_gradients(Model<half>& m, double scale, int rank) {
+  for (auto* p : {&m.w, &m.v})
+    for (std::int64_t i = 0; i < p->grad.numel(); ++i)
+      p->grad[i] = half(static_cast<float>(scale * rank_gradient(rank, i)));
+  for (std::int64_t i = 0; i < m.bias.grad.numel(); ++i) m.bias.grad[i] = static_cast<float>(scale * 1e-3 * (rank + 1));
+}
+
+struct RankOutcome {
+  std::vector<std::uint16_t> w, v;
+  std::vector<float> masters;  // w, v, bias in visiting order
+  bool skipped_first = true, skipped_second = false;
+  double scale = 0;
+  std::int64_t steps = -1;
+};
+
+std::vector<float> master_values(optim::MasterWeights<Model<half>>& masters) {
+  std::vector<float> out;
+  masters.visit_parameters(
+      [&](std::string_view, nn::Parameter<float>& p) {
+        out.insert(out.end(), p.value.data(), p.value.data() + p.value.numel());
+      },
+      {});
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("fp16 on 2 thread ranks: the FP32 masters' gradients are averaged before the scaler reads them") {
+  const optim::LossScaleOptions scaling{1024.0, 2.0, 0.5, 1000};
+  std::vector<RankOutcome> out(2);
+  dist::run_ranks(2, [&](dist::AnyCommunicator comm) {
+    const int r = comm.rank();
+    Model<half> m;
+    optim::MixedPrecisionStep<Model<half>, precision::fp16> step(m, adamw(1e-2), scaling);
+    dist::GradientReducer<float, cpu> reducer(step.masters(), comm);
+    auto average = [&](optim::MasterWeights<Model<half>>&) { reducer.finish(); };
+    auto& o = out[static_cast<std::size_t>(r)];
+    set_rank_gradients(m, step.loss_scale(), r);
+    o.skipped_first = step.step(1.0, average).skipped;
+    // An infinity in rank 1's gradients only: the mean is infinite on both ranks, so both skip and back off.
+    set_rank_gradients(m, step.loss_scale(), r);
+    if (r == 1) m.v.grad[2] = half(std::numeric_limits<float>::infinity());
+    o.skipped_second = step.step(1.0, average).skipped;
+    o.w = bits(m.w.value);
+    o.v = bits(m.v.value);
+    o.masters = master_values(step.masters());
+    o.scale = step.loss_scale();
+    o.steps = step.optimizer().step_count();
+  });
+  for (const auto& o : out) {
+    CHECK_FALSE(o.skipped_first);
+    CHECK(o.skipped_second);
+    CHECK(o.scale == 512.0);
+    CHECK(o.steps == 1);
+  }
+  CHECK(out[0].w == out[1].w);  // identical replicas, bitwise
+  CHECK(out[0].v == out[1].v);
+  CHECK(out[0].masters == out[1].masters);
+
+  // One process whose masters receive the mean by hand: the ranks' update is the update on the mean gradient.
+  Model<half> ref;
+  optim::MixedPrecisionStep<Model<half>, precision::fp16> ref_step(ref, adamw(1e-2), scaling);
+  set_rank_gradients(ref, ref_step.loss_scale(), 0);
+  const double s = ref_step.loss_scale();
+  ref_step.step(1.0, [&](optim::MasterWeights<Model<half>>& masters) {
+    masters.visit_parameters(
+        [&](std::string_view name, nn::Parameter<float>& p) {
+          for (std::int64_t i = 0; i < p.grad.numel(); ++i)
+            p.grad[i] = name == "bias" ? static_cast<float>(s * 1.5e-3)
+                                       : (static_cast<float>(half(static_cast<float>(s * rank_gradient(0, i)))) +
+                                          static_cast<float>(half(static_cast<float>(s * rank_gradient(1, i))))) /
+                                             2;
+        },
+        {});
+  });
+  const auto want = master_values(ref_step.masters());
+  REQUIRE(want.size() == out[0].masters.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < want.size(); ++i)
+    worst = std::max(worst, std::abs(static_cast<double>(out[0].masters[i]) - want[i]) / std::abs(want[i]));
+  MESSAGE("largest relative gap of the masters to the update on the mean gradient: " << worst);
+  CHECK(worst < 1e-6);
+  // Without the averaging rank 0 would have stepped on its own gradient: its even elements move the other way.
+  Model<half> alone;
+  optim::MixedPrecisionStep<Model<half>, precision::fp16> alone_step(alone, adamw(1e-2), scaling);
+  set_rank_gradients(alone, alone_step.loss_scale(), 0);
+  alone_step.step(1.0);
+  CHECK(bits(alone.w.value) != out[0].w);
 }

@@ -128,11 +128,13 @@ inline unsigned row_grid(std::int64_t rows) {
   return static_cast<unsigned>(std::clamp<std::int64_t>((rows + rows_per_block - 1) / rows_per_block, 1, 1 << 20));
 }
 
-/// Columns of a row kernel's row `row` that its query sees: all cols, or with causal min(row % n + 1, cols) (the
-/// rows are the n queries of consecutive problems, the first row at a problem boundary).
-__device__ inline std::int64_t visible_cols(std::int64_t row, std::int64_t cols, bool causal, std::int64_t n) {
+/// Columns of a row kernel's row `row` that its query sees: all cols, or with causal min(row0 + row % n + 1, cols)
+/// (the rows are n queries of each of consecutive problems, the first row at a problem boundary; row0 > 0 when they
+/// are the query tile [row0, row0 + n) of one problem).
+__device__ inline std::int64_t visible_cols(std::int64_t row, std::int64_t cols, bool causal, std::int64_t n,
+                                            std::int64_t row0) {
   if (!causal) return cols;
-  const std::int64_t seen = row % n + 1;
+  const std::int64_t seen = row0 + row % n + 1;
   return seen < cols ? seen : cols;
 }
 
@@ -140,17 +142,17 @@ __device__ inline std::int64_t visible_cols(std::int64_t row, std::int64_t cols,
 
 /// Row r of x [rows, cols] (scores in the compute type S): p[r, :] = softmax(x[r, :]) rounded to T and
 /// lse[r] = log sum_j exp(x[r, j]); x keeps exp(x - max) (p may be x itself when T is S). cols >= 1. With causal
-/// (rows of n queries per problem, starting at a problem boundary), row r's max and sum run over its visible columns
-/// j <= r % n only and p[r, j] = 0 for the others.
+/// (rows of n queries per problem, starting at a problem boundary, the first of them query row0), row r's max and sum
+/// run over its visible columns j <= row0 + r % n only and p[r, j] = 0 for the others.
 template <StorageScalar T, Scalar S>
 __global__ void softmax_rows_kernel(std::int64_t rows, std::int64_t cols, S* x, T* p, S* lse, bool causal,
-                                    std::int64_t n) {
+                                    std::int64_t n, std::int64_t row0) {
   const int lane = threadIdx.x;
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
        row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
     S* r = x + row * cols;
     T* pr = p + row * cols;
-    const std::int64_t visible = detail::visible_cols(row, cols, causal, n);
+    const std::int64_t visible = detail::visible_cols(row, cols, causal, n, row0);
     S mx = r[0];
     for (std::int64_t j = lane; j < visible; j += 32) mx = fmax(mx, r[j]);
     mx = detail::warp_max(mx);
@@ -170,16 +172,16 @@ __global__ void softmax_rows_kernel(std::int64_t rows, std::int64_t cols, S* x, 
 
 /// x[r, j] = exp(x[r, j] - lse[r]) over a [rows, cols] buffer of scores in S (P recomputed), and p[r, j] the same
 /// rounded to T (p may be x when T is S); one warp per row. With causal (as softmax_rows_kernel), both are 0 for the
-/// columns j > r % n.
+/// columns j > row0 + r % n.
 template <StorageScalar T, Scalar S>
 __global__ void exp_minus_rows_kernel(std::int64_t rows, std::int64_t cols, const S* lse, S* x, T* p, bool causal,
-                                      std::int64_t n) {
+                                      std::int64_t n, std::int64_t row0) {
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
        row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
     S* r = x + row * cols;
     T* pr = p + row * cols;
     const S l = lse[row];
-    const std::int64_t visible = detail::visible_cols(row, cols, causal, n);
+    const std::int64_t visible = detail::visible_cols(row, cols, causal, n, row0);
     for (std::int64_t j = threadIdx.x; j < visible; j += 32) {
       const S e = detail::exp_of(r[j] - l);
       r[j] = e;
@@ -228,49 +230,70 @@ inline void check_attention_shape(const AttentionShape& s, const char* what) {
   SPO_CHECK(s.m >= 1 || s.n == 0, what << ": " << s.n << " queries attend to zero keys");
 }
 
-/// Problems per chunk so that one [chunk, n, m] buffer of scores (T's compute type) stays within
-/// attention_score_buffer_bytes().
+/// How a call walks its problems: `problems` whole problems per chunk, or, when one problem's [n, m] scores exceed
+/// attention_score_buffer_bytes(), one problem at a time in query tiles of `rows` rows (rows == n: no tiling). The
+/// buffers of scores are [problems, rows, m] in T's compute type, so their size is bounded by the cap for every n and
+/// m (at least one row), and what a call keeps beyond them (lse, delta, the FP32 sums of dK and dV of one tiled
+/// problem) is linear in n + m.
+struct AttentionTiling {
+  std::int64_t problems = 1, rows = 0;
+};
+
 template <StorageScalar T>
-std::int64_t attention_chunk(const AttentionShape& s) {
-  const std::size_t per_problem =
-      static_cast<std::size_t>(s.n) * static_cast<std::size_t>(s.m) * sizeof(compute_type_t<T>);
-  const std::int64_t fit =
-      static_cast<std::int64_t>(attention_score_buffer_bytes() / std::max<std::size_t>(per_problem, 1));
-  return std::clamp<std::int64_t>(fit, 1, std::max<std::int64_t>(s.batch_heads(), 1));
+AttentionTiling attention_tiling(const AttentionShape& s) {
+  const std::size_t cap = attention_score_buffer_bytes();
+  const std::size_t row_bytes = static_cast<std::size_t>(s.m) * sizeof(compute_type_t<T>);
+  const std::size_t per_problem = static_cast<std::size_t>(s.n) * row_bytes;
+  if (per_problem <= cap) {
+    const auto fit = static_cast<std::int64_t>(cap / std::max<std::size_t>(per_problem, 1));
+    return {std::clamp<std::int64_t>(fit, 1, std::max<std::int64_t>(s.batch_heads(), 1)), s.n};
+  }
+  const auto fit = static_cast<std::int64_t>(cap / std::max<std::size_t>(row_bytes, 1));
+  return {1, std::clamp<std::int64_t>(fit, 1, s.n)};
 }
 
 }  // namespace detail
+
+/// dst[r * ld + c] = src[r * cols + c] rounded to T: a [rows, cols] block in S into a strided block of T.
+template <StorageScalar T, Scalar S>
+__global__ void store_rows_kernel(std::int64_t rows, std::int64_t cols, const S* src, std::int64_t ld, T* dst) {
+  for (std::int64_t t = detail::grid_first(); t < rows * cols; t += detail::grid_stride())
+    dst[(t / cols) * ld + t % cols] = detail::store<T>(src[t]);
+}
 
 template <StorageScalar T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, compute_type_t<T>* lse,
                        compute_type_t<T> scale, cudaStream_t stream) {
   using S = compute_type_t<T>;
   detail::check_attention_shape(s, "cuda_kernels::attention_forward");
-  const std::int64_t nbh = s.batch_heads(), n = s.n, m = s.m, d = s.d, ld = s.inner();
+  const std::int64_t nbh = s.batch_heads(), n = s.n, m = s.m, d = s.d, ld = s.inner(), H = s.heads;
   if (nbh == 0 || n == 0) return;
-  const std::int64_t chunk = detail::attention_chunk<T>(s), nm = n * m;
-  auto scores = Tensor<S, cuda>::uninitialized(Shape{chunk, n, m});  // [chunk, n, m]
-  Tensor<T, cuda> probs16;                                           // P in 16 bits  [chunk, n, m]
-  if constexpr (!std::is_same_v<T, S>) probs16 = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});
+  const auto [chunk, tile] = detail::attention_tiling<T>(s);
+  auto scores = Tensor<S, cuda>::uninitialized(Shape{chunk, tile, m});  // [chunk, tile, m]
+  Tensor<T, cuda> probs16;                                              // P in 16 bits  [chunk, tile, m]
+  if constexpr (!std::is_same_v<T, S>) probs16 = Tensor<T, cuda>::uninitialized(Shape{chunk, tile, m});
   T* probs = nullptr;
   if constexpr (std::is_same_v<T, S>)
     probs = scores.data();  // in place
   else
     probs = probs16.data();
+  const detail::ProblemOperand<const T> ks{k, m * ld, d, 0}, vs{v, m * ld, d, 0};
   for (std::int64_t p0 = 0; p0 < nbh; p0 += chunk) {
-    const std::int64_t p1 = std::min(nbh, p0 + chunk), rows = (p1 - p0) * n;
-    const std::int64_t count = p1 - p0, H = s.heads;
-    const detail::ProblemOperand<const T> qs{q, n * ld, d, 0}, ks{k, m * ld, d, 0}, vs{v, m * ld, d, 0};
-    const detail::ProblemOperand<S> sc{scores.data(), H * nm, nm, p0 * nm};
-    const detail::ProblemOperand<const T> p_in{probs, H * nm, nm, p0 * nm};
-    detail::problem_gemm<T, S>(false, true, n, m, d, scale, qs, ld, ks, ld, S(0), sc, m, p0, count, H,
-                               stream);  // S = scale Q K^T  [count, n, m]
-    softmax_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, scores.data(), probs, lse + p0 * n, s.causal, n);  // P, lse  [count, n]
-    SPO_CUDA_CHECK_LAUNCH("softmax_rows_kernel");
-    detail::problem_gemm<T, T>(false, false, n, d, m, S(1), p_in, m, vs, ld, S(0),
-                               detail::ProblemOperand<T>{o, n * ld, d, 0}, ld, p0, count, H,
-                               stream);  // O = P V  [count, n, d]
+    const std::int64_t count = std::min(nbh, p0 + chunk) - p0;
+    for (std::int64_t i0 = 0; i0 < n; i0 += tile) {  // query rows [i0, i0 + rq) of each problem
+      const std::int64_t rq = std::min(tile, n - i0), rm = rq * m, rows = count * rq;
+      const detail::ProblemOperand<const T> qs{q + i0 * ld, n * ld, d, 0};
+      const detail::ProblemOperand<S> sc{scores.data(), H * rm, rm, p0 * rm};
+      const detail::ProblemOperand<const T> p_in{probs, H * rm, rm, p0 * rm};
+      detail::problem_gemm<T, S>(false, true, rq, m, d, scale, qs, ld, ks, ld, S(0), sc, m, p0, count, H,
+                                 stream);  // S = scale Q K^T  [count, rq, m]
+      softmax_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
+          rows, m, scores.data(), probs, lse + p0 * n + i0, s.causal, rq, i0);  // P, lse  [count, rq]
+      SPO_CUDA_CHECK_LAUNCH("softmax_rows_kernel");
+      detail::problem_gemm<T, T>(false, false, rq, d, m, S(1), p_in, m, vs, ld, S(0),
+                                 detail::ProblemOperand<T>{o + i0 * ld, n * ld, d, 0}, ld, p0, count, H,
+                                 stream);  // O = P V  [count, rq, d]
+    }
   }
 }
 
@@ -280,7 +303,7 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
                         cudaStream_t stream) {
   using S = compute_type_t<T>;
   detail::check_attention_shape(s, "cuda_kernels::attention_backward");
-  const std::int64_t nbh = s.batch_heads(), n = s.n, m = s.m, d = s.d, ld = s.inner();
+  const std::int64_t nbh = s.batch_heads(), n = s.n, m = s.m, d = s.d, ld = s.inner(), H = s.heads;
   if (nbh == 0) return;
   if (n == 0) {
     const std::size_t bytes = static_cast<std::size_t>(s.batch * m * ld) * sizeof(T);
@@ -294,44 +317,70 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
   attention_delta_kernel<T, S><<<cuda_runtime::grid_1d(nbh * n), cuda_runtime::block_1d, 0, stream>>>(
       nbh * n, s.heads, n, d, o, dout, delta.data());
   SPO_CUDA_CHECK_LAUNCH("attention_delta_kernel");
-  const std::int64_t chunk = detail::attention_chunk<T>(s), nm = n * m;
-  auto scores = Tensor<S, cuda>::uninitialized(Shape{chunk, n, m});  // S, then P  [chunk, n, m]
-  auto dprobs = Tensor<S, cuda>::uninitialized(Shape{chunk, n, m});  // dP  [chunk, n, m]
-  Tensor<T, cuda> probs16;                                           // P, then dS, in 16 bits  [chunk, n, m]
-  if constexpr (!std::is_same_v<T, S>) probs16 = Tensor<T, cuda>::uninitialized(Shape{chunk, n, m});
+  const auto [chunk, tile] = detail::attention_tiling<T>(s);
+  auto scores = Tensor<S, cuda>::uninitialized(Shape{chunk, tile, m});  // S, then P  [chunk, tile, m]
+  auto dprobs = Tensor<S, cuda>::uninitialized(Shape{chunk, tile, m});  // dP  [chunk, tile, m]
+  Tensor<T, cuda> probs16;                                              // P, then dS, in 16 bits  [chunk, tile, m]
+  if constexpr (!std::is_same_v<T, S>) probs16 = Tensor<T, cuda>::uninitialized(Shape{chunk, tile, m});
   T* pt = nullptr;  // the GEMM operand P, then dS (the scores' own buffer when T is S)
   if constexpr (std::is_same_v<T, S>)
     pt = scores.data();
   else
     pt = probs16.data();
+  // dK and dV sum over the query tiles of a tiled problem: in T itself (beta 1 after the first tile) for float and
+  // double, in FP32 and rounded once at the end for the 16-bit scalars.
+  const bool widen = !std::is_same_v<T, S> && tile < n;
+  Tensor<S, cuda> dk_sum, dv_sum;  // [m, d] of one problem
+  if (widen) {
+    dk_sum = Tensor<S, cuda>::uninitialized(Shape{m, d});
+    dv_sum = Tensor<S, cuda>::uninitialized(Shape{m, d});
+  }
+  const detail::ProblemOperand<const T> ks{k, m * ld, d, 0}, vs{v, m * ld, d, 0};
   for (std::int64_t p0 = 0; p0 < nbh; p0 += chunk) {
-    const std::int64_t p1 = std::min(nbh, p0 + chunk), rows = (p1 - p0) * n;
-    S* sp = scores.data();
-    S* dp = dprobs.data();
-    const std::int64_t count = p1 - p0, H = s.heads;
-    const detail::ProblemOperand<const T> qs{q, n * ld, d, 0}, ks{k, m * ld, d, 0}, vs{v, m * ld, d, 0};
-    const detail::ProblemOperand<const T> dos{dout, n * ld, d, 0};
-    const detail::ProblemOperand<S> ss{sp, H * nm, nm, p0 * nm}, dps{dp, H * nm, nm, p0 * nm};
-    const detail::ProblemOperand<const T> pt_in{pt, H * nm, nm, p0 * nm};
-    detail::problem_gemm<T, S>(false, true, n, m, d, scale, qs, ld, ks, ld, S(0), ss, m, p0, count, H,
-                               stream);  // S = scale Q K^T
-    exp_minus_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, lse + p0 * n, sp, pt, s.causal, n);  // P = exp(S - lse), 0 above the diagonal when causal
-    SPO_CUDA_CHECK_LAUNCH("exp_minus_rows_kernel");
-    detail::problem_gemm<T, T>(true, false, m, d, n, S(1), pt_in, m, dos, ld, S(0),
-                               detail::ProblemOperand<T>{dv, m * ld, d, 0}, ld, p0, count, H,
-                               stream);  // dV = P^T dO  [count, m, d]
-    detail::problem_gemm<T, S>(false, true, n, m, d, S(1), dos, ld, vs, ld, S(0), dps, m, p0, count, H,
-                               stream);  // dP = dO V^T  [count, n, m]
-    softmax_grad_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
-        rows, m, dp, delta.data() + p0 * n, sp, pt);  // dS = P * (dP - delta)
-    SPO_CUDA_CHECK_LAUNCH("softmax_grad_rows_kernel");
-    detail::problem_gemm<T, T>(false, false, n, d, m, scale, pt_in, m, ks, ld, S(0),
-                               detail::ProblemOperand<T>{dq, n * ld, d, 0}, ld, p0, count, H,
-                               stream);  // dQ = scale dS K  [count, n, d]
-    detail::problem_gemm<T, T>(true, false, m, d, n, scale, pt_in, m, qs, ld, S(0),
-                               detail::ProblemOperand<T>{dk, m * ld, d, 0}, ld, p0, count, H,
-                               stream);  // dK = scale dS^T Q  [count, m, d]
+    const std::int64_t count = std::min(nbh, p0 + chunk) - p0;
+    for (std::int64_t i0 = 0; i0 < n; i0 += tile) {  // query rows [i0, i0 + rq) of each problem
+      const std::int64_t rq = std::min(tile, n - i0), rm = rq * m, rows = count * rq;
+      S* sp = scores.data();
+      S* dp = dprobs.data();
+      const S beta = i0 == 0 ? S(0) : S(1);
+      const detail::ProblemOperand<const T> qs{q + i0 * ld, n * ld, d, 0}, dos{dout + i0 * ld, n * ld, d, 0};
+      const detail::ProblemOperand<S> ss{sp, H * rm, rm, p0 * rm}, dps{dp, H * rm, rm, p0 * rm};
+      const detail::ProblemOperand<const T> pt_in{pt, H * rm, rm, p0 * rm};
+      // dK or dV of the chunk's problems: the output itself, or (widen, one problem) its FP32 sum.
+      auto into = [&](T* out, Tensor<S, cuda>& sum, std::int64_t inner, const detail::ProblemOperand<const T>& b,
+                      S alpha) {
+        if (widen)
+          detail::problem_gemm<T, S>(true, false, m, d, inner, alpha, pt_in, m, b, ld, beta,
+                                     detail::ProblemOperand<S>{sum.data(), 0, 0, 0}, d, p0, count, H, stream);
+        else
+          detail::problem_gemm<T, T>(true, false, m, d, inner, alpha, pt_in, m, b, ld, beta,
+                                     detail::ProblemOperand<T>{out, m * ld, d, 0}, ld, p0, count, H, stream);
+      };
+      detail::problem_gemm<T, S>(false, true, rq, m, d, scale, qs, ld, ks, ld, S(0), ss, m, p0, count, H,
+                                 stream);  // S = scale Q K^T  [count, rq, m]
+      exp_minus_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
+          rows, m, lse + p0 * n + i0, sp, pt, s.causal, rq, i0);  // P = exp(S - lse), 0 above the diagonal
+      SPO_CUDA_CHECK_LAUNCH("exp_minus_rows_kernel");
+      into(dv, dv_sum, rq, dos, S(1));  // dV (+)= P^T dO  [count, m, d]
+      detail::problem_gemm<T, S>(false, true, rq, m, d, S(1), dos, ld, vs, ld, S(0), dps, m, p0, count, H,
+                                 stream);  // dP = dO V^T  [count, rq, m]
+      softmax_grad_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
+          rows, m, dp, delta.data() + p0 * n + i0, sp, pt);  // dS = P * (dP - delta)
+      SPO_CUDA_CHECK_LAUNCH("softmax_grad_rows_kernel");
+      detail::problem_gemm<T, T>(false, false, rq, d, m, scale, pt_in, m, ks, ld, S(0),
+                                 detail::ProblemOperand<T>{dq + i0 * ld, n * ld, d, 0}, ld, p0, count, H,
+                                 stream);  // dQ = scale dS K  [count, rq, d]
+      into(dk, dk_sum, rq, qs, scale);     // dK (+)= scale dS^T Q  [count, m, d]
+    }
+    if (widen) {  // one problem p0: its FP32 sums into dK and dV, head p0 % H of batch entry p0 / H
+      const std::int64_t at = (p0 / H) * m * ld + (p0 % H) * d;
+      store_rows_kernel<T, S>
+          <<<cuda_runtime::grid_1d(m * d), cuda_runtime::block_1d, 0, stream>>>(m, d, dk_sum.data(), ld, dk + at);
+      SPO_CUDA_CHECK_LAUNCH("store_rows_kernel");
+      store_rows_kernel<T, S>
+          <<<cuda_runtime::grid_1d(m * d), cuda_runtime::block_1d, 0, stream>>>(m, d, dv_sum.data(), ld, dv + at);
+      SPO_CUDA_CHECK_LAUNCH("store_rows_kernel");
+    }
   }
 }
 

@@ -25,9 +25,12 @@ struct AttentionShape {
   std::int64_t inner() const { return heads * d; }
 };
 
-/// Upper bound in bytes of one [chunk, n, m] score buffer in the compute type (forward keeps one, backward two; the
-/// 16-bit scalars add one buffer of P in 16 bits); the problems of a call are processed in chunks that fit (at least
-/// one problem per chunk). Process-wide; tests lower it to exercise chunking.
+/// Upper bound in bytes of one buffer of scores in the compute type (forward keeps one, backward two; the 16-bit
+/// scalars add one buffer of P in 16 bits). The problems of a call are processed in chunks of whole problems that fit;
+/// a problem whose [n, m] scores alone exceed the bound is processed in tiles of query rows that fit (at least one
+/// row), so the scores never take more than the bound, whatever n and m, and the rest of a call's memory is linear in
+/// n + m: O(N) attention memory in the sequence length (the 16k-token VAE attention of SDXL at 1024 x 1024 needs 1 GiB
+/// of FP32 scores per problem untiled). Process-wide; tests lower it to exercise chunking and tiling.
 inline std::size_t& attention_score_buffer_bytes() {
   static std::size_t bytes = std::size_t{512} << 20;
   return bytes;
