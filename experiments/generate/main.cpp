@@ -47,7 +47,7 @@ fs::path numbered(const fs::path& out, std::int64_t i, std::int64_t n) {
 
 /// The command line of generate.
 struct Options {
-  std::string model, out, prompt, scheduler, device = "cpu", conv_algorithm = "winograd";
+  std::string model, out, prompt, scheduler, device = "cpu", conv_algorithm = "winograd", dtype = "float32";
   std::optional<std::string> negative, lora, variant, config;
   double lora_scale = 1.0;
   std::optional<int> steps;
@@ -58,16 +58,16 @@ struct Options {
   bool paper = false;
 };
 
-/// Loads the pipeline on device D, generates one batch and writes the PNGs.
-template <spo::Device D>
+/// Loads the pipeline on device D with its networks in S, generates one batch and writes the PNGs.
+template <spo::Device D, spo::StorageScalar S>
 int generate(const Options& o);
 
 }  // namespace
 
 int main(int argc, char** argv) try {
   Options o;
-  auto& [model, out, prompt, scheduler, device, conv_algorithm, negative, lora, variant, config, lora_scale, steps,
-         guidance, seed, width, height, batch, paper] = o;
+  auto& [model, out, prompt, scheduler, device, conv_algorithm, dtype, negative, lora, variant, config, lora_scale,
+         steps, guidance, seed, width, height, batch, paper] = o;
   spo::experiment::ArgumentParser args(
       "generate",
       "Text to image with a Stable Diffusion 1.x/2.x or SDXL checkpoint: a diffusers pipeline folder "
@@ -105,6 +105,11 @@ int main(int argc, char** argv) try {
       .option("--variant", "NAME", "weights variant to load, e.g. fp16; default plain weights, else the only variant",
               variant)
       .option("--device", "cpu|cuda", "where to run", device)
+      .option("--dtype", "float32|float16|bfloat16",
+              "the networks' weights and activations (diffusers' torch_dtype). 16 bits need --device cuda; the "
+              "latents, the scheduler and guidance stay float32, and SDXL's VAE decodes in float32 under float16 "
+              "(its force_upcast)",
+              dtype)
       .option("--conv-algorithm", "winograd|direct",
               "CPU 3x3 convolutions: oneDNN's Winograd kernels where it has them (faster; a relative difference of "
               "order 1e-6 from direct) or its direct kernels (the algorithm PyTorch uses)",
@@ -113,6 +118,11 @@ int main(int argc, char** argv) try {
         SPO_EXPECT(device == "cpu" || device == "cuda", "--device: expected cpu or cuda, got '" << device << "'");
         SPO_EXPECT(conv_algorithm == "winograd" || conv_algorithm == "direct",
                    "--conv-algorithm: expected winograd or direct, got '" << conv_algorithm << "'");
+        SPO_EXPECT(dtype == "float32" || dtype == "float16" || dtype == "bfloat16",
+                   "--dtype: expected float32, float16 or bfloat16, got '" << dtype << "'");
+        SPO_EXPECT(
+            dtype == "float32" || device == "cuda",
+            "--dtype " << dtype << ": 16-bit networks run on --device cuda only (the CPU has no 16-bit kernels)");
         SPO_EXPECT(device == "cpu" || SPO_GENERATE_CUDA,
                    "--device cuda: this generate was built without CUDA (configure with -DSPO_WITH_CUDA=ON)");
         SPO_EXPECT(fs::path(out).parent_path().empty() || fs::is_directory(fs::path(out).parent_path()),
@@ -122,9 +132,13 @@ int main(int argc, char** argv) try {
   if (const auto exit_code = args.parse_main(argc, argv)) return *exit_code;
   if (paper && scheduler.empty()) scheduler = "ddim";
 #if SPO_GENERATE_CUDA
-  if (device == "cuda") return generate<spo::cuda>(o);
+  if (device == "cuda") {
+    if (dtype == "float16") return generate<spo::cuda, spo::half>(o);
+    if (dtype == "bfloat16") return generate<spo::cuda, spo::bfloat16>(o);
+    return generate<spo::cuda, float>(o);
+  }
 #endif
-  return generate<spo::cpu>(o);
+  return generate<spo::cpu, float>(o);
 } catch (const std::exception& e) {
   std::cerr << "generate: error: " << e.what() << "\n";
   return 1;
@@ -132,11 +146,11 @@ int main(int argc, char** argv) try {
 
 namespace {
 
-template <spo::Device D>
+template <spo::Device D, spo::StorageScalar S>
 int generate(const Options& o) {
-  const auto& [model, out, prompt, scheduler, device, conv_algorithm, negative, lora, variant, config, lora_scale,
-               steps, guidance, seed, width, height, batch, paper] = o;
-  using Pipeline = spo::model::StableDiffusion<float, D>;
+  const auto& [model, out, prompt, scheduler, device, conv_algorithm, dtype, negative, lora, variant, config,
+               lora_scale, steps, guidance, seed, width, height, batch, paper] = o;
+  using Pipeline = spo::model::StableDiffusion<float, D, S>;
   const spo::cpu_kernels::inference_conv2d_algorithm_guard conv_guard(conv_algorithm == "winograd"
                                                                           ? spo::cpu_kernels::Conv2dAlgorithm::winograd
                                                                           : spo::cpu_kernels::Conv2dAlgorithm::direct);
@@ -144,7 +158,7 @@ int generate(const Options& o) {
   load.variant = variant;
   load.scheduler = scheduler;
   if (config) load.config_folder = *config;
-  std::cerr << "loading " << model << " on " << D::name << "\n";
+  std::cerr << "loading " << model << " on " << D::name << " in " << dtype << "\n";
   using clock = std::chrono::steady_clock;
   auto seconds = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
   const auto t_load = clock::now();
@@ -200,7 +214,8 @@ int generate(const Options& o) {
                             {"width", w},
                             {"height", h},
                             {"batch", batch},
-                            {"device", device}};
+                            {"device", device},
+                            {"dtype", dtype}};
   if constexpr (std::same_as<D, spo::cpu>) settings["conv_algorithm"] = conv_algorithm;
   if (lora) settings["lora"] = {{"file", *lora}, {"scale", lora_scale}};
   std::ostringstream parameters;  // the "parameters" chunk other image tools read

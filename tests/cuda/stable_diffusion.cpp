@@ -8,11 +8,18 @@
 // (the whole-model bounds of the UNet test: the pipeline chains the text encoder, 4 UNet calls and the VAE).
 // DDIM with dynamic thresholding (its quantile runs on a host copy of x0 for a device) against the CPU step alone:
 // double 1e-12 of the scale.
+// The 16-bit pipelines (StableDiffusion<float, cuda, half / bfloat16>: networks in 16 bits, latents, scheduler and
+// guidance in float) against the float pipeline on the device whose weights are the same 16-bit roundings, so that
+// only the 16-bit activations differ: prompt embeddings within tol of their scale, final latents and image within
+// 4 tol (four guided UNet calls and the VAE chained), tol = 2^-6 for half and 2^-3 for bfloat16 (the whole-UNet bounds
+// of cuda_unet_half). SDXL's VAE runs in float under half (force_upcast), in 16 bits otherwise.
 #include "spo/model/stable_diffusion.hpp"
 
+#include <concepts>
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -71,7 +78,62 @@ void check_pipeline(const std::string& name, const std::string& scheduler, doubl
   CHECK(cuda_test::scaled_error(device.decode(ld), host.decode(lh), tol) <= 1.0);
 }
 
+/// Rounds every parameter of `m` through the 16-bit scalar H (the float twin of a 16-bit model).
+template <class H, class M>
+void round_through(M& m) {
+  m.visit_parameters([](std::string_view, auto& p) { p.value = cast<float>(cast<H>(p.value)); }, {});
+}
+
+template <class H>
+void check_half_pipeline(const std::string& name, const std::string& scheduler, double tol) {
+  CAPTURE(name);
+  CAPTURE(scheduler);
+  model::PipelineLoadOptions o;
+  o.scheduler = scheduler;
+  auto half = model::StableDiffusion<float, cuda, H>::load(dir + name, o);  // F32 files rounded into H
+  auto ref = model::StableDiffusion<float, cuda>::load(dir + name, o);
+  const bool xl = ref.kind() == model::PipelineKind::sdxl;
+  CHECK(half.vae_upcast() == (xl && std::same_as<H, spo::half>));
+  round_through<H>(ref.text_encoder());
+  if (xl) round_through<H>(ref.text_encoder_2());
+  round_through<H>(ref.unet());
+  if (!half.vae_upcast()) round_through<H>(ref.vae());
+  model::GenerationSettings s;
+  s.prompts = {"a photo of a red dress", "a blue shirt, folded"};
+  s.steps = 4;
+  s.guidance = 5.0;
+
+  const auto e16 = half.encode_prompt(s.prompts, s.negative_prompts);
+  const auto e32 = ref.encode_prompt(s.prompts, s.negative_prompts);
+  const auto gap = [](const Tensor<float, cuda>& a, const Tensor<float, cuda>& b) {
+    return cuda_test::scaled_error(to_host(a), to_host(b), 1.0);
+  };
+  MESSAGE("embeddings: scaled gap " << gap(e16.cond, e32.cond));
+  CHECK(gap(e16.cond, e32.cond) <= tol);
+  CHECK(gap(e16.uncond, e32.uncond) <= tol);
+  if (xl) CHECK(gap(e16.pooled, e32.pooled) <= tol);
+
+  Generator g16{7, 0}, g32{7, 0};
+  const auto l16 = half.denoise(half.initial_latents(s, g16), e16, s, g16);  // [B, C, h, w]
+  const auto l32 = ref.denoise(ref.initial_latents(s, g32), e32, s, g32);    // [B, C, h, w]
+  CHECK(g16.offset == g32.offset);
+  MESSAGE("final latents: scaled gap " << gap(l16, l32));
+  CHECK(gap(l16, l32) <= 4 * tol);
+  const double image_gap = cuda_test::scaled_error(half.decode(l16), ref.decode(l32), 1.0);
+  MESSAGE("image: scaled gap " << image_gap);
+  CHECK(image_gap <= 4 * tol);
+}
+
 }  // namespace
+
+TEST_CASE_TEMPLATE("StableDiffusion<float, cuda, H>: the 16-bit pipeline against float on the same rounded weights", H,
+                   spo::half, spo::bfloat16) {
+  const double tol = std::same_as<H, spo::half> ? 0x1p-6 : 0x1p-3;
+  for (const char* name : {"tiny_sd15", "tiny_sdxl"}) {
+    check_half_pipeline<H>(name, "ddim", tol);
+    check_half_pipeline<H>(name, "euler_a", tol);
+  }
+}
 
 TEST_CASE_TEMPLATE("StableDiffusion on cuda == cpu: SD 1.5 and SDXL, every scheduler", T, float, double) {
   for (const char* name : {"tiny_sd15", "tiny_sdxl"}) {

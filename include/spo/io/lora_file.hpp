@@ -261,7 +261,8 @@ Tensor<T, cpu> lora_delta(const S& store, const LoraAdapter& a, double scale) {
 }
 
 /// Merges every adapter into the model's weights, W += scale * (alpha / r) * up @ down, the product formed in
-/// double (as for inference with a fused LoRA; scale is the user's LoRA scale). Returns the number of weights changed.
+/// double (as for inference with a fused LoRA; scale is the user's LoRA scale); a 16-bit weight takes the sum in float,
+/// rounded once. Returns the number of weights changed.
 template <ParameterVisitable M, TensorStore S>
 std::size_t merge_lora(M& model, const S& store, const LoraFile& file, double scale) {
   std::map<std::string, const LoraAdapter*> by_weight;
@@ -273,13 +274,16 @@ std::size_t merge_lora(M& model, const S& store, const LoraFile& file, double sc
         if (it == by_weight.end()) return;
         using T = typename std::remove_cvref_t<decltype(p.value)>::value_type;
         using D = typename std::remove_cvref_t<decltype(p.value)>::device_type;
-        const Tensor<T, cpu> delta = lora_delta<T>(store, *it->second, scale);  // [out, in]
+        using W = std::conditional_t<HalfScalar<T>, float, T>;  // 16-bit weights: the sum in float, rounded once
+        const Tensor<W, cpu> delta = lora_delta<W>(store, *it->second, scale);  // [out, in]
+        auto add = [&](T* w) {
+          for (std::int64_t i = 0; i < delta.numel(); ++i) w[i] = static_cast<T>(static_cast<W>(w[i]) + delta[i]);
+        };
         if constexpr (std::same_as<D, cpu>) {
-          T* w = p.value.data();
-          for (std::int64_t i = 0; i < delta.numel(); ++i) w[i] += delta[i];
+          add(p.value.data());
         } else {
           Tensor<T, cpu> host = to_host(p.value);
-          for (std::int64_t i = 0; i < delta.numel(); ++i) host[i] += delta[i];
+          add(host.data());
           detail::assign_from_host(host, p.value.view());
         }
         ++merged;

@@ -103,7 +103,7 @@ inline void validate(const AutoencoderKLConfig& c, std::string_view key = "") {
     diffusers' DiagonalGaussianDistribution over latents, from the moments [B, 2 Cl, h, w] = (mean, logvar):
       logvar = clamp(logvar, -30, 20), std = exp(0.5 logvar), sample = mean + std * noise, mode = mean.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 struct DiagonalGaussian {
   Tensor<T, D> mean, logvar, std;  // [B, Cl, h, w] each
 
@@ -169,7 +169,7 @@ struct VaeTiling {
     With tiling enabled, inputs larger than a tile are processed as diffusers' tiled_encode / tiled_decode.
     The VAE is frozen: every forward runs without gradient caches and there is no backward.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class AutoencoderKL {
  public:
   using scalar_type = T;
@@ -275,8 +275,8 @@ class AutoencoderKL {
   tensor decode(const tensor& z) {
     check_latents(z);
     auto h = to_host_copy(z);  // [B, Cl, h, w]
-    const T scale = static_cast<T>(config_.scaling()), shift = static_cast<T>(config_.shift());
-    for (std::int64_t i = 0; i < h.numel(); ++i) h[i] = h[i] / scale + shift;
+    const C scale = static_cast<C>(config_.scaling()), shift = static_cast<C>(config_.shift());
+    for (std::int64_t i = 0; i < h.numel(); ++i) h[i] = static_cast<T>(static_cast<C>(h[i]) / scale + shift);
     return decode_latents(gaussian::from_host_tensor(std::move(h)));
   }
 
@@ -489,6 +489,9 @@ class AutoencoderKL {
     return out;
   }
 
+  /// Host arithmetic of a 16-bit VAE in float, one rounding per element.
+  using C = compute_type_t<T>;
+
   /// diffusers' blend_v: b[:, :, y] = a[:, :, -e + y] (1 - y / e) + b[:, :, y] (y / e) for y < e.
   static void blend_rows(const host_tensor& a, host_tensor& b, std::int64_t extent) {
     const std::int64_t e = std::min({a.size(2), b.size(2), extent}), planes = b.size(0) * b.size(1);
@@ -496,11 +499,12 @@ class AutoencoderKL {
     SPO_CHECK(a.size(3) == w, "AutoencoderKL tiling: tile widths " << a.size(3) << " and " << w << " differ");
     for (std::int64_t y = 0; y < e; ++y) {
       const double wb = static_cast<double>(y) / static_cast<double>(e);
-      const T ta = static_cast<T>(1 - wb), tb = static_cast<T>(wb);
+      const C ta = static_cast<C>(1 - wb), tb = static_cast<C>(wb);
       for (std::int64_t p = 0; p < planes; ++p) {
         const T* pa = a.data() + (p * ha + ha - e + y) * w;
         T* pb = b.data() + (p * hb + y) * w;
-        for (std::int64_t k = 0; k < w; ++k) pb[k] = pa[k] * ta + pb[k] * tb;
+        for (std::int64_t k = 0; k < w; ++k)
+          pb[k] = static_cast<T>(static_cast<C>(pa[k]) * ta + static_cast<C>(pb[k]) * tb);
       }
     }
   }
@@ -512,11 +516,11 @@ class AutoencoderKL {
     SPO_CHECK(a.size(2) == h, "AutoencoderKL tiling: tile heights " << a.size(2) << " and " << h << " differ");
     for (std::int64_t x = 0; x < e; ++x) {
       const double fb = static_cast<double>(x) / static_cast<double>(e);
-      const T ta = static_cast<T>(1 - fb), tb = static_cast<T>(fb);
+      const C ta = static_cast<C>(1 - fb), tb = static_cast<C>(fb);
       for (std::int64_t p = 0; p < planes; ++p)
         for (std::int64_t r = 0; r < h; ++r) {
           T& vb = b.data()[(p * h + r) * wb + x];
-          vb = a.data()[(p * h + r) * wa + wa - e + x] * ta + vb * tb;
+          vb = static_cast<T>(static_cast<C>(a.data()[(p * h + r) * wa + wa - e + x]) * ta + static_cast<C>(vb) * tb);
         }
     }
   }

@@ -3,6 +3,7 @@
 /// encoders, the UNet, the VAE and the checkpoint's scheduler, composed as diffusers' pipelines compose them.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "spo/core/error.hpp"
+#include "spo/core/half.hpp"
 #include "spo/core/rng.hpp"
 #include "spo/diffusion/ddim.hpp"
 #include "spo/diffusion/sampling_loop.hpp"
@@ -80,15 +82,29 @@ struct PromptEmbeddings {
     to [0, 1].
     On a device D other than the CPU every network and the latents live on D; token ids, the scheduler's state
     of the multistep schedulers (diffusion::step_on_host) and the final image are on the host.
+    Precision: the networks hold their weights and activations in S, the latents, the scheduler, guidance, the
+    prompt embeddings handed out and the image are in T (a compute scalar). S = T is the plain pipeline. A 16-bit S
+    (half, bfloat16; a device with 16-bit kernels, spo::cuda) is torch_dtype=float16 / bfloat16 run as
+    torch.autocast runs a network: each network's inputs are rounded into S once and its outputs widened exactly,
+    the UNet's timesteps and SDXL's time ids stay in compute_type_t<S> (1024 is not a bfloat16 number), and the
+    weights load bit for bit from F16 / BF16 files (the "fp16" variant). The VAE follows diffusers' SDXL pipeline:
+    with S = half and force_upcast (the config's default), it runs in T (SDXL's VAE overflows half); SD 1.x / 2.x
+    and bfloat16 decode in S. Where diffusers also keeps the latents and the scheduler's arithmetic in 16 bits,
+    this pipeline keeps them in T.
   ENSURES
     - a folder whose pipeline class, component class or config field spo does not implement is an error naming it
     - weights load strictly: a missing or unexpected tensor, or a shape mismatch, names the tensor and the file
 !*/
-template <Scalar T, Device D = cpu>
+template <Scalar T, Device D = cpu, StorageScalar S = T>
 class StableDiffusion {
+  static_assert(!HalfScalar<T>,
+                "StableDiffusion<T, D, S>: T is the pipeline's compute scalar (float or double); a "
+                "16-bit pipeline keeps its networks in S: StableDiffusion<float, cuda, half>");
+
  public:
   using tensor = Tensor<T, D>;
   using host_tensor = Tensor<T, cpu>;
+  using storage_type = S;
   using Progress = std::function<void(int step, int steps)>;
 
   /// From a diffusers pipeline folder, or from a single-file checkpoint with options.config_folder.
@@ -131,13 +147,13 @@ class StableDiffusion {
     expect_class("vae", "AutoencoderKL");
     expect_class("text_encoder", "CLIPTextModel");
     sd.tokenizer_ = text::ClipTokenizer::load(p.component("tokenizer").dir);
-    sd.text_encoder_ = load_weights(text::CLIPTextModel<T, D>(text::load_clip_text_config(p.config("text_encoder"))),
+    sd.text_encoder_ = load_weights(text::CLIPTextModel<S, D>(text::load_clip_text_config(p.config("text_encoder"))),
                                     weights("text_encoder"));
     if (sd.kind_ == PipelineKind::sdxl) {
       expect_class("text_encoder_2", "CLIPTextModelWithProjection");
       sd.tokenizer_2_ = text::ClipTokenizer::load(p.component("tokenizer_2").dir);
       sd.text_encoder_2_ =
-          load_weights(text::CLIPTextModelWithProjection<T, D>(text::load_clip_text_config(p.config("text_encoder_2"))),
+          load_weights(text::CLIPTextModelWithProjection<S, D>(text::load_clip_text_config(p.config("text_encoder_2"))),
                        weights("text_encoder_2"));
       const auto it = p.options().find("force_zeros_for_empty_prompt");
       sd.force_zeros_ = it == p.options().end() || it->second.is_null() || it->second.get<bool>();
@@ -146,7 +162,7 @@ class StableDiffusion {
     const auto unet_json = io::parse_json(io::read_file_text(p.config("unet")), p.config("unet").string());
     if (unet_json.contains("sample_size") && unet_json["sample_size"].is_number_integer())
       sd.sample_size_ = unet_json["sample_size"].get<std::int64_t>();
-    sd.unet_ = load_weights(UNet2DCondition<T, D>(sd.unet_config_), weights("unet"));
+    sd.unet_ = load_weights(UNet2DCondition<S, D>(sd.unet_config_), weights("unet"));
     const auto vae_path = p.config("vae");
     const auto vae_config = io::in_config_file(vae_path, [&] {
       auto c = io::from_json<AutoencoderKLConfig>(io::parse_json(io::read_file_text(vae_path), vae_path.string()),
@@ -154,7 +170,12 @@ class StableDiffusion {
       model::validate(c);
       return c;
     });
-    sd.vae_ = load_weights(AutoencoderKL<T, D>(vae_config), weights("vae"));
+    sd.vae_config_ = vae_config;
+    sd.vae_upcast_ = std::same_as<S, half> && sd.kind_ == PipelineKind::sdxl && vae_config.upcast();
+    if (sd.vae_upcast_)
+      sd.vae_upcast_model_ = load_weights(AutoencoderKL<T, D>(vae_config), weights("vae"));
+    else
+      sd.vae_ = load_weights(AutoencoderKL<S, D>(vae_config), weights("vae"));
     sd.scheduler_ =
         diffusion::load_scheduler_config(p.config("scheduler").string(), options.scheduler, options.ddim_eta);
     const bool xl_unet = sd.unet_config_.text_time.has_value();
@@ -166,11 +187,25 @@ class StableDiffusion {
 
   PipelineKind kind() const { return kind_; }
   const UNetConfig& unet_config() const { return unet_config_; }
-  UNet2DCondition<T, D>& unet() { return unet_; }
-  AutoencoderKL<T, D>& vae() { return vae_; }
+  text::CLIPTextModel<S, D>& text_encoder() { return text_encoder_; }
+  /// SDXL's second text encoder (empty for SD 1.x / 2.x).
+  text::CLIPTextModelWithProjection<S, D>& text_encoder_2() { return text_encoder_2_; }
+  UNet2DCondition<S, D>& unet() { return unet_; }
+  /// Whether the VAE runs in T rather than S (S = half, SDXL, force_upcast: see above).
+  bool vae_upcast() const { return vae_upcast_; }
+  /// The VAE in S (unless vae_upcast()).
+  AutoencoderKL<S, D>& vae() {
+    SPO_EXPECT(!vae_upcast_, "StableDiffusion::vae(): this pipeline runs its VAE upcast (vae_upcast_model())");
+    return vae_;
+  }
+  /// The VAE in T when vae_upcast().
+  AutoencoderKL<T, D>& vae_upcast_model() {
+    SPO_EXPECT(vae_upcast_, "StableDiffusion::vae_upcast_model(): this pipeline runs its VAE in its storage scalar");
+    return vae_upcast_model_;
+  }
   diffusion::AnyScheduler& scheduler() { return scheduler_; }
   /// 2^(VAE levels - 1): pixels per latent along each side.
-  std::int64_t vae_scale_factor() const { return std::int64_t{1} << (vae_.config().block_out_channels.size() - 1); }
+  std::int64_t vae_scale_factor() const { return std::int64_t{1} << (vae_config_.block_out_channels.size() - 1); }
   std::int64_t default_size() const { return sample_size_ * vae_scale_factor(); }
 
   /// Merges a LoRA file (any layout io::read_lora reads) into the UNet's weights with `scale`.
@@ -215,24 +250,25 @@ class StableDiffusion {
     const std::int64_t b = latents.size(0), h = latents.size(2) * vae_scale_factor(),
                        w = latents.size(3) * vae_scale_factor();
     SPO_EXPECT(e.cond.size(0) == b, "denoise: " << e.cond.size(0) << " prompt rows for " << b << " latents");
-    const tensor context = concat_rows(e.uncond, e.cond);  // [2B, 77, E]
-    UNetAddedConditions<T, D> added;
+    using C = compute_type_t<S>;
+    const Tensor<S, D> context = as_scalar<S>(concat_rows(e.uncond, e.cond));  // [2B, 77, E]
+    UNetAddedConditions<S, D> added;
     if (kind_ == PipelineKind::sdxl) {
-      added.text_embeds = concat_rows(e.negative_pooled, e.pooled);  // [2B, P]
-      host_tensor ids(Shape{2 * b, 6});                              // [2B, 6] = (H, W, 0, 0, H, W)
+      added.text_embeds = as_scalar<S>(concat_rows(e.negative_pooled, e.pooled));  // [2B, P]
+      Tensor<C, cpu> ids(Shape{2 * b, 6});                                         // [2B, 6] = (H, W, 0, 0, H, W)
       for (std::int64_t r = 0; r < 2 * b; ++r) {
-        const T row[6] = {T(h), T(w), T(0), T(0), T(h), T(w)};
+        const C row[6] = {C(h), C(w), C(0), C(0), C(h), C(w)};
         for (int k = 0; k < 6; ++k) ids[r * 6 + k] = row[k];
       }
       added.time_ids = transfer<D>(std::move(ids));
     }
     auto model = [&](const tensor& scaled, double t) {
-      const tensor input = concat_rows(scaled, scaled);  // [2B, C, h, w]
-      tensor steps_t(Shape{2 * b});                      // [2B]
-      fill(steps_t.view(), static_cast<T>(t));
-      const tensor out = kind_ == PipelineKind::sdxl ? unet_.forward(input, steps_t, context, added)
-                                                     : unet_.forward(input, steps_t, context);  // [2B, C, h, w]
-      return guide(out, b, s.guidance);                                                         // [B, C, h, w]
+      const Tensor<S, D> input = as_scalar<S>(concat_rows(scaled, scaled));  // [2B, C, h, w]
+      Tensor<C, D> steps_t(Shape{2 * b});                                    // [2B]
+      fill(steps_t.view(), static_cast<C>(t));
+      tensor out = as_scalar<T>(kind_ == PipelineKind::sdxl ? unet_.forward(input, steps_t, context, added)
+                                                            : unet_.forward(input, steps_t, context));  // [2B, C, h, w]
+      return guide(out, b, s.guidance);                                                                 // [B, C, h, w]
     };
     const diffusion::StepNoise<T, D> noise(gen);
     return std::visit(
@@ -251,10 +287,10 @@ class StableDiffusion {
   !*/
   void release(PipelineComponent c) {
     if (c == PipelineComponent::text_encoders) {
-      text_encoder_ = text::CLIPTextModel<T, D>();
-      text_encoder_2_ = text::CLIPTextModelWithProjection<T, D>();
+      text_encoder_ = text::CLIPTextModel<S, D>();
+      text_encoder_2_ = text::CLIPTextModelWithProjection<S, D>();
     } else {
-      unet_ = UNet2DCondition<T, D>();
+      unet_ = UNet2DCondition<S, D>();
     }
     released_[static_cast<int>(c)] = true;
   }
@@ -264,7 +300,9 @@ class StableDiffusion {
   /// handed back first: the VAE's activations have other sizes, and both sets would otherwise stay resident.
   host_tensor decode(const tensor& latents) {
     caching_allocator<D>::instance().release_all();
-    host_tensor image = transfer<cpu>(vae_.decode(latents));  // [B, 3, H, W] in about [-1, 1]
+    tensor decoded = vae_upcast_ ? vae_upcast_model_.decode(latents)
+                                 : as_scalar<T>(vae_.decode(narrow(latents)));  // [B, 3, H, W] in about [-1, 1]
+    host_tensor image = transfer<cpu>(std::move(decoded));
     for (std::int64_t i = 0; i < image.numel(); ++i) image[i] = std::clamp(image[i] / T(2) + T(0.5), T(0), T(1));
     return image;
   }
@@ -330,6 +368,14 @@ class StableDiffusion {
                                    << " released (StableDiffusion::release) after an earlier stage");
   }
 
+  /// x in the networks' scalar S: x itself when S is T, else rounded once.
+  static decltype(auto) narrow(const tensor& x) {
+    if constexpr (std::same_as<S, T>)
+      return (x);
+    else
+      return cast<S>(x);
+  }
+
   static tensor concat_rows(const tensor& a, const tensor& b) {
     Shape s = a.shape();
     SPO_CHECK(b.shape() == s, "concat_rows: " << a.shape() << " and " << b.shape());
@@ -362,33 +408,37 @@ class StableDiffusion {
 
   tensor encode_sd(const std::vector<std::string>& prompts) {
     const auto ids = token_rows(*tokenizer_, prompts);
-    return text_encoder_.forward(ids, static_cast<std::int64_t>(prompts.size())).last_hidden_state;  // [B, 77, E]
+    return as_scalar<T>(
+        text_encoder_.forward(ids, static_cast<std::int64_t>(prompts.size())).last_hidden_state);  // [B, 77, E]
   }
 
   std::pair<tensor, tensor> encode_xl(const std::vector<std::string>& prompts) {
     const auto batch = static_cast<std::int64_t>(prompts.size());
     auto one = text_encoder_.forward(token_rows(*tokenizer_, prompts), batch, true);
     auto two = text_encoder_2_.forward(token_rows(*tokenizer_2_, prompts), batch, true);
-    const tensor& h1 = one.penultimate_hidden_state();  // [B, 77, E1]
-    const tensor& h2 = two.penultimate_hidden_state();  // [B, 77, E2]
+    const Tensor<S, D>& h1 = one.penultimate_hidden_state();  // [B, 77, E1]
+    const Tensor<S, D>& h2 = two.penultimate_hidden_state();  // [B, 77, E2]
     const std::int64_t rows = h1.size(0) * h1.size(1), e1 = h1.size(2), e2 = h2.size(2);
-    auto cat = tensor::uninitialized(Shape{h1.size(0), h1.size(1), e1 + e2});  // [B, 77, E1 + E2]
+    auto cat = Tensor<S, D>::uninitialized(Shape{h1.size(0), h1.size(1), e1 + e2});  // [B, 77, E1 + E2]
     for (std::int64_t r = 0; r < rows; ++r) {
       copy_elements<D>(h1.data() + r * e1, e1, cat.data() + r * (e1 + e2));
       copy_elements<D>(h2.data() + r * e2, e2, cat.data() + r * (e1 + e2) + e1);
     }
-    return {std::move(cat), std::move(two.text_embeds)};  // pooled [B, P]
+    return {as_scalar<T>(std::move(cat)), as_scalar<T>(std::move(two.text_embeds))};  // pooled [B, P]
   }
 
   PipelineKind kind_ = PipelineKind::sd;
   bool force_zeros_ = true;
   std::optional<text::ClipTokenizer> tokenizer_, tokenizer_2_;
   std::int64_t sample_size_ = 64;  // the UNet's sample_size: latents per side at the default image size
-  text::CLIPTextModel<T, D> text_encoder_;
-  text::CLIPTextModelWithProjection<T, D> text_encoder_2_;
+  text::CLIPTextModel<S, D> text_encoder_;
+  text::CLIPTextModelWithProjection<S, D> text_encoder_2_;
   UNetConfig unet_config_;
-  UNet2DCondition<T, D> unet_;
-  AutoencoderKL<T, D> vae_;
+  UNet2DCondition<S, D> unet_;
+  AutoencoderKLConfig vae_config_;
+  bool vae_upcast_ = false;
+  AutoencoderKL<S, D> vae_;               // unless vae_upcast_
+  AutoencoderKL<T, D> vae_upcast_model_;  // when vae_upcast_
   diffusion::AnyScheduler scheduler_;
   bool released_[2] = {false, false};  // by PipelineComponent
 };

@@ -168,11 +168,11 @@ inline std::int64_t clip_pool_index(std::span<const std::int32_t> row, const CLI
 
 /// transformers' CLIPAttention: nn::Attention with biased q/k/v projections under the keys q_proj, k_proj, v_proj,
 /// out_proj, and (in the text transformer) the causal mask.
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 using CLIPAttention = nn::Attention<T, D>;
 
 /// CLIPAttention of `width` in `heads` heads, causal as CLIP's text transformer.
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 CLIPAttention<T, D> clip_attention(std::int64_t width, std::int64_t heads, bool causal = true) {
   SPO_CHECK(width > 0 && heads > 0 && width % heads == 0,
             "CLIPAttention: width " << width << " is not a positive multiple of " << heads << " heads");
@@ -187,7 +187,7 @@ CLIPAttention<T, D> clip_attention(std::int64_t width, std::int64_t heads, bool 
     act = quick_gelu (x sigmoid(1.702 x)) or the erf GELU, as configured. Keys layer_norm1, self_attn.{q,k,v,out}_proj,
     layer_norm2, mlp.fc1 [I, W], mlp.fc2 [W, I]. Input and output [B, L, W].
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class CLIPEncoderLayer {
  public:
   using scalar_type = T;
@@ -249,7 +249,7 @@ class CLIPEncoderLayer {
 };
 
 /// What a CLIP text encoder returns for B rows of L token ids.
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 struct CLIPTextOutput {
   Tensor<T, D> last_hidden_state;           // [B, L, W] final_layer_norm of the last layer's output
   std::vector<Tensor<T, D>> hidden_states;  // N + 1 of [B, L, W] when requested: embeddings, then each layer's output
@@ -276,7 +276,7 @@ struct CLIPTextOutput {
     Keys embeddings.token_embedding.weight [V, W], embeddings.position_embedding.weight [P, W],
     encoder.layers.{i}.*, final_layer_norm.{weight,bias}. Token ids stay on the host; the hidden states live on D.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class CLIPTextTransformer {
  public:
   using scalar_type = T;
@@ -357,7 +357,7 @@ class CLIPTextTransformer {
     transformers' CLIPTextModel (SD1.5's text_encoder, SDXL's text_encoder): the text transformer under
     `text_model.`. SD1.5 conditions on last_hidden_state; SDXL on the penultimate hidden state.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class CLIPTextModel {
  public:
   using scalar_type = T;
@@ -389,7 +389,7 @@ class CLIPTextModel {
       text_embeds = text_projection(pooled)  // [B, P], no bias
     Keys `text_model.*` and `text_projection.weight` [P, W]; needs config.projection_dim >= 1.
 !*/
-template <Scalar T, Device D = cpu>
+template <StorageScalar T, Device D = cpu>
 class CLIPTextModelWithProjection {
  public:
   using scalar_type = T;

@@ -146,14 +146,15 @@ __global__ void patch_tokens_dparams_kernel(const T* dseq, T* dcls, T* dpos, std
   }
 }
 
-// i over out [B, L, W]: k = i % W, r = i / W = b L + l.
-template <Scalar T>
+// i over out [B, L, W]: k = i % W, r = i / W = b L + l. 16-bit entries add in float and round once.
+template <StorageScalar T>
 __global__ void embedding_forward_kernel(const T* token, const T* position, const std::int32_t* ids, T* out,
                                          std::int64_t batch, std::int64_t length, std::int64_t width) {
   const std::int64_t n = batch * length * width;
   for (std::int64_t i = detail::grid_first(); i < n; i += detail::grid_stride()) {
     const std::int64_t k = i % width, r = i / width, l = r % length;
-    out[i] = token[static_cast<std::int64_t>(ids[r]) * width + k] + position[l * width + k];
+    out[i] = detail::store<T>(detail::load(token[static_cast<std::int64_t>(ids[r]) * width + k]) +
+                              detail::load(position[l * width + k]));
   }
 }
 
@@ -346,7 +347,7 @@ void patch_tokens_backward(const T* dseq, T* dpatches, T* dcls, T* dpos, std::in
   }
 }
 
-template <Scalar T>
+template <StorageScalar T>
 void embedding_forward(const T* token, const T* position, const std::int32_t* ids, T* out, std::int64_t batch,
                        std::int64_t length, std::int64_t width) {
   const std::int64_t n = batch * length * width;

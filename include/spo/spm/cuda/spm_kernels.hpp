@@ -55,8 +55,9 @@ template <Scalar T>
 void patch_tokens_backward(const T* dseq, T* dpatches, T* dcls, T* dpos, std::int64_t batch, std::int64_t np,
                            std::int64_t width);
 
-/// out[b, l, k] = token[ids[b * length + l], k] + position[l, k] for ids [batch * length] on the device.
-template <Scalar T>
+/// out[b, l, k] = token[ids[b * length + l], k] + position[l, k] for ids [batch * length] on the device (16-bit
+/// entries: added in float, rounded once).
+template <StorageScalar T>
 void embedding_forward(const T* token, const T* position, const std::int32_t* ids, T* out, std::int64_t batch,
                        std::int64_t length, std::int64_t width);
 /// dtoken[unique[u], k] += sum_{j in [offsets[u], offsets[u + 1])} dfeatures[positions[j], k] for u < n_unique
@@ -217,7 +218,7 @@ Tensor<T, cuda> first_token_backward(const Tensor<T, cuda>& dcls, std::int64_t t
 }
 
 /// Token + position embeddings on the device: ids [B * L] (host, validated) -> [B, L, W].
-template <Scalar T>
+template <StorageScalar T>
 Tensor<T, cuda> embedding_lookup(const Tensor<T, cuda>& token, const Tensor<T, cuda>& position,
                                  std::span<const std::int32_t> ids, std::int64_t batch) {
   SPO_CHECK(token.rank() == 2 && position.rank() == 2 && token.size(1) == position.size(1) &&

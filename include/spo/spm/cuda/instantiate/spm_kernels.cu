@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Instantiates the launchers of spm/cuda/spm_kernels.hpp for float and double.
+// Instantiates the launchers of spm/cuda/spm_kernels.hpp for float and double, and embedding_forward for half and
+// bfloat16.
 #include "spo/spm/cuda/spm_kernels.cuh"
 
 namespace spo::spm::cuda_kernels {
@@ -24,4 +25,9 @@ namespace spo::spm::cuda_kernels {
 SPO_INSTANTIATE(float)
 SPO_INSTANTIATE(double)
 #undef SPO_INSTANTIATE
+// The token embeddings of a 16-bit CLIP text encoder (StableDiffusion<float, cuda, half>).
+template void embedding_forward<half>(const half*, const half*, const std::int32_t*, half*, std::int64_t, std::int64_t,
+                                      std::int64_t);
+template void embedding_forward<bfloat16>(const bfloat16*, const bfloat16*, const std::int32_t*, bfloat16*,
+                                          std::int64_t, std::int64_t, std::int64_t);
 }  // namespace spo::spm::cuda_kernels
