@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Host-side behaviour of the CUDA layer that needs no device: status-check messages, device queries that must not
-// throw without a device, and the can_implement preconditions of the ops (checked before any CUDA call).
+// throw without a device, the can_implement preconditions of the ops (checked before any CUDA call), and how attention
+// splits its problems into chunks and query tiles under the score-buffer cap.
 #include <cublas_v2.h>
 #include <doctest/doctest.h>
 #if defined(SPO_TEST_HAVE_CUDNN)
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "spo/diffusion/cuda/ddim_kernels.cuh"
+#include "spo/tensor/cuda/attention.cuh"
 #include "spo/tensor/cuda/elementwise.cuh"
 #include "spo/tensor/cuda/gemm.hpp"
 #include "spo/tensor/cuda/memory.hpp"
@@ -156,4 +158,35 @@ TEST_CASE("DDIM ops: coefficients from transitions; can_implement checks batch, 
   CHECK(LogProb::chunks(std::int64_t{1} << 30) == 256);
   CHECK(LogProb::workspace_size({2, 3 * 64 * 64, x, x, lp, c, nullptr}) == 2 * 12 * sizeof(double));
   CHECK(!diffusion::cuda_kernels::DdimMean<float>::can_implement({2, 4, x, nullptr, x, c}));
+}
+
+TEST_CASE("attention tiling: whole problems per chunk under the cap, else query tiles that fit it, at least one row") {
+  using cuda_kernels::AttentionShape;
+  using cuda_kernels::detail::attention_tiling;
+  auto& cap = cuda_kernels::attention_score_buffer_bytes();
+  const std::size_t saved = cap;
+  cap = std::size_t{512} << 20;
+  // SD1.5 self-attention at 512 x 512, batch 8 under CFG x 8 heads: 4096^2 FP32 scores are 64 MiB a problem.
+  auto t = attention_tiling<float>(AttentionShape{16, 8, 4096, 4096, 40, false});
+  CHECK(t.problems == 8);
+  CHECK(t.rows == 4096);
+  t = attention_tiling<spo::half>(AttentionShape{16, 8, 4096, 4096, 40, false});  // scores in FP32 for half too
+  CHECK(t.problems == 8);
+  // SDXL's VAE mid-block attention at 1024 x 1024: one head of 16384 tokens, 1 GiB of scores untiled.
+  t = attention_tiling<float>(AttentionShape{1, 1, 16384, 16384, 512, false});
+  CHECK(t.problems == 1);
+  CHECK(t.rows == 8192);
+  t = attention_tiling<double>(AttentionShape{2, 1, 16384, 16384, 512, false});  // 8-byte scores: half the rows
+  CHECK(t.problems == 1);
+  CHECK(t.rows == 4096);
+  // A cap below one row still runs one row at a time; fewer problems than fit are all one chunk.
+  cap = 100;
+  t = attention_tiling<float>(AttentionShape{1, 1, 7, 1000, 8, true});
+  CHECK(t.problems == 1);
+  CHECK(t.rows == 1);
+  cap = std::size_t{1} << 30;
+  t = attention_tiling<float>(AttentionShape{2, 3, 77, 77, 64, true});
+  CHECK(t.problems == 6);
+  CHECK(t.rows == 77);
+  cap = saved;
 }
