@@ -17,7 +17,7 @@ mkdir -p "$out"
   echo "torch peer exited with $?" >&2
 "$python" - "$out/spo_gpu.json" "$out/torch_gpu.jsonl" <<'PY'
 import json, sys
-spo, errors, spo_peak, peer_peak = {}, {}, {}, {}
+spo, errors, spo_peak, peer_peak, recipe = {}, {}, {}, {}, {}
 try:
     doc = json.load(open(sys.argv[1]))
     print(f"spo: {doc['context'].get('executable', '')}, {doc['context'].get('date', '')}")
@@ -28,6 +28,8 @@ try:
         elif b.get("aggregate_name") == "median":
             spo[name] = b["real_time"] * {"ms": 1, "us": 1e-3, "s": 1e3}[b["time_unit"]]
             spo_peak[name] = b.get("peak_gib")
+            if "fits_40gb" in b:
+                recipe[name] = (b.get("peak_gb"), b["fits_40gb"])
 except Exception as e:  # noqa: BLE001
     print(f"spo results unreadable: {e}")
 peer, info = {}, {}
@@ -50,4 +52,6 @@ for name in sorted(set(spo) | set(peer) | set(errors)):
     fp = f"{p:.2f}" if p else "-"
     ratio = f"{p / s:.2f}x" if s and p else "-"
     print(f"| {name} | {fs} | {fp} | {ratio} | {gib(spo_peak.get(name))} | {gib(peer_peak.get(name))} |")
+for name, (gb, fits) in sorted(recipe.items()):
+    print(f"\n{name}: peak {gb:.2f} GB of device memory, {'within' if fits else 'ABOVE'} 40 GB")
 PY
