@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "spo/model/stable_diffusion.hpp"
 
+#include <concepts>
 #include <string>
 
 #include <doctest/doctest.h>
@@ -17,11 +18,13 @@ double max_abs(const Tensor<double>& a) {
   return m;
 }
 
-template <Scalar T>
+/// The pipeline StableDiffusion<T, cpu, S> (networks in S, latents and scheduler in T) against diffusers' run.
+template <Scalar T, StorageScalar S = T>
 void check_pipeline(const std::string& name, model::PipelineKind kind, double tolerance) {
   const io::NamedTensors ref = io::load_safetensors(dir + name + ".expected.safetensors");
-  auto sd = model::StableDiffusion<T>::load(dir + name);
+  auto sd = model::StableDiffusion<T, cpu, S>::load(dir + name);
   CHECK(sd.kind() == kind);
+  CHECK_FALSE(sd.vae_upcast());  // only a half VAE of SDXL is upcast
   model::GenerationSettings s;
   s.prompts = {ref.metadata.at("prompt")};
   s.steps = std::stoi(ref.metadata.at("steps"));
@@ -62,6 +65,14 @@ TEST_CASE_TEMPLATE("a whole tiny SD 1.5 and SDXL pipeline gives diffusers' laten
   const double tol = std::same_as<T, double> ? 1e-10 : 1e-4;
   check_pipeline<T>("tiny_sd15", model::PipelineKind::sd, tol);
   check_pipeline<T>("tiny_sdxl", model::PipelineKind::sdxl, tol);
+}
+
+// Networks in another scalar than the pipeline's: the narrowing and widening at each network's edge, the timesteps and
+// SDXL's time ids in the networks' compute type. float networks behind double latents and scheduler meet diffusers
+// within float's bound, as the float pipeline does (the CPU's version of StableDiffusion<float, cuda, half>).
+TEST_CASE("networks in float behind double latents (StableDiffusion<double, cpu, float>) give diffusers' results") {
+  check_pipeline<double, float>("tiny_sd15", model::PipelineKind::sd, 1e-4);
+  check_pipeline<double, float>("tiny_sdxl", model::PipelineKind::sdxl, 1e-4);
 }
 
 TEST_CASE("generate: settings are checked by name; sizes follow the checkpoint") {
