@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The elementwise and pointwise kernels of spo::cuda in half and bfloat16 (tensor/cuda/ops.hpp: axpy, scale, fill;
-// tensor/cuda/pointwise.hpp: the activations, GEGLU's gate, nearest 2x upsampling, the sinusoidal embedding) against
-// the same formulas in double on the same 16-bit inputs.
+// tensor/cuda/pointwise.hpp: the activations, GEGLU's gate, nearest 2x upsampling, the sinusoidal embedding;
+// spm/cuda/spm_kernels.hpp: the token + position embeddings of a 16-bit CLIP text encoder) against the same formulas in
+// double, or the CPU's float kernel, on the same 16-bit inputs.
 // Each 16-bit element is read into float, the function evaluated in float and the output rounded once, so with u16
 // the unit roundoff of the format (2^-11 half, 2^-8 bfloat16), per element:
 //   axpy, scale:         |gpu - ref| <= u16 |ref| + 2^-23 (|y| + |alpha x|)     (float product and sum, then H)
@@ -9,6 +10,7 @@
 //                        s = 1 forward, 1 + |dy| backward, 1 + |a| for the gate)
 //   upsample forward:    exact (copies); backward: u16 |ref| + 2^-22 sum |dy|
 //   sinusoidal forward:  |gpu - ref| <= u16 |ref| + 2^-24 + 1e-12              (double, then float, then H)
+//   token embeddings:    bitwise H(float(token) + float(position)), the CPU's float lookup rounded once
 // The 16-byte vectorised path and the element-by-element path (pointers off 16-byte alignment) give bitwise the same
 // results, odd sizes included.
 #include <algorithm>
@@ -24,10 +26,12 @@
 
 #include "spo/core/half.hpp"
 #include "spo/core/rng.hpp"
+#include "spo/spm/cuda/spm_kernels.hpp"
 #include "spo/tensor/cuda/memory.hpp"
 #include "spo/tensor/cuda/ops.hpp"
 #include "spo/tensor/cuda/pointwise.hpp"
 #include "spo/tensor/ops.hpp"
+#include "spo/text/text_encoder.hpp"
 
 #include "half_values.hpp"
 
@@ -234,4 +238,20 @@ TEST_CASE_TEMPLATE("nearest 2x upsampling and the sinusoidal embedding in 16 bit
     }
     CHECK(ev[i * sp.embedding_dim + sp.embedding_dim - 1] == 0.0);
   }
+}
+
+TEST_CASE_TEMPLATE("token + position embeddings in 16 bits: the CPU's float sum of the two entries, rounded once", H,
+                   spo::half, bfloat16) {
+  Generator g{17, 0};
+  const std::int64_t vocab = 50, length = 7, width = 13, batch = 3;
+  const auto token = cuda_test::representable<H, float>(Shape{vocab, width}, g);            // [V, W]
+  const auto position = cuda_test::representable<H, float>(Shape{length, width}, g, 0.5f);  // [L, W]
+  std::vector<std::int32_t> ids;                                                            // [B * L], repeats included
+  for (std::int64_t i = 0; i < batch * length; ++i) ids.push_back(static_cast<std::int32_t>((i * 17 + 3) % vocab));
+  const auto ref = cast<H>(embedding_lookup(token, position, ids, batch));  // [B, L, W]
+  const auto got = to_host(embedding_lookup(to_device(cast<H>(token)), to_device(cast<H>(position)), ids, batch));
+  REQUIRE(got.shape() == ref.shape());
+  int mismatches = 0;
+  for (std::int64_t i = 0; i < ref.numel(); ++i) mismatches += got[i].bits != ref[i].bits;
+  CHECK(mismatches == 0);
 }

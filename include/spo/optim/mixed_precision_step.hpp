@@ -64,9 +64,8 @@ class MixedPrecisionStep {
   /// reads them: the data-parallel mean over ranks of the still-scaled gradients (dist::GradientReducer over
   /// masters()), so that the check for non-finite values, the unscaling, the norm and the update see the same
   /// averaged gradients on every rank, and an infinity on one rank skips the step on all.
-  template <class Reduce>
-  requires std::invocable < Reduce&, MasterWeights<Model>
-  & > ScaledStep step(double max_grad_norm, Reduce&& reduce) {
+  template <std::invocable<MasterWeights<Model>&> Reduce>
+  ScaledStep step(double max_grad_norm, Reduce&& reduce) {
     masters_.gather_gradients();
     reduce(masters_);
     ScaledStep r;

@@ -192,10 +192,11 @@ Tensor<T, D> scalars_on(const std::vector<V>& v) {
     Data parallel (set_communicator, before the first round or resume): rank 0's parameters are broadcast to every
     rank and checked identical; each rank draws from its own generator (rank_seed); the trainable gradients are
     averaged over ranks before clipping (dist::GradientReducer, buckets started during the last backward when the
-    method opens overlap_gradients(); for a 16-bit model the FP32 masters' gradients, after they are gathered, still
-    scaled under fp16, so every rank skips or steps alike), so the norm is the global one; the round records are reduced
-(reduce_record); rank 0 alone writes metrics and checkpoints, after the ranks' parameters are verified identical (a
-hash) and every rank's generator is stored, so a resume under the same number of ranks continues exactly.
+    method opens overlap_gradients()), so the norm is the global one; a 16-bit model averages its FP32 masters'
+    gradients once they are gathered, still scaled under fp16, so every rank skips or steps alike. The round records
+    are reduced (reduce_record); rank 0 alone writes metrics and checkpoints, after the ranks' parameters are verified
+    identical (a hash) and every rank's generator is stored, so a resume under the same number of ranks continues
+    exactly.
 !*/
 template <class Derived, class Policy, precision::Policy Precision = precision::fp32>
 class RoundTrainer {

@@ -347,13 +347,12 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
       const detail::ProblemOperand<S> ss{sp, H * rm, rm, p0 * rm}, dps{dp, H * rm, rm, p0 * rm};
       const detail::ProblemOperand<const T> pt_in{pt, H * rm, rm, p0 * rm};
       // dK or dV of the chunk's problems: the output itself, or (widen, one problem) its FP32 sum.
-      auto into = [&](T* out, Tensor<S, cuda>& sum, std::int64_t inner, const detail::ProblemOperand<const T>& b,
-                      S alpha) {
+      auto into = [&](T* out, Tensor<S, cuda>& sum, const detail::ProblemOperand<const T>& b, S alpha) {
         if (widen)
-          detail::problem_gemm<T, S>(true, false, m, d, inner, alpha, pt_in, m, b, ld, beta,
+          detail::problem_gemm<T, S>(true, false, m, d, rq, alpha, pt_in, m, b, ld, beta,
                                      detail::ProblemOperand<S>{sum.data(), 0, 0, 0}, d, p0, count, H, stream);
         else
-          detail::problem_gemm<T, T>(true, false, m, d, inner, alpha, pt_in, m, b, ld, beta,
+          detail::problem_gemm<T, T>(true, false, m, d, rq, alpha, pt_in, m, b, ld, beta,
                                      detail::ProblemOperand<T>{out, m * ld, d, 0}, ld, p0, count, H, stream);
       };
       detail::problem_gemm<T, S>(false, true, rq, m, d, scale, qs, ld, ks, ld, S(0), ss, m, p0, count, H,
@@ -361,7 +360,7 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
       exp_minus_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
           rows, m, lse + p0 * n + i0, sp, pt, s.causal, rq, i0);  // P = exp(S - lse), 0 above the diagonal
       SPO_CUDA_CHECK_LAUNCH("exp_minus_rows_kernel");
-      into(dv, dv_sum, rq, dos, S(1));  // dV (+)= P^T dO  [count, m, d]
+      into(dv, dv_sum, dos, S(1));  // dV (+)= P^T dO  [count, m, d]
       detail::problem_gemm<T, S>(false, true, rq, m, d, S(1), dos, ld, vs, ld, S(0), dps, m, p0, count, H,
                                  stream);  // dP = dO V^T  [count, rq, m]
       softmax_grad_rows_kernel<T, S><<<detail::row_grid(rows), dim3(32, detail::rows_per_block), 0, stream>>>(
@@ -370,7 +369,7 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
       detail::problem_gemm<T, T>(false, false, rq, d, m, scale, pt_in, m, ks, ld, S(0),
                                  detail::ProblemOperand<T>{dq + i0 * ld, n * ld, d, 0}, ld, p0, count, H,
                                  stream);  // dQ = scale dS K  [count, rq, d]
-      into(dk, dk_sum, rq, qs, scale);     // dK (+)= scale dS^T Q  [count, m, d]
+      into(dk, dk_sum, qs, scale);         // dK (+)= scale dS^T Q  [count, m, d]
     }
     if (widen) {  // one problem p0: its FP32 sums into dK and dV, head p0 % H of batch entry p0 / H
       const std::int64_t at = (p0 / H) * m * ld + (p0 % H) * d;
